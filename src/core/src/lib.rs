@@ -1,0 +1,6 @@
+//! optidb's logic, free of any PostgreSQL server dependency so `cargo test` can drive it alone.
+//! The extension crate (`src/`) gathers inputs over SPI and calls into these modules.
+
+pub mod bottleneck;
+pub mod plan_facts;
+pub mod statement;

@@ -1,0 +1,286 @@
+//! Facts read off an `EXPLAIN (FORMAT JSON)` plan: which nodes ran, which relations were read
+//! sequentially and with what filter, which indexes were used, how far row estimates were from
+//! actual rows (when the plan was ANALYZEd). Rules and answers cite these facts, so they are
+//! stored as they are derived here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A sequential scan and what it filtered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeqScan {
+    pub relation: String,
+    pub schema: Option<String>,
+    pub alias: Option<String>,
+    pub est_rows: f64,
+    pub total_cost: f64,
+    pub filter: Option<String>,
+}
+
+/// An index the plan uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexUse {
+    pub node_type: String,
+    pub relation: Option<String>,
+    pub index: String,
+    pub cond: Option<String>,
+}
+
+/// A sort node; `on_disk` is only known for ANALYZEd plans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SortNode {
+    pub keys: Vec<String>,
+    pub est_rows: f64,
+    pub on_disk: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PlanFacts {
+    pub total_cost: f64,
+    /// Rows the planner expects the top node to return.
+    pub est_rows: f64,
+    /// Rows the top node returned (ANALYZEd plans only).
+    pub act_rows: Option<f64>,
+    /// Largest over/under-estimate factor of any executed node (ANALYZEd plans only), >= 1.
+    pub worst_estimate_ratio: Option<f64>,
+    pub node_types: Vec<String>,
+    pub join_types: Vec<String>,
+    /// Every filter-like condition, prefixed by the relation it applies to when known.
+    pub filters: Vec<String>,
+    pub seq_scans: Vec<SeqScan>,
+    pub index_uses: Vec<IndexUse>,
+    pub sorts: Vec<SortNode>,
+    pub node_count: usize,
+}
+
+impl PlanFacts {
+    pub fn had_seq_scan(&self) -> bool {
+        !self.seq_scans.is_empty()
+    }
+}
+
+/// Why a plan could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanShapeError(pub String);
+
+impl std::fmt::Display for PlanShapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Accepts what `EXPLAIN (FORMAT JSON)` prints: `[{"Plan": {...}, ...}]`, or the inner object,
+/// or a bare plan node.
+pub fn from_explain_json(explain: &Value) -> Result<PlanFacts, PlanShapeError> {
+    let top = match explain {
+        Value::Array(items) => items
+            .first()
+            .ok_or_else(|| PlanShapeError("empty EXPLAIN output".into()))?,
+        other => other,
+    };
+    let root = top.get("Plan").unwrap_or(top);
+    if root.get("Node Type").is_none() {
+        return Err(PlanShapeError(
+            "no \"Node Type\" in the plan's top node".into(),
+        ));
+    }
+    let mut facts = PlanFacts {
+        total_cost: num(root, "Total Cost").unwrap_or(0.0),
+        est_rows: num(root, "Plan Rows").unwrap_or(0.0),
+        act_rows: num(root, "Actual Rows"),
+        ..PlanFacts::default()
+    };
+    walk(root, &mut facts);
+    Ok(facts)
+}
+
+fn walk(node: &Value, facts: &mut PlanFacts) {
+    facts.node_count += 1;
+    let node_type = text(node, "Node Type").unwrap_or_default();
+    push_distinct(&mut facts.node_types, &node_type);
+    if let Some(join) = text(node, "Join Type") {
+        push_distinct(&mut facts.join_types, &join);
+    }
+
+    let relation = text(node, "Relation Name");
+    let label = relation.clone().or_else(|| text(node, "Alias"));
+    for key in [
+        "Filter",
+        "Index Cond",
+        "Recheck Cond",
+        "Hash Cond",
+        "Merge Cond",
+        "Join Filter",
+    ] {
+        if let Some(cond) = text(node, key) {
+            let entry = match &label {
+                Some(rel) => format!("{rel}: {cond}"),
+                None => cond,
+            };
+            push_distinct(&mut facts.filters, &entry);
+        }
+    }
+
+    match node_type.as_str() {
+        "Seq Scan" => facts.seq_scans.push(SeqScan {
+            relation: relation.clone().unwrap_or_default(),
+            schema: text(node, "Schema"),
+            alias: text(node, "Alias"),
+            est_rows: num(node, "Plan Rows").unwrap_or(0.0),
+            total_cost: num(node, "Total Cost").unwrap_or(0.0),
+            filter: text(node, "Filter"),
+        }),
+        "Index Scan" | "Index Only Scan" | "Bitmap Index Scan" => {
+            if let Some(index) = text(node, "Index Name") {
+                facts.index_uses.push(IndexUse {
+                    node_type: node_type.clone(),
+                    relation: relation.clone(),
+                    index,
+                    cond: text(node, "Index Cond"),
+                });
+            }
+        }
+        "Sort" | "Incremental Sort" => facts.sorts.push(SortNode {
+            keys: node
+                .get("Sort Key")
+                .and_then(Value::as_array)
+                .map(|keys| {
+                    keys.iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            est_rows: num(node, "Plan Rows").unwrap_or(0.0),
+            on_disk: text(node, "Sort Space Type").as_deref() == Some("Disk"),
+        }),
+        _ => {}
+    }
+
+    if let (Some(est), Some(act), Some(loops)) = (
+        num(node, "Plan Rows"),
+        num(node, "Actual Rows"),
+        num(node, "Actual Loops"),
+    ) {
+        if loops > 0.0 {
+            let ratio = estimate_ratio(est, act);
+            facts.worst_estimate_ratio = Some(facts.worst_estimate_ratio.map_or(ratio, |w| w.max(ratio)));
+        }
+    }
+
+    if let Some(children) = node.get("Plans").and_then(Value::as_array) {
+        for child in children {
+            walk(child, facts);
+        }
+    }
+}
+
+/// How many times off an estimate is, in either direction; rows below 1 count as 1 so an
+/// empty result estimated at 1 row is not flagged.
+pub fn estimate_ratio(estimated: f64, actual: f64) -> f64 {
+    let e = estimated.max(1.0);
+    let a = actual.max(1.0);
+    if e > a {
+        e / a
+    } else {
+        a / e
+    }
+}
+
+fn push_distinct(list: &mut Vec<String>, item: &str) {
+    if !item.is_empty() && !list.iter().any(|x| x == item) {
+        list.push(item.to_string());
+    }
+}
+
+fn text(node: &Value, key: &str) -> Option<String> {
+    node.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn num(node: &Value, key: &str) -> Option<f64> {
+    node.get(key).and_then(Value::as_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn generic_plan() -> Value {
+        json!([{
+            "Plan": {
+                "Node Type": "Limit", "Startup Cost": 100.0, "Total Cost": 2000.5,
+                "Plan Rows": 10, "Plan Width": 40,
+                "Plans": [{
+                    "Node Type": "Sort", "Parent Relationship": "Outer",
+                    "Total Cost": 2000.0, "Plan Rows": 500, "Sort Key": ["o.created_at DESC"],
+                    "Plans": [{
+                        "Node Type": "Hash Join", "Join Type": "Inner", "Total Cost": 1900.0,
+                        "Plan Rows": 500, "Hash Cond": "(o.customer_id = c.id)",
+                        "Plans": [
+                            {"Node Type": "Seq Scan", "Relation Name": "orders", "Alias": "o",
+                             "Total Cost": 1500.0, "Plan Rows": 500,
+                             "Filter": "(status = $1)"},
+                            {"Node Type": "Hash", "Total Cost": 8.0, "Plan Rows": 1,
+                             "Plans": [{"Node Type": "Index Scan", "Relation Name": "customers",
+                                        "Alias": "c", "Index Name": "customers_pkey",
+                                        "Total Cost": 8.0, "Plan Rows": 1,
+                                        "Index Cond": "(id = $2)"}]}
+                        ]
+                    }]
+                }]
+            }
+        }])
+    }
+
+    #[test]
+    fn generic_plan_facts() {
+        let f = from_explain_json(&generic_plan()).unwrap();
+        assert_eq!(f.total_cost, 2000.5);
+        assert_eq!(f.est_rows, 10.0);
+        assert_eq!(f.act_rows, None);
+        assert_eq!(f.worst_estimate_ratio, None);
+        assert_eq!(
+            f.node_types,
+            vec!["Limit", "Sort", "Hash Join", "Seq Scan", "Hash", "Index Scan"]
+        );
+        assert_eq!(f.join_types, vec!["Inner"]);
+        assert!(f.had_seq_scan());
+        assert_eq!(f.seq_scans[0].relation, "orders");
+        assert_eq!(f.seq_scans[0].filter.as_deref(), Some("(status = $1)"));
+        assert_eq!(f.index_uses[0].index, "customers_pkey");
+        assert_eq!(f.sorts[0].keys, vec!["o.created_at DESC"]);
+        assert!(f.filters.contains(&"orders: (status = $1)".to_string()));
+        assert!(f.filters.contains(&"customers: (id = $2)".to_string()));
+        assert_eq!(f.node_count, 6);
+    }
+
+    #[test]
+    fn analyzed_plan_gives_estimate_ratio() {
+        let plan = json!([{"Plan": {
+            "Node Type": "Nested Loop", "Join Type": "Inner", "Total Cost": 10.0,
+            "Plan Rows": 5, "Actual Rows": 5000, "Actual Loops": 1,
+            "Plans": [
+                {"Node Type": "Seq Scan", "Relation Name": "a", "Plan Rows": 1,
+                 "Actual Rows": 1, "Actual Loops": 1, "Total Cost": 1.0},
+                {"Node Type": "Index Scan", "Relation Name": "b", "Index Name": "b_idx",
+                 "Plan Rows": 1, "Actual Rows": 0, "Actual Loops": 0, "Total Cost": 1.0}
+            ]}}]);
+        let f = from_explain_json(&plan).unwrap();
+        assert_eq!(f.act_rows, Some(5000.0));
+        assert_eq!(f.worst_estimate_ratio, Some(1000.0));
+    }
+
+    #[test]
+    fn estimate_ratio_is_symmetric_and_floors_at_one_row() {
+        assert_eq!(estimate_ratio(10.0, 1000.0), 100.0);
+        assert_eq!(estimate_ratio(1000.0, 10.0), 100.0);
+        assert_eq!(estimate_ratio(1.0, 0.0), 1.0);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        assert!(from_explain_json(&json!([])).is_err());
+        assert!(from_explain_json(&json!({"foo": 1})).is_err());
+        assert!(from_explain_json(&json!("text")).is_err());
+    }
+}

@@ -1,0 +1,263 @@
+//! What optidb needs to know about one SQL statement before it stores it: a fingerprint that is
+//! the same for every variant of the statement (literals, comments, whitespace, keyword case),
+//! a canonical normalized text, its kind, whether it can be EXPLAINed, and its parameter count.
+//!
+//! Everything here goes through pg_query (PostgreSQL's own parser), never through regexes, so a
+//! `$1` inside a string or a comment cannot fool it.
+
+use pg_query::protobuf::Token;
+use pg_query::NodeEnum;
+
+/// The broad kind of a statement, used to skip boilerplate and to decide what can be EXPLAINed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Merge,
+    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET, SHOW, RESET, DISCARD, DEALLOCATE, LISTEN, ...:
+    /// session plumbing that is never a bottleneck worth advice.
+    Boilerplate,
+    /// Any other utility statement (DDL, COPY, VACUUM, ...): recorded, never EXPLAINed.
+    Utility,
+}
+
+impl StatementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementKind::Select => "select",
+            StatementKind::Insert => "insert",
+            StatementKind::Update => "update",
+            StatementKind::Delete => "delete",
+            StatementKind::Merge => "merge",
+            StatementKind::Boilerplate => "boilerplate",
+            StatementKind::Utility => "utility",
+        }
+    }
+}
+
+/// The facts derived from one statement's text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementInfo {
+    /// 16 hex digits; equal for statements that differ only in literals, comments, whitespace or
+    /// keyword case.
+    pub fingerprint: String,
+    /// Canonical text: constants replaced by `$n`, comments dropped, keywords upper case.
+    pub normalized: String,
+    pub kind: StatementKind,
+    /// True when `PREPARE ... AS <statement>` accepts it, so a generic plan can be captured.
+    pub explainable: bool,
+    /// Highest `$n` placeholder in the text (what EXECUTE must be given).
+    pub param_count: usize,
+    /// Relations the statement reads or writes, as written (schema-qualified when it was).
+    pub tables: Vec<String>,
+}
+
+/// Why a statement could not be analysed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseFailure(pub String);
+
+impl std::fmt::Display for ParseFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parse, fingerprint and normalize one statement (one statement only: text holding several is
+/// refused, because optidb later PREPAREs it and must never run a second, hidden command).
+pub fn analyze(sql: &str) -> Result<StatementInfo, ParseFailure> {
+    let parsed = pg_query::parse(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let stmts = &parsed.protobuf.stmts;
+    if stmts.len() != 1 {
+        return Err(ParseFailure(format!(
+            "expected exactly one statement, found {}",
+            stmts.len()
+        )));
+    }
+    let node = stmts[0].stmt.as_ref().and_then(|s| s.node.as_ref());
+    let (kind, explainable) = classify(node);
+
+    let fingerprint = pg_query::fingerprint(sql)
+        .map_err(|e| ParseFailure(e.to_string()))?
+        .hex;
+    let normalized = canonical_text(sql)?;
+    let param_count = max_param(&normalized)?;
+    let mut tables: Vec<String> = parsed.tables();
+    tables.sort();
+    tables.dedup();
+
+    Ok(StatementInfo {
+        fingerprint,
+        normalized,
+        kind,
+        explainable,
+        param_count,
+        tables,
+    })
+}
+
+/// Constants become `$n`, then the tree is printed back: this drops comments, collapses
+/// whitespace and fixes keyword case. If the deparser cannot print a construct, the
+/// normalized (but not reprinted) text is the fallback.
+fn canonical_text(sql: &str) -> Result<String, ParseFailure> {
+    let normalized = pg_query::normalize(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let reprinted = pg_query::parse(&normalized)
+        .and_then(|p| p.deparse())
+        .unwrap_or_else(|_| normalized.trim().to_string());
+    Ok(reprinted)
+}
+
+fn max_param(sql: &str) -> Result<usize, ParseFailure> {
+    let scanned = pg_query::scan(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let max = scanned
+        .tokens
+        .iter()
+        .filter(|t| t.token == Token::Param as i32)
+        .filter_map(|t| sql.get(t.start as usize + 1..t.end as usize))
+        .filter_map(|digits| digits.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    Ok(max)
+}
+
+fn classify(node: Option<&NodeEnum>) -> (StatementKind, bool) {
+    match node {
+        // SELECT ... INTO creates a table: PREPARE refuses it.
+        Some(NodeEnum::SelectStmt(s)) => (StatementKind::Select, s.into_clause.is_none()),
+        Some(NodeEnum::InsertStmt(_)) => (StatementKind::Insert, true),
+        Some(NodeEnum::UpdateStmt(_)) => (StatementKind::Update, true),
+        Some(NodeEnum::DeleteStmt(_)) => (StatementKind::Delete, true),
+        Some(NodeEnum::MergeStmt(_)) => (StatementKind::Merge, true),
+        Some(
+            NodeEnum::TransactionStmt(_)
+            | NodeEnum::VariableSetStmt(_)
+            | NodeEnum::VariableShowStmt(_)
+            | NodeEnum::DiscardStmt(_)
+            | NodeEnum::DeallocateStmt(_)
+            | NodeEnum::PrepareStmt(_)
+            | NodeEnum::ExecuteStmt(_)
+            | NodeEnum::ListenStmt(_)
+            | NodeEnum::UnlistenStmt(_)
+            | NodeEnum::NotifyStmt(_)
+            | NodeEnum::CheckPointStmt(_)
+            | NodeEnum::ExplainStmt(_)
+            | NodeEnum::ClosePortalStmt(_)
+            | NodeEnum::FetchStmt(_)
+            | NodeEnum::DeclareCursorStmt(_),
+        ) => (StatementKind::Boilerplate, false),
+        _ => (StatementKind::Utility, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(sql: &str) -> String {
+        analyze(sql).unwrap().fingerprint
+    }
+
+    #[test]
+    fn literals_comments_whitespace_and_case_share_a_fingerprint() {
+        let variants = [
+            "SELECT * FROM orders WHERE customer_id = 42",
+            "select * from orders where customer_id = 7",
+            "SELECT *\n  FROM   orders\n WHERE customer_id = $1",
+            "/* app: checkout */ SELECT * FROM orders WHERE customer_id = 1 -- trailing",
+            "SeLeCt * FrOm orders WhErE customer_id = 99999",
+        ];
+        let first = fp(variants[0]);
+        for v in &variants[1..] {
+            assert_eq!(fp(v), first, "{v}");
+        }
+    }
+
+    #[test]
+    fn different_statements_differ() {
+        assert_ne!(
+            fp("SELECT * FROM orders WHERE customer_id = 1"),
+            fp("SELECT * FROM orders WHERE status = 'x'")
+        );
+        assert_ne!(fp("SELECT a FROM t"), fp("SELECT b FROM t"));
+        assert_ne!(fp("SELECT a FROM t"), fp("SELECT a FROM u"));
+    }
+
+    #[test]
+    fn at_least_200_distinct_statements_never_collide() {
+        let mut statements = Vec::new();
+        let tables = ["orders", "customers", "products", "order_items", "events"];
+        let columns = ["id", "status", "created_at", "total", "name", "email"];
+        for t in tables {
+            for c in columns {
+                statements.push(format!("SELECT * FROM {t} WHERE {c} = 1"));
+                statements.push(format!("SELECT {c} FROM {t} ORDER BY {c} LIMIT 10"));
+                statements.push(format!("UPDATE {t} SET {c} = 1 WHERE id = 2"));
+                statements.push(format!("DELETE FROM {t} WHERE {c} > 3"));
+                statements.push(format!("SELECT count(*) FROM {t} GROUP BY {c}"));
+                statements.push(format!("INSERT INTO {t} ({c}) VALUES (1)"));
+                statements.push(format!("SELECT * FROM {t} WHERE {c} IS NULL"));
+            }
+        }
+        assert!(statements.len() >= 200, "{}", statements.len());
+        let mut seen = std::collections::HashMap::new();
+        for s in &statements {
+            let f = fp(s);
+            if let Some(prev) = seen.insert(f.clone(), s.clone()) {
+                panic!("collision {f}: {prev:?} vs {s:?}");
+            }
+        }
+        // And each one keeps its fingerprint under literal/case/whitespace changes.
+        for s in &statements {
+            let variant = s.replace(" 1", " 12345").replace(" = ", "   =\n").to_lowercase();
+            assert_eq!(fp(s), fp(&variant), "{s} vs {variant}");
+        }
+    }
+
+    #[test]
+    fn normalized_text_is_canonical() {
+        let a = analyze("select  *  from orders /* x */ where customer_id = 42 and status='new'")
+            .unwrap();
+        assert_eq!(
+            a.normalized,
+            "SELECT * FROM orders WHERE customer_id = $1 AND status = $2"
+        );
+        assert_eq!(a.param_count, 2);
+        assert_eq!(a.kind, StatementKind::Select);
+        assert!(a.explainable);
+        assert_eq!(a.tables, vec!["orders".to_string()]);
+    }
+
+    #[test]
+    fn params_inside_strings_are_not_counted() {
+        let a = analyze("SELECT '$7' AS x, \"$9\" FROM t WHERE a = $2").unwrap();
+        assert_eq!(a.param_count, 3, "{}", a.normalized); // '$7' becomes $1, then $2, $3 follow
+    }
+
+    #[test]
+    fn boilerplate_and_utility_are_not_explainable() {
+        for sql in [
+            "BEGIN",
+            "COMMIT",
+            "SET work_mem = '4MB'",
+            "SHOW work_mem",
+            "DEALLOCATE ALL",
+        ] {
+            let a = analyze(sql).unwrap();
+            assert_eq!(a.kind, StatementKind::Boilerplate, "{sql}");
+            assert!(!a.explainable);
+        }
+        let ddl = analyze("CREATE TABLE t (a int)").unwrap();
+        assert_eq!(ddl.kind, StatementKind::Utility);
+        assert!(!ddl.explainable);
+        let into = analyze("SELECT * INTO t2 FROM t").unwrap();
+        assert!(!into.explainable);
+    }
+
+    #[test]
+    fn several_statements_or_garbage_are_refused() {
+        assert!(analyze("SELECT 1; DROP TABLE t").is_err());
+        assert!(analyze("SELEC 1").is_err());
+        assert!(analyze("").is_err());
+    }
+}
