@@ -1,1 +1,47 @@
+//! optidb: the PostgreSQL-facing layer. Each module is one concern; the logic they call lives in
+//! the server-independent `optidb-core` crate (src/core).
 
+use pgrx::prelude::*;
+
+mod bottlenecks;
+mod catalog;
+mod errors;
+mod explain;
+mod guarded;
+mod gucs;
+mod pgss;
+mod scan;
+
+::pgrx::pg_module_magic!(name, version);
+
+// Meta tables first; the generated function definitions follow.
+pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+
+// Least privilege: scan() writes history and reads every role's statements, so only the owner
+// (and roles it grants) may run it. The readers' grants arrive with the roles feature.
+pgrx::extension_sql!(
+    "REVOKE EXECUTE ON FUNCTION optidb.scan(integer) FROM PUBLIC;\n\
+     REVOKE EXECUTE ON FUNCTION optidb.bottlenecks(integer) FROM PUBLIC;\n\
+     REVOKE EXECUTE ON FUNCTION optidb.query(bigint) FROM PUBLIC;",
+    name = "privileges",
+    finalize
+);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_stat_statements'"]
+    }
+}

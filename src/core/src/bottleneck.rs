@@ -268,9 +268,15 @@ mod tests {
         let codes: Vec<_> = d.reasons.iter().map(|r| r.code).collect();
         assert_eq!(
             codes,
-            vec!["dominant_total_time", "slow_per_call", "seq_scan_large_table"]
+            vec![
+                "dominant_total_time",
+                "slow_per_call",
+                "seq_scan_large_table"
+            ]
         );
-        assert!(d.summary().contains("sequential scan of orders (~1.0M rows) filtered by (customer_id = $1)"));
+        assert!(d
+            .summary()
+            .contains("sequential scan of orders (~1.0M rows) filtered by (customer_id = $1)"));
         assert!(d.confidence > 0.8, "{}", d.confidence);
     }
 

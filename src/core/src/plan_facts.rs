@@ -163,7 +163,8 @@ fn walk(node: &Value, facts: &mut PlanFacts) {
     ) {
         if loops > 0.0 {
             let ratio = estimate_ratio(est, act);
-            facts.worst_estimate_ratio = Some(facts.worst_estimate_ratio.map_or(ratio, |w| w.max(ratio)));
+            facts.worst_estimate_ratio =
+                Some(facts.worst_estimate_ratio.map_or(ratio, |w| w.max(ratio)));
         }
     }
 
@@ -241,7 +242,14 @@ mod tests {
         assert_eq!(f.worst_estimate_ratio, None);
         assert_eq!(
             f.node_types,
-            vec!["Limit", "Sort", "Hash Join", "Seq Scan", "Hash", "Index Scan"]
+            vec![
+                "Limit",
+                "Sort",
+                "Hash Join",
+                "Seq Scan",
+                "Hash",
+                "Index Scan"
+            ]
         );
         assert_eq!(f.join_types, vec!["Inner"]);
         assert!(f.had_seq_scan());
@@ -257,14 +265,14 @@ mod tests {
     #[test]
     fn analyzed_plan_gives_estimate_ratio() {
         let plan = json!([{"Plan": {
-            "Node Type": "Nested Loop", "Join Type": "Inner", "Total Cost": 10.0,
-            "Plan Rows": 5, "Actual Rows": 5000, "Actual Loops": 1,
-            "Plans": [
-                {"Node Type": "Seq Scan", "Relation Name": "a", "Plan Rows": 1,
-                 "Actual Rows": 1, "Actual Loops": 1, "Total Cost": 1.0},
-                {"Node Type": "Index Scan", "Relation Name": "b", "Index Name": "b_idx",
-                 "Plan Rows": 1, "Actual Rows": 0, "Actual Loops": 0, "Total Cost": 1.0}
-            ]}}]);
+        "Node Type": "Nested Loop", "Join Type": "Inner", "Total Cost": 10.0,
+        "Plan Rows": 5, "Actual Rows": 5000, "Actual Loops": 1,
+        "Plans": [
+            {"Node Type": "Seq Scan", "Relation Name": "a", "Plan Rows": 1,
+             "Actual Rows": 1, "Actual Loops": 1, "Total Cost": 1.0},
+            {"Node Type": "Index Scan", "Relation Name": "b", "Index Name": "b_idx",
+             "Plan Rows": 1, "Actual Rows": 0, "Actual Loops": 0, "Total Cost": 1.0}
+        ]}}]);
         let f = from_explain_json(&plan).unwrap();
         assert_eq!(f.act_rows, Some(5000.0));
         assert_eq!(f.worst_estimate_ratio, Some(1000.0));

@@ -209,7 +209,10 @@ mod tests {
         }
         // And each one keeps its fingerprint under literal/case/whitespace changes.
         for s in &statements {
-            let variant = s.replace(" 1", " 12345").replace(" = ", "   =\n").to_lowercase();
+            let variant = s
+                .replace(" 1", " 12345")
+                .replace(" = ", "   =\n")
+                .to_lowercase();
             assert_eq!(fp(s), fp(&variant), "{s} vs {variant}");
         }
     }

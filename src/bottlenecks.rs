@@ -1,0 +1,201 @@
+//! `optidb.bottlenecks()` and `optidb.query(id)`: what is slow and why, from stored facts only
+//! (metric deltas, the latest captured plan, catalog sizes). The reasoning itself lives in
+//! `optidb_core::bottleneck`.
+
+use crate::errors::{raise, require_positive};
+use optidb_core::bottleneck::{self, Diagnosis, StatementMetrics, TableSize};
+use optidb_core::plan_facts::PlanFacts;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::json;
+
+/// One statement's totals over all stored snapshots, with its latest plan facts.
+struct Observed {
+    query_id: i64,
+    fingerprint: String,
+    query: Option<String>,
+    metrics: StatementMetrics,
+    plan: Option<PlanFacts>,
+    plan_captured_at: Option<String>,
+}
+
+const OBSERVED_SQL: &str = "
+WITH totals AS (
+    SELECT query_id, sum(calls)::int8 AS calls, sum(total_ms) AS total_ms, sum(rows)::int8 AS rows,
+           sum(shared_blks_hit)::int8 AS hit, sum(shared_blks_read)::int8 AS read,
+           sum(temp_blks_written)::int8 AS twritten
+    FROM optidb.metric GROUP BY query_id
+), grand AS (SELECT sum(total_ms) AS total FROM totals)
+SELECT q.id, q.fingerprint, COALESCE(q.norm_sql, q.raw_sql), t.calls, t.total_ms, t.rows, t.hit,
+       t.read, t.twritten, COALESCE(t.total_ms / NULLIF(g.total, 0), 0),
+       p.facts, p.captured_at::text
+FROM totals t
+JOIN optidb.query q ON q.id = t.query_id
+CROSS JOIN grand g
+LEFT JOIN LATERAL (
+    SELECT facts, captured_at FROM optidb.plan
+    WHERE query_id = q.id AND plan_json IS NOT NULL
+    ORDER BY captured_at DESC, id DESC LIMIT 1) p ON true
+WHERE t.calls > 0 AND ($1::int8 IS NULL OR q.id = $1)
+ORDER BY t.total_ms DESC, q.id
+LIMIT $2";
+
+fn observed(only: Option<i64>, limit: i64) -> Vec<Observed> {
+    Spi::connect(|client| {
+        client
+            .select(OBSERVED_SQL, None, &[only.into(), limit.into()])
+            .unwrap_or_else(|e| error!("reading optidb.metric failed: {e}"))
+            .map(|row| {
+                let i = |n: usize| row.get::<i64>(n).ok().flatten().unwrap_or(0);
+                Observed {
+                    query_id: i(1),
+                    fingerprint: row.get::<String>(2).ok().flatten().unwrap_or_default(),
+                    query: row.get::<String>(3).ok().flatten(),
+                    metrics: StatementMetrics {
+                        calls: i(4),
+                        total_ms: row.get::<f64>(5).ok().flatten().unwrap_or(0.0),
+                        rows: i(6),
+                        shared_blks_hit: i(7),
+                        shared_blks_read: i(8),
+                        temp_blks_written: i(9),
+                        share_of_total: row.get::<f64>(10).ok().flatten().unwrap_or(0.0),
+                    },
+                    plan: row
+                        .get::<JsonB>(11)
+                        .ok()
+                        .flatten()
+                        .and_then(|j| serde_json::from_value(j.0).ok()),
+                    plan_captured_at: row.get::<String>(12).ok().flatten(),
+                }
+            })
+            .collect()
+    })
+}
+
+/// Estimated rows of every user table, as of the last scan.
+fn table_sizes() -> Vec<TableSize> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT relname::text, rows_est FROM optidb.schema_table",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| error!("reading optidb.schema_table failed: {e}"))
+            .map(|row| TableSize {
+                relation: row.get::<String>(1).ok().flatten().unwrap_or_default(),
+                rows_est: row.get::<f64>(2).ok().flatten().unwrap_or(0.0),
+            })
+            .collect()
+    })
+}
+
+fn evidence(o: &Observed, d: &Diagnosis) -> serde_json::Value {
+    json!({
+        "reasons": d.reasons,
+        "metrics": {
+            "calls": o.metrics.calls,
+            "total_ms": o.metrics.total_ms,
+            "mean_ms": o.metrics.mean_ms(),
+            "rows": o.metrics.rows,
+            "shared_blks_hit": o.metrics.shared_blks_hit,
+            "shared_blks_read": o.metrics.shared_blks_read,
+            "temp_blks_written": o.metrics.temp_blks_written,
+            "share_of_total": o.metrics.share_of_total,
+        },
+        "plan_captured_at": o.plan_captured_at,
+        "seq_scans": o.plan.as_ref().map(|p| &p.seq_scans),
+    })
+}
+
+/// The statements with the largest total execution time, each with the reasons it is slow.
+#[pg_extern(stable, parallel_safe)]
+fn bottlenecks(
+    lim: default!(i32, 20),
+) -> TableIterator<
+    'static,
+    (
+        name!(query_id, i64),
+        name!(fingerprint, String),
+        name!(query, Option<String>),
+        name!(calls, i64),
+        name!(mean_ms, f64),
+        name!(p95_ms, Option<f64>),
+        name!(total_ms, f64),
+        name!(share_pct, f64),
+        name!(reason, String),
+        name!(evidence, JsonB),
+        name!(ddl, Option<String>),
+        name!(confidence, f64),
+    ),
+> {
+    require_positive("lim", lim);
+    let tables = table_sizes();
+    let rows: Vec<_> = observed(None, lim as i64)
+        .into_iter()
+        .map(|o| {
+            let d = bottleneck::diagnose(&o.metrics, o.plan.as_ref(), &tables);
+            (
+                o.query_id,
+                o.fingerprint.clone(),
+                o.query.clone(),
+                o.metrics.calls,
+                o.metrics.mean_ms(),
+                None,
+                o.metrics.total_ms,
+                o.metrics.share_of_total * 100.0,
+                d.summary(),
+                JsonB(evidence(&o, &d)),
+                None,
+                d.confidence,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+const DETAIL_SQL: &str = "
+SELECT pg_catalog.jsonb_build_object(
+    'query_id', q.id, 'fingerprint', q.fingerprint, 'queryids', q.queryids, 'kind', q.kind,
+    'query', q.norm_sql, 'raw_sql', q.raw_sql, 'parse_error', q.parse_error, 'tables', q.tables,
+    'first_seen', q.first_seen, 'last_seen', q.last_seen,
+    'metrics', (SELECT pg_catalog.jsonb_build_object(
+                    'calls', sum(calls), 'total_ms', sum(total_ms),
+                    'mean_ms', sum(total_ms) / NULLIF(sum(calls), 0), 'rows', sum(rows),
+                    'shared_blks_hit', sum(shared_blks_hit),
+                    'shared_blks_read', sum(shared_blks_read),
+                    'temp_blks_written', sum(temp_blks_written), 'snapshots', count(*),
+                    'first_capture', min(captured_at), 'last_capture', max(captured_at))
+                FROM optidb.metric m WHERE m.query_id = q.id),
+    'history', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                    'captured_at', h.captured_at, 'calls', h.calls, 'total_ms', h.total_ms,
+                    'mean_ms', h.mean_ms) ORDER BY h.captured_at DESC)
+                FROM (SELECT * FROM optidb.metric m WHERE m.query_id = q.id
+                      ORDER BY captured_at DESC LIMIT 50) h),
+    'plan', (SELECT pg_catalog.jsonb_build_object(
+                 'captured_at', p.captured_at, 'explain_error', p.explain_error,
+                 'total_cost', p.total_cost, 'facts', p.facts, 'plan', p.plan_json)
+             FROM optidb.plan p WHERE p.query_id = q.id
+             ORDER BY p.captured_at DESC, p.id DESC LIMIT 1))
+FROM optidb.query q WHERE q.id = $1";
+
+/// Everything optidb stored about one statement, as jsonb.
+#[pg_extern(name = "query", stable, parallel_safe)]
+fn query_detail(id: i64) -> JsonB {
+    let detail = Spi::get_one_with_args::<JsonB>(DETAIL_SQL, &[id.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+                format!("optidb has no statement with id {id}"),
+                Some("Run SELECT optidb.scan(); then pick a query_id from optidb.bottlenecks()."),
+            )
+        });
+    let mut value = detail.0;
+    let diagnosis = observed(Some(id), 1)
+        .first()
+        .map(|o| bottleneck::diagnose(&o.metrics, o.plan.as_ref(), &table_sizes()));
+    value["diagnosis"] = serde_json::to_value(diagnosis).unwrap_or_default();
+    JsonB(value)
+}

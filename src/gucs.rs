@@ -1,0 +1,38 @@
+//! optidb's settings (all `optidb.*`). Each is private to this module and read through an
+//! accessor, so the rest of the code never touches GUC plumbing.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+static EXPLAIN_TOP_K: GucSetting<i32> = GucSetting::<i32>::new(20);
+static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2_000);
+
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"optidb.explain_top_k",
+        c"How many of the slowest statements scan() captures a generic plan for.",
+        c"Each capture is one PREPARE plus EXPLAIN in the calling backend; 0 disables plans.",
+        &EXPLAIN_TOP_K,
+        0,
+        1_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.statement_timeout",
+        c"Time limit for each statement optidb runs on its own behalf (EXPLAIN captures).",
+        c"A capture that takes longer is recorded as timed out and skipped; the scan goes on.",
+        &STATEMENT_TIMEOUT_MS,
+        1,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+}
+
+pub fn explain_top_k() -> i32 {
+    EXPLAIN_TOP_K.get()
+}
+
+pub fn statement_timeout_ms() -> i32 {
+    STATEMENT_TIMEOUT_MS.get()
+}

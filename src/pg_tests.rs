@@ -1,0 +1,121 @@
+//! SQL-surface tests run inside a real backend by `cargo pgrx test` (each in a transaction that
+//! is rolled back). End-to-end behaviour with committed data is in tests/e2e.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn setup_workload() {
+        Spi::run("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").unwrap();
+        Spi::run(
+            "CREATE TABLE t_orders AS SELECT g AS id, g % 1000 AS customer_id, 'x' AS status \
+             FROM generate_series(1, 20000) g; ANALYZE t_orders",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn scan_returns_one_summary_row() {
+        setup_workload();
+        let (seen, plans) =
+            Spi::get_two::<i32, i32>("SELECT queries_seen, plans_captured FROM optidb.scan()")
+                .unwrap();
+        assert!(seen.unwrap() >= 0);
+        assert!(plans.unwrap() >= 0);
+        let logged = Spi::get_one::<i64>("SELECT count(*) FROM optidb.scan_log").unwrap();
+        assert_eq!(logged, Some(1));
+    }
+
+    #[pg_test]
+    fn catalog_facts_are_captured() {
+        setup_workload();
+        Spi::run("CREATE INDEX t_orders_cust ON t_orders (customer_id)").unwrap();
+        Spi::run("SELECT * FROM optidb.scan()").unwrap();
+        let rows = Spi::get_one::<f64>(
+            "SELECT rows_est FROM optidb.schema_table WHERE relname = 't_orders'",
+        )
+        .unwrap();
+        assert_eq!(rows, Some(20000.0));
+        let cols = Spi::get_one::<Vec<String>>(
+            "SELECT columns FROM optidb.schema_index WHERE indexname = 't_orders_cust'",
+        )
+        .unwrap();
+        assert_eq!(cols, Some(vec!["customer_id".to_string()]));
+        let n_distinct = Spi::get_one::<f32>(
+            "SELECT n_distinct FROM optidb.schema_column sc JOIN optidb.schema_table st USING (relid) \
+             WHERE st.relname = 't_orders' AND sc.attname = 'customer_id'",
+        )
+        .unwrap();
+        assert_eq!(n_distinct, Some(1000.0));
+    }
+
+    #[pg_test]
+    #[should_panic(expected = "top must be a positive integer")]
+    fn negative_top_is_refused() {
+        setup_workload();
+        Spi::run("SELECT optidb.scan(-1)").unwrap();
+    }
+
+    #[pg_test]
+    #[should_panic(expected = "lim must be a positive integer")]
+    fn zero_limit_is_refused() {
+        Spi::run("SELECT * FROM optidb.bottlenecks(0)").unwrap();
+    }
+
+    #[pg_test]
+    #[should_panic(expected = "optidb has no statement with id 424242")]
+    fn unknown_query_id_is_a_clear_error() {
+        Spi::run("SELECT optidb.query(424242)").unwrap();
+    }
+
+    #[pg_test]
+    #[should_panic(expected = "the pg_stat_statements extension is not installed in this database")]
+    fn scan_without_pg_stat_statements_says_what_to_do() {
+        Spi::run("DROP EXTENSION IF EXISTS pg_stat_statements").unwrap();
+        Spi::run("SELECT optidb.scan()").unwrap();
+    }
+
+    #[pg_test]
+    fn generic_plan_capture_cleans_up_and_reports_failures() {
+        setup_workload();
+        Spi::run("PREPARE users_own AS SELECT 1").unwrap();
+        let plan =
+            crate::explain::generic_plan("SELECT * FROM t_orders WHERE customer_id = $1", 1, 5_000)
+                .unwrap_or_else(|f| panic!("{f}"));
+        assert!(plan.facts.had_seq_scan());
+        assert_eq!(plan.facts.seq_scans[0].relation, "t_orders");
+
+        let missing = crate::explain::generic_plan("SELECT * FROM no_such_table", 0, 5_000);
+        let err = missing
+            .err()
+            .expect("a missing table cannot be explained")
+            .to_string();
+        assert!(err.contains("no_such_table"), "{err}");
+        assert!(err.contains("42P01"), "{err}");
+
+        // Only our own prepared statements are removed; the user's survives; the GUC is restored.
+        let names = Spi::get_one::<Vec<String>>(
+            "SELECT array_agg(name::text ORDER BY name) FROM pg_prepared_statements",
+        )
+        .unwrap();
+        assert_eq!(names, Some(vec!["users_own".to_string()]));
+        let mode = Spi::get_one::<String>("SELECT current_setting('plan_cache_mode')").unwrap();
+        assert_eq!(mode.as_deref(), Some("auto"));
+    }
+
+    #[pg_test]
+    fn explain_timeout_is_a_recorded_failure_not_an_abort() {
+        setup_workload();
+        // A plan-time function call that sleeps: constant folding of an immutable function runs it.
+        Spi::run(
+            "CREATE FUNCTION slow_const() RETURNS int IMMUTABLE LANGUAGE sql \
+             AS 'SELECT 1 FROM pg_sleep(2)'",
+        )
+        .unwrap();
+        let outcome = crate::explain::generic_plan("SELECT slow_const()", 0, 100);
+        let err = outcome.err().expect("must time out").to_string();
+        assert!(err.contains("timed out after 100 ms"), "{err}");
+        // The transaction is still usable.
+        assert_eq!(Spi::get_one::<i32>("SELECT 41 + 1").unwrap(), Some(42));
+    }
+}

@@ -1,0 +1,356 @@
+//! `optidb.scan()`: one ingest pass. Reads pg_stat_statements' top entries of this database,
+//! stores per-entry deltas since the previous scan, refreshes catalog facts and captures
+//! generic plans for the slowest statements. Every step is set-based SQL except parsing
+//! (pg_query, in-process) and EXPLAIN (one guarded subtransaction per statement).
+
+use crate::errors::require_positive;
+use crate::guarded::Failure;
+use crate::pgss::{self, Counters, Entry};
+use crate::{catalog, explain, gucs};
+use optidb_core::statement::{self, StatementKind};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Entries read beyond `top`, so boilerplate the parser drops does not shrink the result.
+const HEADROOM: i64 = 50;
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn scan(
+    top: default!(i32, 100),
+) -> TableIterator<
+    'static,
+    (
+        name!(queries_seen, i32),
+        name!(new_queries, i32),
+        name!(plans_captured, i32),
+        name!(explain_failures, i32),
+        name!(elapsed_ms, f64),
+    ),
+> {
+    require_positive("top", top);
+    let summary = run_scan(top as usize);
+    TableIterator::once((
+        summary.queries_seen as i32,
+        summary.new_queries as i32,
+        summary.plans_captured as i32,
+        summary.explain_failures as i32,
+        summary.elapsed_ms,
+    ))
+}
+
+pub struct Summary {
+    pub queries_seen: usize,
+    pub new_queries: usize,
+    pub plans_captured: usize,
+    pub explain_failures: usize,
+    pub elapsed_ms: f64,
+}
+
+/// A statement accepted into this scan, in pg_stat_statements' total-time order.
+struct Accepted {
+    query_id: i64,
+    raw_sql: String,
+}
+
+pub fn run_scan(top: usize) -> Summary {
+    let started = Instant::now();
+    let view = pgss::locate();
+    let captured_at = Spi::get_one::<TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()")
+        .ok()
+        .flatten()
+        .expect("clock_timestamp() is never NULL");
+
+    let stats_reset = pgss::stats_reset(&view);
+    let previous_reset = Spi::get_one::<String>(
+        "SELECT pgss_stats_reset::text FROM optidb.scan_log ORDER BY id DESC LIMIT 1",
+    )
+    .ok()
+    .flatten();
+    let reset_detected = previous_reset.is_some() && previous_reset != stats_reset;
+
+    let entries = pgss::read_top(&view, top as i64 + HEADROOM, reset_detected);
+    let mut accepted: Vec<Accepted> = Vec::new();
+    let mut kept_entries: Vec<(&Entry, i64)> = Vec::new();
+    let mut new_queries = 0;
+    for entry in &entries {
+        if accepted.len() >= top {
+            break;
+        }
+        let query_id = match entry.known_query_id {
+            Some(id) => id,
+            None => match register_query(entry) {
+                Some(id) => {
+                    new_queries += 1;
+                    id
+                }
+                None => continue, // boilerplate
+            },
+        };
+        if !accepted.iter().any(|a| a.query_id == query_id) {
+            accepted.push(Accepted {
+                query_id,
+                raw_sql: entry.text.clone(),
+            });
+        }
+        kept_entries.push((entry, query_id));
+    }
+
+    store_deltas(&kept_entries, &captured_at);
+    catalog::refresh();
+    let (plans_captured, explain_failures) = capture_plans(&accepted, &captured_at);
+
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Spi::run_with_args(
+        "INSERT INTO optidb.scan_log (started_at, finished_at, queries_seen, new_queries, \
+             plans_captured, explain_failures, pgss_reset_detected, pgss_stats_reset, elapsed_ms) \
+         VALUES ($1, pg_catalog.clock_timestamp(), $2, $3, $4, $5, $6, $7::timestamptz, $8)",
+        &[
+            captured_at.into(),
+            (accepted.len() as i32).into(),
+            (new_queries as i32).into(),
+            (plans_captured as i32).into(),
+            (explain_failures as i32).into(),
+            reset_detected.into(),
+            stats_reset.into(),
+            elapsed_ms.into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("writing optidb.scan_log failed: {e}"));
+
+    Summary {
+        queries_seen: accepted.len(),
+        new_queries,
+        plans_captured,
+        explain_failures,
+        elapsed_ms,
+    }
+}
+
+/// Parse a statement seen for the first time and file it under its fingerprint. Returns None
+/// for session boilerplate, which is not recorded at all. Text the parser rejects is still
+/// recorded, with the parse error, so it is visible rather than silently lost.
+fn register_query(entry: &Entry) -> Option<i64> {
+    let (fingerprint, kind, norm_sql, parse_error, tables) = match statement::analyze(&entry.text) {
+        Ok(info) if info.kind == StatementKind::Boilerplate => return None,
+        Ok(info) => (
+            info.fingerprint,
+            info.kind.as_str().to_string(),
+            Some(info.normalized),
+            None,
+            info.tables,
+        ),
+        Err(e) => (
+            format!("queryid:{}", entry.queryid),
+            "unparsed".to_string(),
+            None,
+            Some(e.0),
+            Vec::new(),
+        ),
+    };
+    Spi::get_one_with_args::<i64>(
+        "INSERT INTO optidb.query AS q \
+             (fingerprint, queryids, userid, dbid, kind, raw_sql, norm_sql, parse_error, tables) \
+         VALUES ($1, ARRAY[$2::int8], $3::oid, $4::oid, $5, $6, $7, $8, $9) \
+         ON CONFLICT (fingerprint, userid, dbid) DO UPDATE SET \
+             queryids = CASE WHEN $2 = ANY (q.queryids) THEN q.queryids \
+                             ELSE q.queryids || $2 END, \
+             last_seen = pg_catalog.now() \
+         RETURNING id",
+        &[
+            fingerprint.into(),
+            entry.queryid.into(),
+            entry.userid.into(),
+            entry.dbid.into(),
+            kind.into(),
+            entry.text.clone().into(),
+            norm_sql.into(),
+            parse_error.into(),
+            tables.into(),
+        ],
+    )
+    .ok()
+    .flatten()
+}
+
+/// Store every entry's new baseline and, per statement, the sum of its entries' deltas.
+fn store_deltas(entries: &[(&Entry, i64)], captured_at: &TimestampWithTimeZone) {
+    let mut per_query: HashMap<i64, Counters> = HashMap::new();
+    let mut order: Vec<i64> = Vec::new();
+    for (entry, query_id) in entries {
+        let delta = entry.current.since(entry.baseline.as_ref());
+        per_query
+            .entry(*query_id)
+            .or_insert_with(|| {
+                order.push(*query_id);
+                Counters::default()
+            })
+            .add(&delta);
+    }
+
+    let col = |f: &dyn Fn(&Entry) -> i64| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+    Spi::run_with_args(
+        "INSERT INTO optidb.pgss_state AS s (queryid, userid, dbid, toplevel, query_id, calls, \
+             total_exec_time, rows, shared_blks_hit, shared_blks_read, temp_blks_read, \
+             temp_blks_written, seen_at) \
+         SELECT u.queryid, u.userid::oid, u.dbid::oid, u.toplevel, u.query_id, u.calls, \
+                u.total, u.rows, u.hit, u.read, u.tread, u.twritten, $13 \
+         FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::bool[], $5::int8[], $6::int8[], \
+                     $7::float8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
+                     $12::int8[]) \
+              AS u(queryid, userid, dbid, toplevel, query_id, calls, total, rows, hit, read, \
+                   tread, twritten) \
+         ON CONFLICT (queryid, userid, dbid, toplevel) DO UPDATE SET \
+             query_id = excluded.query_id, calls = excluded.calls, \
+             total_exec_time = excluded.total_exec_time, rows = excluded.rows, \
+             shared_blks_hit = excluded.shared_blks_hit, \
+             shared_blks_read = excluded.shared_blks_read, \
+             temp_blks_read = excluded.temp_blks_read, \
+             temp_blks_written = excluded.temp_blks_written, seen_at = excluded.seen_at",
+        &[
+            col(&|e| e.queryid).into(),
+            col(&|e| e.userid).into(),
+            col(&|e| e.dbid).into(),
+            entries
+                .iter()
+                .map(|(e, _)| e.toplevel)
+                .collect::<Vec<_>>()
+                .into(),
+            entries.iter().map(|(_, q)| *q).collect::<Vec<_>>().into(),
+            col(&|e| e.current.calls).into(),
+            entries
+                .iter()
+                .map(|(e, _)| e.current.total_ms)
+                .collect::<Vec<_>>()
+                .into(),
+            col(&|e| e.current.rows).into(),
+            col(&|e| e.current.shared_blks_hit).into(),
+            col(&|e| e.current.shared_blks_read).into(),
+            col(&|e| e.current.temp_blks_read).into(),
+            col(&|e| e.current.temp_blks_written).into(),
+            (*captured_at).into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("storing pg_stat_statements baselines failed: {e}"));
+
+    let deltas: Vec<(i64, Counters)> = order
+        .iter()
+        .map(|q| (*q, per_query[q]))
+        .filter(|(_, d)| d.calls > 0)
+        .collect();
+    let dcol = |f: &dyn Fn(&Counters) -> i64| deltas.iter().map(|(_, d)| f(d)).collect::<Vec<_>>();
+    Spi::run_with_args(
+        "WITH d AS ( \
+             SELECT * FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[], $5::int8[], \
+                                  $6::int8[], $7::int8[], $8::int8[]) \
+                 AS u(query_id, calls, total, rows, hit, read, tread, twritten)), \
+         seen AS ( \
+             UPDATE optidb.query q SET last_seen = $9 FROM d WHERE q.id = d.query_id) \
+         INSERT INTO optidb.metric (query_id, captured_at, calls, total_ms, mean_ms, rows, \
+             shared_blks_hit, shared_blks_read, temp_blks_read, temp_blks_written) \
+         SELECT query_id, $9, calls, total, total / calls, rows, hit, read, tread, twritten \
+         FROM d \
+         ON CONFLICT (query_id, captured_at) DO UPDATE SET \
+             calls = optidb.metric.calls + excluded.calls, \
+             total_ms = optidb.metric.total_ms + excluded.total_ms, \
+             mean_ms = (optidb.metric.total_ms + excluded.total_ms) \
+                       / (optidb.metric.calls + excluded.calls), \
+             rows = optidb.metric.rows + excluded.rows, \
+             shared_blks_hit = optidb.metric.shared_blks_hit + excluded.shared_blks_hit, \
+             shared_blks_read = optidb.metric.shared_blks_read + excluded.shared_blks_read, \
+             temp_blks_read = optidb.metric.temp_blks_read + excluded.temp_blks_read, \
+             temp_blks_written = optidb.metric.temp_blks_written + excluded.temp_blks_written",
+        &[
+            deltas.iter().map(|(q, _)| *q).collect::<Vec<_>>().into(),
+            dcol(&|d| d.calls).into(),
+            deltas
+                .iter()
+                .map(|(_, d)| d.total_ms)
+                .collect::<Vec<_>>()
+                .into(),
+            dcol(&|d| d.rows).into(),
+            dcol(&|d| d.shared_blks_hit).into(),
+            dcol(&|d| d.shared_blks_read).into(),
+            dcol(&|d| d.temp_blks_read).into(),
+            dcol(&|d| d.temp_blks_written).into(),
+            (*captured_at).into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("storing metric deltas failed: {e}"));
+}
+
+/// EXPLAIN the first `optidb.explain_top_k` explainable statements. Returns (captured, failed).
+fn capture_plans(accepted: &[Accepted], captured_at: &TimestampWithTimeZone) -> (usize, usize) {
+    let top_k = gucs::explain_top_k().max(0) as usize;
+    let timeout = gucs::statement_timeout_ms();
+    let (mut captured, mut failed) = (0, 0);
+    for stmt in accepted.iter() {
+        if captured + failed >= top_k {
+            break;
+        }
+        let Ok(info) = statement::analyze(&stmt.raw_sql) else {
+            continue;
+        };
+        if !info.explainable {
+            continue;
+        }
+        match explain::generic_plan(&stmt.raw_sql, info.param_count, timeout) {
+            Ok(plan) => {
+                store_plan(stmt.query_id, captured_at, Ok(&plan));
+                captured += 1;
+            }
+            Err(failure) => {
+                store_plan(stmt.query_id, captured_at, Err(&failure));
+                failed += 1;
+            }
+        }
+    }
+    (captured, failed)
+}
+
+/// Insert a plan row, or only move captured_at forward when the plan (or the error) is the
+/// same as the latest one stored: history records changes, not repetitions.
+fn store_plan(
+    query_id: i64,
+    captured_at: &TimestampWithTimeZone,
+    outcome: Result<&explain::CapturedPlan, &Failure>,
+) {
+    let (plan_json, error, facts) = match outcome {
+        Ok(p) => (Some(JsonB(p.json.clone())), None, Some(&p.facts)),
+        Err(f) => (None, Some(f.to_string()), None),
+    };
+    let facts_json = facts.map(|f| JsonB(serde_json::to_value(f).expect("facts serialize")));
+    Spi::run_with_args(
+        "WITH latest AS ( \
+             SELECT id, plan_json, explain_error FROM optidb.plan \
+             WHERE query_id = $1 ORDER BY captured_at DESC, id DESC LIMIT 1), \
+         same AS ( \
+             UPDATE optidb.plan p SET captured_at = $2 FROM latest \
+             WHERE p.id = latest.id AND latest.plan_json IS NOT DISTINCT FROM $3 \
+               AND latest.explain_error IS NOT DISTINCT FROM $4 \
+             RETURNING p.id) \
+         INSERT INTO optidb.plan (query_id, captured_at, plan_json, explain_error, total_cost, \
+             had_seq_scan, est_rows, act_rows, worst_estimate_ratio, node_types, join_types, \
+             filters, facts) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+         WHERE NOT EXISTS (SELECT 1 FROM same)",
+        &[
+            query_id.into(),
+            (*captured_at).into(),
+            plan_json.into(),
+            error.into(),
+            facts.map(|f| f.total_cost).into(),
+            facts.map(|f| f.had_seq_scan()).into(),
+            facts.map(|f| f.est_rows).into(),
+            facts.and_then(|f| f.act_rows).into(),
+            facts.and_then(|f| f.worst_estimate_ratio).into(),
+            facts.map(|f| f.node_types.clone()).into(),
+            facts.map(|f| f.join_types.clone()).into(),
+            facts.map(|f| f.filters.clone()).into(),
+            facts_json.into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("storing a plan failed: {e}"));
+}

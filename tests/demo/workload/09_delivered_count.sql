@@ -1,0 +1,2 @@
+-- weight: 2
+SELECT count(*) FROM orders WHERE status = 'delivered';

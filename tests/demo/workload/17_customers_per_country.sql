@@ -1,0 +1,2 @@
+-- weight: 1
+SELECT country, count(*) FROM customers GROUP BY country;

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Start or stop the project's own PostgreSQL cluster (run as user postgres, on its own port, with
+# pg_stat_statements and optidb preloaded). Usage: cluster.sh start|stop|restart|status
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+
+init_cluster() {
+    log "initdb $OPTIDB_PGDATA"
+    mkdir -p "$(dirname "$OPTIDB_PGDATA")"
+    chown postgres "$(dirname "$OPTIDB_PGDATA")"
+    as_postgres "$PGBIN/initdb" -D "$OPTIDB_PGDATA" -A trust -U postgres --no-instructions >/dev/null
+    cat >>"$OPTIDB_PGDATA/postgresql.conf" <<CONF
+# optidb project cluster
+port = $OPTIDB_PGPORT
+listen_addresses = ''
+unix_socket_directories = '$OPTIDB_PGSOCKET'
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.max = 5000
+pg_stat_statements.track = top
+compute_query_id = on
+shared_buffers = 256MB
+max_connections = 50
+fsync = off
+logging_collector = off
+log_min_messages = warning
+CONF
+}
+
+case "${1:-}" in
+start)
+    [ -f "$OPTIDB_PGDATA/PG_VERSION" ] || init_cluster
+    if as_postgres "$PGBIN/pg_ctl" -D "$OPTIDB_PGDATA" status >/dev/null 2>&1; then
+        log "cluster already running on port $OPTIDB_PGPORT"
+    else
+        log "starting PostgreSQL $PG_MAJOR on port $OPTIDB_PGPORT"
+        as_postgres "$PGBIN/pg_ctl" -D "$OPTIDB_PGDATA" -l "$OPTIDB_PGDATA/server.log" -w start >/dev/null
+    fi
+    ;;
+stop)
+    as_postgres "$PGBIN/pg_ctl" -D "$OPTIDB_PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+    ;;
+restart)
+    "$0" stop
+    "$0" start
+    ;;
+status)
+    as_postgres "$PGBIN/pg_ctl" -D "$OPTIDB_PGDATA" status
+    ;;
+*)
+    echo "usage: $0 start|stop|restart|status" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,24 @@
+# Shared settings for the project's scripts (sourced, not run). Everything can be overridden
+# from the environment, so the tests can run a second cluster beside the demo.
+OPTIDB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PG_MAJOR=${PG_MAJOR:-15}
+PGBIN=${PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+PG_CONFIG=${PG_CONFIG:-$PGBIN/pg_config}
+OPTIDB_PGDATA=${OPTIDB_PGDATA:-/tmp/optidb-cluster/data}
+OPTIDB_PGPORT=${OPTIDB_PGPORT:-55432}
+OPTIDB_PGSOCKET=${OPTIDB_PGSOCKET:-/tmp}
+OPTIDB_DB=${OPTIDB_DB:-optidb_demo}
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '\033[1;34m==> %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[1;31merror: %s\033[0m\n' "$*" >&2; exit 1; }
+
+# PostgreSQL refuses to run as root: every server-side command runs as user postgres.
+as_postgres() {
+    if [ "$(id -un)" = postgres ]; then "$@"; else runuser -u postgres -- "$@"; fi
+}
+
+# psql against the project's cluster as the postgres superuser.
+pg() {
+    as_postgres "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -h "$OPTIDB_PGSOCKET" -p "$OPTIDB_PGPORT" "$@"
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what building and testing optidb needs on a fresh Debian 12 machine (idempotent):
+# PostgreSQL 15 with server headers, pg_stat_statements (contrib), hypopg, pg_cron, clang for
+# bindgen, sudo for `cargo pgrx test --runas`, cargo-pgrx 0.18.0, and a Python venv for the
+# end-to-end tests.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+
+packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-hypopg
+          postgresql-15-cron clang libclang-dev sudo python3-venv binutils)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q '0.18.0'; then
+    log "installing cargo-pgrx 0.18.0 (about 5 minutes)"
+    cargo install cargo-pgrx --version 0.18.0 --locked
+fi
+if ! grep -q "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
+    log "pointing cargo-pgrx at the Debian PostgreSQL $PG_MAJOR"
+    cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+fi
+
+venv="$OPTIDB_ROOT/target/venv"
+if [ ! -x "$venv/bin/pytest" ]; then
+    log "creating the Python venv for end-to-end tests"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check pytest 'psycopg[binary]'
+fi
