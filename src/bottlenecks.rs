@@ -77,7 +77,9 @@ fn table_sizes() -> Vec<TableSize> {
     Spi::connect(|client| {
         client
             .select(
-                "SELECT relname::text, rows_est FROM optidb.schema_table",
+                // Live tuples count too: a table whose statistics are stale may hold far more
+                // rows than the planner's estimate says.
+                "SELECT relname::text, GREATEST(rows_est, n_live_tup) FROM optidb.schema_table",
                 None,
                 &[],
             )

@@ -290,13 +290,17 @@ fn capture_plans(accepted: &[Accepted], captured_at: &TimestampWithTimeZone) -> 
         if captured + failed >= top_k {
             break;
         }
-        let Ok(info) = statement::analyze(&stmt.raw_sql) else {
+        let Ok(text) = statement::repair_typed_params(&stmt.raw_sql) else {
+            continue;
+        };
+        // The text handed to PREPARE is the text checked here: one explainable statement.
+        let Ok(info) = statement::analyze(&text) else {
             continue;
         };
         if !info.explainable {
             continue;
         }
-        match explain::generic_plan(&stmt.raw_sql, info.param_count, timeout) {
+        match explain::generic_plan(&text, info.param_count, timeout) {
             Ok(plan) => {
                 store_plan(stmt.query_id, captured_at, Ok(&plan));
                 captured += 1;

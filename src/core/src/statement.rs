@@ -121,6 +121,41 @@ fn max_param(sql: &str) -> Result<usize, ParseFailure> {
     Ok(max)
 }
 
+/// Type keywords that can start a typed literal (`interval '1 day'`). Other column-name
+/// keywords (BETWEEN, VALUES, EXISTS, ...) can legitimately precede a parameter.
+const TYPE_KEYWORDS: &[&str] = &[
+    "interval", "timestamp", "time", "numeric", "decimal", "dec", "boolean", "int", "integer",
+    "smallint", "bigint", "real", "float", "char", "character", "varchar", "bit", "json",
+];
+
+/// pg_stat_statements turns a typed literal such as `interval '1 day'` into `interval $1`,
+/// which is not valid SQL, so such text can never be PREPAREd. This rewrites each `type $n` back
+/// into the equivalent `$n::type`; everything else is left byte for byte.
+pub fn repair_typed_params(sql: &str) -> Result<String, ParseFailure> {
+    let scanned = pg_query::scan(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let tokens = &scanned.tokens;
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut copied = 0usize;
+    for pair in tokens.windows(2) {
+        let (prev, param) = (&pair[0], &pair[1]);
+        if param.token != Token::Param as i32 {
+            continue;
+        }
+        let type_name = &sql[prev.start as usize..prev.end as usize];
+        let is_type = prev.token == Token::Ident as i32
+            || TYPE_KEYWORDS.contains(&type_name.to_ascii_lowercase().as_str());
+        if !is_type {
+            continue;
+        }
+        let param_text = &sql[param.start as usize..param.end as usize];
+        out.push_str(&sql[copied..prev.start as usize]);
+        out.push_str(&format!("{param_text}::{type_name}"));
+        copied = param.end as usize;
+    }
+    out.push_str(&sql[copied..]);
+    Ok(out)
+}
+
 fn classify(node: Option<&NodeEnum>) -> (StatementKind, bool) {
     match node {
         // SELECT ... INTO creates a table: PREPARE refuses it.
@@ -255,6 +290,25 @@ mod tests {
         assert!(!ddl.explainable);
         let into = analyze("SELECT * INTO t2 FROM t").unwrap();
         assert!(!into.explainable);
+    }
+
+    #[test]
+    fn typed_literal_params_are_repaired_for_prepare() {
+        let fixed = repair_typed_params(
+            "SELECT count(*) FROM orders WHERE created_at > now() - interval $1 AND x BETWEEN $2 AND $3",
+        )
+        .unwrap();
+        assert_eq!(
+            fixed,
+            "SELECT count(*) FROM orders WHERE created_at > now() - $1::interval AND x BETWEEN $2 AND $3"
+        );
+        assert_eq!(
+            repair_typed_params("SELECT date $1, timestamptz $2, \"my type\" $3 LIMIT $4").unwrap(),
+            "SELECT $1::date, $2::timestamptz, $3::\"my type\" LIMIT $4"
+        );
+        let untouched = "SELECT a FROM t WHERE b = $1 AND c IN ($2, $3) OFFSET $4";
+        assert_eq!(repair_typed_params(untouched).unwrap(), untouched);
+        assert!(analyze(&fixed).unwrap().explainable);
     }
 
     #[test]
