@@ -111,6 +111,8 @@ fn evidence(o: &Observed, d: &Diagnosis) -> serde_json::Value {
 }
 
 /// The statements with the largest total execution time, each with the reasons it is slow.
+// pgrx must see the TableIterator spelled out (a type alias does not resolve to SQL columns).
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe)]
 fn bottlenecks(
     lim: default!(i32, 20),

@@ -107,8 +107,8 @@ pub fn run<R>(
         unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| enable_timeout_after(id, ms)) };
     }
 
-    let outcome: Result<R, CaughtError> = PgTryBuilder::new(move || Ok(work()))
-        .catch_others(Err)
+    let outcome: Result<R, Box<CaughtError>> = PgTryBuilder::new(move || Ok(work()))
+        .catch_others(|caught| Err(Box::new(caught)))
         .execute();
     let fired = disarm();
 
@@ -128,7 +128,7 @@ pub fn run<R>(
                 pg_sys::MemoryContextSwitchTo(caller_cxt);
                 pg_sys::CurrentResourceOwner = caller_owner;
             }
-            let report = match &caught {
+            let report = match caught.as_ref() {
                 CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
                 CaughtError::RustPanic { ereport, .. } => ereport,
             };

@@ -124,8 +124,24 @@ fn max_param(sql: &str) -> Result<usize, ParseFailure> {
 /// Type keywords that can start a typed literal (`interval '1 day'`). Other column-name
 /// keywords (BETWEEN, VALUES, EXISTS, ...) can legitimately precede a parameter.
 const TYPE_KEYWORDS: &[&str] = &[
-    "interval", "timestamp", "time", "numeric", "decimal", "dec", "boolean", "int", "integer",
-    "smallint", "bigint", "real", "float", "char", "character", "varchar", "bit", "json",
+    "interval",
+    "timestamp",
+    "time",
+    "numeric",
+    "decimal",
+    "dec",
+    "boolean",
+    "int",
+    "integer",
+    "smallint",
+    "bigint",
+    "real",
+    "float",
+    "char",
+    "character",
+    "varchar",
+    "bit",
+    "json",
 ];
 
 /// pg_stat_statements turns a typed literal such as `interval '1 day'` into `interval $1`,
