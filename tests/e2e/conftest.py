@@ -34,10 +34,11 @@ def fresh_db():
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def demo():
     """The demo shop after its workload ran (loaded by tests/scripts/run-workload.sh), with a
-    fresh optidb and one scan done."""
+    fresh optidb and one scan done. Autouse, so the scan happens before any test calls
+    pg_stat_statements_reset() (which clears every database's entries)."""
     conn = connect(DEMO_DB)
     conn.execute("DROP EXTENSION IF EXISTS optidb CASCADE")
     conn.execute("CREATE EXTENSION optidb")
