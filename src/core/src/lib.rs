@@ -1,6 +1,9 @@
 //! optidb's logic, free of any PostgreSQL server dependency so `cargo test` can drive it alone.
 //! The extension crate (`src/`) gathers inputs over SPI and calls into these modules.
 
+pub mod advisor;
 pub mod bottleneck;
+pub mod plan_diff;
 pub mod plan_facts;
+pub mod predicates;
 pub mod statement;

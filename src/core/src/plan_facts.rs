@@ -26,12 +26,22 @@ pub struct IndexUse {
     pub cond: Option<String>,
 }
 
-/// A sort node; `on_disk` is only known for ANALYZEd plans.
+/// A sort node; `on_disk` is only known for ANALYZEd plans. `under_limit` marks the
+/// "ORDER BY ... LIMIT n" shape an index in sort order can answer without sorting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SortNode {
     pub keys: Vec<String>,
     pub est_rows: f64,
     pub on_disk: bool,
+    #[serde(default)]
+    pub under_limit: bool,
+}
+
+/// How one relation is read (any node with a "Relation Name").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelationScan {
+    pub relation: String,
+    pub node_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -50,6 +60,15 @@ pub struct PlanFacts {
     pub seq_scans: Vec<SeqScan>,
     pub index_uses: Vec<IndexUse>,
     pub sorts: Vec<SortNode>,
+    /// Every relation read, with the node type reading it, in plan order.
+    #[serde(default)]
+    pub relation_scans: Vec<RelationScan>,
+    /// Join node types in plan order ("Nested Loop", "Hash Join", "Merge Join").
+    #[serde(default)]
+    pub joins: Vec<String>,
+    /// Subplans executed per outer row (correlated subqueries), by name ("SubPlan 1").
+    #[serde(default)]
+    pub correlated_subplans: Vec<String>,
     pub node_count: usize,
 }
 
@@ -90,19 +109,36 @@ pub fn from_explain_json(explain: &Value) -> Result<PlanFacts, PlanShapeError> {
         act_rows: num(root, "Actual Rows"),
         ..PlanFacts::default()
     };
-    walk(root, &mut facts);
+    walk(root, false, &mut facts);
     Ok(facts)
 }
 
-fn walk(node: &Value, facts: &mut PlanFacts) {
+fn walk(node: &Value, parent_is_limit: bool, facts: &mut PlanFacts) {
     facts.node_count += 1;
     let node_type = text(node, "Node Type").unwrap_or_default();
     push_distinct(&mut facts.node_types, &node_type);
     if let Some(join) = text(node, "Join Type") {
         push_distinct(&mut facts.join_types, &join);
     }
+    if matches!(
+        node_type.as_str(),
+        "Nested Loop" | "Hash Join" | "Merge Join"
+    ) {
+        facts.joins.push(node_type.clone());
+    }
+    if text(node, "Parent Relationship").as_deref() == Some("SubPlan") {
+        if let Some(name) = text(node, "Subplan Name") {
+            push_distinct(&mut facts.correlated_subplans, &name);
+        }
+    }
 
     let relation = text(node, "Relation Name");
+    if let Some(rel) = &relation {
+        facts.relation_scans.push(RelationScan {
+            relation: rel.clone(),
+            node_type: node_type.clone(),
+        });
+    }
     let label = relation.clone().or_else(|| text(node, "Alias"));
     for key in [
         "Filter",
@@ -152,6 +188,7 @@ fn walk(node: &Value, facts: &mut PlanFacts) {
                 .unwrap_or_default(),
             est_rows: num(node, "Plan Rows").unwrap_or(0.0),
             on_disk: text(node, "Sort Space Type").as_deref() == Some("Disk"),
+            under_limit: parent_is_limit,
         }),
         _ => {}
     }
@@ -169,8 +206,9 @@ fn walk(node: &Value, facts: &mut PlanFacts) {
     }
 
     if let Some(children) = node.get("Plans").and_then(Value::as_array) {
+        let is_limit = node_type == "Limit";
         for child in children {
-            walk(child, facts);
+            walk(child, is_limit, facts);
         }
     }
 }
@@ -257,6 +295,15 @@ mod tests {
         assert_eq!(f.seq_scans[0].filter.as_deref(), Some("(status = $1)"));
         assert_eq!(f.index_uses[0].index, "customers_pkey");
         assert_eq!(f.sorts[0].keys, vec!["o.created_at DESC"]);
+        assert!(f.sorts[0].under_limit);
+        assert_eq!(f.joins, vec!["Hash Join"]);
+        assert_eq!(
+            f.relation_scans
+                .iter()
+                .map(|r| format!("{} {}", r.node_type, r.relation))
+                .collect::<Vec<_>>(),
+            vec!["Seq Scan orders", "Index Scan customers"]
+        );
         assert!(f.filters.contains(&"orders: (status = $1)".to_string()));
         assert!(f.filters.contains(&"customers: (id = $2)".to_string()));
         assert_eq!(f.node_count, 6);

@@ -1,0 +1,240 @@
+//! missing_index, composite_index and expression_index: a sequential scan of a large table whose
+//! filter the planner itself expects to keep few rows. Column choice and order come from
+//! pg_stats selectivity: the most selective equality columns first, as few as needed, then
+//! either the ORDER BY keys of a `Sort` under `Limit`, or one range column.
+
+use super::{comparable, Catalog, Kind, Recommendation, Statement, Table};
+use crate::bottleneck::fmt_count;
+use crate::plan_facts::{SeqScan, SortNode};
+use crate::predicates::{self, Operator, Target};
+use serde_json::json;
+
+/// Below this a sequential scan is cheap whatever the filter.
+pub(crate) const MIN_TABLE_ROWS: f64 = 10_000.0;
+/// A filter keeping more than this fraction of the table is better served by a seq scan.
+const MAX_SELECTIVITY: f64 = 0.05;
+/// Stop adding index columns once the expected rows per lookup are this few.
+const ENOUGH_ROWS: f64 = 100.0;
+/// PostgreSQL's own guess for `expr = value` without statistics (DEFAULT_EQ_SEL).
+const DEFAULT_EQ_SEL: f64 = 0.005;
+
+pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommendation> {
+    let Some(plan) = &stmt.plan else {
+        return Vec::new();
+    };
+    let limit_sort = plan.sorts.iter().find(|s| s.under_limit);
+    plan.seq_scans
+        .iter()
+        .filter_map(|scan| candidate(stmt, scan, limit_sort, catalog))
+        .collect()
+}
+
+/// One chosen index column and why.
+struct Chosen {
+    element: String,
+    label: String,
+    selectivity: Option<f64>,
+    role: &'static str,
+}
+
+fn candidate(
+    stmt: &Statement,
+    scan: &SeqScan,
+    limit_sort: Option<&SortNode>,
+    catalog: &Catalog,
+) -> Option<Recommendation> {
+    let table = catalog.table(&scan.relation, scan.schema.as_deref())?;
+    let rows = table.rows();
+    if rows < MIN_TABLE_ROWS {
+        return None;
+    }
+    let filter = scan.filter.as_deref()?;
+    let alias = scan.alias.as_deref().unwrap_or(&scan.relation);
+    // The planner's own estimate of how much of the table the filter keeps.
+    let selectivity = scan.est_rows / table.rows_est.max(1.0);
+    if selectivity > MAX_SELECTIVITY {
+        return None;
+    }
+    let preds = predicates::on_relation(filter, alias);
+
+    let mut equalities: Vec<(Target, f64)> = Vec::new();
+    for p in preds.iter().filter(|p| p.op == Operator::Eq) {
+        if !equalities.iter().any(|(t, _)| *t == p.target) {
+            equalities.push((p.target.clone(), eq_selectivity(catalog, table, &p.target)));
+        }
+    }
+    equalities.sort_by(|a, b| a.1.total_cmp(&b.1));
+
+    let mut chosen: Vec<Chosen> = Vec::new();
+    let mut expected_rows = rows;
+    for (target, sel) in &equalities {
+        if !chosen.is_empty() && expected_rows <= ENOUGH_ROWS {
+            break;
+        }
+        expected_rows *= sel;
+        chosen.push(Chosen {
+            element: target.index_element(),
+            label: target.label().to_string(),
+            selectivity: Some(*sel),
+            role: "equality",
+        });
+    }
+
+    let sort_keys = limit_sort.and_then(|s| sort_columns(s, alias));
+    let ranges: Vec<&Target> = preds
+        .iter()
+        .filter(|p| p.op == Operator::Range)
+        .map(|p| &p.target)
+        .filter(|t| !chosen.iter().any(|c| c.label == t.label()))
+        .collect();
+    match sort_keys {
+        // Equality columns then the ORDER BY keys: rows come out in order, LIMIT stops early.
+        Some(keys) if ranges.is_empty() || !chosen.is_empty() => {
+            for (column, descending) in keys {
+                if chosen.iter().any(|c| c.label == column) {
+                    continue;
+                }
+                let dir = if descending { " DESC" } else { "" };
+                chosen.push(Chosen {
+                    element: format!("{}{dir}", predicates::quote_ident(&column)),
+                    label: format!("{column}{dir}"),
+                    selectivity: None,
+                    role: "order by",
+                });
+            }
+        }
+        _ => {
+            if let Some(range) = ranges.first().filter(|_| expected_rows > ENOUGH_ROWS) {
+                chosen.push(Chosen {
+                    element: range.index_element(),
+                    label: range.label().to_string(),
+                    selectivity: None,
+                    role: "range",
+                });
+            }
+        }
+    }
+    if chosen.is_empty() || chosen.iter().all(|c| c.role == "order by") {
+        return None; // only LIKE or nothing indexable: the rewrite rules speak to it
+    }
+    if already_indexed(catalog, table, &chosen) {
+        return None;
+    }
+
+    let has_expression = preds.iter().any(|p| {
+        matches!(p.target, Target::Expression(_))
+            && chosen.iter().any(|c| c.label == p.target.label())
+    });
+    let kind = if has_expression {
+        Kind::ExpressionIndex
+    } else if chosen.len() > 1 {
+        Kind::CompositeIndex
+    } else {
+        Kind::MissingIndex
+    };
+    let elements: Vec<String> = chosen.iter().map(|c| c.element.clone()).collect();
+    let index_sql = format!(
+        "CREATE INDEX ON {} ({})",
+        table.qualified(),
+        elements.join(", ")
+    );
+    let ddl = format!(
+        "CREATE INDEX CONCURRENTLY ON {} ({});",
+        table.qualified(),
+        elements.join(", ")
+    );
+    let labels: Vec<String> = chosen.iter().map(|c| c.label.clone()).collect();
+    let order_note = if chosen.iter().any(|c| c.role == "order by") {
+        " and returns them already in ORDER BY order, so LIMIT stops early"
+    } else {
+        ""
+    };
+    let rationale = format!(
+        "{} (~{} rows) is read by a sequential scan filtered by {}; the planner expects {} \
+         rows ({:.3}% of the table). An index on ({}) reads only those rows{}.",
+        table.name,
+        fmt_count(rows),
+        filter,
+        fmt_count(scan.est_rows),
+        selectivity * 100.0,
+        labels.join(", "),
+        order_note
+    );
+    Some(Recommendation {
+        kind,
+        schema: table.schema.clone(),
+        table: table.name.clone(),
+        columns: labels,
+        ddl,
+        index_sql: Some(index_sql),
+        rationale,
+        evidence: json!({
+            "table_rows": rows,
+            "planner_rows_est": table.rows_est,
+            "seq_scan": {"filter": filter, "est_rows": scan.est_rows, "total_cost": scan.total_cost},
+            "filter_selectivity": selectivity,
+            "columns": chosen.iter().map(|c| json!({
+                "column": c.label, "role": c.role, "selectivity": c.selectivity
+            })).collect::<Vec<_>>(),
+            "statement_total_ms": stmt.total_ms,
+            "statement_calls": stmt.calls,
+        }),
+        confidence: kind.base_confidence(),
+        risk: format!(
+            "low: built CONCURRENTLY (no write lock); adds disk space and a little write cost \
+             on {}",
+            table.name
+        ),
+        query_ids: vec![stmt.query_id],
+        simulable: true,
+        not_simulable_reason: None,
+    })
+}
+
+/// Fraction of rows an equality on this target keeps, from pg_stats when it has the column.
+fn eq_selectivity(catalog: &Catalog, table: &Table, target: &Target) -> f64 {
+    let Target::Column(name) = target else {
+        return DEFAULT_EQ_SEL;
+    };
+    match catalog.column(table, name).and_then(|c| c.n_distinct) {
+        Some(nd) if nd > 0.0 => 1.0 / nd,
+        Some(nd) if nd < 0.0 => 1.0 / (-nd * table.rows().max(1.0)),
+        _ => DEFAULT_EQ_SEL,
+    }
+}
+
+/// ORDER BY keys of a sort, when every key is a plain column of this relation.
+fn sort_columns(sort: &SortNode, alias: &str) -> Option<Vec<(String, bool)>> {
+    sort.keys
+        .iter()
+        .map(|key| {
+            let mut words = key.split_whitespace();
+            let column = words.next()?;
+            let column = column.strip_prefix(&format!("{alias}.")).unwrap_or(column);
+            if column.contains('.') || column.contains('(') {
+                return None;
+            }
+            let descending = words.next() == Some("DESC");
+            Some((column.trim_matches('"').to_string(), descending))
+        })
+        .collect()
+}
+
+/// True when a valid, unconditional B-tree index already starts with these columns.
+fn already_indexed(catalog: &Catalog, table: &Table, chosen: &[Chosen]) -> bool {
+    let wanted: Vec<String> = chosen
+        .iter()
+        .map(|c| comparable(c.label.trim_end_matches(" DESC")))
+        .collect();
+    catalog.indexes_of(table).any(|index| {
+        index.is_valid
+            && index.access_method == "btree"
+            && index.predicate.is_none()
+            && index.columns.len() >= wanted.len()
+            && index
+                .columns
+                .iter()
+                .zip(&wanted)
+                .all(|(have, want)| comparable(have) == *want)
+    })
+}
