@@ -17,6 +17,8 @@ struct Observed {
     metrics: StatementMetrics,
     plan: Option<PlanFacts>,
     plan_captured_at: Option<String>,
+    /// DDL of the most confident open recommendation for this statement.
+    ddl: Option<String>,
 }
 
 const OBSERVED_SQL: &str = "
@@ -28,7 +30,7 @@ WITH totals AS (
 ), grand AS (SELECT sum(total_ms) AS total FROM totals)
 SELECT q.id, q.fingerprint, COALESCE(q.norm_sql, q.raw_sql), t.calls, t.total_ms, t.rows, t.hit,
        t.read, t.twritten, COALESCE(t.total_ms / NULLIF(g.total, 0), 0),
-       p.facts, p.captured_at::text
+       p.facts, p.captured_at::text, r.ddl
 FROM totals t
 JOIN optidb.query q ON q.id = t.query_id
 CROSS JOIN grand g
@@ -36,6 +38,10 @@ LEFT JOIN LATERAL (
     SELECT facts, captured_at FROM optidb.plan
     WHERE query_id = q.id AND plan_json IS NOT NULL
     ORDER BY captured_at DESC, id DESC LIMIT 1) p ON true
+LEFT JOIN LATERAL (
+    SELECT ddl FROM optidb.recommendation
+    WHERE status = 'open' AND q.id = ANY (query_ids)
+    ORDER BY confidence DESC, est_saved_ms DESC NULLS LAST LIMIT 1) r ON true
 WHERE t.calls > 0 AND ($1::int8 IS NULL OR q.id = $1)
 ORDER BY t.total_ms DESC, q.id
 LIMIT $2";
@@ -66,6 +72,7 @@ fn observed(only: Option<i64>, limit: i64) -> Vec<Observed> {
                         .flatten()
                         .and_then(|j| serde_json::from_value(j.0).ok()),
                     plan_captured_at: row.get::<String>(12).ok().flatten(),
+                    ddl: row.get::<String>(13).ok().flatten(),
                 }
             })
             .collect()
@@ -150,7 +157,7 @@ fn bottlenecks(
                 o.metrics.share_of_total * 100.0,
                 d.summary(),
                 JsonB(evidence(&o, &d)),
-                None,
+                o.ddl.clone(),
                 d.confidence,
             )
         })

@@ -18,6 +18,23 @@ pub struct CapturedPlan {
     pub facts: PlanFacts,
 }
 
+impl CapturedPlan {
+    /// "Execution Time" of an ANALYZEd plan, in ms.
+    pub fn execution_ms(&self) -> Option<f64> {
+        self.json
+            .get(0)
+            .and_then(|top| top.get("Execution Time"))
+            .and_then(serde_json::Value::as_f64)
+    }
+}
+
+/// EXPLAIN options: plain generic-plan costs, or ANALYZE (which runs the statement).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Costs,
+    Analyze,
+}
+
 static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
 
 /// A prepared-statement name no one in this session uses.
@@ -45,6 +62,17 @@ pub fn generic_plan(
     param_count: usize,
     timeout_ms: i32,
 ) -> Result<CapturedPlan, Failure> {
+    plan(sql, param_count, timeout_ms, Mode::Costs)
+}
+
+/// Like `generic_plan`, with the choice of running it (`Mode::Analyze`). Callers running
+/// ANALYZE on a data-changing statement must roll it back themselves.
+pub fn plan(
+    sql: &str,
+    param_count: usize,
+    timeout_ms: i32,
+    mode: Mode,
+) -> Result<CapturedPlan, Failure> {
     let name = private_statement_name();
     let args = if param_count == 0 {
         String::new()
@@ -52,20 +80,31 @@ pub fn generic_plan(
         format!("({})", vec!["NULL"; param_count].join(", "))
     };
     let prepare = format!("PREPARE {name} AS {sql}");
-    let explain = format!("EXPLAIN (FORMAT JSON) EXECUTE {name}{args}");
+    let options = match mode {
+        Mode::Costs => "FORMAT JSON",
+        Mode::Analyze => "ANALYZE, FORMAT JSON",
+    };
+    let explain = format!("EXPLAIN ({options}) EXECUTE {name}{args}");
 
     // plan_cache_mode is changed at a GUC nest level of our own and popped afterwards, the
     // same way a function's SET clause works, so the session setting is never altered.
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     set_local("plan_cache_mode", "force_generic_plan");
-    let outcome = guarded::run(Some(timeout_ms), || {
-        Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"));
-        Spi::get_one::<pgrx::Json>(&explain).unwrap_or_else(|e| error!("{e}"))
-    });
-    // PREPARE is not transactional: the statement may exist even after a rollback.
-    let _ = guarded::run(None, || {
-        Spi::run(&format!("DEALLOCATE {name}")).ok();
-    });
+    // PREPARE is not transactional: the statement exists even after a rollback, and a user's
+    // cancel re-raised from the guarded run must not leave it behind either.
+    let deallocate = format!("DEALLOCATE {name}");
+    let outcome = PgTryBuilder::new(|| {
+        guarded::run(Some(timeout_ms), || {
+            Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"));
+            Spi::get_one::<pgrx::Json>(&explain).unwrap_or_else(|e| error!("{e}"))
+        })
+    })
+    .finally(|| {
+        guarded::cleanup(|| {
+            Spi::run(&deallocate).ok();
+        })
+    })
+    .execute();
     unsafe { pg_sys::AtEOXact_GUC(true, nest) };
 
     let json = outcome?

@@ -95,6 +95,23 @@ pub fn run<R>(
     timeout_ms: Option<i32>,
     work: impl FnOnce() -> R + UnwindSafe,
 ) -> Result<R, Failure> {
+    run_in_subtransaction(timeout_ms, true, work)
+}
+
+/// Like `run`, but the subtransaction is rolled back even when `work` succeeds: whatever it
+/// changed (a real index built to measure it, rows an EXPLAIN ANALYZE wrote) never persists.
+pub fn run_rolled_back<R>(
+    timeout_ms: Option<i32>,
+    work: impl FnOnce() -> R + UnwindSafe,
+) -> Result<R, Failure> {
+    run_in_subtransaction(timeout_ms, false, work)
+}
+
+fn run_in_subtransaction<R>(
+    timeout_ms: Option<i32>,
+    keep: bool,
+    work: impl FnOnce() -> R + UnwindSafe,
+) -> Result<R, Failure> {
     let (caller_cxt, caller_owner) =
         unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
     unsafe {
@@ -115,7 +132,11 @@ pub fn run<R>(
     match outcome {
         Ok(value) => {
             unsafe {
-                pg_sys::ReleaseCurrentSubTransaction();
+                if keep {
+                    pg_sys::ReleaseCurrentSubTransaction();
+                } else {
+                    pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                }
                 pg_sys::MemoryContextSwitchTo(caller_cxt);
                 pg_sys::CurrentResourceOwner = caller_owner;
             }
@@ -147,6 +168,17 @@ pub fn run<R>(
             })
         }
     }
+}
+
+/// Run a short cleanup step that must happen even while a cancel is being raised: interrupts
+/// are held (HOLD_INTERRUPTS) so a second cancel cannot cut it short, and its own failure (the
+/// thing to clean up is already gone) is ignored.
+pub fn cleanup(step: impl FnOnce() + UnwindSafe) {
+    // Restore rather than decrement: an ERROR inside the step resets the count to zero.
+    let held = unsafe { pg_sys::InterruptHoldoffCount };
+    unsafe { pg_sys::InterruptHoldoffCount = held + 1 };
+    let _ = run(None, step);
+    unsafe { pg_sys::InterruptHoldoffCount = held };
 }
 
 /// The five-character SQLSTATE ("57014") of an error code, as PostgreSQL's unpack_sql_state does.

@@ -5,6 +5,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 static EXPLAIN_TOP_K: GucSetting<i32> = GucSetting::<i32>::new(20);
 static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2_000);
+static REAL_SIMULATION_MAX_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -27,6 +28,20 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"optidb.real_simulation_max_bytes",
+        c"Largest table (with its indexes) simulate(mode => 'real') builds a real index on.",
+        c"Building an index takes a lock that blocks writes to the table until the simulation ends.",
+        &REAL_SIMULATION_MAX_MB,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MB,
+    );
+}
+
+pub fn real_simulation_max_bytes() -> i64 {
+    REAL_SIMULATION_MAX_MB.get() as i64 * 1024 * 1024
 }
 
 pub fn explain_top_k() -> i32 {

@@ -3,14 +3,18 @@
 
 use pgrx::prelude::*;
 
+mod advisor;
 mod bottlenecks;
 mod catalog;
 mod errors;
 mod explain;
 mod guarded;
 mod gucs;
+mod hypopg;
 mod pgss;
+mod recommend;
 mod scan;
+mod simulate;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -22,7 +26,9 @@ pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap)
 pgrx::extension_sql!(
     "REVOKE EXECUTE ON FUNCTION optidb.scan(integer) FROM PUBLIC;\n\
      REVOKE EXECUTE ON FUNCTION optidb.bottlenecks(integer) FROM PUBLIC;\n\
-     REVOKE EXECUTE ON FUNCTION optidb.query(bigint) FROM PUBLIC;",
+     REVOKE EXECUTE ON FUNCTION optidb.query(bigint) FROM PUBLIC;\n\
+     REVOKE EXECUTE ON FUNCTION optidb.recommend(bigint) FROM PUBLIC;\n\
+     REVOKE EXECUTE ON FUNCTION optidb.simulate(bigint, bigint, text) FROM PUBLIC;",
     name = "privileges",
     finalize
 );

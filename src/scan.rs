@@ -6,7 +6,7 @@
 use crate::errors::require_positive;
 use crate::guarded::Failure;
 use crate::pgss::{self, Counters, Entry};
-use crate::{catalog, explain, gucs};
+use crate::{advisor, catalog, explain, gucs};
 use optidb_core::statement::{self, StatementKind};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -27,6 +27,8 @@ fn scan(
         name!(new_queries, i32),
         name!(plans_captured, i32),
         name!(explain_failures, i32),
+        name!(recommendations, i32),
+        name!(simulations, i32),
         name!(elapsed_ms, f64),
     ),
 > {
@@ -37,6 +39,8 @@ fn scan(
         summary.new_queries as i32,
         summary.plans_captured as i32,
         summary.explain_failures as i32,
+        summary.recommendations as i32,
+        summary.simulations as i32,
         summary.elapsed_ms,
     ))
 }
@@ -46,6 +50,8 @@ pub struct Summary {
     pub new_queries: usize,
     pub plans_captured: usize,
     pub explain_failures: usize,
+    pub recommendations: usize,
+    pub simulations: usize,
     pub elapsed_ms: f64,
 }
 
@@ -101,18 +107,23 @@ pub fn run_scan(top: usize) -> Summary {
     store_deltas(&kept_entries, &captured_at);
     catalog::refresh();
     let (plans_captured, explain_failures) = capture_plans(&accepted, &captured_at);
+    let advice = advisor::refresh();
 
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     Spi::run_with_args(
         "INSERT INTO optidb.scan_log (started_at, finished_at, queries_seen, new_queries, \
-             plans_captured, explain_failures, pgss_reset_detected, pgss_stats_reset, elapsed_ms) \
-         VALUES ($1, pg_catalog.clock_timestamp(), $2, $3, $4, $5, $6, $7::timestamptz, $8)",
+             plans_captured, explain_failures, recommendations, simulations, \
+             pgss_reset_detected, pgss_stats_reset, elapsed_ms) \
+         VALUES ($1, pg_catalog.clock_timestamp(), $2, $3, $4, $5, $6, $7, $8, \
+                 $9::timestamptz, $10)",
         &[
             captured_at.into(),
             (accepted.len() as i32).into(),
             (new_queries as i32).into(),
             (plans_captured as i32).into(),
             (explain_failures as i32).into(),
+            (advice.open as i32).into(),
+            (advice.simulations as i32).into(),
             reset_detected.into(),
             stats_reset.into(),
             elapsed_ms.into(),
@@ -125,6 +136,8 @@ pub fn run_scan(top: usize) -> Summary {
         new_queries,
         plans_captured,
         explain_failures,
+        recommendations: advice.open,
+        simulations: advice.simulations,
         elapsed_ms,
     }
 }

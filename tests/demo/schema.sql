@@ -27,20 +27,25 @@ INSERT INTO products
 SELECT g, 'product ' || md5(g::text), 'cat' || (g % 50), round((random() * 500)::numeric, 2)
 FROM generate_series(1, 20000) g;
 
--- No index on customer_id, status or created_at: the slow patterns below depend on it.
+-- No index on customer_id, status, created_at, store_id or channel: the slow patterns below
+-- depend on it. store_id (200 values) and channel (20 values) are only selective together.
 CREATE TABLE orders (
     id          bigint PRIMARY KEY,
     customer_id int NOT NULL,
     status      text NOT NULL,
     created_at  timestamptz NOT NULL,
-    total       numeric(12,2) NOT NULL
+    total       numeric(12,2) NOT NULL,
+    store_id    int NOT NULL DEFAULT 1,
+    channel     int NOT NULL DEFAULT 1
 );
-INSERT INTO orders
+INSERT INTO orders (id, customer_id, status, created_at, total, store_id, channel)
 SELECT g, 1 + (hashint4(g::int) & 2147483647) % 100000,
        CASE WHEN g % 100 < 80 THEN 'delivered' WHEN g % 100 < 95 THEN 'shipped'
             WHEN g % 100 < 99 THEN 'pending' ELSE 'cancelled' END,
        now() - (g % 100000) * interval '5 minutes',
-       round((random() * 300)::numeric, 2)
+       round((random() * 300)::numeric, 2),
+       1 + (hashint4(g::int + 7) & 2147483647) % 200,
+       1 + (hashint4(g::int + 13) & 2147483647) % 20
 FROM generate_series(1, 1000000) g;
 
 -- No index on order_id: joins and lookups by order scan the whole table.

@@ -13,8 +13,10 @@ DEMO_DB = os.environ.get("OPTIDB_DB", "optidb_e2e_demo")
 
 
 def connect(dbname, **kw):
+    # prepare_threshold=None: psycopg neither prepares statements of its own nor sends
+    # DEALLOCATE ALL after DDL, so tests see exactly what optidb does to a session.
     return psycopg.connect(host=SOCKET, port=PORT, user="postgres", dbname=dbname,
-                           autocommit=True, **kw)
+                           autocommit=True, prepare_threshold=None, **kw)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from conftest import scalar
 
 
 def test_demo_scan_captures_statements_fingerprints_and_plans(demo):
-    conn, (seen, new, plans, failures, elapsed) = demo
+    conn, (seen, new, plans, failures, recs, sims, elapsed) = demo
     assert seen >= 20, f"only {seen} statements captured"
     assert new == seen
     assert plans >= 15, f"plans={plans} failures={failures}"

@@ -19,7 +19,18 @@ SELECT query_id, calls, round(mean_ms::numeric, 2) AS mean_ms, round(total_ms::n
        round(share_pct::numeric, 1) AS share_pct, round(confidence::numeric, 2) AS confidence,
        reason, left(query, 90) AS query
 FROM optidb.bottlenecks(10)"
-log "detail of the top statement: SELECT optidb.query(<query_id>) -> 'diagnosis';"
+log "SELECT rec_id, kind, table_name, columns, improvement_pct, query_ids, ddl FROM optidb.recommend();"
 pg -d "$OPTIDB_DB" -P pager=off -c "
-SELECT jsonb_pretty(optidb.query(query_id) -> 'diagnosis') FROM optidb.bottlenecks(1)"
+SELECT rec_id, kind, table_name, columns, round(confidence::numeric, 2) AS confidence,
+       round(improvement_pct::numeric, 1) AS improvement_pct, round(est_saved_ms::numeric) AS est_saved_ms,
+       query_ids, ddl
+FROM optidb.recommend()"
+log "why: SELECT rationale, note FROM optidb.recommend();"
+pg -d "$OPTIDB_DB" -P pager=off -c "SELECT rec_id, kind, rationale, note FROM optidb.recommend()"
+log "simulate the top index recommendation on its first statement: SELECT * FROM optidb.simulate(query_id, rec_id);"
+pg -d "$OPTIDB_DB" -P pager=off -x -c "
+SELECT s.* FROM (SELECT rec_id, query_ids[1] AS query_id FROM optidb.recommend()
+                 WHERE kind LIKE '%index' AND kind NOT IN ('redundant_index', 'unused_index')
+                 LIMIT 1) r,
+     LATERAL optidb.simulate(r.query_id, r.rec_id) s"
 log "done. Connect with: psql -h $OPTIDB_PGSOCKET -p $OPTIDB_PGPORT -U postgres $OPTIDB_DB"

@@ -14,7 +14,8 @@ if [ "${SKIP_DEMO_LOAD:-0}" != 1 ]; then
     log "loading the demo shop into $OPTIDB_DB (1M orders, about 20 s)"
     pg -d "$OPTIDB_DB" -q -f "$demo/schema.sql" >/dev/null
 fi
-pg -d "$OPTIDB_DB" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+pg -d "$OPTIDB_DB" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+    -c "CREATE EXTENSION IF NOT EXISTS hypopg"
 if [ "${SKIP_DEMO_LOAD:-0}" != 1 ]; then
     # Start the statistics with the workload, not the bulk load (optidb itself never resets).
     pg -d "$OPTIDB_DB" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null

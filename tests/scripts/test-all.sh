@@ -29,10 +29,4 @@ log "4/5 build, install, symbol check"
 "$OPTIDB_ROOT/tests/scripts/install-extension.sh"
 
 log "5/5 end-to-end tests against a real cluster"
-export OPTIDB_PGDATA=/tmp/optidb-e2e/data OPTIDB_PGPORT=55433 OPTIDB_DB=optidb_e2e_demo
-"$OPTIDB_ROOT/tests/scripts/cluster.sh" stop
-rm -rf "$(dirname "$OPTIDB_PGDATA")"
-trap '"$OPTIDB_ROOT/tests/scripts/cluster.sh" stop' EXIT
-"$OPTIDB_ROOT/tests/scripts/cluster.sh" start
-WORKLOAD_SECONDS=${WORKLOAD_SECONDS:-10} "$OPTIDB_ROOT/tests/scripts/run-workload.sh"
-"$OPTIDB_ROOT/target/venv/bin/pytest" -q -p no:cacheprovider "$OPTIDB_ROOT/tests/e2e"
+"$OPTIDB_ROOT/tests/scripts/e2e.sh"

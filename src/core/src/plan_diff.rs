@@ -45,6 +45,25 @@ pub fn node_changes(before: &PlanFacts, after: &PlanFacts) -> Vec<String> {
     labels
 }
 
+/// Cost differences below these are planner noise, not gains.
+pub const MIN_COST_DELTA: f64 = 1.0;
+pub const MIN_IMPROVEMENT_PCT: f64 = 1.0;
+
+/// Percent by which `after` is cheaper than `before`; 0 when the difference is not measurable
+/// (below both noise floors) or the plan got more expensive.
+pub fn improvement_pct(before: f64, after: f64) -> f64 {
+    if before <= 0.0 {
+        return 0.0;
+    }
+    let delta = before - after;
+    let pct = delta / before * 100.0;
+    if delta < MIN_COST_DELTA || pct < MIN_IMPROVEMENT_PCT {
+        0.0
+    } else {
+        pct
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +88,23 @@ mod tests {
             node_changes(&before, &after),
             vec!["Seq Scan -> Index Scan on orders", "Sort removed"]
         );
+    }
+
+    #[test]
+    fn improvement_ignores_noise_and_regressions() {
+        assert_eq!(improvement_pct(1000.0, 10.0), 99.0);
+        assert_eq!(
+            improvement_pct(1000.0, 999.5),
+            0.0,
+            "below the absolute floor"
+        );
+        assert_eq!(
+            improvement_pct(1_000_000.0, 995_000.0),
+            0.0,
+            "below 1 percent"
+        );
+        assert_eq!(improvement_pct(100.0, 150.0), 0.0);
+        assert_eq!(improvement_pct(0.0, 0.0), 0.0);
     }
 
     #[test]

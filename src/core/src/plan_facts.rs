@@ -206,7 +206,9 @@ fn walk(node: &Value, parent_is_limit: bool, facts: &mut PlanFacts) {
     }
 
     if let Some(children) = node.get("Plans").and_then(Value::as_array) {
-        let is_limit = node_type == "Limit";
+        // Parallel plans put Gather (Merge) between the Limit and its Sort.
+        let is_limit = node_type == "Limit"
+            || (parent_is_limit && matches!(node_type.as_str(), "Gather Merge" | "Gather"));
         for child in children {
             walk(child, is_limit, facts);
         }
@@ -307,6 +309,17 @@ mod tests {
         assert!(f.filters.contains(&"orders: (status = $1)".to_string()));
         assert!(f.filters.contains(&"customers: (id = $2)".to_string()));
         assert_eq!(f.node_count, 6);
+    }
+
+    #[test]
+    fn sort_under_gather_merge_under_limit_counts_as_under_limit() {
+        let plan = json!({"Plan": {"Node Type": "Limit", "Plan Rows": 10, "Plans": [
+            {"Node Type": "Gather Merge", "Plan Rows": 10, "Plans": [
+                {"Node Type": "Sort", "Plan Rows": 5, "Sort Key": ["created_at DESC"],
+                 "Plans": [{"Node Type": "Seq Scan", "Relation Name": "orders",
+                            "Parallel Aware": true, "Plan Rows": 5}]}]}]}});
+        let f = from_explain_json(&plan).unwrap();
+        assert!(f.sorts[0].under_limit);
     }
 
     #[test]

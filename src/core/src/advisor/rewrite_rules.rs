@@ -43,7 +43,9 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
         });
     };
 
-    if let Some(p) = plan.filter(|p| !p.correlated_subplans.is_empty()) {
+    // A NOT IN subquery also runs as a per-row SubPlan; its own advice below covers it.
+    let not_in = not_in_subquery(text);
+    if let Some(p) = plan.filter(|p| !p.correlated_subplans.is_empty() && !not_in) {
         push(
             "correlated subquery",
             format!(
@@ -59,7 +61,7 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
             table.clone(),
         );
     }
-    if text.contains(" NOT IN (SELECT ") {
+    if not_in {
         push(
             "NOT IN (subquery)",
             "NOT IN (SELECT ...) cannot be planned as an anti-join and returns no rows at all \
@@ -173,6 +175,16 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
         }
     }
     recs
+}
+
+/// `x NOT IN (SELECT ...)`, which the deparser prints as `NOT x IN (SELECT ...)`.
+fn not_in_subquery(text: &str) -> bool {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(r"\bNOT\s+(\S+|\([^()]*\))\s+IN\s+\(SELECT\b|\bNOT IN \(SELECT\b")
+            .expect("valid")
+    })
+    .is_match(text)
 }
 
 /// The OFFSET operand of a canonical statement text, if it pages with OFFSET.

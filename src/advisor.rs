@@ -1,0 +1,248 @@
+//! Refreshing `optidb.recommendation` from stored facts: load statements and catalog facts,
+//! run the rules (optidb_core::advisor), upsert the advice by key, and try every new index as a
+//! hypothetical index (when hypopg is installed) so that only indexes that measurably help are
+//! shown. Advice that no longer follows from the facts is marked stale, not deleted.
+
+use crate::hypopg::{self, Hypopg};
+use crate::simulate;
+use optidb_core::advisor::{self, Catalog, Column, Index, Recommendation, Statement, Table};
+use optidb_core::plan_facts::PlanFacts;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use std::collections::HashMap;
+
+/// Statements the advisor looks at: the top by total time.
+const STATEMENTS: i64 = 200;
+/// Simulated improvement an index must reach on some affected statement to be shown.
+const SHOW_THRESHOLD_PCT: f64 = 10.0;
+
+pub struct Refreshed {
+    pub open: usize,
+    pub simulations: usize,
+}
+
+pub fn refresh() -> Refreshed {
+    let statements = load_statements();
+    let catalog = load_catalog();
+    let recs = advisor::advise(&statements, &catalog);
+    let keys: Vec<String> = recs.iter().map(Recommendation::key).collect();
+    Spi::run_with_args(
+        "UPDATE optidb.recommendation SET status = 'stale', updated_at = pg_catalog.now() \
+         WHERE status <> 'stale' AND rec_key <> ALL ($1)",
+        &[keys.into()],
+    )
+    .unwrap_or_else(|e| error!("{e}"));
+
+    let hypopg = hypopg::locate();
+    let by_id: HashMap<i64, &Statement> = statements.iter().map(|s| (s.query_id, s)).collect();
+    let mut open = 0;
+    let mut simulations = 0;
+    for rec in &recs {
+        let id = upsert(rec);
+        let mut status = "open";
+        if let (Some(h), Some(index_sql)) = (hypopg.as_ref(), rec.index_sql.as_deref()) {
+            let (best, saved, runs) = simulate_all(h, id, index_sql, &rec.query_ids, &by_id);
+            simulations += runs;
+            if best < SHOW_THRESHOLD_PCT {
+                status = "rejected";
+            }
+            Spi::run_with_args(
+                "UPDATE optidb.recommendation SET improvement_pct = $2, est_saved_ms = $3, \
+                     status = $4 WHERE id = $1",
+                &[id.into(), best.into(), saved.into(), status.into()],
+            )
+            .unwrap_or_else(|e| error!("{e}"));
+        } else {
+            Spi::run_with_args(
+                "UPDATE optidb.recommendation SET status = 'open' WHERE id = $1",
+                &[id.into()],
+            )
+            .unwrap_or_else(|e| error!("{e}"));
+        }
+        if status == "open" {
+            open += 1;
+        }
+    }
+    Refreshed { open, simulations }
+}
+
+/// Simulate one index on each affected statement. Returns (best improvement %, estimated ms
+/// saved over the observed window, simulations run).
+fn simulate_all(
+    hypopg: &Hypopg,
+    rec_id: i64,
+    index_sql: &str,
+    query_ids: &[i64],
+    statements: &HashMap<i64, &Statement>,
+) -> (f64, f64, usize) {
+    let (mut best, mut saved, mut runs) = (0.0f64, 0.0, 0);
+    for query_id in query_ids {
+        let Some(raw_sql) = Spi::get_one_with_args::<String>(
+            "SELECT raw_sql FROM optidb.query WHERE id = $1",
+            &[(*query_id).into()],
+        )
+        .ok()
+        .flatten() else {
+            continue;
+        };
+        let outcome = simulate::with_hypothetical_index(hypopg, &raw_sql, index_sql);
+        simulate::store(rec_id, *query_id, "hypopg", &outcome);
+        runs += 1;
+        if let Ok(o) = outcome {
+            best = best.max(o.improvement_pct);
+            let total = statements.get(query_id).map_or(0.0, |s| s.total_ms);
+            saved += total * o.improvement_pct / 100.0;
+        }
+    }
+    (best, saved, runs)
+}
+
+fn upsert(rec: &Recommendation) -> i64 {
+    Spi::get_one_with_args::<i64>(
+        "INSERT INTO optidb.recommendation AS r (rec_key, kind, schemaname, tablename, columns, \
+             ddl, index_sql, rationale, evidence, confidence, risk, query_ids, simulable, \
+             not_simulable_reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (rec_key) DO UPDATE SET ddl = excluded.ddl, index_sql = excluded.index_sql, \
+             rationale = excluded.rationale, evidence = excluded.evidence, \
+             confidence = excluded.confidence, risk = excluded.risk, \
+             query_ids = excluded.query_ids, simulable = excluded.simulable, \
+             not_simulable_reason = excluded.not_simulable_reason, \
+             updated_at = pg_catalog.now() \
+         RETURNING id",
+        &[
+            rec.key().into(),
+            rec.kind.as_str().into(),
+            rec.schema.clone().into(),
+            rec.table.clone().into(),
+            rec.columns.clone().into(),
+            rec.ddl.clone().into(),
+            rec.index_sql.clone().into(),
+            rec.rationale.clone().into(),
+            JsonB(rec.evidence.clone()).into(),
+            rec.confidence.into(),
+            rec.risk.clone().into(),
+            rec.query_ids.clone().into(),
+            rec.simulable.into(),
+            rec.not_simulable_reason.clone().into(),
+        ],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| error!("storing a recommendation failed"))
+}
+
+fn load_statements() -> Vec<Statement> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT q.id, q.norm_sql, t.calls, t.total_ms, t.rows, p.facts \
+                 FROM (SELECT query_id, sum(calls)::int8 AS calls, sum(total_ms) AS total_ms, \
+                              sum(rows)::int8 AS rows \
+                       FROM optidb.metric GROUP BY query_id) t \
+                 JOIN optidb.query q ON q.id = t.query_id \
+                 LEFT JOIN LATERAL (SELECT facts FROM optidb.plan \
+                                    WHERE query_id = q.id AND plan_json IS NOT NULL \
+                                    ORDER BY captured_at DESC, id DESC LIMIT 1) p ON true \
+                 ORDER BY t.total_ms DESC LIMIT $1",
+                None,
+                &[STATEMENTS.into()],
+            )
+            .unwrap_or_else(|e| error!("{e}"))
+            .map(|row| Statement {
+                query_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
+                norm_sql: row.get::<String>(2).ok().flatten(),
+                calls: row.get::<i64>(3).ok().flatten().unwrap_or(0),
+                total_ms: row.get::<f64>(4).ok().flatten().unwrap_or(0.0),
+                rows: row.get::<i64>(5).ok().flatten().unwrap_or(0),
+                plan: row
+                    .get::<JsonB>(6)
+                    .ok()
+                    .flatten()
+                    .and_then(|j| serde_json::from_value::<PlanFacts>(j.0).ok()),
+            })
+            .collect()
+    })
+}
+
+fn load_catalog() -> Catalog {
+    Spi::connect(|client| {
+        let text = |row: &pgrx::spi::SpiHeapTupleData, i| {
+            row.get::<String>(i).ok().flatten().unwrap_or_default()
+        };
+        let tables = client
+            .select(
+                "SELECT schemaname::text, relname::text, rows_est, n_live_tup, \
+                        n_mod_since_analyze, last_analyze::text FROM optidb.schema_table",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| error!("{e}"))
+            .map(|row| Table {
+                schema: text(&row, 1),
+                name: text(&row, 2),
+                rows_est: row.get::<f64>(3).ok().flatten().unwrap_or(0.0),
+                live_rows: row.get::<i64>(4).ok().flatten().unwrap_or(0) as f64,
+                mod_since_analyze: row.get::<i64>(5).ok().flatten().unwrap_or(0),
+                last_analyze: row.get::<String>(6).ok().flatten(),
+            })
+            .collect();
+        let indexes = client
+            .select(
+                "SELECT schemaname::text, tablename::text, indexname::text, columns, is_unique, \
+                        is_primary, is_valid, backs_constraint, access_method::text, predicate, \
+                        idx_scan, bytes, definition FROM optidb.schema_index",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| error!("{e}"))
+            .map(|row| Index {
+                schema: text(&row, 1),
+                table: text(&row, 2),
+                name: text(&row, 3),
+                columns: row.get::<Vec<String>>(4).ok().flatten().unwrap_or_default(),
+                is_unique: row.get::<bool>(5).ok().flatten().unwrap_or(false),
+                is_primary: row.get::<bool>(6).ok().flatten().unwrap_or(false),
+                is_valid: row.get::<bool>(7).ok().flatten().unwrap_or(false),
+                backs_constraint: row.get::<bool>(8).ok().flatten().unwrap_or(true),
+                access_method: text(&row, 9),
+                predicate: row.get::<String>(10).ok().flatten(),
+                idx_scan: row.get::<i64>(11).ok().flatten().unwrap_or(0),
+                bytes: row.get::<i64>(12).ok().flatten().unwrap_or(0),
+                definition: text(&row, 13),
+            })
+            .collect();
+        let columns = client
+            .select(
+                "SELECT t.schemaname::text, t.relname::text, c.attname::text, \
+                        c.n_distinct::float8, c.null_frac::float8 \
+                 FROM optidb.schema_column c JOIN optidb.schema_table t USING (relid)",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| error!("{e}"))
+            .map(|row| Column {
+                schema: text(&row, 1),
+                table: text(&row, 2),
+                name: text(&row, 3),
+                n_distinct: row.get::<f64>(4).ok().flatten(),
+                null_frac: row.get::<f64>(5).ok().flatten(),
+            })
+            .collect();
+        let stats_since = client
+            .select(
+                "SELECT stats_reset::text FROM pg_catalog.pg_stat_database \
+                 WHERE datname = pg_catalog.current_database()",
+                None,
+                &[],
+            )
+            .ok()
+            .and_then(|t| t.first().get_one::<String>().ok().flatten());
+        Catalog {
+            tables,
+            indexes,
+            columns,
+            stats_since,
+        }
+    })
+}

@@ -1,0 +1,69 @@
+//! hypopg, in the calling backend. Hypothetical indexes live in backend memory, outside any
+//! transaction, so every one optidb creates is dropped by oid whatever happens next (success,
+//! error, cancel), with interrupts held while dropping (guarded::cleanup). The user's own hypothetical indexes are
+//! never touched: no hypopg_reset().
+
+use crate::errors::raise;
+use crate::guarded::{self, Failure};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use std::panic::UnwindSafe;
+
+pub struct Hypopg {
+    schema: String,
+}
+
+/// hypopg's schema in this database, if the extension is installed.
+pub fn locate() -> Option<Hypopg> {
+    Spi::get_one::<String>(
+        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'",
+    )
+    .ok()
+    .flatten()
+    .map(|schema| Hypopg {
+        schema: quote_identifier(schema),
+    })
+}
+
+pub fn require() -> Hypopg {
+    locate().unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "the hypopg extension is not installed in this database",
+            Some("Install the hypopg package for your PostgreSQL version, then run CREATE EXTENSION hypopg;"),
+        )
+    })
+}
+
+impl Hypopg {
+    /// Create the hypothetical index `index_sql` (a plain CREATE INDEX), run `work` while it
+    /// exists, and drop it again in every case.
+    pub fn with_index<R>(
+        &self,
+        index_sql: &str,
+        work: impl FnOnce() -> R + UnwindSafe,
+    ) -> Result<R, Failure> {
+        let create = format!(
+            "SELECT indexrelid FROM {}.hypopg_create_index($1)",
+            self.schema
+        );
+        let oid = guarded::run(None, || {
+            Spi::get_one_with_args::<pg_sys::Oid>(&create, &[index_sql.into()])
+                .unwrap_or_else(|e| error!("{e}"))
+        })?
+        .ok_or_else(|| Failure::Error {
+            sqlstate: "XX000".into(),
+            message: "hypopg_create_index returned no index".into(),
+        })?;
+        let drop = format!("SELECT {}.hypopg_drop_index($1)", self.schema);
+        Ok(PgTryBuilder::new(work)
+            .finally(|| {
+                guarded::cleanup(|| {
+                    Spi::run_with_args(&drop, &[oid.into()]).ok();
+                })
+            })
+            .execute())
+    }
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# End-to-end layer alone: a fresh cluster on its own port, the demo shop and its workload, then
+# pytest (extra arguments go to pytest). Needs an installed extension (install-extension.sh).
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+export OPTIDB_PGDATA=/tmp/optidb-e2e/data OPTIDB_PGPORT=55433 OPTIDB_DB=optidb_e2e_demo
+"$OPTIDB_ROOT/tests/scripts/cluster.sh" stop
+rm -rf "$(dirname "$OPTIDB_PGDATA")"
+trap '"$OPTIDB_ROOT/tests/scripts/cluster.sh" stop' EXIT
+"$OPTIDB_ROOT/tests/scripts/cluster.sh" start
+WORKLOAD_SECONDS=${WORKLOAD_SECONDS:-10} "$OPTIDB_ROOT/tests/scripts/run-workload.sh"
+"$OPTIDB_ROOT/target/venv/bin/pytest" -q -p no:cacheprovider "$OPTIDB_ROOT/tests/e2e" "$@"
