@@ -232,10 +232,10 @@ fn unqualify(node: &mut Node, alias: &str) {
         return;
     };
     match inner {
-        NodeEnum::ColumnRef(c) => {
-            if c.fields.len() == 2 && field_names(c).first().map(String::as_str) == Some(alias) {
-                c.fields.remove(0);
-            }
+        NodeEnum::ColumnRef(c)
+            if c.fields.len() == 2 && field_names(c).first().map(String::as_str) == Some(alias) =>
+        {
+            c.fields.remove(0);
         }
         NodeEnum::AExpr(e) => {
             for side in [&mut e.lexpr, &mut e.rexpr].into_iter().flatten() {
