@@ -147,6 +147,18 @@ def test_1000_simulations_leave_no_hypothetical_state(demo):
         conn.execute("DEALLOCATE users_own")
 
 
+def reset_timeout(conn):
+    # RESET itself starts under the tiny statement_timeout and can be canceled on a busy
+    # machine; retrying is harness plumbing, not part of what is tested.
+    for _ in range(50):
+        try:
+            conn.execute("RESET statement_timeout")
+            return
+        except psycopg.errors.QueryCanceled:
+            continue
+    raise AssertionError("could not reset statement_timeout")
+
+
 def run_simulations(conn, qid, rec_id, broken, mine):
     outcomes = {"ok": 0, "stored_error": 0, "bad_rec": 0, "canceled": 0}
     for i in range(1000):
@@ -163,14 +175,13 @@ def run_simulations(conn, qid, rec_id, broken, mine):
                     conn.execute("SELECT * FROM optidb.simulate(%s, %s)", (qid, rec_id))
                     outcomes["ok"] += 1
                 finally:
-                    conn.execute("RESET statement_timeout")
+                    reset_timeout(conn)
             else:
                 pct = scalar(conn, "SELECT improvement_pct FROM optidb.simulate(%s, %s)",
                              (qid, rec_id))
                 assert pct > 30
                 outcomes["ok"] += 1
         except psycopg.errors.QueryCanceled:
-            conn.execute("RESET statement_timeout")
             outcomes["canceled"] += 1
         except psycopg.errors.NoDataFound:
             outcomes["bad_rec"] += 1

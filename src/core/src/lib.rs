@@ -3,6 +3,7 @@
 
 pub mod advisor;
 pub mod bottleneck;
+pub mod histogram;
 pub mod plan_diff;
 pub mod plan_facts;
 pub mod predicates;

@@ -1,0 +1,267 @@
+//! Latency histogram with log-spaced buckets: at most 1% relative error for any value between
+//! 1 microsecond and 1 hour, fixed size, mergeable by adding counts.
+//!
+//! Bucket `i` (1..=BUCKETS) covers [MIN_US * GAMMA^(i-1), MIN_US * GAMMA^i); bucket 0 holds
+//! values below 1 us and the last bucket everything from 1 hour up. A value is reported as its
+//! bucket's geometric midpoint, which is within sqrt(GAMMA) - 1 = 0.995% of any value in the
+//! bucket; percentiles are further clamped to the exact min and max.
+
+/// Bucket width ratio. sqrt(1.02) - 1 < 1%.
+pub const GAMMA: f64 = 1.02;
+pub const MIN_US: f64 = 1.0;
+pub const MAX_US: f64 = 3_600_000_000.0;
+/// Underflow bucket 0, ceil(ln(MAX_US / MIN_US) / ln(GAMMA)) = 1112 log buckets, and one
+/// overflow bucket for 1 hour and more.
+pub const BUCKETS: usize = 1114;
+
+/// Bucket index of a latency in microseconds. Cheap: one `ln`.
+#[inline]
+pub fn bucket_of(us: f64) -> usize {
+    if us.is_nan() || us < MIN_US {
+        return 0;
+    }
+    let i = ((us / MIN_US).ln() / GAMMA.ln()) as usize + 1;
+    i.min(BUCKETS - 1)
+}
+
+/// The value a bucket stands for (its geometric midpoint), in microseconds.
+pub fn bucket_value(i: usize) -> f64 {
+    if i == 0 {
+        return MIN_US / 2.0;
+    }
+    MIN_US * GAMMA.powf(i as f64 - 1.0) * GAMMA.sqrt()
+}
+
+/// Summary of a set of latencies; all times in milliseconds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Stats {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// A histogram plus exact count, sum, min and max.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub counts: Vec<u64>,
+    pub count: u64,
+    pub sum_us: f64,
+    pub min_us: f64,
+    pub max_us: f64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: vec![0; BUCKETS],
+            count: 0,
+            sum_us: 0.0,
+            min_us: f64::INFINITY,
+            max_us: 0.0,
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, us: f64) {
+        self.counts[bucket_of(us)] += 1;
+        self.count += 1;
+        self.sum_us += us;
+        self.min_us = self.min_us.min(us);
+        self.max_us = self.max_us.max(us);
+    }
+
+    /// Add sparse bucket counts (as stored in history rows) with their exact aggregates.
+    pub fn add_sparse(
+        &mut self,
+        buckets: &[i32],
+        counts: &[i64],
+        sum_us: f64,
+        min_us: f64,
+        max_us: f64,
+    ) {
+        let mut added = 0u64;
+        for (b, c) in buckets.iter().zip(counts) {
+            if let (Ok(b), Ok(c)) = (usize::try_from(*b), u64::try_from(*c)) {
+                if b < BUCKETS {
+                    self.counts[b] += c;
+                    added += c;
+                }
+            }
+        }
+        if added == 0 {
+            return;
+        }
+        self.count += added;
+        self.sum_us += sum_us;
+        self.min_us = self.min_us.min(min_us);
+        self.max_us = self.max_us.max(max_us);
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_us += other.sum_us;
+        self.min_us = self.min_us.min(other.min_us);
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
+    /// Non-empty buckets as (index, count) arrays, for storage.
+    pub fn sparse(&self) -> (Vec<i32>, Vec<i64>) {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| (i as i32, *c as i64))
+            .unzip()
+    }
+
+    /// Nearest-rank percentile (0 < p <= 1), in microseconds, clamped to [min, max].
+    pub fn percentile_us(&self, p: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((p * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(bucket_value(i).clamp(self.min_us, self.max_us));
+            }
+        }
+        Some(self.max_us)
+    }
+
+    pub fn stats(&self) -> Option<Stats> {
+        if self.count == 0 {
+            return None;
+        }
+        let ms = |us: f64| us / 1000.0;
+        Some(Stats {
+            count: self.count,
+            mean_ms: ms(self.sum_us / self.count as f64),
+            median_ms: ms(self.percentile_us(0.5)?),
+            min_ms: ms(self.min_us),
+            max_ms: ms(self.max_us),
+            p95_ms: ms(self.percentile_us(0.95)?),
+            p99_ms: ms(self.percentile_us(0.99)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact_percentile(sorted: &[f64], p: f64) -> f64 {
+        let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    /// Deterministic pseudo-random numbers in [0, 1) (xorshift), so tests need no crate.
+    fn uniform(seed: &mut u64) -> f64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn check(values: &mut [f64]) {
+        let mut h = Histogram::default();
+        for v in values.iter() {
+            h.record(*v);
+        }
+        values.sort_by(f64::total_cmp);
+        for p in [0.5, 0.95, 0.99] {
+            let exact = exact_percentile(values, p);
+            let approx = h.percentile_us(p).unwrap();
+            let err = (approx - exact).abs() / exact;
+            assert!(err <= 0.01, "p{p}: exact {exact} approx {approx} err {err}");
+        }
+        assert_eq!(h.count, values.len() as u64);
+        assert_eq!(h.min_us, values[0]);
+        assert_eq!(h.max_us, *values.last().unwrap());
+    }
+
+    #[test]
+    fn bucket_layout_covers_1us_to_1h_within_1_percent() {
+        assert_eq!(bucket_of(0.5), 0);
+        assert!(bucket_of(MAX_US * 0.999) < BUCKETS - 1);
+        assert_eq!(bucket_of(MAX_US * 10.0), BUCKETS - 1);
+        let mut v = MIN_US;
+        while v < MAX_US {
+            let mid = bucket_value(bucket_of(v));
+            assert!((mid - v).abs() / v <= 0.01, "{v} -> {mid}");
+            v *= 1.003;
+        }
+    }
+
+    #[test]
+    fn lognormal_latencies_100k() {
+        let mut seed = 42;
+        let mut values: Vec<f64> = (0..100_000)
+            .map(|_| {
+                // Box-Muller normal, then exp: a typical latency shape around 2 ms.
+                let (u1, u2) = (uniform(&mut seed).max(1e-12), uniform(&mut seed));
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                (7.6 + 1.2 * z).exp()
+            })
+            .collect();
+        check(&mut values);
+    }
+
+    #[test]
+    fn bimodal_cache_hit_miss_latencies() {
+        let mut seed = 7;
+        let mut values: Vec<f64> = (0..100_000)
+            .map(|i| {
+                let jitter = 1.0 + uniform(&mut seed);
+                if i % 20 == 0 {
+                    80_000.0 * jitter
+                } else {
+                    150.0 * jitter
+                }
+            })
+            .collect();
+        check(&mut values);
+    }
+
+    #[test]
+    fn uniform_wide_range() {
+        let mut seed = 99;
+        let mut values: Vec<f64> = (0..100_000)
+            .map(|_| 10f64.powf(uniform(&mut seed) * 9.0))
+            .collect();
+        check(&mut values);
+    }
+
+    #[test]
+    fn sparse_round_trip_and_merge() {
+        let mut a = Histogram::default();
+        let mut b = Histogram::default();
+        for v in [10.0, 20.0, 30.0] {
+            a.record(v);
+        }
+        for v in [1000.0, 2000.0] {
+            b.record(v);
+        }
+        let (idx, counts) = b.sparse();
+        let mut c = a.clone();
+        c.add_sparse(&idx, &counts, b.sum_us, b.min_us, b.max_us);
+        let mut d = a.clone();
+        d.merge(&b);
+        assert_eq!(c, d);
+        let s = d.stats().unwrap();
+        assert_eq!(s.count, 5);
+        assert_eq!(s.max_ms, 2.0);
+        assert_eq!(s.min_ms, 0.01);
+        assert!((s.mean_ms - 0.612).abs() < 1e-9);
+        assert!(Histogram::default().stats().is_none());
+    }
+}
