@@ -197,12 +197,46 @@ CREATE TABLE optidb.simulation (
 );
 CREATE INDEX simulation_rec ON optidb.simulation (rec_id, ran_at DESC);
 
+-- Execution-time history: per snapshot, the delta of optidb's own shared-memory histogram for
+-- each statement (sparse: bucket indexes of optidb_core::histogram and their counts), with exact
+-- calls, failures by SQLSTATE class, sum, and the min/max seen during the interval.
+CREATE TABLE optidb.latency (
+    query_id      bigint      NOT NULL REFERENCES optidb.query (id) ON DELETE CASCADE,
+    captured_at   timestamptz NOT NULL,
+    calls         bigint      NOT NULL CHECK (calls >= 0),
+    errors        bigint      NOT NULL CHECK (errors >= 0),
+    error_classes jsonb       NOT NULL DEFAULT '{}',
+    sum_us        double precision NOT NULL CHECK (sum_us >= 0),
+    min_us        double precision,
+    max_us        double precision,
+    buckets       integer[]   NOT NULL,
+    counts        bigint[]    NOT NULL,
+    PRIMARY KEY (query_id, captured_at),
+    CHECK (cardinality(buckets) = cardinality(counts))
+);
+CREATE INDEX latency_captured_at ON optidb.latency (captured_at);
+
+-- Cumulative shared-memory counters at the last snapshot, per entry (this server only).
+CREATE TABLE optidb.latency_state (
+    queryid   bigint   NOT NULL,
+    userid    oid      NOT NULL,
+    dbid      oid      NOT NULL,
+    calls     bigint   NOT NULL,
+    errors    bigint   NOT NULL,
+    error_classes jsonb NOT NULL,
+    sum_ns    bigint   NOT NULL,
+    buckets   integer[] NOT NULL,
+    counts    bigint[] NOT NULL,
+    PRIMARY KEY (queryid, userid, dbid)
+);
+
 -- pg_dump keeps the history (not the pgss baseline, which only makes sense on this server).
 SELECT pg_catalog.pg_extension_config_dump('optidb.query', '');
 SELECT pg_catalog.pg_extension_config_dump('optidb.metric', '');
 SELECT pg_catalog.pg_extension_config_dump('optidb.plan', '');
 SELECT pg_catalog.pg_extension_config_dump('optidb.scan_log', '');
 SELECT pg_catalog.pg_extension_config_dump('optidb.recommendation', '');
+SELECT pg_catalog.pg_extension_config_dump('optidb.latency', '');
 SELECT pg_catalog.pg_extension_config_dump('optidb.simulation', '');
 SELECT pg_catalog.pg_extension_config_dump('optidb.recommendation_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('optidb.simulation_id_seq', '');

@@ -132,6 +132,7 @@ fn bottlenecks(
         name!(calls, i64),
         name!(mean_ms, f64),
         name!(p95_ms, Option<f64>),
+        name!(p99_ms, Option<f64>),
         name!(total_ms, f64),
         name!(share_pct, f64),
         name!(reason, String),
@@ -146,13 +147,15 @@ fn bottlenecks(
         .into_iter()
         .map(|o| {
             let d = bottleneck::diagnose(&o.metrics, o.plan.as_ref(), &tables);
+            let latency = latency_stats(o.query_id);
             (
                 o.query_id,
                 o.fingerprint.clone(),
                 o.query.clone(),
                 o.metrics.calls,
                 o.metrics.mean_ms(),
-                None,
+                latency.as_ref().map(|s| s.p95_ms),
+                latency.as_ref().map(|s| s.p99_ms),
                 o.metrics.total_ms,
                 o.metrics.share_of_total * 100.0,
                 d.summary(),
@@ -163,6 +166,14 @@ fn bottlenecks(
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// Percentiles from optidb's own histograms over all stored history, when it has any.
+fn latency_stats(query_id: i64) -> Option<optidb_core::histogram::Stats> {
+    crate::latency::stats::merged(Some(query_id), None, None)
+        .into_iter()
+        .next()
+        .and_then(|(_, m)| m.stats)
 }
 
 const DETAIL_SQL: &str = "
@@ -208,5 +219,6 @@ fn query_detail(id: i64) -> JsonB {
         .first()
         .map(|o| bottleneck::diagnose(&o.metrics, o.plan.as_ref(), &table_sizes()));
     value["diagnosis"] = serde_json::to_value(diagnosis).unwrap_or_default();
+    value["latency"] = serde_json::to_value(latency_stats(id)).unwrap_or_default();
     JsonB(value)
 }

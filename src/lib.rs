@@ -11,6 +11,7 @@ mod explain;
 mod guarded;
 mod gucs;
 mod hypopg;
+mod latency;
 mod pgss;
 mod recommend;
 mod scan;
@@ -28,7 +29,10 @@ pgrx::extension_sql!(
      REVOKE EXECUTE ON FUNCTION optidb.bottlenecks(integer) FROM PUBLIC;\n\
      REVOKE EXECUTE ON FUNCTION optidb.query(bigint) FROM PUBLIC;\n\
      REVOKE EXECUTE ON FUNCTION optidb.recommend(bigint) FROM PUBLIC;\n\
-     REVOKE EXECUTE ON FUNCTION optidb.simulate(bigint, bigint, text) FROM PUBLIC;",
+     REVOKE EXECUTE ON FUNCTION optidb.simulate(bigint, bigint, text) FROM PUBLIC;\n\
+     REVOKE EXECUTE ON FUNCTION optidb.execution_time_stats(bigint, timestamptz, timestamptz) FROM PUBLIC;\n\
+     REVOKE EXECUTE ON FUNCTION optidb.latency_counters() FROM PUBLIC;\n\
+     REVOKE EXECUTE ON FUNCTION optidb.memory() FROM PUBLIC;",
     name = "privileges",
     finalize
 );
@@ -36,6 +40,11 @@ pgrx::extension_sql!(
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    // Timing needs shared memory and hooks in every backend: only possible when preloaded.
+    // Without it the SQL functions still work; optidb.memory() says what to change.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        unsafe { latency::hooks::install() };
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -48,6 +57,6 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'pg_stat_statements'"]
+        vec!["shared_preload_libraries = 'pg_stat_statements,optidb'"]
     }
 }

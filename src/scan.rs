@@ -6,7 +6,7 @@
 use crate::errors::require_positive;
 use crate::guarded::Failure;
 use crate::pgss::{self, Counters, Entry};
-use crate::{advisor, catalog, explain, gucs};
+use crate::{advisor, catalog, explain, gucs, latency};
 use optidb_core::statement::{self, StatementKind};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -105,6 +105,8 @@ pub fn run_scan(top: usize) -> Summary {
     }
 
     store_deltas(&kept_entries, &captured_at);
+    latency::stats::snapshot(&captured_at);
+    prune_history();
     catalog::refresh();
     let (plans_captured, explain_failures) = capture_plans(&accepted, &captured_at);
     let advice = advisor::refresh();
@@ -139,6 +141,31 @@ pub fn run_scan(top: usize) -> Summary {
         recommendations: advice.open,
         simulations: advice.simulations,
         elapsed_ms,
+    }
+}
+
+/// Delete history older than optidb.retention days, in batches so no single statement holds
+/// many row locks or a long snapshot.
+fn prune_history() {
+    const BATCH: i64 = 10_000;
+    for table in ["optidb.metric", "optidb.latency"] {
+        let sql = format!(
+            "WITH old AS (SELECT ctid FROM {table} \
+                          WHERE captured_at < pg_catalog.now() - pg_catalog.make_interval(days => $1) \
+                          LIMIT $2), \
+                  gone AS (DELETE FROM {table} t USING old WHERE t.ctid = old.ctid RETURNING 1) \
+             SELECT count(*) FROM gone"
+        );
+        loop {
+            let deleted =
+                Spi::get_one_with_args::<i64>(&sql, &[gucs::retention_days().into(), BATCH.into()])
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+            if deleted < BATCH {
+                break;
+            }
+        }
     }
 }
 

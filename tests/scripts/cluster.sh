@@ -14,7 +14,7 @@ init_cluster() {
 port = $OPTIDB_PGPORT
 listen_addresses = ''
 unix_socket_directories = '$OPTIDB_PGSOCKET'
-shared_preload_libraries = 'pg_stat_statements'
+shared_preload_libraries = 'pg_stat_statements,optidb'
 pg_stat_statements.max = 5000
 pg_stat_statements.track = top
 compute_query_id = on

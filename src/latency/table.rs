@@ -1,0 +1,485 @@
+//! The shared-memory latency table: one entry per (queryid, userid, dbid) with exact call and
+//! error counts, sum, min and max, and a log-bucketed histogram (optidb_core::histogram).
+//!
+//! Locking (the pg_stat_statements scheme):
+//! - the table itself is a dynahash protected by one LWLock;
+//! - lookups take it SHARED; only inserting (and evicting) takes it EXCLUSIVE;
+//! - counters are atomics, updated while holding the lock SHARED, so readers and writers of
+//!   different entries never wait for each other, and an entry cannot be removed while a
+//!   backend updates it.
+//!
+//! Full table policy: a statement never waits or fails because of us. When the table holds
+//! `optidb.max_statements` entries, the entry with the fewest calls is evicted to make room,
+//! the eviction is counted, and the first one logs a WARNING suggesting a larger setting.
+//!
+//! Persistence: the postmaster writes the table to `pg_stat/optidb_latency.stat` at clean
+//! shutdown and reads it back (then deletes it) at start, so a crash never reloads stale
+//! counters; history already snapshotted into optidb.latency is kept.
+
+use optidb_core::histogram::{self, BUCKETS};
+use pgrx::pg_sys;
+use std::ffi::CStr;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// Distinct SQLSTATE classes counted per statement; more share the last slot.
+pub const ERROR_CLASSES: usize = 6;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub queryid: u64,
+    pub userid: u32,
+    pub dbid: u32,
+}
+
+#[repr(C)]
+pub struct Entry {
+    key: Key, // dynahash requires the key first
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    /// SQLSTATE class (two six-bit characters, as in the packed error code) per slot; 0 = free.
+    pub error_class: [AtomicU32; ERROR_CLASSES],
+    pub error_count: [AtomicU64; ERROR_CLASSES],
+    pub sum_ns: AtomicU64,
+    pub min_ns: AtomicU64,
+    pub max_ns: AtomicU64,
+    /// Min and max since the last snapshot took them (swap), for exact per-interval values.
+    pub interval_min_ns: AtomicU64,
+    pub interval_max_ns: AtomicU64,
+    pub buckets: [AtomicU32; BUCKETS],
+}
+
+#[repr(C)]
+struct Shared {
+    lock: *mut pg_sys::LWLock,
+    evictions: AtomicU64,
+    warned: AtomicBool,
+}
+
+static mut SHARED: *mut Shared = std::ptr::null_mut();
+static mut TABLE: *mut pg_sys::HTAB = std::ptr::null_mut();
+static mut MAX_ENTRIES: i64 = 0;
+
+const TRANCHE: &CStr = c"optidb_latency";
+const DUMP_FILE: &str = "pg_stat/optidb_latency.stat";
+const DUMP_MAGIC: u64 = 0x6f70_7469_6462_0001;
+
+pub fn shmem_size(max_entries: i64) -> usize {
+    let table = unsafe { pg_sys::hash_estimate_size(max_entries, size_of::<Entry>()) };
+    table + size_of::<Shared>()
+}
+
+/// From the shmem_request hook.
+pub unsafe fn request(max_entries: i64) {
+    MAX_ENTRIES = max_entries;
+    pg_sys::RequestAddinShmemSpace(shmem_size(max_entries));
+    pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
+}
+
+/// From the shmem_startup hook: attach (and in the postmaster, create and load) the table.
+pub unsafe fn attach() {
+    let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
+    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let mut found = false;
+    SHARED = pg_sys::ShmemInitStruct(
+        c"optidb latency state".as_ptr(),
+        size_of::<Shared>(),
+        &mut found,
+    )
+    .cast();
+    if !found {
+        std::ptr::write(
+            SHARED,
+            Shared {
+                lock: &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock,
+                evictions: AtomicU64::new(0),
+                warned: AtomicBool::new(false),
+            },
+        );
+    }
+    let mut info = pg_sys::HASHCTL {
+        keysize: size_of::<Key>(),
+        entrysize: size_of::<Entry>(),
+        ..Default::default()
+    };
+    TABLE = pg_sys::ShmemInitHash(
+        c"optidb latency table".as_ptr(),
+        MAX_ENTRIES,
+        MAX_ENTRIES,
+        &mut info,
+        (pg_sys::HASH_ELEM | pg_sys::HASH_BLOBS) as i32,
+    );
+    pg_sys::LWLockRelease(init_lock);
+
+    if !pg_sys::IsUnderPostmaster {
+        pg_sys::on_shmem_exit(Some(save_at_exit), pg_sys::Datum::from(0));
+        if !found {
+            load();
+        }
+    }
+}
+
+pub fn attached() -> bool {
+    unsafe { !SHARED.is_null() && !TABLE.is_null() }
+}
+
+fn lock() -> *mut pg_sys::LWLock {
+    unsafe { (*SHARED).lock }
+}
+
+unsafe fn find(key: &Key) -> *mut Entry {
+    let mut found = false;
+    pg_sys::hash_search(
+        TABLE,
+        (key as *const Key).cast(),
+        pg_sys::HASHACTION::HASH_FIND,
+        &mut found,
+    )
+    .cast()
+}
+
+/// Find or create the entry for `key`, holding the lock SHARED on return (entry non-null), or
+/// with the lock released when no entry could be made.
+unsafe fn find_or_insert(key: &Key) -> *mut Entry {
+    pg_sys::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
+    let entry = find(key);
+    if !entry.is_null() {
+        return entry;
+    }
+    pg_sys::LWLockRelease(lock());
+    pg_sys::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_EXCLUSIVE);
+    if pg_sys::hash_get_num_entries(TABLE) >= MAX_ENTRIES {
+        evict_least_used();
+    }
+    let mut found = false;
+    let entry: *mut Entry = pg_sys::hash_search(
+        TABLE,
+        (key as *const Key).cast(),
+        pg_sys::HASHACTION::HASH_ENTER_NULL,
+        &mut found,
+    )
+    .cast();
+    if !entry.is_null() && !found {
+        // Zero every counter (atomics are plain integers in memory), then set the extremes.
+        std::ptr::write_bytes(
+            (entry as *mut u8).add(size_of::<Key>()),
+            0,
+            size_of::<Entry>() - size_of::<Key>(),
+        );
+        (*entry).min_ns.store(u64::MAX, Ordering::Relaxed);
+        (*entry).interval_min_ns.store(u64::MAX, Ordering::Relaxed);
+    }
+    // Continue as a reader: counters are updated under the shared lock only.
+    pg_sys::LWLockRelease(lock());
+    if entry.is_null() {
+        return entry;
+    }
+    pg_sys::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
+    let again = find(key);
+    if again.is_null() {
+        pg_sys::LWLockRelease(lock());
+    }
+    again
+}
+
+/// Exclusive lock held. Linear scan: only runs when the table is full.
+unsafe fn evict_least_used() {
+    let mut status = std::mem::MaybeUninit::<pg_sys::HASH_SEQ_STATUS>::uninit();
+    pg_sys::hash_seq_init(status.as_mut_ptr(), TABLE);
+    let mut victim: Option<(Key, u64)> = None;
+    loop {
+        let e: *mut Entry = pg_sys::hash_seq_search(status.as_mut_ptr()).cast();
+        if e.is_null() {
+            break;
+        }
+        let used = (*e).calls.load(Ordering::Relaxed) + (*e).errors.load(Ordering::Relaxed);
+        if victim.is_none_or(|(_, v)| used < v) {
+            victim = Some(((*e).key, used));
+        }
+    }
+    if let Some((key, _)) = victim {
+        let mut found = false;
+        pg_sys::hash_search(
+            TABLE,
+            (&key as *const Key).cast(),
+            pg_sys::HASHACTION::HASH_REMOVE,
+            &mut found,
+        );
+        (*SHARED).evictions.fetch_add(1, Ordering::Relaxed);
+        if !(*SHARED).warned.swap(true, Ordering::Relaxed) {
+            let max = MAX_ENTRIES;
+            pgrx::warning!(
+                "optidb latency table is full ({} statements): evicting the least used; \
+                 raise optidb.max_statements to keep more",
+                max
+            );
+        }
+    }
+}
+
+fn fetch_min(a: &AtomicU64, v: u64) {
+    a.fetch_min(v, Ordering::Relaxed);
+}
+
+fn fetch_max(a: &AtomicU64, v: u64) {
+    a.fetch_max(v, Ordering::Relaxed);
+}
+
+/// Count one successful execution of `elapsed_ns`.
+pub fn record_success(key: Key, elapsed_ns: u64) {
+    if !attached() {
+        return;
+    }
+    unsafe {
+        let e = find_or_insert(&key);
+        if e.is_null() {
+            return;
+        }
+        let e = &*e;
+        e.calls.fetch_add(1, Ordering::Relaxed);
+        e.sum_ns.fetch_add(elapsed_ns, Ordering::Relaxed);
+        fetch_min(&e.min_ns, elapsed_ns);
+        fetch_max(&e.max_ns, elapsed_ns);
+        fetch_min(&e.interval_min_ns, elapsed_ns);
+        fetch_max(&e.interval_max_ns, elapsed_ns);
+        e.buckets[histogram::bucket_of(elapsed_ns as f64 / 1000.0)].fetch_add(1, Ordering::Relaxed);
+        pg_sys::LWLockRelease(lock());
+    }
+}
+
+/// Count one failure with its SQLSTATE class (the low 12 bits of the packed error code).
+pub fn record_failure(key: Key, class: u32) {
+    if !attached() {
+        return;
+    }
+    unsafe {
+        let e = find_or_insert(&key);
+        if e.is_null() {
+            return;
+        }
+        let e = &*e;
+        e.errors.fetch_add(1, Ordering::Relaxed);
+        let mut slot = ERROR_CLASSES - 1;
+        for (i, c) in e.error_class.iter().enumerate() {
+            match c.compare_exchange(0, class, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    slot = i;
+                    break;
+                }
+                Err(existing) if existing == class => {
+                    slot = i;
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        e.error_count[slot].fetch_add(1, Ordering::Relaxed);
+        pg_sys::LWLockRelease(lock());
+    }
+}
+
+/// A consistent-enough copy of one entry (each counter read atomically).
+pub struct Snapshot {
+    pub key: Key,
+    pub calls: u64,
+    pub errors: u64,
+    pub error_classes: Vec<(String, u64)>,
+    pub sum_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub interval_min_ns: u64,
+    pub interval_max_ns: u64,
+    pub buckets: Vec<u32>,
+}
+
+fn class_text(class: u32) -> String {
+    let c1 = ((class & 0x3F) as u8 + b'0') as char;
+    let c2 = (((class >> 6) & 0x3F) as u8 + b'0') as char;
+    format!("{c1}{c2}")
+}
+
+/// Copy every entry (of `dbid`, or all when None). `take_interval` resets the per-interval
+/// min/max, which only the snapshot job should do.
+pub fn read_all(dbid: Option<u32>, take_interval: bool) -> Vec<Snapshot> {
+    if !attached() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    unsafe {
+        pg_sys::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
+        let mut status = std::mem::MaybeUninit::<pg_sys::HASH_SEQ_STATUS>::uninit();
+        pg_sys::hash_seq_init(status.as_mut_ptr(), TABLE);
+        loop {
+            let e: *mut Entry = pg_sys::hash_seq_search(status.as_mut_ptr()).cast();
+            if e.is_null() {
+                break;
+            }
+            let e = &*e;
+            if dbid.is_some_and(|d| d != e.key.dbid) {
+                continue;
+            }
+            let (imin, imax) = if take_interval {
+                (
+                    e.interval_min_ns.swap(u64::MAX, Ordering::Relaxed),
+                    e.interval_max_ns.swap(0, Ordering::Relaxed),
+                )
+            } else {
+                (
+                    e.interval_min_ns.load(Ordering::Relaxed),
+                    e.interval_max_ns.load(Ordering::Relaxed),
+                )
+            };
+            out.push(Snapshot {
+                key: e.key,
+                calls: e.calls.load(Ordering::Relaxed),
+                errors: e.errors.load(Ordering::Relaxed),
+                error_classes: e
+                    .error_class
+                    .iter()
+                    .zip(&e.error_count)
+                    .filter(|(c, _)| c.load(Ordering::Relaxed) != 0)
+                    .map(|(c, n)| {
+                        (
+                            class_text(c.load(Ordering::Relaxed)),
+                            n.load(Ordering::Relaxed),
+                        )
+                    })
+                    .collect(),
+                sum_ns: e.sum_ns.load(Ordering::Relaxed),
+                min_ns: e.min_ns.load(Ordering::Relaxed),
+                max_ns: e.max_ns.load(Ordering::Relaxed),
+                interval_min_ns: imin,
+                interval_max_ns: imax,
+                buckets: e
+                    .buckets
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect(),
+            });
+        }
+        pg_sys::LWLockRelease(lock());
+    }
+    out
+}
+
+pub struct Usage {
+    pub entries: i64,
+    pub max_entries: i64,
+    pub entry_bytes: i64,
+    pub shmem_bytes: i64,
+    pub evictions: i64,
+}
+
+pub fn usage() -> Option<Usage> {
+    if !attached() {
+        return None;
+    }
+    unsafe {
+        pg_sys::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
+        let entries = pg_sys::hash_get_num_entries(TABLE);
+        pg_sys::LWLockRelease(lock());
+        Some(Usage {
+            entries,
+            max_entries: MAX_ENTRIES,
+            entry_bytes: size_of::<Entry>() as i64,
+            shmem_bytes: shmem_size(MAX_ENTRIES) as i64,
+            evictions: (*SHARED).evictions.load(Ordering::Relaxed) as i64,
+        })
+    }
+}
+
+// ---- persistence (postmaster only) ----
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn save_at_exit(code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    // Only a clean shutdown writes the file; after a crash the counters start afresh.
+    if code != 0 || !attached() {
+        return;
+    }
+    if let Err(e) = save() {
+        pgrx::log!("optidb: could not save latency counters: {e}");
+    }
+}
+
+fn save() -> std::io::Result<()> {
+    let tmp = format!("{DUMP_FILE}.tmp");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let entries = read_all(None, false);
+    f.write_all(&DUMP_MAGIC.to_le_bytes())?;
+    f.write_all(&(BUCKETS as u64).to_le_bytes())?;
+    f.write_all(&(entries.len() as u64).to_le_bytes())?;
+    for e in &entries {
+        for v in [
+            e.key.queryid,
+            e.key.userid as u64,
+            e.key.dbid as u64,
+            e.calls,
+            e.errors,
+            e.sum_ns,
+            e.min_ns,
+            e.max_ns,
+        ] {
+            f.write_all(&v.to_le_bytes())?;
+        }
+        for b in &e.buckets {
+            f.write_all(&b.to_le_bytes())?;
+        }
+    }
+    f.flush()?;
+    drop(f);
+    std::fs::rename(tmp, DUMP_FILE)
+}
+
+unsafe fn load() {
+    let Ok(mut f) = std::fs::File::open(DUMP_FILE) else {
+        return;
+    };
+    let mut bytes = Vec::new();
+    let ok = f.read_to_end(&mut bytes).is_ok();
+    // Never reload the same file twice (a crash after this must not resurrect it).
+    let _ = std::fs::remove_file(DUMP_FILE);
+    if !ok {
+        return;
+    }
+    let mut words = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()));
+    if words.next() != Some(DUMP_MAGIC) || words.next() != Some(BUCKETS as u64) {
+        pgrx::log!("optidb: ignoring {DUMP_FILE}: written by another version");
+        return;
+    }
+    let Some(count) = words.next() else { return };
+    let per_entry = 8 * 8 + BUCKETS * 4;
+    let body = &bytes[24..];
+    if body.len() != count as usize * per_entry {
+        pgrx::log!("optidb: ignoring {DUMP_FILE}: truncated");
+        return;
+    }
+    for chunk in body.chunks_exact(per_entry) {
+        let w = |i: usize| u64::from_le_bytes(chunk[i * 8..i * 8 + 8].try_into().unwrap());
+        let key = Key {
+            queryid: w(0),
+            userid: w(1) as u32,
+            dbid: w(2) as u32,
+        };
+        let e = find_or_insert(&key);
+        if e.is_null() {
+            continue;
+        }
+        let e = &*e;
+        e.calls.store(w(3), Ordering::Relaxed);
+        e.errors.store(w(4), Ordering::Relaxed);
+        e.sum_ns.store(w(5), Ordering::Relaxed);
+        e.min_ns.store(w(6), Ordering::Relaxed);
+        e.max_ns.store(w(7), Ordering::Relaxed);
+        for (i, b) in e.buckets.iter().enumerate() {
+            let at = 64 + i * 4;
+            b.store(
+                u32::from_le_bytes(chunk[at..at + 4].try_into().unwrap()),
+                Ordering::Relaxed,
+            );
+        }
+        pg_sys::LWLockRelease(lock());
+    }
+}
