@@ -18,8 +18,19 @@ static mut PREV_EMIT_LOG: pg_sys::emit_log_hook_type = None;
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
-/// Executor nesting depth of this backend: 0 while running a top-level statement.
+/// Executor nesting depth of this backend: 0 while running a top-level statement. Utility
+/// statements count as a level too, so statements run by DO blocks, CALL or CREATE EXTENSION
+/// scripts are nested, as in pg_stat_statements.
 static mut NESTING: i32 = 0;
+static mut PREV_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+/// The previous hooks are C functions: an ERROR inside them longjmps. Calling them through
+/// pg_guard_ffi_boundary turns that into an unwind, so our `finally` blocks run.
+macro_rules! guarded_call {
+    ($e:expr) => {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| $e)
+    };
+}
 
 pub unsafe fn install() {
     PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
@@ -36,12 +47,53 @@ pub unsafe fn install() {
     pg_sys::ExecutorEnd_hook = Some(executor_end);
     PREV_EMIT_LOG = pg_sys::emit_log_hook;
     pg_sys::emit_log_hook = Some(emit_log);
+    PREV_UTILITY = pg_sys::ProcessUtility_hook;
+    pg_sys::ProcessUtility_hook = Some(process_utility);
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pg_guard]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    NESTING += 1;
+    PgTryBuilder::new(|| match PREV_UTILITY {
+        Some(prev) => guarded_call!(prev(
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc
+        )),
+        None => pg_sys::standard_ProcessUtility(
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        ),
+    })
+    .finally(|| NESTING -= 1)
+    .execute();
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_request() {
     if let Some(prev) = PREV_SHMEM_REQUEST {
-        prev();
+        guarded_call!(prev());
     }
     table::request(gucs::max_statements() as i64);
 }
@@ -49,7 +101,7 @@ unsafe extern "C-unwind" fn shmem_request() {
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_startup() {
     if let Some(prev) = PREV_SHMEM_STARTUP {
-        prev();
+        guarded_call!(prev());
     }
     table::attach();
 }
@@ -61,7 +113,7 @@ unsafe fn tracking(level: i32) -> bool {
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     match PREV_START {
-        Some(prev) => prev(query_desc, eflags),
+        Some(prev) => guarded_call!(prev(query_desc, eflags)),
         None => pg_sys::standard_ExecutorStart(query_desc, eflags),
     }
     if tracking(NESTING)
@@ -84,7 +136,7 @@ unsafe extern "C-unwind" fn executor_run(
 ) {
     NESTING += 1;
     PgTryBuilder::new(|| match PREV_RUN {
-        Some(prev) => prev(query_desc, direction, count, execute_once),
+        Some(prev) => guarded_call!(prev(query_desc, direction, count, execute_once)),
         None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
     })
     .finally(|| NESTING -= 1)
@@ -95,7 +147,7 @@ unsafe extern "C-unwind" fn executor_run(
 unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
     NESTING += 1;
     PgTryBuilder::new(|| match PREV_FINISH {
-        Some(prev) => prev(query_desc),
+        Some(prev) => guarded_call!(prev(query_desc)),
         None => pg_sys::standard_ExecutorFinish(query_desc),
     })
     .finally(|| NESTING -= 1)
@@ -120,7 +172,7 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
         );
     }
     match PREV_END {
-        Some(prev) => prev(query_desc),
+        Some(prev) => guarded_call!(prev(query_desc)),
         None => pg_sys::standard_ExecutorEnd(query_desc),
     }
 }
@@ -149,6 +201,6 @@ unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
         }
     }
     if let Some(prev) = PREV_EMIT_LOG {
-        prev(edata);
+        guarded_call!(prev(edata));
     }
 }

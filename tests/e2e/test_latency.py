@@ -1,0 +1,190 @@
+"""Execution-time statistics recorded by optidb's own hooks: percentile accuracy against the
+executor's exact per-statement times, failure counting per queryid, history over time ranges,
+and survival of restarts."""
+
+import os
+import re
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from conftest import connect, scalar
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def counters(conn, pattern):
+    """Live counters of the statements whose pg_stat_statements text matches pattern."""
+    return conn.execute(
+        "SELECT c.calls, c.errors, c.error_classes FROM optidb.latency_counters() c "
+        "JOIN pg_stat_statements s ON s.queryid = c.queryid AND s.userid = c.userid "
+        "AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "WHERE s.query LIKE %s", (pattern,)).fetchall()
+
+
+def test_failures_are_counted_per_queryid_with_sqlstate_class(fresh_db):
+    conn = fresh_db
+    conn.execute("CREATE TABLE u (id int PRIMARY KEY)")
+    for i in range(5):
+        conn.execute(f"SELECT 10 / {i + 1}")          # 5 successes
+    for _ in range(3):
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 10 / 0")            # same queryid: 3 failures
+    conn.execute("INSERT INTO u VALUES (1)")
+    for _ in range(2):
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO u VALUES (1)")
+    conn.execute("SET statement_timeout = '50ms'")
+    for _ in range(2):
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(1.0)")  # numeric, same queryid as 0.01 below
+    conn.execute("RESET statement_timeout")
+    conn.execute("SELECT pg_sleep(0.01)")
+
+    [(calls, errors, classes)] = counters(conn, "SELECT $1 / $2")
+    assert (calls, errors, classes) == (5, 3, {"22": 3})
+    [(calls, errors, classes)] = counters(conn, "INSERT INTO u VALUES ($1)")
+    assert (calls, errors, classes) == (1, 2, {"23": 2})
+    [(calls, errors, classes)] = counters(conn, "SELECT pg_sleep($1)")
+    assert (calls, errors, classes) == (1, 2, {"57": 2})
+
+    # After a scan the same numbers are history, with the success rate right to the count.
+    conn.execute("SELECT * FROM optidb.scan()")
+    row = conn.execute(
+        "SELECT e.count, e.error_count, e.error_rate FROM optidb.execution_time_stats() e "
+        "JOIN optidb.query q ON q.id = e.query_id WHERE q.norm_sql = 'SELECT $1 / $2'").fetchone()
+    assert row == (5, 3, pytest.approx(3 / 8))
+
+
+def test_percentiles_match_exact_executor_times_within_2_percent(fresh_db):
+    """100,000 statements with controlled durations (work sizes from 70 us to 2 ms); the exact
+    per-statement executor times come from auto_explain, which reads the same instrumentation
+    (microsecond resolution, so the shortest statements are kept above 50 us)."""
+    conn = fresh_db
+    log = os.path.join(os.environ.get("OPTIDB_PGDATA", "/tmp/optidb-e2e/data"), "server.log")
+    start = os.path.getsize(log)
+    conn.execute("LOAD 'auto_explain'")
+    conn.execute("SET auto_explain.log_min_duration = 0")
+    conn.execute("SET auto_explain.log_nested_statements = on")
+    conn.execute("SET optidb.track_nested = on")
+    conn.execute("SET pg_stat_statements.track = 'all'")
+    conn.execute("SET client_min_messages = warning")
+    # 60% / 30% / 8% / 2% of four work sizes, interleaved deterministically.
+    conn.execute("""
+        DO $$
+        DECLARE n int;
+        BEGIN
+            FOR i IN 1..100000 LOOP
+                n := CASE WHEN (i * 7919) % 100 < 60 THEN 1000
+                          WHEN (i * 7919) % 100 < 90 THEN 3000
+                          WHEN (i * 7919) % 100 < 98 THEN 10000
+                          ELSE 30000 END;
+                PERFORM count(*) AS optidb_accuracy_probe FROM generate_series(1, n);
+            END LOOP;
+        END $$""")
+    conn.execute("RESET auto_explain.log_min_duration")
+    time.sleep(0.5)
+    with open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    exact = sorted(float(m) for m in re.findall(
+        r"duration: ([0-9.]+) ms  plan:\n\tQuery Text: SELECT count\(\*\) AS optidb_accuracy_probe",
+        text))
+    assert len(exact) == 100000, len(exact)
+
+    def pct(p):
+        return exact[max(1, int(-(-p * len(exact) // 1))) - 1]
+
+    conn.execute("SET optidb.explain_top_k = 0")
+    conn.execute("SELECT * FROM optidb.scan(1000)")
+    stats = conn.execute(
+        "SELECT e.count, e.median_ms, e.p95_ms, e.p99_ms FROM optidb.execution_time_stats() e "
+        "JOIN optidb.query q ON q.id = e.query_id "
+        "WHERE q.raw_sql LIKE 'SELECT count(*) AS optidb_accuracy_probe%'").fetchone()
+    assert stats is not None
+    count, m50, m95, m99 = stats
+    assert count == 100000
+    for measured, p in [(m50, 0.5), (m95, 0.95), (m99, 0.99)]:
+        assert measured == pytest.approx(pct(p), rel=0.02), (p, measured, pct(p))
+
+
+def test_time_ranges_select_history(fresh_db):
+    conn = fresh_db
+    for _ in range(4):
+        conn.execute("SELECT pg_sleep(0.001)")
+    conn.execute("SELECT * FROM optidb.scan()")
+    t_mid = scalar(conn, "SELECT clock_timestamp()")
+    for _ in range(6):
+        conn.execute("SELECT pg_sleep(0.001)")
+    conn.execute("SELECT * FROM optidb.scan()")
+    qid = scalar(conn, "SELECT id FROM optidb.query WHERE norm_sql = 'SELECT pg_sleep($1)'")
+
+    def count(start, end):
+        return scalar(conn, "SELECT count FROM optidb.execution_time_stats(%s, %s, %s)",
+                      (qid, start, end))
+    assert count(None, None) == 10
+    assert count(None, t_mid) == 4
+    assert count(t_mid, None) == 6
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute("SELECT * FROM optidb.execution_time_stats(%s, now(), now() - interval '1 day')", (qid,))
+    assert e.value.sqlstate == "22023"
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute("SELECT * FROM optidb.execution_time_stats(424242)")
+    assert e.value.sqlstate == "P0002"
+    # bottlenecks and query() show the percentiles too.
+    p95 = scalar(conn, "SELECT p95_ms FROM optidb.bottlenecks(50) WHERE query_id = %s", (qid,))
+    assert 1.0 <= p95 < 50
+    assert scalar(conn, "SELECT optidb.query(%s) -> 'latency' ->> 'count'", (qid,)) == "10"
+
+
+def test_memory_view_reports_capacity(fresh_db):
+    row = fresh_db.execute("SELECT entries, max_entries, entry_bytes, evictions "
+                           "FROM optidb.memory()").fetchone()
+    assert row[0] >= 1 and row[1] == 1000 and row[2] > 4000 and row[3] >= 0
+
+
+def test_counters_survive_clean_restart_and_recording_survives_a_crash():
+    """Own cluster: restarts must not disturb the other tests' server."""
+    data = "/tmp/optidb-restart-test/data"
+    subprocess.run(["rm", "-rf", os.path.dirname(data)], check=True)
+    env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT="55434")
+    cluster = os.path.join(ROOT, "tests/scripts/cluster.sh")
+    subprocess.run(["bash", cluster, "start"], env=env, check=True)
+    try:
+        def conn():
+            return psycopg.connect(host="/tmp", port=55434, user="postgres", dbname="postgres",
+                                   autocommit=True, prepare_threshold=None)
+
+        def calls(c):
+            return scalar(c, "SELECT coalesce(sum(c.calls), 0) FROM optidb.latency_counters() c "
+                             "JOIN pg_stat_statements s USING (queryid) "
+                             "WHERE s.query = 'SELECT $1 + $2 AS restart_probe'")
+        with conn() as c:
+            c.execute("CREATE EXTENSION pg_stat_statements")
+            c.execute("CREATE EXTENSION optidb")
+            for i in range(25):
+                c.execute(f"SELECT {i} + 1 AS restart_probe")
+            assert calls(c) == 25
+        subprocess.run(["bash", cluster, "restart"], env=env, check=True)
+        with conn() as c:
+            assert calls(c) == 25, "counters lost across a clean restart"
+            pid = scalar(c, "SELECT pg_backend_pid()")
+        os.kill(pid, 9)  # crash: the postmaster reinitializes shared memory
+        deadline = time.time() + 30
+        while True:
+            try:
+                with conn() as c:
+                    c.execute("SELECT 1")
+                break
+            except psycopg.OperationalError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        with conn() as c:
+            for i in range(3):
+                c.execute(f"SELECT {i} + 1 AS restart_probe")
+            assert calls(c) >= 3, "not recording after crash recovery"
+    finally:
+        subprocess.run(["bash", cluster, "stop"], env=env, check=False)
