@@ -15,6 +15,9 @@ CREATE TABLE optidb.query (
     norm_sql    text,
     parse_error text,
     tables      text[]      NOT NULL DEFAULT '{}',
+    -- Text of the slowest execution optidb timed, with its literals, secrets redacted.
+    slowest_sql text,
+    slowest_ms  double precision,
     first_seen  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     last_seen   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     UNIQUE (fingerprint, userid, dbid)

@@ -180,6 +180,7 @@ const DETAIL_SQL: &str = "
 SELECT pg_catalog.jsonb_build_object(
     'query_id', q.id, 'fingerprint', q.fingerprint, 'queryids', q.queryids, 'kind', q.kind,
     'query', q.norm_sql, 'raw_sql', q.raw_sql, 'parse_error', q.parse_error, 'tables', q.tables,
+    'slowest_sql', q.slowest_sql, 'slowest_ms', q.slowest_ms,
     'first_seen', q.first_seen, 'last_seen', q.last_seen,
     'metrics', (SELECT pg_catalog.jsonb_build_object(
                     'calls', sum(calls), 'total_ms', sum(total_ms),

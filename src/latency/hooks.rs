@@ -169,12 +169,37 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
                 dbid: pg_sys::MyDatabaseId.to_u32(),
             },
             ns,
+            || statement_text(query_desc),
         );
     }
     match PREV_END {
         Some(prev) => guarded_call!(prev(query_desc)),
         None => pg_sys::standard_ExecutorEnd(query_desc),
     }
+}
+
+/// This statement's own text with its literals (cut out of a multi-statement string), secrets
+/// redacted. Only called for a new slowest execution.
+unsafe fn statement_text(query_desc: *mut pg_sys::QueryDesc) -> Option<String> {
+    let source = (*query_desc).sourceText;
+    if source.is_null() {
+        return None;
+    }
+    let full = std::ffi::CStr::from_ptr(source).to_string_lossy();
+    let stmt = (*query_desc).plannedstmt;
+    let (start, len) = ((*stmt).stmt_location, (*stmt).stmt_len);
+    let text = if start >= 0 && (start as usize) < full.len() {
+        let start = start as usize;
+        let end = if len > 0 {
+            (start + len as usize).min(full.len())
+        } else {
+            full.len()
+        };
+        full.get(start..end).unwrap_or(&full)
+    } else {
+        &full
+    };
+    Some(optidb_core::redact::redact_secrets(text.trim()))
 }
 
 /// Runs while an error is being reported: must not raise anything itself, so it only touches

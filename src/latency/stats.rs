@@ -136,6 +136,18 @@ pub fn snapshot(captured_at: &TimestampWithTimeZone) -> usize {
     let mut per_query: HashMap<i64, Delta> = HashMap::new();
     for e in &entries {
         let key = (e.key.queryid as i64, e.key.userid);
+        if let (Some(query_id), Some((ns, text))) = (owners.get(&key), &e.slowest) {
+            Spi::run_with_args(
+                "UPDATE optidb.query SET slowest_sql = $2, slowest_ms = $3 \
+                 WHERE id = $1 AND (slowest_ms IS NULL OR slowest_ms < $3)",
+                &[
+                    (*query_id).into(),
+                    text.clone().into(),
+                    (*ns as f64 / 1e6).into(),
+                ],
+            )
+            .unwrap_or_else(|e| error!("{e}"));
+        }
         let d = delta(e, base.get(&key));
         if d.calls + d.errors == 0 {
             continue;

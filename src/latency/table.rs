@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Distinct SQLSTATE classes counted per statement; more share the last slot.
 pub const ERROR_CLASSES: usize = 6;
+/// Bytes kept of the slowest execution's statement text (with its literals, secrets redacted).
+pub const SLOWEST_TEXT: usize = 1024;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +50,12 @@ pub struct Entry {
     pub interval_min_ns: AtomicU64,
     pub interval_max_ns: AtomicU64,
     pub buckets: [AtomicU32; BUCKETS],
+    /// The slowest execution so far: its time and text. Written only when a new maximum
+    /// occurs, under `slowest_busy` (a try-lock: a busy writer or reader just skips).
+    slowest_busy: AtomicBool,
+    slowest_ns: AtomicU64,
+    slowest_len: AtomicU32,
+    slowest_text: [u8; SLOWEST_TEXT],
 }
 
 #[repr(C)]
@@ -226,8 +234,9 @@ fn fetch_max(a: &AtomicU64, v: u64) {
     a.fetch_max(v, Ordering::Relaxed);
 }
 
-/// Count one successful execution of `elapsed_ns`.
-pub fn record_success(key: Key, elapsed_ns: u64) {
+/// Count one successful execution of `elapsed_ns`. `text` is asked for only when this is the
+/// slowest execution so far (rare after warm-up), so the hot path never builds it.
+pub fn record_success(key: Key, elapsed_ns: u64, text: impl FnOnce() -> Option<String>) {
     if !attached() {
         return;
     }
@@ -244,8 +253,47 @@ pub fn record_success(key: Key, elapsed_ns: u64) {
         fetch_min(&e.interval_min_ns, elapsed_ns);
         fetch_max(&e.interval_max_ns, elapsed_ns);
         e.buckets[histogram::bucket_of(elapsed_ns as f64 / 1000.0)].fetch_add(1, Ordering::Relaxed);
+        if elapsed_ns > e.slowest_ns.load(Ordering::Relaxed) {
+            keep_slowest(e as *const Entry as *mut Entry, elapsed_ns, text);
+        }
         pg_sys::LWLockRelease(lock());
     }
+}
+
+unsafe fn keep_slowest(e: *mut Entry, elapsed_ns: u64, text: impl FnOnce() -> Option<String>) {
+    let Some(text) = text() else { return };
+    if (*e).slowest_busy.swap(true, Ordering::Acquire) {
+        return;
+    }
+    if elapsed_ns > (*e).slowest_ns.load(Ordering::Relaxed) {
+        let mut len = text.len().min(SLOWEST_TEXT);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        std::ptr::copy_nonoverlapping(
+            text.as_ptr(),
+            (&raw mut (*e).slowest_text).cast::<u8>(),
+            len,
+        );
+        (*e).slowest_len.store(len as u32, Ordering::Relaxed);
+        (*e).slowest_ns.store(elapsed_ns, Ordering::Relaxed);
+    }
+    (*e).slowest_busy.store(false, Ordering::Release);
+}
+
+unsafe fn read_slowest(e: &Entry) -> Option<(u64, String)> {
+    if e.slowest_busy.swap(true, Ordering::Acquire) {
+        return None;
+    }
+    let len = e.slowest_len.load(Ordering::Relaxed) as usize;
+    let out = (len > 0).then(|| {
+        (
+            e.slowest_ns.load(Ordering::Relaxed),
+            String::from_utf8_lossy(&e.slowest_text[..len.min(SLOWEST_TEXT)]).into_owned(),
+        )
+    });
+    e.slowest_busy.store(false, Ordering::Release);
+    out
 }
 
 /// Count one failure with its SQLSTATE class (the low 12 bits of the packed error code).
@@ -291,6 +339,8 @@ pub struct Snapshot {
     pub interval_min_ns: u64,
     pub interval_max_ns: u64,
     pub buckets: Vec<u32>,
+    /// Time and text of the slowest execution so far, if captured.
+    pub slowest: Option<(u64, String)>,
 }
 
 fn class_text(class: u32) -> String {
@@ -356,6 +406,7 @@ pub fn read_all(dbid: Option<u32>, take_interval: bool) -> Vec<Snapshot> {
                     .iter()
                     .map(|b| b.load(Ordering::Relaxed))
                     .collect(),
+                slowest: read_slowest(e),
             });
         }
         pg_sys::LWLockRelease(lock());

@@ -188,3 +188,16 @@ def test_counters_survive_clean_restart_and_recording_survives_a_crash():
             assert calls(c) >= 3, "not recording after crash recovery"
     finally:
         subprocess.run(["bash", cluster, "stop"], env=env, check=False)
+
+
+def test_slowest_execution_text_is_kept_with_literals_and_secrets_redacted(fresh_db):
+    conn = fresh_db
+    for d in (0.002, 0.03, 0.01):
+        conn.execute(f"SELECT pg_sleep({d}), length('host=db password=hunter2') AS probe")
+    conn.execute("SELECT * FROM optidb.scan()")
+    text, ms = conn.execute(
+        "SELECT slowest_sql, slowest_ms FROM optidb.query "
+        "WHERE norm_sql LIKE 'SELECT pg_sleep($1), length($2) AS probe'").fetchone()
+    assert "pg_sleep(0.03)" in text, text
+    assert "hunter2" not in text and "password=***" in text, text
+    assert 30 <= ms < 1000

@@ -7,4 +7,5 @@ pub mod histogram;
 pub mod plan_diff;
 pub mod plan_facts;
 pub mod predicates;
+pub mod redact;
 pub mod statement;

@@ -1,0 +1,64 @@
+//! Removing secrets from statement text before optidb stores it: passwords in role commands
+//! (`PASSWORD '...'`) and in connection strings (`password=...`), and keys given to pgcrypto's
+//! symmetric functions.
+
+use regex::Regex;
+use std::sync::OnceLock;
+
+fn patterns() -> &'static [(Regex, &'static str)] {
+    static P: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
+    P.get_or_init(|| {
+        [
+            // PASSWORD 'x', ENCRYPTED PASSWORD 'x', PASSWORD E'x' ('' escapes included)
+            (r"(?i)(\bpassword\s+)[eE]?'(?:[^']|'')*'", "${1}'***'"),
+            // conninfo: password=x / password = 'x'
+            (
+                r"(?i)(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s'\x22;]+)",
+                "${1}***",
+            ),
+            // pgp_sym_encrypt(data, 'key' ...), pgp_sym_decrypt(data, 'key' ...)
+            (
+                r"(?i)(\bpgp_sym_(?:en|de)crypt(?:_bytea)?\s*\([^,]*,\s*)'(?:[^']|'')*'",
+                "${1}'***'",
+            ),
+        ]
+        .into_iter()
+        .map(|(re, with)| (Regex::new(re).expect("valid pattern"), with))
+        .collect()
+    })
+}
+
+pub fn redact_secrets(sql: &str) -> String {
+    let mut text = sql.to_string();
+    for (re, with) in patterns() {
+        text = re.replace_all(&text, *with).into_owned();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_and_keys_are_redacted() {
+        assert_eq!(
+            redact_secrets("ALTER ROLE app WITH ENCRYPTED PASSWORD 'it''s s3cret' VALID UNTIL 'x'"),
+            "ALTER ROLE app WITH ENCRYPTED PASSWORD '***' VALID UNTIL 'x'"
+        );
+        assert_eq!(
+            redact_secrets("SELECT dblink_connect('host=db user=a password=hunter2 dbname=x')"),
+            "SELECT dblink_connect('host=db user=a password=*** dbname=x')"
+        );
+        assert_eq!(
+            redact_secrets("SELECT pgp_sym_decrypt(col, 'topsecret') FROM t WHERE id = 4"),
+            "SELECT pgp_sym_decrypt(col, '***') FROM t WHERE id = 4"
+        );
+    }
+
+    #[test]
+    fn ordinary_text_is_untouched() {
+        let sql = "SELECT id FROM users WHERE name = 'password' AND password_hash IS NOT NULL";
+        assert_eq!(redact_secrets(sql), sql);
+    }
+}
