@@ -3,6 +3,7 @@
 use pgrx::pg_sys::elog::PgLogLevel;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::Spi;
 
 /// Raise an ERROR; never returns. Unwinds like any pgrx error, so Rust destructors run and the
 /// backend stays up.
@@ -25,6 +26,24 @@ pub fn require_positive(name: &str, value: i32) {
             Some(&format!(
                 "Pass {name} => 20, or leave it out to use the default."
             )),
+        );
+    }
+}
+
+/// Raise P0002 unless optidb has a statement with this id; `hint` says where to find ids.
+pub fn require_known_query(id: i64, hint: &str) {
+    let known = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM optidb.query WHERE id = $1)",
+        &[id.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !known {
+        raise(
+            PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            format!("optidb has no statement with id {id}"),
+            Some(hint),
         );
     }
 }

@@ -1,7 +1,7 @@
 //! `optidb.recommend(query_id)`: the open recommendations, most confident first, each with its
 //! DDL, rationale, evidence, risk, the statements it serves and what simulation measured.
 
-use crate::errors::raise;
+use crate::errors::require_known_query;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -45,20 +45,10 @@ fn recommend(
     ),
 > {
     if let Some(id) = query_id {
-        let known = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM optidb.query WHERE id = $1)",
-            &[id.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false);
-        if !known {
-            raise(
-                PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-                format!("optidb has no statement with id {id}"),
-                Some("Pick a query_id from optidb.bottlenecks(), or call optidb.recommend() for all."),
-            );
-        }
+        require_known_query(
+            id,
+            "Pick a query_id from optidb.bottlenecks(), or call optidb.recommend() for all.",
+        );
     }
     let rows = Spi::connect(|client| {
         client

@@ -32,6 +32,12 @@ macro_rules! guarded_call {
     };
 }
 
+/// Run `f` one nesting level deeper, restoring the level however `f` ends.
+unsafe fn nested<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R {
+    NESTING += 1;
+    PgTryBuilder::new(f).finally(|| NESTING -= 1).execute()
+}
+
 pub unsafe fn install() {
     PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
     pg_sys::shmem_request_hook = Some(shmem_request);
@@ -63,8 +69,7 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    NESTING += 1;
-    PgTryBuilder::new(|| match PREV_UTILITY {
+    nested(|| match PREV_UTILITY {
         Some(prev) => guarded_call!(prev(
             pstmt,
             query_string,
@@ -85,9 +90,7 @@ unsafe extern "C-unwind" fn process_utility(
             dest,
             qc,
         ),
-    })
-    .finally(|| NESTING -= 1)
-    .execute();
+    });
 }
 
 #[pg_guard]
@@ -134,24 +137,18 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
-    NESTING += 1;
-    PgTryBuilder::new(|| match PREV_RUN {
+    nested(|| match PREV_RUN {
         Some(prev) => guarded_call!(prev(query_desc, direction, count, execute_once)),
         None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
-    })
-    .finally(|| NESTING -= 1)
-    .execute();
+    });
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
-    NESTING += 1;
-    PgTryBuilder::new(|| match PREV_FINISH {
+    nested(|| match PREV_FINISH {
         Some(prev) => guarded_call!(prev(query_desc)),
         None => pg_sys::standard_ExecutorFinish(query_desc),
-    })
-    .finally(|| NESTING -= 1)
-    .execute();
+    });
 }
 
 #[pg_guard]

@@ -2,7 +2,7 @@
 //! `execution_time_stats()` over any time range, the current counters, and memory use.
 
 use super::table::{self, Snapshot};
-use crate::errors::raise;
+use crate::errors::{raise, require_known_query};
 use optidb_core::histogram::{Histogram, Stats, BUCKETS};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -317,20 +317,7 @@ fn execution_time_stats(
         }
     }
     if let Some(id) = query_id {
-        let known = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM optidb.query WHERE id = $1)",
-            &[id.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false);
-        if !known {
-            raise(
-                PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-                format!("optidb has no statement with id {id}"),
-                Some("Pick a query_id from optidb.bottlenecks()."),
-            );
-        }
+        require_known_query(id, "Pick a query_id from optidb.bottlenecks().");
     }
     let mut rows: Vec<_> = merged(query_id, start_at, end_at)
         .into_iter()

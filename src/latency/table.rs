@@ -234,18 +234,26 @@ fn fetch_max(a: &AtomicU64, v: u64) {
     a.fetch_max(v, Ordering::Relaxed);
 }
 
-/// Count one successful execution of `elapsed_ns`. `text` is asked for only when this is the
-/// slowest execution so far (rare after warm-up), so the hot path never builds it.
-pub fn record_success(key: Key, elapsed_ns: u64, text: impl FnOnce() -> Option<String>) {
+/// Run `update` on the entry for `key` (created if needed) while holding the table lock shared.
+/// Does nothing when the table is not attached or no entry could be made.
+fn with_entry(key: &Key, update: impl FnOnce(&Entry)) {
     if !attached() {
         return;
     }
     unsafe {
-        let e = find_or_insert(&key);
+        let e = find_or_insert(key);
         if e.is_null() {
             return;
         }
-        let e = &*e;
+        update(&*e);
+        pg_sys::LWLockRelease(lock());
+    }
+}
+
+/// Count one successful execution of `elapsed_ns`. `text` is asked for only when this is the
+/// slowest execution so far (rare after warm-up), so the hot path never builds it.
+pub fn record_success(key: Key, elapsed_ns: u64, text: impl FnOnce() -> Option<String>) {
+    with_entry(&key, |e| {
         e.calls.fetch_add(1, Ordering::Relaxed);
         e.sum_ns.fetch_add(elapsed_ns, Ordering::Relaxed);
         fetch_min(&e.min_ns, elapsed_ns);
@@ -254,10 +262,9 @@ pub fn record_success(key: Key, elapsed_ns: u64, text: impl FnOnce() -> Option<S
         fetch_max(&e.interval_max_ns, elapsed_ns);
         e.buckets[histogram::bucket_of(elapsed_ns as f64 / 1000.0)].fetch_add(1, Ordering::Relaxed);
         if elapsed_ns > e.slowest_ns.load(Ordering::Relaxed) {
-            keep_slowest(e as *const Entry as *mut Entry, elapsed_ns, text);
+            unsafe { keep_slowest(e as *const Entry as *mut Entry, elapsed_ns, text) };
         }
-        pg_sys::LWLockRelease(lock());
-    }
+    });
 }
 
 unsafe fn keep_slowest(e: *mut Entry, elapsed_ns: u64, text: impl FnOnce() -> Option<String>) {
@@ -298,15 +305,7 @@ unsafe fn read_slowest(e: &Entry) -> Option<(u64, String)> {
 
 /// Count one failure with its SQLSTATE class (the low 12 bits of the packed error code).
 pub fn record_failure(key: Key, class: u32) {
-    if !attached() {
-        return;
-    }
-    unsafe {
-        let e = find_or_insert(&key);
-        if e.is_null() {
-            return;
-        }
-        let e = &*e;
+    with_entry(&key, |e| {
         e.errors.fetch_add(1, Ordering::Relaxed);
         let mut slot = ERROR_CLASSES - 1;
         for (i, c) in e.error_class.iter().enumerate() {
@@ -323,8 +322,7 @@ pub fn record_failure(key: Key, class: u32) {
             }
         }
         e.error_count[slot].fetch_add(1, Ordering::Relaxed);
-        pg_sys::LWLockRelease(lock());
-    }
+    });
 }
 
 /// A consistent-enough copy of one entry (each counter read atomically).
@@ -514,23 +512,19 @@ unsafe fn load() {
             userid: w(1) as u32,
             dbid: w(2) as u32,
         };
-        let e = find_or_insert(&key);
-        if e.is_null() {
-            continue;
-        }
-        let e = &*e;
-        e.calls.store(w(3), Ordering::Relaxed);
-        e.errors.store(w(4), Ordering::Relaxed);
-        e.sum_ns.store(w(5), Ordering::Relaxed);
-        e.min_ns.store(w(6), Ordering::Relaxed);
-        e.max_ns.store(w(7), Ordering::Relaxed);
-        for (i, b) in e.buckets.iter().enumerate() {
-            let at = 64 + i * 4;
-            b.store(
-                u32::from_le_bytes(chunk[at..at + 4].try_into().unwrap()),
-                Ordering::Relaxed,
-            );
-        }
-        pg_sys::LWLockRelease(lock());
+        with_entry(&key, |e| {
+            e.calls.store(w(3), Ordering::Relaxed);
+            e.errors.store(w(4), Ordering::Relaxed);
+            e.sum_ns.store(w(5), Ordering::Relaxed);
+            e.min_ns.store(w(6), Ordering::Relaxed);
+            e.max_ns.store(w(7), Ordering::Relaxed);
+            for (i, b) in e.buckets.iter().enumerate() {
+                let at = 64 + i * 4;
+                b.store(
+                    u32::from_le_bytes(chunk[at..at + 4].try_into().unwrap()),
+                    Ordering::Relaxed,
+                );
+            }
+        });
     }
 }
