@@ -18,8 +18,8 @@ trap '"$cluster" stop' EXIT
 pg -d postgres -q -c "CREATE TABLE t AS SELECT g AS id, g AS v FROM generate_series(1, 100000) g" \
     -c "ALTER TABLE t ADD PRIMARY KEY (id)" -c "ANALYZE t"
 echo '\set id random(1, 100000)
-SELECT v FROM t WHERE id = :id;' >/tmp/optidb-bench/select.sql
-chmod -R a+rX /tmp/optidb-bench
+SELECT v FROM t WHERE id = :id;' >/tmp/optidb-bench-select.sql
+chmod a+r /tmp/optidb-bench-select.sql
 
 # Sum of utime+stime (clock ticks) of every process of this cluster.
 server_ticks() {
@@ -50,7 +50,7 @@ for round in $(seq 1 "$rounds"); do
         esac
         before=$(server_ticks)
         as_postgres "$PGBIN/pgbench" -n -h "$OPTIDB_PGSOCKET" -p "$OPTIDB_PGPORT" -c 1 -M prepared \
-            -t "$statements" -f /tmp/optidb-bench/select.sql postgres >/dev/null
+            -t "$statements" -f /tmp/optidb-bench-select.sql postgres >/dev/null
         after=$(server_ticks)
         per=$(( (after - before) * 1000000000 / hz / statements ))
         echo "round $round $config: $per ns of server CPU per statement"
@@ -65,7 +65,7 @@ awk -v n="$none" -v p="$pgss" -v o="$opt" 'BEGIN {
 
 echo "contention: $clients clients on one hot statement for 15 s, wait events sampled every 10 ms"
 as_postgres "$PGBIN/pgbench" -n -h "$OPTIDB_PGSOCKET" -p "$OPTIDB_PGPORT" -c "$clients" -j 2 -M prepared \
-    -T 15 -f /tmp/optidb-bench/select.sql postgres >/dev/null &
+    -T 15 -f /tmp/optidb-bench-select.sql postgres >/dev/null &
 bench=$!
 sleep 1
 pg -d postgres -q -c "CREATE TEMP TABLE waits (ev text)" -c "
