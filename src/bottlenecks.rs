@@ -121,6 +121,7 @@ fn evidence(o: &Observed, d: &Diagnosis) -> serde_json::Value {
 // pgrx must see the TableIterator spelled out (a type alias does not resolve to SQL columns).
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn bottlenecks(
     lim: default!(i32, 20),
 ) -> TableIterator<
@@ -170,7 +171,7 @@ fn bottlenecks(
 
 /// Percentiles from optidb's own histograms over all stored history, when it has any.
 fn latency_stats(query_id: i64) -> Option<optidb_core::histogram::Stats> {
-    crate::latency::stats::merged(Some(query_id), None, None)
+    crate::latency::stats::merged(Some(query_id), None, None, None)
         .into_iter()
         .next()
         .and_then(|(_, m)| m.stats)
@@ -204,6 +205,7 @@ FROM optidb.query q WHERE q.id = $1";
 
 /// Everything optidb stored about one statement, as jsonb.
 #[pg_extern(name = "query", stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn query_detail(id: i64) -> JsonB {
     let detail = Spi::get_one_with_args::<JsonB>(DETAIL_SQL, &[id.into()])
         .ok()

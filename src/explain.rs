@@ -7,6 +7,7 @@
 //! statement: that is what makes the PREPARE below unable to carry a second command.
 
 use crate::guarded::{self, Failure};
+use crate::gucs;
 use optidb_core::plan_facts::{self, PlanFacts};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -54,25 +55,16 @@ fn private_statement_name() -> String {
     }
 }
 
-/// Capture the generic plan of `sql` (which has `param_count` placeholders), limited to
-/// `timeout_ms`. Any failure (syntax this server rejects, missing table, no permission,
+/// Capture the generic plan of `sql` (which has `param_count` placeholders), limited by
+/// `optidb.statement_timeout`. Any failure (syntax this server rejects, missing table, no permission,
 /// undeterminable parameter type, timeout) comes back as `Err` with the reason.
-pub fn generic_plan(
-    sql: &str,
-    param_count: usize,
-    timeout_ms: i32,
-) -> Result<CapturedPlan, Failure> {
-    plan(sql, param_count, timeout_ms, Mode::Costs)
+pub fn generic_plan(sql: &str, param_count: usize) -> Result<CapturedPlan, Failure> {
+    plan(sql, param_count, Mode::Costs)
 }
 
 /// Like `generic_plan`, with the choice of running it (`Mode::Analyze`). Callers running
 /// ANALYZE on a data-changing statement must roll it back themselves.
-pub fn plan(
-    sql: &str,
-    param_count: usize,
-    timeout_ms: i32,
-    mode: Mode,
-) -> Result<CapturedPlan, Failure> {
+pub fn plan(sql: &str, param_count: usize, mode: Mode) -> Result<CapturedPlan, Failure> {
     let name = private_statement_name();
     let args = if param_count == 0 {
         String::new()
@@ -94,7 +86,7 @@ pub fn plan(
     // cancel re-raised from the guarded run must not leave it behind either.
     let deallocate = format!("DEALLOCATE {name}");
     let outcome = PgTryBuilder::new(|| {
-        guarded::run(Some(timeout_ms), || {
+        guarded::run(Some(gucs::statement_limit()), || {
             Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"));
             Spi::get_one::<pgrx::Json>(&explain).unwrap_or_else(|e| error!("{e}"))
         })

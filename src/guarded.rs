@@ -14,21 +14,31 @@ use pgrx::prelude::PgTryBuilder;
 use std::panic::UnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+/// A time limit and the setting it comes from (named in the failure message).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    pub ms: i32,
+    pub setting: &'static str,
+}
+
 /// Why the work did not complete.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
-    TimedOut { after_ms: i32 },
-    Error { sqlstate: String, message: String },
+    TimedOut {
+        after_ms: i32,
+        setting: &'static str,
+    },
+    Error {
+        sqlstate: String,
+        message: String,
+    },
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::TimedOut { after_ms } => {
-                write!(
-                    f,
-                    "timed out after {after_ms} ms (optidb.statement_timeout)"
-                )
+            Failure::TimedOut { after_ms, setting } => {
+                write!(f, "timed out after {after_ms} ms ({setting})")
             }
             Failure::Error { sqlstate, message } => write!(f, "{message} [{sqlstate}]"),
         }
@@ -89,26 +99,23 @@ fn disarm() -> bool {
     fired
 }
 
-/// Run `work` in a subtransaction, limited to `timeout_ms` when given. Errors raised inside are
+/// Run `work` in a subtransaction, limited by `limit` when given. Errors raised inside are
 /// rolled back and returned; a cancel not caused by our timeout is re-raised.
-pub fn run<R>(
-    timeout_ms: Option<i32>,
-    work: impl FnOnce() -> R + UnwindSafe,
-) -> Result<R, Failure> {
-    run_in_subtransaction(timeout_ms, true, work)
+pub fn run<R>(limit: Option<Limit>, work: impl FnOnce() -> R + UnwindSafe) -> Result<R, Failure> {
+    run_in_subtransaction(limit, true, work)
 }
 
 /// Like `run`, but the subtransaction is rolled back even when `work` succeeds: whatever it
 /// changed (a real index built to measure it, rows an EXPLAIN ANALYZE wrote) never persists.
 pub fn run_rolled_back<R>(
-    timeout_ms: Option<i32>,
+    limit: Option<Limit>,
     work: impl FnOnce() -> R + UnwindSafe,
 ) -> Result<R, Failure> {
-    run_in_subtransaction(timeout_ms, false, work)
+    run_in_subtransaction(limit, false, work)
 }
 
 fn run_in_subtransaction<R>(
-    timeout_ms: Option<i32>,
+    limit: Option<Limit>,
     keep: bool,
     work: impl FnOnce() -> R + UnwindSafe,
 ) -> Result<R, Failure> {
@@ -118,10 +125,10 @@ fn run_in_subtransaction<R>(
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         pg_sys::MemoryContextSwitchTo(caller_cxt);
     }
-    if let Some(ms) = timeout_ms {
+    if let Some(limit) = limit {
         FIRED.store(false, Ordering::SeqCst);
         let id = timeout_id();
-        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| enable_timeout_after(id, ms)) };
+        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| enable_timeout_after(id, limit.ms)) };
     }
 
     let outcome: Result<R, Box<CaughtError>> = PgTryBuilder::new(move || Ok(work()))
@@ -155,9 +162,10 @@ fn run_in_subtransaction<R>(
             };
             let code = report.sql_error_code();
             if code == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
-                if fired {
+                if let (true, Some(limit)) = (fired, limit) {
                     return Err(Failure::TimedOut {
-                        after_ms: timeout_ms.unwrap_or(0),
+                        after_ms: limit.ms,
+                        setting: limit.setting,
                     });
                 }
                 caught.rethrow();

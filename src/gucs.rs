@@ -1,7 +1,9 @@
 //! optidb's settings (all `optidb.*`). Each is private to this module and read through an
 //! accessor, so the rest of the code never touches GUC plumbing.
 
+use crate::guarded::Limit;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
 
 static EXPLAIN_TOP_K: GucSetting<i32> = GucSetting::<i32>::new(20);
 static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2_000);
@@ -10,6 +12,12 @@ static TRACK_NESTED: GucSetting<bool> = GucSetting::<bool>::new(false);
 static MAX_STATEMENTS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 static REAL_SIMULATION_MAX_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static SNAPSHOT_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+static REFRESH_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+static REFRESH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
 
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -78,6 +86,80 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_MB,
     );
+    GucRegistry::define_string_guc(
+        c"optidb.database",
+        c"Database the optidb background worker connects to.",
+        c"optidb must be installed there (CREATE EXTENSION optidb); the worker idles otherwise.",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.snapshot_interval",
+        c"How often the background worker runs optidb.snapshot().",
+        c"Each snapshot stores pg_stat_statements and latency deltas since the previous one.",
+        &SNAPSHOT_INTERVAL_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.refresh_interval",
+        c"How often the background worker runs optidb.refresh() and optidb.prune().",
+        c"Readers see metrics as of the last refresh.",
+        &REFRESH_INTERVAL_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.lock_timeout",
+        c"Longest wait for the lock that keeps two optidb.refresh() runs apart.",
+        c"A refresh that cannot get it in time fails with SQLSTATE 55P03.",
+        &LOCK_TIMEOUT_MS,
+        1,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.refresh_timeout",
+        c"Time limit for refreshing one materialized view.",
+        c"A refresh that takes longer is rolled back (the previous contents stay) and logged as failed.",
+        &REFRESH_TIMEOUT_MS,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+}
+
+pub fn database() -> String {
+    DATABASE
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "postgres".into())
+}
+
+pub fn snapshot_interval_s() -> i32 {
+    SNAPSHOT_INTERVAL_S.get()
+}
+
+pub fn refresh_interval_s() -> i32 {
+    REFRESH_INTERVAL_S.get()
+}
+
+pub fn lock_timeout_ms() -> i32 {
+    LOCK_TIMEOUT_MS.get()
+}
+
+pub fn refresh_limit() -> Limit {
+    Limit {
+        ms: REFRESH_TIMEOUT_MS.get(),
+        setting: "optidb.refresh_timeout",
+    }
 }
 
 pub fn enabled() -> bool {
@@ -104,6 +186,10 @@ pub fn explain_top_k() -> i32 {
     EXPLAIN_TOP_K.get()
 }
 
-pub fn statement_timeout_ms() -> i32 {
-    STATEMENT_TIMEOUT_MS.get()
+/// The time limit of each statement optidb runs on its own behalf (EXPLAIN captures).
+pub fn statement_limit() -> Limit {
+    Limit {
+        ms: STATEMENT_TIMEOUT_MS.get(),
+        setting: "optidb.statement_timeout",
+    }
 }

@@ -12,30 +12,28 @@ mod guarded;
 mod gucs;
 mod hypopg;
 mod latency;
+mod locks;
 mod pgss;
 mod recommend;
+mod refresh;
 mod scan;
 mod simulate;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
 // Meta tables first; the generated function definitions follow.
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 
-// Least privilege: scan() writes history and reads every role's statements, so only the owner
-// (and roles it grants) may run it. The readers' grants arrive with the roles feature.
-pgrx::extension_sql!(
-    "REVOKE EXECUTE ON FUNCTION optidb.scan(integer) FROM PUBLIC;\n\
-     REVOKE EXECUTE ON FUNCTION optidb.bottlenecks(integer) FROM PUBLIC;\n\
-     REVOKE EXECUTE ON FUNCTION optidb.query(bigint) FROM PUBLIC;\n\
-     REVOKE EXECUTE ON FUNCTION optidb.recommend(bigint) FROM PUBLIC;\n\
-     REVOKE EXECUTE ON FUNCTION optidb.simulate(bigint, bigint, text) FROM PUBLIC;\n\
-     REVOKE EXECUTE ON FUNCTION optidb.execution_time_stats(bigint, timestamptz, timestamptz) FROM PUBLIC;\n\
-     REVOKE EXECUTE ON FUNCTION optidb.latency_counters() FROM PUBLIC;\n\
-     REVOKE EXECUTE ON FUNCTION optidb.memory() FROM PUBLIC;",
-    name = "privileges",
-    finalize
+// Materialized metric views over the history tables (they call optidb.latency_rollup).
+pgrx::extension_sql_file!(
+    "../sql/views.sql",
+    name = "views",
+    requires = [latency_rollup]
 );
+
+// Row-level security, grants and least privilege, once every object exists.
+pgrx::extension_sql_file!("../sql/security.sql", name = "security", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
@@ -44,6 +42,7 @@ pub extern "C-unwind" fn _PG_init() {
     // Without it the SQL functions still work; optidb.memory() says what to change.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         unsafe { latency::hooks::install() };
+        worker::register();
     }
 }
 

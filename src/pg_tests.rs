@@ -79,13 +79,12 @@ mod tests {
     fn generic_plan_capture_cleans_up_and_reports_failures() {
         setup_workload();
         Spi::run("PREPARE users_own AS SELECT 1").unwrap();
-        let plan =
-            crate::explain::generic_plan("SELECT * FROM t_orders WHERE customer_id = $1", 1, 5_000)
-                .unwrap_or_else(|f| panic!("{f}"));
+        let plan = crate::explain::generic_plan("SELECT * FROM t_orders WHERE customer_id = $1", 1)
+            .unwrap_or_else(|f| panic!("{f}"));
         assert!(plan.facts.had_seq_scan());
         assert_eq!(plan.facts.seq_scans[0].relation, "t_orders");
 
-        let missing = crate::explain::generic_plan("SELECT * FROM no_such_table", 0, 5_000);
+        let missing = crate::explain::generic_plan("SELECT * FROM no_such_table", 0);
         let err = missing
             .err()
             .expect("a missing table cannot be explained")
@@ -112,9 +111,13 @@ mod tests {
              AS 'SELECT 1 FROM pg_sleep(2)'",
         )
         .unwrap();
-        let outcome = crate::explain::generic_plan("SELECT slow_const()", 0, 100);
+        Spi::run("SET LOCAL optidb.statement_timeout = 100").unwrap();
+        let outcome = crate::explain::generic_plan("SELECT slow_const()", 0);
         let err = outcome.err().expect("must time out").to_string();
-        assert!(err.contains("timed out after 100 ms"), "{err}");
+        assert!(
+            err.contains("timed out after 100 ms (optidb.statement_timeout)"),
+            "{err}"
+        );
         // The transaction is still usable.
         assert_eq!(Spi::get_one::<i32>("SELECT 41 + 1").unwrap(), Some(42));
     }

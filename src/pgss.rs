@@ -3,6 +3,7 @@
 //! optidb stored for each at the previous scan.
 
 use crate::errors::raise;
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
@@ -27,11 +28,18 @@ const SETUP_HINT: &str = "Add shared_preload_libraries = 'pg_stat_statements' to
 
 /// Fail with SQLSTATE 55000 unless pg_stat_statements is both preloaded and installed here.
 pub fn locate() -> PgssView {
-    let preload =
-        Spi::get_one::<String>("SELECT pg_catalog.current_setting('shared_preload_libraries')")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+    // Read in C, not with current_setting(): that needs pg_read_all_settings, which
+    // optidb_admin does not have (and does not need just to learn this).
+    let preload = unsafe {
+        let value = pg_sys::GetConfigOption(c"shared_preload_libraries".as_ptr(), true, false);
+        if value.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(value)
+                .to_string_lossy()
+                .into_owned()
+        }
+    };
     let preloaded = preload
         .split(',')
         .map(|lib| lib.trim().trim_matches('"'))

@@ -23,6 +23,7 @@ ORDER BY r.confidence DESC, r.est_saved_ms DESC NULLS LAST, r.id";
 
 #[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn recommend(
     query_id: default!(Option<i64>, "NULL"),
 ) -> TableIterator<

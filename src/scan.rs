@@ -5,6 +5,7 @@
 
 use crate::errors::require_positive;
 use crate::guarded::Failure;
+use crate::locks::{self, Lock};
 use crate::pgss::{self, Counters, Entry};
 use crate::{advisor, catalog, explain, gucs, latency};
 use optidb_core::statement::{self, StatementKind};
@@ -33,26 +34,70 @@ fn scan(
     ),
 > {
     require_positive("top", top);
-    let summary = run_scan(top as usize);
+    let s = run(top as usize, Pass::Scan);
     TableIterator::once((
-        summary.queries_seen as i32,
-        summary.new_queries as i32,
-        summary.plans_captured as i32,
-        summary.explain_failures as i32,
-        summary.recommendations as i32,
-        summary.simulations as i32,
-        summary.elapsed_ms,
+        s.queries_seen as i32,
+        s.new_queries as i32,
+        s.plans_captured as i32,
+        s.explain_failures as i32,
+        s.recommendations as i32,
+        s.simulations as i32,
+        s.elapsed_ms,
     ))
 }
 
-pub struct Summary {
-    pub queries_seen: usize,
-    pub new_queries: usize,
-    pub plans_captured: usize,
-    pub explain_failures: usize,
-    pub recommendations: usize,
-    pub simulations: usize,
-    pub elapsed_ms: f64,
+/// The light half of scan(), run by the background worker on every snapshot interval: store
+/// pg_stat_statements and latency deltas and catalog facts; no EXPLAIN, no advice.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn snapshot(
+    top: default!(i32, 100),
+) -> TableIterator<
+    'static,
+    (
+        name!(queries_seen, i32),
+        name!(new_queries, i32),
+        name!(elapsed_ms, f64),
+    ),
+> {
+    require_positive("top", top);
+    let s = run(top as usize, Pass::Snapshot);
+    TableIterator::once((s.queries_seen as i32, s.new_queries as i32, s.elapsed_ms))
+}
+
+/// Delete history older than optidb.retention days; returns the rows deleted.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn prune() -> i64 {
+    prune_history()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    /// Ingest only (snapshot()).
+    Snapshot,
+    /// Ingest, prune, capture plans and refresh advice (scan()).
+    Scan,
+}
+
+impl Pass {
+    fn as_str(self) -> &'static str {
+        match self {
+            Pass::Snapshot => "snapshot",
+            Pass::Scan => "scan",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Summary {
+    queries_seen: usize,
+    new_queries: usize,
+    plans_captured: usize,
+    explain_failures: usize,
+    recommendations: usize,
+    simulations: usize,
+    elapsed_ms: f64,
 }
 
 /// A statement accepted into this scan, in pg_stat_statements' total-time order.
@@ -61,14 +106,16 @@ struct Accepted {
     raw_sql: String,
 }
 
-pub fn run_scan(top: usize) -> Summary {
+fn run(top: usize, pass: Pass) -> Summary {
     let started = Instant::now();
     let view = pgss::locate();
+    locks::acquire(Lock::Snapshot);
     let captured_at = Spi::get_one::<TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()")
         .ok()
         .flatten()
         .expect("clock_timestamp() is never NULL");
 
+    // Snapshots and scans share one baseline, so both log their pgss stats_reset here.
     let stats_reset = pgss::stats_reset(&view);
     let previous_reset = Spi::get_one::<String>(
         "SELECT pgss_stats_reset::text FROM optidb.scan_log ORDER BY id DESC LIMIT 1",
@@ -80,7 +127,7 @@ pub fn run_scan(top: usize) -> Summary {
     let entries = pgss::read_top(&view, top as i64 + HEADROOM, reset_detected);
     let mut accepted: Vec<Accepted> = Vec::new();
     let mut kept_entries: Vec<(&Entry, i64)> = Vec::new();
-    let mut new_queries = 0;
+    let mut summary = Summary::default();
     for entry in &entries {
         if accepted.len() >= top {
             break;
@@ -89,7 +136,7 @@ pub fn run_scan(top: usize) -> Summary {
             Some(id) => id,
             None => match register_query(entry) {
                 Some(id) => {
-                    new_queries += 1;
+                    summary.new_queries += 1;
                     id
                 }
                 None => continue, // boilerplate
@@ -103,51 +150,49 @@ pub fn run_scan(top: usize) -> Summary {
         }
         kept_entries.push((entry, query_id));
     }
+    summary.queries_seen = accepted.len();
 
     store_deltas(&kept_entries, &captured_at);
     latency::stats::snapshot(&captured_at);
-    prune_history();
     catalog::refresh();
-    let (plans_captured, explain_failures) = capture_plans(&accepted, &captured_at);
-    let advice = advisor::refresh();
+    if pass == Pass::Scan {
+        prune_history();
+        (summary.plans_captured, summary.explain_failures) = capture_plans(&accepted, &captured_at);
+        let advice = advisor::refresh();
+        summary.recommendations = advice.open;
+        summary.simulations = advice.simulations;
+    }
 
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    summary.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     Spi::run_with_args(
-        "INSERT INTO optidb.scan_log (started_at, finished_at, queries_seen, new_queries, \
+        "INSERT INTO optidb.scan_log (kind, started_at, finished_at, queries_seen, new_queries, \
              plans_captured, explain_failures, recommendations, simulations, \
              pgss_reset_detected, pgss_stats_reset, elapsed_ms) \
-         VALUES ($1, pg_catalog.clock_timestamp(), $2, $3, $4, $5, $6, $7, $8, \
+         VALUES ($11, $1, pg_catalog.clock_timestamp(), $2, $3, $4, $5, $6, $7, $8, \
                  $9::timestamptz, $10)",
         &[
             captured_at.into(),
-            (accepted.len() as i32).into(),
-            (new_queries as i32).into(),
-            (plans_captured as i32).into(),
-            (explain_failures as i32).into(),
-            (advice.open as i32).into(),
-            (advice.simulations as i32).into(),
+            (summary.queries_seen as i32).into(),
+            (summary.new_queries as i32).into(),
+            (summary.plans_captured as i32).into(),
+            (summary.explain_failures as i32).into(),
+            (summary.recommendations as i32).into(),
+            (summary.simulations as i32).into(),
             reset_detected.into(),
             stats_reset.into(),
-            elapsed_ms.into(),
+            summary.elapsed_ms.into(),
+            pass.as_str().into(),
         ],
     )
     .unwrap_or_else(|e| error!("writing optidb.scan_log failed: {e}"));
-
-    Summary {
-        queries_seen: accepted.len(),
-        new_queries,
-        plans_captured,
-        explain_failures,
-        recommendations: advice.open,
-        simulations: advice.simulations,
-        elapsed_ms,
-    }
+    summary
 }
 
 /// Delete history older than optidb.retention days, in batches so no single statement holds
-/// many row locks or a long snapshot.
-fn prune_history() {
+/// many row locks or a long snapshot. Returns the rows deleted.
+fn prune_history() -> i64 {
     const BATCH: i64 = 10_000;
+    let mut total = 0;
     for table in ["optidb.metric", "optidb.latency"] {
         let sql = format!(
             "WITH old AS (SELECT ctid FROM {table} \
@@ -162,11 +207,13 @@ fn prune_history() {
                     .ok()
                     .flatten()
                     .unwrap_or(0);
+            total += deleted;
             if deleted < BATCH {
                 break;
             }
         }
     }
+    total
 }
 
 /// Parse a statement seen for the first time and file it under its fingerprint. Returns None
@@ -324,7 +371,6 @@ fn store_deltas(entries: &[(&Entry, i64)], captured_at: &TimestampWithTimeZone) 
 /// EXPLAIN the first `optidb.explain_top_k` explainable statements. Returns (captured, failed).
 fn capture_plans(accepted: &[Accepted], captured_at: &TimestampWithTimeZone) -> (usize, usize) {
     let top_k = gucs::explain_top_k().max(0) as usize;
-    let timeout = gucs::statement_timeout_ms();
     let (mut captured, mut failed) = (0, 0);
     for stmt in accepted.iter() {
         if captured + failed >= top_k {
@@ -340,7 +386,7 @@ fn capture_plans(accepted: &[Accepted], captured_at: &TimestampWithTimeZone) -> 
         if !info.explainable {
             continue;
         }
-        match explain::generic_plan(&text, info.param_count, timeout) {
+        match explain::generic_plan(&text, info.param_count) {
             Ok(plan) => {
                 store_plan(stmt.query_id, captured_at, Ok(&plan));
                 captured += 1;

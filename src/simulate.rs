@@ -64,21 +64,18 @@ pub fn with_hypothetical_index(
     index_sql: &str,
 ) -> Result<Outcome, Failure> {
     let (text, params) = preparable(raw_sql)?;
-    let timeout = gucs::statement_timeout_ms();
-    let before = explain::generic_plan(&text, params, timeout)?;
-    let after =
-        hypopg.with_index(index_sql, || explain::generic_plan(&text, params, timeout))??;
+    let before = explain::generic_plan(&text, params)?;
+    let after = hypopg.with_index(index_sql, || explain::generic_plan(&text, params))??;
     Ok(compare(before, after, Mode::Costs))
 }
 
 /// EXPLAIN ANALYZE, CREATE INDEX, EXPLAIN ANALYZE, all rolled back.
 fn with_real_index(raw_sql: &str, index_sql: &str) -> Result<Outcome, Failure> {
     let (text, params) = preparable(raw_sql)?;
-    let timeout = gucs::statement_timeout_ms();
     guarded::run_rolled_back(None, || {
-        let before = explain::plan(&text, params, timeout, Mode::Analyze)?;
+        let before = explain::plan(&text, params, Mode::Analyze)?;
         Spi::run(index_sql).unwrap_or_else(|e| error!("{e}"));
-        let after = explain::plan(&text, params, timeout, Mode::Analyze)?;
+        let after = explain::plan(&text, params, Mode::Analyze)?;
         Ok(compare(before, after, Mode::Analyze))
     })?
 }

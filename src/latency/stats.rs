@@ -167,7 +167,8 @@ pub fn snapshot(captured_at: &TimestampWithTimeZone) -> usize {
     }
     for (query_id, d) in &per_query {
         let (idx, counts) = d.hist.sparse();
-        let has_calls = d.calls > 0;
+        // Extremes are only known when a call of this interval recorded them.
+        let has_extremes = d.calls > 0 && d.hist.min_us <= d.hist.max_us;
         Spi::run_with_args(
             "INSERT INTO optidb.latency (query_id, captured_at, calls, errors, error_classes, \
                  sum_us, min_us, max_us, buckets, counts) \
@@ -180,8 +181,8 @@ pub fn snapshot(captured_at: &TimestampWithTimeZone) -> usize {
                 (d.errors as i64).into(),
                 JsonB(serde_json::to_value(&d.classes).unwrap_or_default()).into(),
                 d.hist.sum_us.into(),
-                has_calls.then_some(d.hist.min_us).into(),
-                has_calls.then_some(d.hist.max_us).into(),
+                has_extremes.then_some(d.hist.min_us).into(),
+                has_extremes.then_some(d.hist.max_us).into(),
                 idx.into(),
                 counts.into(),
             ],
@@ -229,65 +230,144 @@ fn store_baselines(entries: &[Snapshot]) {
     }
 }
 
-/// Merged statistics per statement over [start, end] (NULL bounds are open).
+/// Merged statistics of one statement over a time range (or one period of it).
 pub struct Merged {
     pub stats: Option<Stats>,
     pub errors: i64,
 }
 
+/// One group of history rows: a statement, and the start of its period when rolled up by
+/// hour or day.
+pub type GroupKey = (i64, Option<TimestampWithTimeZone>);
+
+/// History rows fetched per round trip: bounds memory for any length of history.
+const FETCH_BATCH: i64 = 10_000;
+
+/// Merge stored histograms per statement over [start, end] (NULL bounds are open), and per
+/// UTC `grain` ("hour" or "day") when given. Rows stream through a cursor in key order, so
+/// only one group is held in memory at a time.
 pub fn merged(
     query_id: Option<i64>,
     start: Option<TimestampWithTimeZone>,
     end: Option<TimestampWithTimeZone>,
-) -> Vec<(i64, Merged)> {
-    let rows: Vec<(i64, Merged)> = Spi::connect(|client| {
-        let mut out: Vec<(i64, Histogram, i64)> = Vec::new();
-        let table = client
-            .select(
-                "SELECT query_id, errors, sum_us, min_us, max_us, buckets, counts \
-                 FROM optidb.latency \
-                 WHERE ($1::int8 IS NULL OR query_id = $1) \
-                   AND ($2::timestamptz IS NULL OR captured_at >= $2) \
-                   AND ($3::timestamptz IS NULL OR captured_at <= $3) \
-                 ORDER BY query_id",
-                None,
-                &[query_id.into(), start.into(), end.into()],
-            )
-            .unwrap_or_else(|e| error!("{e}"));
-        for row in table {
-            let id = row.get::<i64>(1).ok().flatten().unwrap_or(0);
-            if out.last().is_none_or(|(last, _, _)| *last != id) {
-                out.push((id, Histogram::default(), 0));
-            }
-            let (_, hist, errors) = out.last_mut().expect("pushed above");
-            *errors += row.get::<i64>(2).ok().flatten().unwrap_or(0);
-            let idx = row.get::<Vec<i32>>(6).ok().flatten().unwrap_or_default();
-            let counts = row.get::<Vec<i64>>(7).ok().flatten().unwrap_or_default();
-            hist.add_sparse(
-                &idx,
-                &counts,
-                row.get::<f64>(3).ok().flatten().unwrap_or(0.0),
-                row.get::<f64>(4).ok().flatten().unwrap_or(f64::INFINITY),
-                row.get::<f64>(5).ok().flatten().unwrap_or(0.0),
-            );
-        }
-        out.into_iter()
-            .map(|(id, h, errors)| {
-                (
-                    id,
+    grain: Option<&str>,
+) -> Vec<(GroupKey, Merged)> {
+    Spi::connect(|client| {
+        let mut out: Vec<(GroupKey, Merged)> = Vec::new();
+        let mut current: Option<(GroupKey, Histogram, i64)> = None;
+        let finish = |group: Option<(GroupKey, Histogram, i64)>, out: &mut Vec<_>| {
+            if let Some((key, hist, errors)) = group {
+                out.push((
+                    key,
                     Merged {
-                        stats: h.stats(),
+                        stats: hist.stats(),
                         errors,
                     },
-                )
-            })
-            .collect()
-    });
-    rows
+                ));
+            }
+        };
+        let mut cursor = client.open_cursor(
+            "SELECT query_id, \
+                    CASE WHEN $4::text IS NOT NULL \
+                         THEN pg_catalog.date_trunc($4, captured_at, 'UTC') END AS period, \
+                    errors, sum_us, min_us, max_us, buckets, counts \
+             FROM optidb.latency \
+             WHERE ($1::int8 IS NULL OR query_id = $1) \
+               AND ($2::timestamptz IS NULL OR captured_at >= $2) \
+               AND ($3::timestamptz IS NULL OR captured_at <= $3) \
+             ORDER BY 1, 2",
+            &[query_id.into(), start.into(), end.into(), grain.into()],
+        );
+        loop {
+            let batch = cursor.fetch(FETCH_BATCH).unwrap_or_else(|e| error!("{e}"));
+            let fetched = batch.len();
+            for row in batch {
+                let key: GroupKey = (
+                    row.get::<i64>(1).ok().flatten().unwrap_or(0),
+                    row.get::<TimestampWithTimeZone>(2).ok().flatten(),
+                );
+                if current.as_ref().is_none_or(|(k, _, _)| *k != key) {
+                    finish(current.take(), &mut out);
+                    current = Some((key, Histogram::default(), 0));
+                }
+                let (_, hist, errors) = current.as_mut().expect("set above");
+                *errors += row.get::<i64>(3).ok().flatten().unwrap_or(0);
+                let idx = row.get::<Vec<i32>>(7).ok().flatten().unwrap_or_default();
+                let counts = row.get::<Vec<i64>>(8).ok().flatten().unwrap_or_default();
+                hist.add_sparse(
+                    &idx,
+                    &counts,
+                    row.get::<f64>(4).ok().flatten().unwrap_or(0.0),
+                    row.get::<f64>(5).ok().flatten().unwrap_or(f64::INFINITY),
+                    row.get::<f64>(6).ok().flatten().unwrap_or(0.0),
+                );
+            }
+            if fetched < FETCH_BATCH as usize {
+                break;
+            }
+        }
+        finish(current.take(), &mut out);
+        out
+    })
+}
+
+/// Histogram history rolled up per statement (grain NULL) or per statement and UTC hour or day:
+/// the source of the materialized metric views. Times in milliseconds.
+#[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn latency_rollup(
+    grain: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(query_id, i64),
+        name!(period, Option<TimestampWithTimeZone>),
+        name!(calls, i64),
+        name!(errors, i64),
+        name!(mean_ms, Option<f64>),
+        name!(median_ms, Option<f64>),
+        name!(min_ms, Option<f64>),
+        name!(max_ms, Option<f64>),
+        name!(p95_ms, Option<f64>),
+        name!(p99_ms, Option<f64>),
+        name!(total_ms, Option<f64>),
+    ),
+> {
+    if let Some(g) = grain {
+        if g != "hour" && g != "day" {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("unknown grain \"{g}\""),
+                Some("Use 'hour', 'day', or NULL for the whole history."),
+            );
+        }
+    }
+    let rows: Vec<_> = merged(None, None, None, grain)
+        .into_iter()
+        .map(|((id, period), m)| {
+            let s = m.stats.as_ref();
+            (
+                id,
+                period,
+                s.map_or(0, |s| s.count as i64),
+                m.errors,
+                s.map(|s| s.mean_ms),
+                s.map(|s| s.median_ms),
+                s.map(|s| s.min_ms),
+                s.map(|s| s.max_ms),
+                s.map(|s| s.p95_ms),
+                s.map(|s| s.p99_ms),
+                s.map(|s| s.mean_ms * s.count as f64),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
 }
 
 #[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
 #[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn execution_time_stats(
     query_id: default!(Option<i64>, "NULL"),
     start_at: default!(Option<TimestampWithTimeZone>, "NULL"),
@@ -319,9 +399,9 @@ fn execution_time_stats(
     if let Some(id) = query_id {
         require_known_query(id, "Pick a query_id from optidb.bottlenecks().");
     }
-    let mut rows: Vec<_> = merged(query_id, start_at, end_at)
+    let mut rows: Vec<_> = merged(query_id, start_at, end_at, None)
         .into_iter()
-        .map(|(id, m)| row(id, &m))
+        .map(|((id, _), m)| row(id, &m))
         .collect();
     if let (Some(id), true) = (query_id, rows.is_empty()) {
         rows.push(row(
@@ -369,6 +449,7 @@ fn row(id: i64, m: &Merged) -> StatsRow {
 /// The live shared-memory counters of this database (no history): what the hooks recorded.
 #[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
 #[pg_extern(volatile, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn latency_counters() -> TableIterator<
     'static,
     (
@@ -414,6 +495,7 @@ fn latency_counters() -> TableIterator<
 /// optidb's own shared memory: entries used, capacity, bytes, evictions. Raises when optidb is
 /// not preloaded, saying how to fix it.
 #[pg_extern(volatile, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn memory() -> TableIterator<
     'static,
     (

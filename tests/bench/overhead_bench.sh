@@ -21,14 +21,17 @@ echo '\set id random(1, 100000)
 SELECT v FROM t WHERE id = :id;' >/tmp/optidb-bench-select.sql
 chmod a+r /tmp/optidb-bench-select.sql
 
-# Sum of utime+stime (clock ticks) of every process of this cluster.
+# CPU (clock ticks) of this cluster: utime+stime of every live process plus cutime+cstime, the
+# time of children the postmaster already reaped (the benchmark's backend exits when pgbench
+# disconnects, so its CPU ends up there).
 server_ticks() {
+    sleep 0.5 # let the postmaster reap a backend that just exited
     local pm total=0
     pm=$(head -1 "$OPTIDB_PGDATA/postmaster.pid")
     for pid in $pm $(pgrep -P "$pm"); do
         [ -r /proc/$pid/stat ] || continue
         read -r -a f < <(sed 's/^.*) //' /proc/$pid/stat)
-        total=$((total + f[11] + f[12]))
+        total=$((total + f[11] + f[12] + f[13] + f[14]))
     done
     echo $total
 }

@@ -12,10 +12,10 @@ SOCKET = os.environ.get("OPTIDB_PGSOCKET", "/tmp")
 DEMO_DB = os.environ.get("OPTIDB_DB", "optidb_e2e_demo")
 
 
-def connect(dbname, **kw):
+def connect(dbname, user="postgres", **kw):
     # prepare_threshold=None: psycopg neither prepares statements of its own nor sends
     # DEALLOCATE ALL after DDL, so tests see exactly what optidb does to a session.
-    return psycopg.connect(host=SOCKET, port=PORT, user="postgres", dbname=dbname,
+    return psycopg.connect(host=SOCKET, port=PORT, user=user, dbname=dbname,
                            autocommit=True, prepare_threshold=None, **kw)
 
 

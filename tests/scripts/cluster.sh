@@ -33,7 +33,9 @@ start)
         log "cluster already running on port $OPTIDB_PGPORT"
     else
         log "starting PostgreSQL $PG_MAJOR on port $OPTIDB_PGPORT"
-        as_postgres "$PGBIN/pg_ctl" -D "$OPTIDB_PGDATA" -l "$OPTIDB_PGDATA/server.log" -w start >/dev/null
+        # Like a production server: no Rust backtraces appended to users' error messages.
+        as_postgres env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \
+            "$PGBIN/pg_ctl" -D "$OPTIDB_PGDATA" -l "$OPTIDB_PGDATA/server.log" -w start >/dev/null
     fi
     ;;
 stop)

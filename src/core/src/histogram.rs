@@ -128,27 +128,41 @@ impl Histogram {
             return None;
         }
         let rank = ((p * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let (min_us, max_us) = self.extremes();
         let mut seen = 0;
         for (i, c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return Some(bucket_value(i).clamp(self.min_us, self.max_us));
+                return Some(bucket_value(i).clamp(min_us, max_us));
             }
         }
-        Some(self.max_us)
+        Some(max_us)
+    }
+
+    /// Exact min and max when they were recorded, else the values of the lowest and highest
+    /// non-empty buckets (history rows whose interval saw no extreme, e.g. an entry evicted
+    /// and re-created between snapshots).
+    fn extremes(&self) -> (f64, f64) {
+        if self.min_us <= self.max_us {
+            return (self.min_us, self.max_us);
+        }
+        let first = self.counts.iter().position(|c| *c > 0).unwrap_or(0);
+        let last = self.counts.iter().rposition(|c| *c > 0).unwrap_or(0);
+        (bucket_value(first), bucket_value(last))
     }
 
     pub fn stats(&self) -> Option<Stats> {
         if self.count == 0 {
             return None;
         }
+        let (min_us, max_us) = self.extremes();
         let ms = |us: f64| us / 1000.0;
         Some(Stats {
             count: self.count,
             mean_ms: ms(self.sum_us / self.count as f64),
             median_ms: ms(self.percentile_us(0.5)?),
-            min_ms: ms(self.min_us),
-            max_ms: ms(self.max_us),
+            min_ms: ms(min_us),
+            max_ms: ms(max_us),
             p95_ms: ms(self.percentile_us(0.95)?),
             p99_ms: ms(self.percentile_us(0.99)?),
         })
@@ -239,6 +253,23 @@ mod tests {
             .map(|_| 10f64.powf(uniform(&mut seed) * 9.0))
             .collect();
         check(&mut values);
+    }
+
+    #[test]
+    fn history_without_recorded_extremes_still_has_stats() {
+        // A stored interval whose min/max were not observed (NULL in optidb.latency).
+        let mut h = Histogram::default();
+        h.add_sparse(
+            &[bucket_of(100.0) as i32, bucket_of(900.0) as i32],
+            &[5, 5],
+            5000.0,
+            f64::INFINITY,
+            0.0,
+        );
+        let s = h.stats().expect("ten samples");
+        assert!((s.min_ms - 0.1).abs() / 0.1 < 0.01, "{s:?}");
+        assert!((s.max_ms - 0.9).abs() / 0.9 < 0.01, "{s:?}");
+        assert!(s.min_ms <= s.median_ms && s.median_ms <= s.p99_ms && s.p99_ms <= s.max_ms);
     }
 
     #[test]

@@ -8,4 +8,5 @@ pub mod plan_diff;
 pub mod plan_facts;
 pub mod predicates;
 pub mod redact;
+pub mod schedule;
 pub mod statement;

@@ -1,0 +1,111 @@
+-- optidb 0.1.0: roles, row-level security and grants. Runs last in the install script (after
+-- every table, view and function exists). Every name is schema-qualified.
+--
+--   optidb_reader  sees the statements of roles it is a member of (and their metrics, plans,
+--                  latency, recommendations, simulations), catalog facts and logs.
+--   optidb_admin   sees everything, runs scan/snapshot/refresh/prune/simulate (real mode too).
+--                  It is a member of optidb_reader and of pg_read_all_stats (scan() must read
+--                  every role's pg_stat_statements text).
+--   pg_read_all_stats members see every statement, as in pg_stat_statements.
+-- The roles and optidb.can_see() are created at the end of sql/bootstrap.sql (the views need
+-- them); roles are cluster-wide: created once, they outlive DROP EXTENSION.
+
+-- RLS on every meta table, FORCED so the owner is filtered too unless it is a superuser.
+-- Statement data: readers see rows of statements they can see (the query table's own policy
+-- does the filtering inside each EXISTS). Admins read and write everything.
+ALTER TABLE optidb.query ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.query FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_own ON optidb.query FOR SELECT TO optidb_reader
+    USING (optidb.can_see(userid));
+
+ALTER TABLE optidb.metric ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.metric FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_own ON optidb.metric FOR SELECT TO optidb_reader
+    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
+
+ALTER TABLE optidb.plan ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.plan FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_own ON optidb.plan FOR SELECT TO optidb_reader
+    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
+
+ALTER TABLE optidb.latency ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.latency FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_own ON optidb.latency FOR SELECT TO optidb_reader
+    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
+
+ALTER TABLE optidb.simulation ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.simulation FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_own ON optidb.simulation FOR SELECT TO optidb_reader
+    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
+
+-- Advice about an index no statement names (redundant, unused) is schema-level: readers see it.
+ALTER TABLE optidb.recommendation ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.recommendation FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_own ON optidb.recommendation FOR SELECT TO optidb_reader
+    USING (pg_catalog.cardinality(query_ids) = 0
+           OR EXISTS (SELECT FROM optidb.query q WHERE q.id = ANY (query_ids)));
+
+-- Catalog facts and run logs hold no statement text: every reader sees them.
+ALTER TABLE optidb.schema_table ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.schema_table FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_all ON optidb.schema_table FOR SELECT TO optidb_reader USING (true);
+ALTER TABLE optidb.schema_index ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.schema_index FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_all ON optidb.schema_index FOR SELECT TO optidb_reader USING (true);
+ALTER TABLE optidb.schema_column ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.schema_column FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_all ON optidb.schema_column FOR SELECT TO optidb_reader USING (true);
+ALTER TABLE optidb.scan_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.scan_log FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_all ON optidb.scan_log FOR SELECT TO optidb_reader USING (true);
+ALTER TABLE optidb.refresh_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.refresh_log FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_all ON optidb.refresh_log FOR SELECT TO optidb_reader USING (true);
+
+-- Baselines of this server's counters: admins only.
+ALTER TABLE optidb.pgss_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.pgss_state FORCE ROW LEVEL SECURITY;
+ALTER TABLE optidb.latency_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE optidb.latency_state FORCE ROW LEVEL SECURITY;
+
+DO $admin$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['query', 'metric', 'plan', 'latency', 'simulation', 'recommendation',
+                             'schema_table', 'schema_index', 'schema_column', 'scan_log',
+                             'refresh_log', 'pgss_state', 'latency_state'] LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY admin_all ON optidb.%I TO optidb_admin USING (true) WITH CHECK (true)', t);
+    END LOOP;
+END
+$admin$;
+
+-- Grants. Nothing is granted to PUBLIC (the bootstrap revoked table access; functions below).
+GRANT USAGE ON SCHEMA optidb TO optidb_reader;
+GRANT SELECT ON optidb.query, optidb.metric, optidb.plan, optidb.latency, optidb.simulation,
+    optidb.recommendation, optidb.schema_table, optidb.schema_index, optidb.schema_column,
+    optidb.scan_log, optidb.refresh_log TO optidb_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA optidb TO optidb_admin;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA optidb TO optidb_admin;
+-- Materialized views are not RLS-capable: only the security-barrier views reach them.
+REVOKE ALL ON optidb.mv_query_metrics, optidb.mv_query_metrics_hourly,
+    optidb.mv_query_metrics_daily, optidb.mv_table_metrics FROM PUBLIC, optidb_reader, optidb_admin;
+GRANT SELECT ON optidb.query_metrics, optidb.query_metrics_hourly, optidb.query_metrics_daily,
+    optidb.table_metrics TO optidb_reader;
+
+-- Functions: EXECUTE only through the roles.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA optidb FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION optidb.can_see(oid) TO optidb_reader;
+GRANT EXECUTE ON FUNCTION optidb.bottlenecks(integer) TO optidb_reader;
+GRANT EXECUTE ON FUNCTION optidb.query(bigint) TO optidb_reader;
+GRANT EXECUTE ON FUNCTION optidb.recommend(bigint) TO optidb_reader;
+GRANT EXECUTE ON FUNCTION optidb.execution_time_stats(bigint, timestamptz, timestamptz) TO optidb_reader;
+GRANT EXECUTE ON FUNCTION optidb.scan(integer) TO optidb_admin;
+GRANT EXECUTE ON FUNCTION optidb.snapshot(integer) TO optidb_admin;
+GRANT EXECUTE ON FUNCTION optidb.prune() TO optidb_admin;
+GRANT EXECUTE ON FUNCTION optidb.refresh(text) TO optidb_admin;
+GRANT EXECUTE ON FUNCTION optidb.simulate(bigint, bigint, text) TO optidb_admin;
+GRANT EXECUTE ON FUNCTION optidb.latency_counters() TO optidb_admin;
+GRANT EXECUTE ON FUNCTION optidb.memory() TO optidb_admin;
+GRANT EXECUTE ON FUNCTION optidb.latency_rollup(text) TO optidb_admin;

@@ -1,0 +1,104 @@
+-- optidb 0.1.0: materialized metric views, refreshed by optidb.refresh() (CONCURRENTLY once
+-- populated, so readers are never blocked). Each has a unique index, which CONCURRENTLY needs.
+-- Materialized views cannot have row-level security, so they are revoked from everyone and
+-- served through the security-barrier views at the end, which apply optidb.can_see() (see
+-- sql/security.sql). Every name is schema-qualified: REFRESH runs with search_path pinned to
+-- pg_catalog, pg_temp.
+--
+-- Sources: latency figures come from optidb's own histograms (optidb.latency, merged by
+-- optidb.latency_rollup); rows and buffer hits from pg_stat_statements deltas (optidb.metric).
+-- When optidb is not preloaded there is no latency history, and count, mean and total fall back
+-- to pg_stat_statements. Periods are UTC hours and days.
+
+-- Per statement, over all retained history.
+CREATE MATERIALIZED VIEW optidb.mv_query_metrics AS
+WITH met AS (
+    SELECT query_id, sum(calls) AS calls, sum(total_ms) AS total_ms, sum(rows) AS rows,
+           sum(shared_blks_hit) AS hit, sum(shared_blks_read) AS read
+    FROM optidb.metric GROUP BY query_id
+)
+SELECT q.id AS query_id, q.userid, q.dbid, q.kind, q.norm_sql AS query,
+       COALESCE(l.calls + l.errors, m.calls) AS execution_count,
+       COALESCE(l.mean_ms, m.total_ms / NULLIF(m.calls, 0)) AS mean_ms,
+       l.median_ms AS p50_ms, l.p95_ms, l.p99_ms, l.min_ms, l.max_ms,
+       COALESCE(l.total_ms, m.total_ms) AS total_ms,
+       l.calls::float8 / NULLIF(l.calls + l.errors, 0) AS success_rate,
+       l.errors::float8 / NULLIF(l.calls + l.errors, 0) AS failure_rate,
+       m.rows,
+       m.hit::float8 / NULLIF(m.hit + m.read, 0) AS shared_hit_ratio,
+       pg_catalog.now() AS last_updated
+FROM optidb.query q
+LEFT JOIN optidb.latency_rollup(NULL) l ON l.query_id = q.id
+LEFT JOIN met m ON m.query_id = q.id
+WHERE l.query_id IS NOT NULL OR m.query_id IS NOT NULL;
+CREATE UNIQUE INDEX mv_query_metrics_key ON optidb.mv_query_metrics (query_id);
+
+-- Per statement per UTC hour and per UTC day (trends). One definition, two grains.
+CREATE MATERIALIZED VIEW optidb.mv_query_metrics_hourly AS
+WITH met AS (
+    SELECT query_id, pg_catalog.date_trunc('hour', captured_at, 'UTC') AS period,
+           sum(calls) AS calls, sum(total_ms) AS total_ms, sum(rows) AS rows
+    FROM optidb.metric GROUP BY 1, 2
+)
+SELECT q.id AS query_id, q.userid, COALESCE(l.period, m.period) AS period,
+       COALESCE(l.calls + l.errors, m.calls) AS execution_count,
+       COALESCE(l.mean_ms, m.total_ms / NULLIF(m.calls, 0)) AS mean_ms,
+       l.median_ms AS p50_ms, l.p95_ms, l.p99_ms, l.min_ms, l.max_ms,
+       COALESCE(l.total_ms, m.total_ms) AS total_ms,
+       l.errors::float8 / NULLIF(l.calls + l.errors, 0) AS failure_rate,
+       m.rows,
+       pg_catalog.now() AS last_updated
+FROM optidb.latency_rollup('hour') l
+FULL JOIN met m ON m.query_id = l.query_id AND m.period = l.period
+JOIN optidb.query q ON q.id = COALESCE(l.query_id, m.query_id);
+CREATE UNIQUE INDEX mv_query_metrics_hourly_key ON optidb.mv_query_metrics_hourly (query_id, period);
+
+CREATE MATERIALIZED VIEW optidb.mv_query_metrics_daily AS
+WITH met AS (
+    SELECT query_id, pg_catalog.date_trunc('day', captured_at, 'UTC') AS period,
+           sum(calls) AS calls, sum(total_ms) AS total_ms, sum(rows) AS rows
+    FROM optidb.metric GROUP BY 1, 2
+)
+SELECT q.id AS query_id, q.userid, COALESCE(l.period, m.period) AS period,
+       COALESCE(l.calls + l.errors, m.calls) AS execution_count,
+       COALESCE(l.mean_ms, m.total_ms / NULLIF(m.calls, 0)) AS mean_ms,
+       l.median_ms AS p50_ms, l.p95_ms, l.p99_ms, l.min_ms, l.max_ms,
+       COALESCE(l.total_ms, m.total_ms) AS total_ms,
+       l.errors::float8 / NULLIF(l.calls + l.errors, 0) AS failure_rate,
+       m.rows,
+       pg_catalog.now() AS last_updated
+FROM optidb.latency_rollup('day') l
+FULL JOIN met m ON m.query_id = l.query_id AND m.period = l.period
+JOIN optidb.query q ON q.id = COALESCE(l.query_id, m.query_id);
+CREATE UNIQUE INDEX mv_query_metrics_daily_key ON optidb.mv_query_metrics_daily (query_id, period);
+
+-- Per table: size, sequential vs index scans, dead tuples, maintenance (latest catalog facts).
+CREATE MATERIALIZED VIEW optidb.mv_table_metrics AS
+SELECT relid, schemaname, relname, bytes, rows_est, n_live_tup, n_dead_tup,
+       n_dead_tup::float8 / NULLIF(n_live_tup + n_dead_tup, 0) AS dead_ratio,
+       seq_scan, idx_scan,
+       seq_scan::float8 / NULLIF(seq_scan + COALESCE(idx_scan, 0), 0) AS seq_scan_ratio,
+       n_mod_since_analyze, last_analyze, last_vacuum, captured_at,
+       pg_catalog.now() AS last_updated
+FROM optidb.schema_table;
+CREATE UNIQUE INDEX mv_table_metrics_key ON optidb.mv_table_metrics (relid);
+
+-- What readers query. security_barrier keeps a caller's own functions in WHERE clauses from
+-- seeing rows before can_see() filtered them.
+CREATE VIEW optidb.query_metrics WITH (security_barrier) AS
+    SELECT * FROM optidb.mv_query_metrics WHERE optidb.can_see(userid);
+CREATE VIEW optidb.query_metrics_hourly WITH (security_barrier) AS
+    SELECT * FROM optidb.mv_query_metrics_hourly WHERE optidb.can_see(userid);
+CREATE VIEW optidb.query_metrics_daily WITH (security_barrier) AS
+    SELECT * FROM optidb.mv_query_metrics_daily WHERE optidb.can_see(userid);
+CREATE VIEW optidb.table_metrics WITH (security_barrier) AS
+    SELECT * FROM optidb.mv_table_metrics;
+
+COMMENT ON MATERIALIZED VIEW optidb.mv_query_metrics IS
+    'Per statement over retained history; read it through optidb.query_metrics';
+COMMENT ON MATERIALIZED VIEW optidb.mv_query_metrics_hourly IS
+    'Per statement per UTC hour; read it through optidb.query_metrics_hourly';
+COMMENT ON MATERIALIZED VIEW optidb.mv_query_metrics_daily IS
+    'Per statement per UTC day; read it through optidb.query_metrics_daily';
+COMMENT ON MATERIALIZED VIEW optidb.mv_table_metrics IS
+    'Per table; read it through optidb.table_metrics';

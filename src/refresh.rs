@@ -1,0 +1,145 @@
+//! `optidb.refresh(view)`: refresh the materialized metric views (sql/views.sql).
+//!
+//! - One refresh at a time: a transaction-level advisory lock, waited for at most
+//!   `optidb.lock_timeout`; a second caller gets SQLSTATE 55P03 instead of queueing forever.
+//! - CONCURRENTLY once a view is populated, so readers are never blocked.
+//! - Each view refreshes in its own subtransaction under `optidb.refresh_timeout`: a failure or
+//!   timeout rolls that view back to its previous contents, is logged in optidb.refresh_log with
+//!   its error, and the other views still refresh.
+//! - SECURITY DEFINER with a pinned search_path: optidb_admin members may refresh views they do
+//!   not own, and the refresh runs with the owner's rights, never the caller's (PostgreSQL runs
+//!   the view query as its owner too; CVE-2024-0985). The argument only selects a name from a
+//!   fixed list, so it never reaches SQL text.
+
+use crate::errors::raise;
+use crate::locks::{self, Lock};
+use crate::{guarded, gucs};
+use pgrx::prelude::*;
+
+/// Refresh order: per-statement views first, tables last.
+const VIEWS: [&str; 4] = [
+    "mv_query_metrics",
+    "mv_query_metrics_hourly",
+    "mv_query_metrics_daily",
+    "mv_table_metrics",
+];
+
+#[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn refresh(
+    view: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(view_name, String),
+        name!(concurrent, bool),
+        name!(rows, Option<i64>),
+        name!(duration_ms, f64),
+        name!(error, Option<String>),
+    ),
+> {
+    let targets = resolve(view);
+    take_lock();
+    let rows: Vec<_> = targets.into_iter().map(refresh_one).collect();
+    TableIterator::new(rows)
+}
+
+/// The views to refresh: all, or the one named (with or without the `optidb.` prefix).
+fn resolve(view: Option<&str>) -> Vec<&'static str> {
+    let Some(name) = view else {
+        return VIEWS.to_vec();
+    };
+    let bare = name.strip_prefix("optidb.").unwrap_or(name);
+    match VIEWS.iter().find(|v| **v == bare) {
+        Some(v) => vec![*v],
+        None => raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("optidb has no materialized view named \"{name}\""),
+            Some(&format!(
+                "Pass one of {}, or NULL for all.",
+                VIEWS.join(", ")
+            )),
+        ),
+    }
+}
+
+/// Hold the refresh lock until the end of the transaction, waiting at most optidb.lock_timeout.
+fn take_lock() {
+    let timeout = gucs::lock_timeout_ms();
+    // lock_timeout is set and restored inside the subtransaction: on failure its rollback
+    // restores the caller's value too.
+    let acquired = guarded::run(None, move || {
+        let previous = Spi::get_one::<String>("SELECT pg_catalog.current_setting('lock_timeout')")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "0".into());
+        set_lock_timeout(&format!("{timeout}ms"));
+        locks::acquire(Lock::Refresh);
+        set_lock_timeout(&previous);
+    });
+    if let Err(failure) = acquired {
+        raise(
+            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+            format!("another optidb.refresh() is running: waited {timeout} ms for it ({failure})"),
+            Some("Retry when it has finished, or raise optidb.lock_timeout to wait longer."),
+        );
+    }
+}
+
+fn set_lock_timeout(value: &str) {
+    Spi::run_with_args(
+        "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
+        &[value.into()],
+    )
+    .unwrap_or_else(|e| error!("{e}"));
+}
+
+fn refresh_one(view: &'static str) -> (String, bool, Option<i64>, f64, Option<String>) {
+    let started =
+        Spi::get_one::<pgrx::datum::TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()")
+            .ok()
+            .flatten();
+    let clock = std::time::Instant::now();
+    let qualified = format!("optidb.{view}");
+    let populated = Spi::get_one_with_args::<bool>(
+        "SELECT relispopulated FROM pg_catalog.pg_class WHERE oid = $1::regclass",
+        &[qualified.as_str().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    // CONCURRENTLY needs existing contents; the very first refresh of an empty view cannot use it.
+    let sql = format!(
+        "REFRESH MATERIALIZED VIEW {} {qualified}",
+        if populated { "CONCURRENTLY" } else { "" }
+    );
+    let count_sql = format!("SELECT pg_catalog.count(*) FROM {qualified}");
+    let outcome = guarded::run(Some(gucs::refresh_limit()), move || {
+        Spi::run(&sql).unwrap_or_else(|e| error!("{e}"));
+        Spi::get_one::<i64>(&count_sql).ok().flatten().unwrap_or(0)
+    });
+    let duration_ms = clock.elapsed().as_secs_f64() * 1000.0;
+    let (rows, error) = match outcome {
+        Ok(rows) => (Some(rows), None),
+        Err(failure) => (None, Some(failure.to_string())),
+    };
+    Spi::run_with_args(
+        "INSERT INTO optidb.refresh_log \
+             (view_name, started_at, finished_at, duration_ms, rows, concurrent, error) \
+         VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, $6)",
+        &[
+            view.into(),
+            started.into(),
+            duration_ms.into(),
+            rows.into(),
+            populated.into(),
+            error.clone().into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("writing optidb.refresh_log failed: {e}"));
+    if let Some(e) = &error {
+        warning!("optidb.refresh(): {view} kept its previous contents: {e}");
+    }
+    (view.to_string(), populated, rows, duration_ms, error)
+}
