@@ -2,6 +2,10 @@
 -- optidb--0.1.0.sql (cargo pgrx appends the function definitions generated from src/).
 -- Every name is schema-qualified: the script must not depend on the caller's search_path.
 
+-- Resolve every name below in pg_catalog first (what pgspot checks for); the end of this file
+-- restores the extension's own search_path for the generated function definitions.
+SET search_path TO pg_catalog, pg_temp;
+
 -- One row per distinct statement (per fingerprint, role and database). pg_stat_statements
 -- queryids that map to it are listed in queryids; pgss_state keeps the cumulative counters.
 CREATE TABLE optidb.query (
@@ -216,7 +220,7 @@ CREATE TABLE optidb.latency (
     buckets       integer[]   NOT NULL,
     counts        bigint[]    NOT NULL,
     PRIMARY KEY (query_id, captured_at),
-    CHECK (cardinality(buckets) = cardinality(counts))
+    CHECK (pg_catalog.cardinality(buckets) OPERATOR(pg_catalog.=) pg_catalog.cardinality(counts))
 );
 CREATE INDEX latency_captured_at ON optidb.latency (captured_at);
 
@@ -296,3 +300,5 @@ AS $$
 $$;
 COMMENT ON FUNCTION optidb.can_see(oid) IS
     'True when the current user may see statements of role owner (member of it, of optidb_admin or of pg_read_all_stats)';
+
+SET search_path TO optidb, pg_temp;

@@ -10,6 +10,10 @@
 -- The roles and optidb.can_see() are created at the end of sql/bootstrap.sql (the views need
 -- them); roles are cluster-wide: created once, they outlive DROP EXTENSION.
 
+-- Resolve every name of the policies below in pg_catalog first (what pgspot checks for); the
+-- end of this file restores the extension's own search_path for the generated definitions.
+SET search_path TO pg_catalog, pg_temp;
+
 -- RLS on every meta table, FORCED so the owner is filtered too unless it is a superuser.
 -- Statement data: readers see rows of statements they can see (the query table's own policy
 -- does the filtering inside each EXISTS). Admins read and write everything.
@@ -109,3 +113,5 @@ GRANT EXECUTE ON FUNCTION optidb.simulate(bigint, bigint, text) TO optidb_admin;
 GRANT EXECUTE ON FUNCTION optidb.latency_counters() TO optidb_admin;
 GRANT EXECUTE ON FUNCTION optidb.memory() TO optidb_admin;
 GRANT EXECUTE ON FUNCTION optidb.latency_rollup(text) TO optidb_admin;
+
+SET search_path TO optidb, pg_temp;

@@ -10,6 +10,10 @@
 -- When optidb is not preloaded there is no latency history, and count, mean and total fall back
 -- to pg_stat_statements. Periods are UTC hours and days.
 
+-- Resolve every name of the views below in pg_catalog first (what pgspot checks for); the
+-- end of this file restores the extension's own search_path for the generated definitions.
+SET search_path TO pg_catalog, pg_temp;
+
 -- Per statement, over all retained history.
 CREATE MATERIALIZED VIEW optidb.mv_query_metrics AS
 WITH met AS (
@@ -102,3 +106,5 @@ COMMENT ON MATERIALIZED VIEW optidb.mv_query_metrics_daily IS
     'Per statement per UTC day; read it through optidb.query_metrics_daily';
 COMMENT ON MATERIALIZED VIEW optidb.mv_table_metrics IS
     'Per table; read it through optidb.table_metrics';
+
+SET search_path TO optidb, pg_temp;

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Benchmark (prints figures, asserts nothing): CPU time per statement of a simple indexed
-# SELECT, as server utime+stime (from /proc) divided by statements, for three configurations
-# measured interleaved in one run: no extension, pg_stat_statements only, pg_stat_statements +
-# optidb. Then a contention run: many clients on one hot statement, sampling wait events.
+# SELECT, as the utime+stime (from /proc) of the backend running it, divided by statements, for
+# three configurations measured interleaved in one run: no extension, pg_stat_statements only,
+# pg_stat_statements + optidb. Then a contention run: many clients on one hot statement,
+# sampling wait events. Builds and installs the release library first.
 #   STATEMENTS=500000 ROUNDS=2 CLIENTS=16 tests/bench/overhead_bench.sh
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
 statements=${STATEMENTS:-500000}
 rounds=${ROUNDS:-2}
 clients=${CLIENTS:-16}
+"$OPTIDB_ROOT/tests/scripts/install-extension.sh" --release
 export OPTIDB_PGDATA=/tmp/optidb-bench/data OPTIDB_PGPORT=55435
 cluster="$OPTIDB_ROOT/tests/scripts/cluster.sh"
 "$cluster" stop
@@ -21,27 +23,11 @@ echo '\set id random(1, 100000)
 SELECT v FROM t WHERE id = :id;' >/tmp/optidb-bench-select.sql
 chmod a+r /tmp/optidb-bench-select.sql
 
-# CPU (clock ticks) of this cluster: utime+stime of every live process plus cutime+cstime, the
-# time of children the postmaster already reaped (the benchmark's backend exits when pgbench
-# disconnects, so its CPU ends up there).
-server_ticks() {
-    sleep 0.5 # let the postmaster reap a backend that just exited
-    local pm total=0
-    pm=$(head -1 "$OPTIDB_PGDATA/postmaster.pid")
-    for pid in $pm $(pgrep -P "$pm"); do
-        [ -r /proc/$pid/stat ] || continue
-        read -r -a f < <(sed 's/^.*) //' /proc/$pid/stat)
-        total=$((total + f[11] + f[12] + f[13] + f[14]))
-    done
-    echo $total
-}
-
 configure() {
     sed -i "s/^shared_preload_libraries = .*/shared_preload_libraries = '$1'/" "$OPTIDB_PGDATA/postgresql.conf"
     "$cluster" restart >/dev/null 2>&1
 }
 
-hz=$(getconf CLK_TCK)
 declare -A ns
 for config in none pgss optidb; do ns[$config]=0; done
 for round in $(seq 1 "$rounds"); do
@@ -51,17 +37,14 @@ for round in $(seq 1 "$rounds"); do
         pgss) configure "pg_stat_statements" ;;
         optidb) configure "pg_stat_statements,optidb" ;;
         esac
-        before=$(server_ticks)
-        as_postgres "$PGBIN/pgbench" -n -h "$OPTIDB_PGSOCKET" -p "$OPTIDB_PGPORT" -c 1 -M prepared \
-            -t "$statements" -f /tmp/optidb-bench-select.sql postgres >/dev/null
-        after=$(server_ticks)
-        per=$(( (after - before) * 1000000000 / hz / statements ))
-        echo "round $round $config: $per ns of server CPU per statement"
+        per=$("$OPTIDB_ROOT/target/venv/bin/python" "$OPTIDB_ROOT/tests/bench/backend_cpu.py" \
+            "$OPTIDB_PGPORT" "$statements")
+        echo "round $round $config: $per ns of backend CPU per statement"
         ns[$config]=$(( ${ns[$config]} + per ))
     done
 done
 none=$(( ${ns[none]} / rounds )); pgss=$(( ${ns[pgss]} / rounds )); opt=$(( ${ns[optidb]} / rounds ))
-echo "mean server CPU per statement: none=${none} ns, pg_stat_statements=${pgss} ns, pg_stat_statements+optidb=${opt} ns"
+echo "mean backend CPU per statement: none=${none} ns, pg_stat_statements=${pgss} ns, pg_stat_statements+optidb=${opt} ns"
 awk -v n="$none" -v p="$pgss" -v o="$opt" 'BEGIN {
     printf "ratios vs none: pg_stat_statements %.3f, pg_stat_statements+optidb %.3f\n", p / n, o / n;
     printf "added per statement: pg_stat_statements %+d ns, optidb on top %+d ns (target: <= 150 ns and < pg_stat_statements)\n", p - n, o - p }'

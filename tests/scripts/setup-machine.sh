@@ -29,8 +29,8 @@ if ! grep -q "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
 fi
 
 venv="$OPTIDB_ROOT/target/venv"
-if [ ! -x "$venv/bin/pytest" ]; then
-    log "creating the Python venv for end-to-end tests"
+if [ ! -x "$venv/bin/pytest" ] || [ ! -x "$venv/bin/pgspot" ]; then
+    log "creating the Python venv for end-to-end tests and the SQL linter"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check pytest 'psycopg[binary]'
+    "$venv/bin/pip" install --quiet --disable-pip-version-check pytest 'psycopg[binary]' pgspot
 fi

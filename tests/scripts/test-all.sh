@@ -3,7 +3,7 @@
 #   1. cargo fmt --check and clippy (no warnings),
 #   2. core unit tests (plain `cargo test`, no server),
 #   3. #[pg_test] SQL-surface tests inside a real backend (`cargo pgrx test`),
-#   4. the symbol-isolation check on the built library,
+#   4. the symbol-isolation check on the built library, pgspot on the installed extension script,
 #   5. end-to-end tests (pytest) against a real cluster with the demo workload committed.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
@@ -25,8 +25,9 @@ mkdir -p "$pgrx_data"
 chown postgres "$pgrx_data"
 cargo pgrx test pg15 --runas postgres --pgdata "$pgrx_data/data"
 
-log "4/5 build, install, symbol check"
+log "4/5 build, install, symbol check, pgspot"
 "$OPTIDB_ROOT/tests/scripts/install-extension.sh"
+"$OPTIDB_ROOT/tests/scripts/lint-sql.sh"
 
 log "5/5 end-to-end tests against a real cluster"
 "$OPTIDB_ROOT/tests/scripts/e2e.sh"
