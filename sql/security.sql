@@ -1,4 +1,4 @@
--- optidb 0.1.0: roles, row-level security and grants. Runs last in the install script (after
+-- optidb (since 0.2.0): roles, row-level security and grants. Runs last in the install script (after
 -- every table, view and function exists). Every name is schema-qualified.
 --
 --   optidb_reader  sees the statements of roles it is a member of (and their metrics, plans,
@@ -12,7 +12,8 @@
 
 -- Resolve every name of the policies below in pg_catalog first (what pgspot checks for); the
 -- end of this file restores the extension's own search_path for the generated definitions.
-SET search_path TO pg_catalog, pg_temp;
+-- LOCAL: a plain SET in an extension script would outlive CREATE EXTENSION in the session.
+SET LOCAL search_path TO pg_catalog, pg_temp;
 
 -- RLS on every meta table, FORCED so the owner is filtered too unless it is a superuser.
 -- Statement data: readers see rows of statements they can see (the query table's own policy
@@ -113,5 +114,6 @@ GRANT EXECUTE ON FUNCTION optidb.simulate(bigint, bigint, text) TO optidb_admin;
 GRANT EXECUTE ON FUNCTION optidb.latency_counters() TO optidb_admin;
 GRANT EXECUTE ON FUNCTION optidb.memory() TO optidb_admin;
 GRANT EXECUTE ON FUNCTION optidb.latency_rollup(text) TO optidb_admin;
+GRANT EXECUTE ON FUNCTION optidb.query_metrics_by(text) TO optidb_admin;
 
-SET search_path TO optidb, pg_temp;
+SET LOCAL search_path TO optidb, pg_temp;

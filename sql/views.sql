@@ -1,4 +1,4 @@
--- optidb 0.1.0: materialized metric views, refreshed by optidb.refresh() (CONCURRENTLY once
+-- optidb (since 0.2.0): materialized metric views, refreshed by optidb.refresh() (CONCURRENTLY once
 -- populated, so readers are never blocked). Each has a unique index, which CONCURRENTLY needs.
 -- Materialized views cannot have row-level security, so they are revoked from everyone and
 -- served through the security-barrier views at the end, which apply optidb.can_see() (see
@@ -12,7 +12,8 @@
 
 -- Resolve every name of the views below in pg_catalog first (what pgspot checks for); the
 -- end of this file restores the extension's own search_path for the generated definitions.
-SET search_path TO pg_catalog, pg_temp;
+-- LOCAL: a plain SET in an extension script would outlive CREATE EXTENSION in the session.
+SET LOCAL search_path TO pg_catalog, pg_temp;
 
 -- Per statement, over all retained history.
 CREATE MATERIALIZED VIEW optidb.mv_query_metrics AS
@@ -37,43 +38,39 @@ LEFT JOIN met m ON m.query_id = q.id
 WHERE l.query_id IS NOT NULL OR m.query_id IS NOT NULL;
 CREATE UNIQUE INDEX mv_query_metrics_key ON optidb.mv_query_metrics (query_id);
 
--- Per statement per UTC hour and per UTC day (trends). One definition, two grains.
-CREATE MATERIALIZED VIEW optidb.mv_query_metrics_hourly AS
+-- Per statement per UTC hour and per UTC day (trends): one definition, two grains.
+CREATE FUNCTION optidb.query_metrics_by(grain text)
+RETURNS TABLE (query_id bigint, userid oid, period timestamptz, execution_count numeric,
+               mean_ms float8, p50_ms float8, p95_ms float8, p99_ms float8, min_ms float8,
+               max_ms float8, total_ms float8, failure_rate float8, rows numeric,
+               last_updated timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
 WITH met AS (
-    SELECT query_id, pg_catalog.date_trunc('hour', captured_at, 'UTC') AS period,
+    SELECT query_id, pg_catalog.date_trunc(grain, captured_at, 'UTC') AS period,
            sum(calls) AS calls, sum(total_ms) AS total_ms, sum(rows) AS rows
     FROM optidb.metric GROUP BY 1, 2
 )
-SELECT q.id AS query_id, q.userid, COALESCE(l.period, m.period) AS period,
-       COALESCE(l.calls + l.errors, m.calls) AS execution_count,
-       COALESCE(l.mean_ms, m.total_ms / NULLIF(m.calls, 0)) AS mean_ms,
-       l.median_ms AS p50_ms, l.p95_ms, l.p99_ms, l.min_ms, l.max_ms,
-       COALESCE(l.total_ms, m.total_ms) AS total_ms,
-       l.errors::float8 / NULLIF(l.calls + l.errors, 0) AS failure_rate,
+SELECT q.id, q.userid, COALESCE(l.period, m.period),
+       COALESCE(l.calls + l.errors, m.calls),
+       COALESCE(l.mean_ms, m.total_ms / NULLIF(m.calls, 0)),
+       l.median_ms, l.p95_ms, l.p99_ms, l.min_ms, l.max_ms,
+       COALESCE(l.total_ms, m.total_ms),
+       l.errors::float8 / NULLIF(l.calls + l.errors, 0),
        m.rows,
-       pg_catalog.now() AS last_updated
-FROM optidb.latency_rollup('hour') l
+       pg_catalog.now()
+FROM optidb.latency_rollup(grain) l
 FULL JOIN met m ON m.query_id = l.query_id AND m.period = l.period
-JOIN optidb.query q ON q.id = COALESCE(l.query_id, m.query_id);
+JOIN optidb.query q ON q.id = COALESCE(l.query_id, m.query_id)
+$$;
+
+CREATE MATERIALIZED VIEW optidb.mv_query_metrics_hourly AS
+    SELECT * FROM optidb.query_metrics_by('hour');
 CREATE UNIQUE INDEX mv_query_metrics_hourly_key ON optidb.mv_query_metrics_hourly (query_id, period);
 
 CREATE MATERIALIZED VIEW optidb.mv_query_metrics_daily AS
-WITH met AS (
-    SELECT query_id, pg_catalog.date_trunc('day', captured_at, 'UTC') AS period,
-           sum(calls) AS calls, sum(total_ms) AS total_ms, sum(rows) AS rows
-    FROM optidb.metric GROUP BY 1, 2
-)
-SELECT q.id AS query_id, q.userid, COALESCE(l.period, m.period) AS period,
-       COALESCE(l.calls + l.errors, m.calls) AS execution_count,
-       COALESCE(l.mean_ms, m.total_ms / NULLIF(m.calls, 0)) AS mean_ms,
-       l.median_ms AS p50_ms, l.p95_ms, l.p99_ms, l.min_ms, l.max_ms,
-       COALESCE(l.total_ms, m.total_ms) AS total_ms,
-       l.errors::float8 / NULLIF(l.calls + l.errors, 0) AS failure_rate,
-       m.rows,
-       pg_catalog.now() AS last_updated
-FROM optidb.latency_rollup('day') l
-FULL JOIN met m ON m.query_id = l.query_id AND m.period = l.period
-JOIN optidb.query q ON q.id = COALESCE(l.query_id, m.query_id);
+    SELECT * FROM optidb.query_metrics_by('day');
 CREATE UNIQUE INDEX mv_query_metrics_daily_key ON optidb.mv_query_metrics_daily (query_id, period);
 
 -- Per table: size, sequential vs index scans, dead tuples, maintenance (latest catalog facts).
@@ -107,4 +104,4 @@ COMMENT ON MATERIALIZED VIEW optidb.mv_query_metrics_daily IS
 COMMENT ON MATERIALIZED VIEW optidb.mv_table_metrics IS
     'Per table; read it through optidb.table_metrics';
 
-SET search_path TO optidb, pg_temp;
+SET LOCAL search_path TO optidb, pg_temp;

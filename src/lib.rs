@@ -25,11 +25,18 @@ mod worker;
 // Meta tables first; the generated function definitions follow.
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 
+// What 0.2.0 changed in the meta tables, plus roles and can_see() (shared with the upgrade).
+pgrx::extension_sql_file!(
+    "../sql/changes-0.2.0.sql",
+    name = "changes_0_2_0",
+    requires = ["bootstrap"]
+);
+
 // Materialized metric views over the history tables (they call optidb.latency_rollup).
 pgrx::extension_sql_file!(
     "../sql/views.sql",
     name = "views",
-    requires = [latency_rollup]
+    requires = [latency_rollup, "changes_0_2_0"]
 );
 
 // Row-level security, grants and least privilege, once every object exists.

@@ -33,4 +33,10 @@ SELECT s.* FROM (SELECT rec_id, query_ids[1] AS query_id FROM optidb.recommend()
                  WHERE kind LIKE '%index' AND kind NOT IN ('redundant_index', 'unused_index')
                  LIMIT 1) r,
      LATERAL optidb.simulate(r.query_id, r.rec_id) s"
+log "metric views: SELECT * FROM optidb.refresh(); then the top of optidb.query_metrics"
+pg -d "$OPTIDB_DB" -P pager=off -c "SELECT view_name, concurrent, rows, round(duration_ms::numeric, 1) AS ms, error FROM optidb.refresh()"
+pg -d "$OPTIDB_DB" -P pager=off -c "
+SELECT query_id, execution_count, round(mean_ms::numeric, 2) AS mean_ms, round(p95_ms::numeric, 2) AS p95_ms,
+       round(p99_ms::numeric, 2) AS p99_ms, round(failure_rate::numeric, 3) AS failure_rate, left(query, 70) AS query
+FROM optidb.query_metrics ORDER BY total_ms DESC NULLS LAST LIMIT 5"
 log "done. Connect with: psql -h $OPTIDB_PGSOCKET -p $OPTIDB_PGPORT -U postgres $OPTIDB_DB"

@@ -1,0 +1,126 @@
+"""Upgrade path: an install of the previous version upgraded with ALTER EXTENSION ... UPDATE has
+the same schema as a fresh install of the current one (tables, columns, constraints, indexes,
+views, functions with their settings and privileges, policies, extension members), keeps its
+data, and the committed upgrade script is the one the build would generate."""
+
+import filecmp
+import os
+import re
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import connect, scalar
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PREVIOUS = "0.1.0"
+CURRENT = re.search(r'^version = "([^"]+)"', open(os.path.join(ROOT, "Cargo.toml")).read(),
+                    re.M).group(1)
+
+# One line per schema fact; two schemas are the same when these sets are equal.
+DESCRIBE = r"""
+SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' rls=' || c.relrowsecurity || '/' ||
+       c.relforcerowsecurity || ' acl=' || coalesce(c.relacl::text, '')
+FROM pg_class c WHERE c.relnamespace = 'optidb'::regnamespace
+UNION ALL
+SELECT 'col ' || c.relname || '.' || a.attname || ' #' || a.attnum || ' ' ||
+       format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull || ' default=' ||
+       coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' identity=' || a.attidentity::text
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE c.relnamespace = 'optidb'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT 'con ' || c.relname || ' ' || pg_get_constraintdef(k.oid)
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+WHERE c.relnamespace = 'optidb'::regnamespace
+UNION ALL
+SELECT 'idx ' || pg_get_indexdef(i.indexrelid)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE c.relnamespace = 'optidb'::regnamespace
+UNION ALL
+SELECT 'view ' || c.relname || ' ' || pg_get_viewdef(c.oid) || ' ' || coalesce(c.reloptions::text, '')
+FROM pg_class c WHERE c.relnamespace = 'optidb'::regnamespace AND c.relkind IN ('v', 'm')
+UNION ALL
+SELECT 'fn ' || p.oid::regprocedure || ' -> ' || pg_get_function_result(p.oid) || ' secdef=' ||
+       p.prosecdef || ' vol=' || p.provolatile::text || ' par=' || p.proparallel::text || ' strict=' ||
+       p.proisstrict || ' config=' || coalesce(p.proconfig::text, '') || ' acl=' ||
+       coalesce(p.proacl::text, '') || ' src=' || p.prosrc
+FROM pg_proc p WHERE p.pronamespace = 'optidb'::regnamespace
+UNION ALL
+SELECT 'policy ' || c.relname || '.' || p.polname || ' ' || p.polcmd::text || ' ' ||
+       p.polroles::regrole[]::text || ' ' || coalesce(pg_get_expr(p.polqual, p.polrelid), '') ||
+       ' ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
+FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+UNION ALL
+SELECT 'comment ' || pg_describe_object(d.classoid, d.objoid, d.objsubid) || ' ' || d.description
+FROM pg_description d JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass
+WHERE c.relnamespace = 'optidb'::regnamespace
+UNION ALL
+SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid AND d.refclassid = 'pg_extension'::regclass
+WHERE e.extname = 'optidb' AND d.deptype = 'e'
+UNION ALL
+SELECT 'dumped ' || c.relname FROM pg_extension e, unnest(e.extconfig) x(oid)
+JOIN pg_class c ON c.oid = x.oid WHERE e.extname = 'optidb'
+UNION ALL
+SELECT 'version ' || extversion FROM pg_extension WHERE extname = 'optidb'
+"""
+
+
+@pytest.fixture
+def two_databases():
+    names = [f"optidb_up_{kind}_{uuid.uuid4().hex[:6]}" for kind in ("old", "new")]
+    with connect("postgres") as admin:
+        for name in names:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    conns = [connect(name) for name in names]
+    try:
+        yield conns
+    finally:
+        for c in conns:
+            c.close()
+        with connect("postgres") as admin:
+            for name in names:
+                admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def sharedir():
+    return subprocess.run(["pg_config", "--sharedir"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_upgraded_install_has_the_fresh_schema_and_keeps_data(two_databases):
+    old, new = two_databases
+    frozen = os.path.join(ROOT, "sql", "releases", f"optidb--{PREVIOUS}.sql")
+    shutil.copy(frozen, os.path.join(sharedir(), "extension", f"optidb--{PREVIOUS}.sql"))
+    for c in (old, new):
+        c.execute("CREATE EXTENSION pg_stat_statements")
+    old.execute(f"CREATE EXTENSION optidb VERSION '{PREVIOUS}'")
+    old.execute("INSERT INTO optidb.query (fingerprint, userid, dbid, kind) "
+                "VALUES ('kept', 10, 1, 'select')")
+    old.execute("ALTER EXTENSION optidb UPDATE")
+    new.execute("CREATE EXTENSION optidb")
+    # The scripts pin search_path while they run; the session's own is left as it was.
+    for c in (old, new):
+        assert scalar(c, "SHOW search_path") == '"$user", public'
+    describe = lambda c: {r[0] for r in c.execute(DESCRIBE)}  # noqa: E731
+    upgraded, fresh = describe(old), describe(new)
+    assert f"version {CURRENT}" in upgraded
+    assert upgraded - fresh == set() and fresh - upgraded == set(), (
+        f"only after upgrade: {sorted(upgraded - fresh)}\nonly in fresh: {sorted(fresh - upgraded)}")
+    assert scalar(old, "SELECT count(*) FROM optidb.query WHERE fingerprint = 'kept'") == 1
+    # The upgraded install works: a refresh and a snapshot log what they did.
+    old.execute("SELECT * FROM optidb.refresh()")
+    old.execute("SELECT * FROM optidb.snapshot()")
+    assert scalar(old, "SELECT count(*) FROM optidb.scan_log WHERE kind = 'snapshot'") == 1
+
+
+def test_committed_upgrade_script_is_current(tmp_path):
+    generated = tmp_path / "upgrade.sql"
+    subprocess.run(["bash", os.path.join(ROOT, "tests/scripts/make-upgrade-script.sh"),
+                    str(generated)], check=True, capture_output=True)
+    committed = os.path.join(ROOT, "sql", f"optidb--{PREVIOUS}--{CURRENT}.sql")
+    assert filecmp.cmp(generated, committed, shallow=False), (
+        "sql/ upgrade script is stale: run tests/scripts/make-upgrade-script.sh and commit it")
