@@ -209,6 +209,10 @@ fn simulate(
             Some("Use mode => 'hypopg' (hypothetical index, costs) or 'real' (admins only)."),
         );
     }
+    // Authorization before any lookup: a refused caller learns nothing about the ids.
+    if mode == "real" {
+        require_admin();
+    }
     let rec = Spi::get_three_with_args::<String, bool, String>(
         "SELECT index_sql, simulable, \
                 format('%s (%s): %s', kind, array_to_string(columns, ', '), \
@@ -251,7 +255,6 @@ fn simulate(
     };
 
     let outcome = if mode == "real" {
-        require_admin();
         let (schema, table) = Spi::get_two_with_args::<String, String>(
             "SELECT schemaname::text, tablename::text FROM optidb.recommendation WHERE id = $1",
             &[rec_id.into()],
