@@ -1,4 +1,4 @@
--- optidb 0.2.0: what this version adds to the meta tables, roles and the visibility rule. Run
+-- optidb 0.2.0: what this version adds to the meta tables, and its roles. Run
 -- by fresh installs right after sql/bootstrap.sql and by the 0.1.0 -> 0.2.0 upgrade script
 -- (built by tests/scripts/make-upgrade-script.sh), so both produce the same schema.
 
@@ -28,8 +28,8 @@ SELECT pg_catalog.pg_extension_config_dump('optidb.refresh_log', '');
 SELECT pg_catalog.pg_extension_config_dump('optidb.refresh_log_id_seq', '');
 REVOKE ALL ON optidb.refresh_log FROM PUBLIC;
 
--- Roles (cluster-wide: created once, they outlive DROP EXTENSION) and the visibility rule that
--- row-level security and the metric views apply; see sql/security.sql.
+-- Roles (cluster-wide: created once, they outlive DROP EXTENSION); what they see is decided by
+-- optidb.can_see() (src/visibility.rs) in the policies of sql/security.sql.
 DO $roles$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'optidb_reader') THEN
@@ -42,20 +42,5 @@ END
 $roles$;
 GRANT optidb_reader TO optidb_admin;
 GRANT pg_read_all_stats TO optidb_admin;
-
--- May the current user see statements run by role `owner`? Pinned search_path: the body is
--- parsed at call time, and a reader must not be able to redefine what it calls.
-CREATE FUNCTION optidb.can_see(owner oid) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT pg_catalog.pg_has_role(current_user, 'optidb_admin', 'MEMBER')
-        OR pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')
-        OR EXISTS (SELECT FROM pg_catalog.pg_roles r
-                   WHERE r.oid OPERATOR(pg_catalog.=) owner
-                     AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))
-$$;
-COMMENT ON FUNCTION optidb.can_see(oid) IS
-    'True when the current user may see statements of role owner (member of it, of optidb_admin or of pg_read_all_stats)';
 
 SET LOCAL search_path TO optidb, pg_temp;

@@ -7,8 +7,8 @@
 --                  It is a member of optidb_reader and of pg_read_all_stats (scan() must read
 --                  every role's pg_stat_statements text).
 --   pg_read_all_stats members see every statement, as in pg_stat_statements.
--- The roles and optidb.can_see() are created at the end of sql/bootstrap.sql (the views need
--- them); roles are cluster-wide: created once, they outlive DROP EXTENSION.
+-- The roles are created by sql/changes-0.2.0.sql and the rule is optidb.can_see()
+-- (src/visibility.rs); roles are cluster-wide: created once, they outlive DROP EXTENSION.
 
 -- Resolve every name of the policies below in pg_catalog first (what pgspot checks for); the
 -- end of this file restores the extension's own search_path for the generated definitions.
@@ -102,6 +102,8 @@ GRANT SELECT ON optidb.query_metrics, optidb.query_metrics_hourly, optidb.query_
 -- Functions: EXECUTE only through the roles.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA optidb FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION optidb.can_see(oid) TO optidb_reader;
+COMMENT ON FUNCTION optidb.can_see(oid) IS
+    'True when the current user may see statements of role owner (member of it, of optidb_admin or of pg_read_all_stats)';
 GRANT EXECUTE ON FUNCTION optidb.bottlenecks(integer) TO optidb_reader;
 GRANT EXECUTE ON FUNCTION optidb.query(bigint) TO optidb_reader;
 GRANT EXECUTE ON FUNCTION optidb.recommend(bigint) TO optidb_reader;

@@ -18,6 +18,7 @@ mod recommend;
 mod refresh;
 mod scan;
 mod simulate;
+mod visibility;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -25,7 +26,7 @@ mod worker;
 // Meta tables first; the generated function definitions follow.
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 
-// What 0.2.0 changed in the meta tables, plus roles and can_see() (shared with the upgrade).
+// What 0.2.0 changed in the meta tables, plus its roles (shared with the upgrade script).
 pgrx::extension_sql_file!(
     "../sql/changes-0.2.0.sql",
     name = "changes_0_2_0",
@@ -36,7 +37,7 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/views.sql",
     name = "views",
-    requires = [latency_rollup, "changes_0_2_0"]
+    requires = [latency_rollup, can_see, "changes_0_2_0"]
 );
 
 // Row-level security, grants and least privilege, once every object exists.

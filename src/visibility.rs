@@ -1,0 +1,25 @@
+//! `optidb.can_see(owner oid)`: may the current user see statements run by role `owner`? The rule
+//! row-level security and the metric views apply (sql/security.sql, sql/views.sql): members of
+//! `owner`, of optidb_admin and of pg_read_all_stats may (superusers are members of every role).
+//!
+//! In Rust rather than SQL: the SQL version needs an EXISTS, which the planner will not inline,
+//! so it ran as a SQL function per row (reading 5,000 rows of query_metrics took 13 ms instead
+//! of 0.5 ms). This is a few lookups in caches PostgreSQL keeps per backend, and it resolves no
+//! names through search_path.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+#[pg_extern(stable, parallel_safe, strict)]
+fn can_see(owner: pg_sys::Oid) -> bool {
+    unsafe {
+        let me = pg_sys::GetUserId();
+        if pg_sys::is_member_of_role(me, owner)
+            || pg_sys::is_member_of_role(me, pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS))
+        {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(c"optidb_admin".as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(me, admin)
+    }
+}
