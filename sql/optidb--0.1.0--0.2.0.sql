@@ -257,76 +257,48 @@ SET LOCAL search_path TO optidb, pg_temp;
 -- LOCAL: a plain SET in an extension script would outlive CREATE EXTENSION in the session.
 SET LOCAL search_path TO pg_catalog, pg_temp;
 
--- RLS on every meta table, FORCED so the owner is filtered too unless it is a superuser.
--- Statement data: readers see rows of statements they can see (the query table's own policy
--- does the filtering inside each EXISTS). Admins read and write everything.
-ALTER TABLE optidb.query ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.query FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_own ON optidb.query FOR SELECT TO optidb_reader
-    USING (optidb.can_see(userid));
-
-ALTER TABLE optidb.metric ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.metric FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_own ON optidb.metric FOR SELECT TO optidb_reader
-    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
-
-ALTER TABLE optidb.plan ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.plan FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_own ON optidb.plan FOR SELECT TO optidb_reader
-    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
-
-ALTER TABLE optidb.latency ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.latency FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_own ON optidb.latency FOR SELECT TO optidb_reader
-    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
-
-ALTER TABLE optidb.simulation ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.simulation FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_own ON optidb.simulation FOR SELECT TO optidb_reader
-    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
-
--- Advice about an index no statement names (redundant, unused) is schema-level: readers see it.
-ALTER TABLE optidb.recommendation ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.recommendation FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_own ON optidb.recommendation FOR SELECT TO optidb_reader
-    USING (pg_catalog.cardinality(query_ids) = 0
-           OR EXISTS (SELECT FROM optidb.query q WHERE q.id = ANY (query_ids)));
-
--- Catalog facts and run logs hold no statement text: every reader sees them.
-ALTER TABLE optidb.schema_table ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.schema_table FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_all ON optidb.schema_table FOR SELECT TO optidb_reader USING (true);
-ALTER TABLE optidb.schema_index ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.schema_index FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_all ON optidb.schema_index FOR SELECT TO optidb_reader USING (true);
-ALTER TABLE optidb.schema_column ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.schema_column FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_all ON optidb.schema_column FOR SELECT TO optidb_reader USING (true);
-ALTER TABLE optidb.scan_log ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.scan_log FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_all ON optidb.scan_log FOR SELECT TO optidb_reader USING (true);
-ALTER TABLE optidb.refresh_log ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.refresh_log FORCE ROW LEVEL SECURITY;
-CREATE POLICY reader_all ON optidb.refresh_log FOR SELECT TO optidb_reader USING (true);
-
--- Baselines of this server's counters: admins only.
-ALTER TABLE optidb.pgss_state ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.pgss_state FORCE ROW LEVEL SECURITY;
-ALTER TABLE optidb.latency_state ENABLE ROW LEVEL SECURITY;
-ALTER TABLE optidb.latency_state FORCE ROW LEVEL SECURITY;
-
-DO $admin$
+-- RLS on every meta table, FORCED so the owner is filtered too unless it is a superuser, and
+-- admins read and write everything. The array is every table of the schema: a table missing
+-- from it has no RLS, which the test suite checks for.
+DO $rls$
 DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['query', 'metric', 'plan', 'latency', 'simulation', 'recommendation',
                              'schema_table', 'schema_index', 'schema_column', 'scan_log',
                              'refresh_log', 'pgss_state', 'latency_state'] LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE optidb.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE pg_catalog.format('ALTER TABLE optidb.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE pg_catalog.format(
             'CREATE POLICY admin_all ON optidb.%I TO optidb_admin USING (true) WITH CHECK (true)', t);
     END LOOP;
 END
-$admin$;
+$rls$;
+
+-- Statement data: readers see rows of statements they can see (the query table's own policy
+-- does the filtering inside each EXISTS).
+CREATE POLICY reader_own ON optidb.query FOR SELECT TO optidb_reader
+    USING (optidb.can_see(userid));
+CREATE POLICY reader_own ON optidb.metric FOR SELECT TO optidb_reader
+    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
+CREATE POLICY reader_own ON optidb.plan FOR SELECT TO optidb_reader
+    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
+CREATE POLICY reader_own ON optidb.latency FOR SELECT TO optidb_reader
+    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
+CREATE POLICY reader_own ON optidb.simulation FOR SELECT TO optidb_reader
+    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
+-- Advice about an index no statement names (redundant, unused) is schema-level: readers see it.
+CREATE POLICY reader_own ON optidb.recommendation FOR SELECT TO optidb_reader
+    USING (pg_catalog.cardinality(query_ids) = 0
+           OR EXISTS (SELECT FROM optidb.query q WHERE q.id = ANY (query_ids)));
+
+-- Catalog facts and run logs hold no statement text: every reader sees them. The counter
+-- baselines (pgss_state, latency_state) stay admin-only.
+CREATE POLICY reader_all ON optidb.schema_table FOR SELECT TO optidb_reader USING (true);
+CREATE POLICY reader_all ON optidb.schema_index FOR SELECT TO optidb_reader USING (true);
+CREATE POLICY reader_all ON optidb.schema_column FOR SELECT TO optidb_reader USING (true);
+CREATE POLICY reader_all ON optidb.scan_log FOR SELECT TO optidb_reader USING (true);
+CREATE POLICY reader_all ON optidb.refresh_log FOR SELECT TO optidb_reader USING (true);
 
 -- Grants. Nothing is granted to PUBLIC (the bootstrap revoked table access; functions below).
 GRANT USAGE ON SCHEMA optidb TO optidb_reader;

@@ -81,41 +81,49 @@ fn with_real_index(raw_sql: &str, index_sql: &str) -> Result<Outcome, Failure> {
 }
 
 /// Store one simulation (or its failure); returns its id.
+/// The figures of one simulation, or its error: what is stored and what simulate() returns.
+struct Figures {
+    before_cost: Option<f64>,
+    after_cost: Option<f64>,
+    improvement_pct: Option<f64>,
+    before_ms: Option<f64>,
+    after_ms: Option<f64>,
+    node_changes: Vec<String>,
+    error: Option<String>,
+}
+
+impl Figures {
+    fn of(outcome: &Result<Outcome, Failure>) -> Self {
+        match outcome {
+            Ok(o) => Figures {
+                before_cost: Some(o.before.facts.total_cost),
+                after_cost: Some(o.after.facts.total_cost),
+                improvement_pct: Some(o.improvement_pct),
+                before_ms: o.before.execution_ms(),
+                after_ms: o.after.execution_ms(),
+                node_changes: o.node_changes.clone(),
+                error: None,
+            },
+            Err(f) => Figures {
+                before_cost: None,
+                after_cost: None,
+                improvement_pct: None,
+                before_ms: None,
+                after_ms: None,
+                node_changes: Vec::new(),
+                error: Some(f.to_string()),
+            },
+        }
+    }
+}
+
 pub fn store(rec_id: i64, query_id: i64, mode: &str, outcome: &Result<Outcome, Failure>) -> i64 {
-    let (
-        before_cost,
-        after_cost,
-        pct,
-        before_ms,
-        after_ms,
-        changes,
-        before_plan,
-        after_plan,
-        error,
-    ) = match outcome {
-        Ok(o) => (
-            Some(o.before.facts.total_cost),
-            Some(o.after.facts.total_cost),
-            Some(o.improvement_pct),
-            o.before.execution_ms(),
-            o.after.execution_ms(),
-            o.node_changes.clone(),
-            Some(JsonB(o.before.json.clone())),
-            Some(JsonB(o.after.json.clone())),
-            None,
-        ),
-        Err(f) => (
-            None,
-            None,
-            None,
-            None,
-            None,
-            Vec::new(),
-            None,
-            None,
-            Some(f.to_string()),
-        ),
-    };
+    let f = Figures::of(outcome);
+    let plans = outcome
+        .as_ref()
+        .ok()
+        .map(|o| (JsonB(o.before.json.clone()), JsonB(o.after.json.clone())));
+    let (before_plan, after_plan) = plans.unzip();
     Spi::get_one_with_args::<i64>(
         "INSERT INTO optidb.simulation (rec_id, query_id, mode, before_cost, after_cost, \
              improvement_pct, before_ms, after_ms, node_changes, before_plan, after_plan, error) \
@@ -124,15 +132,15 @@ pub fn store(rec_id: i64, query_id: i64, mode: &str, outcome: &Result<Outcome, F
             rec_id.into(),
             query_id.into(),
             mode.into(),
-            before_cost.into(),
-            after_cost.into(),
-            pct.into(),
-            before_ms.into(),
-            after_ms.into(),
-            changes.into(),
+            f.before_cost.into(),
+            f.after_cost.into(),
+            f.improvement_pct.into(),
+            f.before_ms.into(),
+            f.after_ms.into(),
+            f.node_changes.into(),
             before_plan.into(),
             after_plan.into(),
-            error.into(),
+            f.error.into(),
         ],
     )
     .ok()
@@ -266,33 +274,19 @@ fn simulate(
         with_hypothetical_index(&hypopg::require(), &raw_sql, &index_sql)
     };
     let id = store(rec_id, query_id, mode, &outcome);
-    let row = match outcome {
-        Ok(o) => (
-            id,
-            rec_id,
-            query_id,
-            mode.to_string(),
-            Some(o.before.facts.total_cost),
-            Some(o.after.facts.total_cost),
-            Some(o.improvement_pct),
-            o.before.execution_ms(),
-            o.after.execution_ms(),
-            o.node_changes,
-            None,
-        ),
-        Err(f) => (
-            id,
-            rec_id,
-            query_id,
-            mode.to_string(),
-            None,
-            None,
-            None,
-            None,
-            None,
-            Vec::new(),
-            Some(f.to_string()),
-        ),
-    };
+    let f = Figures::of(&outcome);
+    let row = (
+        id,
+        rec_id,
+        query_id,
+        mode.to_string(),
+        f.before_cost,
+        f.after_cost,
+        f.improvement_pct,
+        f.before_ms,
+        f.after_ms,
+        f.node_changes,
+        f.error,
+    );
     TableIterator::once(row)
 }
