@@ -141,3 +141,31 @@ def test_worker_keeps_views_current_and_survives_reload_sigterm_crash_and_failur
     log = open(os.path.join(data, "server.log")).read()
     assert "optidb worker started in database" in log
     assert "SELECT optidb.snapshot() failed, will retry next interval" in log
+
+
+def test_worker_does_nothing_on_a_standby(cluster):
+    """A streaming standby of the worker's cluster, with the same settings: it is in recovery,
+    so no optidb worker runs there (it would start only after promotion)."""
+    data, _, _ = cluster
+    standby = os.path.join(os.path.dirname(data), "standby")
+    log = standby + ".log"  # outside the data directory, which pg_basebackup copies
+    pgbin = "/usr/lib/postgresql/15/bin"
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(["rm", "-rf", standby], check=True)
+    subprocess.run(as_postgres + [f"{pgbin}/pg_basebackup", "-D", standby, "-R", "-h", "/tmp",
+                                  "-p", str(PORT), "-U", "postgres"], check=True)
+    with open(os.path.join(standby, "postgresql.auto.conf"), "a") as conf:
+        conf.write(f"port = {PORT + 1}\n")
+    subprocess.run(as_postgres + [f"{pgbin}/pg_ctl", "-D", standby, "-l",
+                                  log, "-w", "start"],
+                   check=True, stdout=subprocess.DEVNULL)
+    try:
+        with psycopg.connect(host="/tmp", port=PORT + 1, user="postgres", dbname=DB,
+                             autocommit=True) as c:
+            assert scalar(c, "SELECT pg_is_in_recovery()")
+            time.sleep(3)  # longer than a snapshot interval
+            assert worker_pid(c) is None, "the optidb worker must not run on a standby"
+        assert "optidb worker started" not in open(log).read()
+    finally:
+        subprocess.run(as_postgres + [f"{pgbin}/pg_ctl", "-D", standby, "-m", "fast", "-w",
+                                      "stop"], check=False, stdout=subprocess.DEVNULL)
