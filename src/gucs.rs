@@ -162,12 +162,15 @@ pub fn refresh_limit() -> Limit {
     }
 }
 
+// These two are read by the statement hooks on every statement. `get()` re-checks that it runs
+// on the backend's main thread each time; the hooks only ever run there, so read the value
+// PostgreSQL maintains directly.
 pub fn enabled() -> bool {
-    ENABLED.get()
+    unsafe { *ENABLED.as_ptr() }
 }
 
 pub fn track_nested() -> bool {
-    TRACK_NESTED.get()
+    unsafe { *TRACK_NESTED.as_ptr() }
 }
 
 pub fn max_statements() -> i32 {

@@ -6,6 +6,7 @@
 //! is counted from emit_log_hook with the queryid PostgreSQL reports for the backend.
 
 use super::table::{self, Key};
+use super::{nesting, raw};
 use crate::gucs;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -17,25 +18,22 @@ static mut PREV_END: pg_sys::ExecutorEnd_hook_type = None;
 static mut PREV_EMIT_LOG: pg_sys::emit_log_hook_type = None;
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
-
-/// Executor nesting depth of this backend: 0 while running a top-level statement. Utility
-/// statements count as a level too, so statements run by DO blocks, CALL or CREATE EXTENSION
-/// scripts are nested, as in pg_stat_statements.
-static mut NESTING: i32 = 0;
 static mut PREV_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
-/// The previous hooks are C functions: an ERROR inside them longjmps. Calling them through
-/// pg_guard_ffi_boundary turns that into an unwind, so our `finally` blocks run.
-macro_rules! guarded_call {
-    ($e:expr) => {
-        pg_sys::ffi::pg_guard_ffi_boundary(|| $e)
-    };
-}
+/// Set when recording panicked once in this backend: it stops recording rather than risk it
+/// again on every statement (a panic here is a bug; the statement itself is unaffected).
+static mut BROKEN: bool = false;
 
-/// Run `f` one nesting level deeper, restoring the level however `f` ends.
-unsafe fn nested<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> R {
-    NESTING += 1;
-    PgTryBuilder::new(f).finally(|| NESTING -= 1).execute()
+/// Run optidb's own bookkeeping so that nothing in it can disturb the user's statement: a
+/// panic is contained (and logged once), and `f` must not raise a PostgreSQL ERROR.
+unsafe fn contained(f: impl FnOnce()) {
+    if BROKEN {
+        return;
+    }
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        BROKEN = true;
+        pgrx::log!("optidb: statement recording failed and is off in this session");
+    }
 }
 
 pub unsafe fn install() {
@@ -55,10 +53,13 @@ pub unsafe fn install() {
     pg_sys::emit_log_hook = Some(emit_log);
     PREV_UTILITY = pg_sys::ProcessUtility_hook;
     pg_sys::ProcessUtility_hook = Some(process_utility);
+    nesting::register();
 }
 
+// The statement hooks below are deliberately not #[pg_guard]: an ERROR from the code they call
+// must pass through unchanged (see raw.rs), and their own work runs inside `contained`.
+
 #[allow(clippy::too_many_arguments)]
-#[pg_guard]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
     query_string: *const std::ffi::c_char,
@@ -69,18 +70,9 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    nested(|| match PREV_UTILITY {
-        Some(prev) => guarded_call!(prev(
-            pstmt,
-            query_string,
-            read_only_tree,
-            context,
-            params,
-            query_env,
-            dest,
-            qc
-        )),
-        None => pg_sys::standard_ProcessUtility(
+    let run = PREV_UTILITY.unwrap_or(raw::standard_ProcessUtility);
+    nesting::in_utility(|| {
+        run(
             pstmt,
             query_string,
             read_only_tree,
@@ -89,14 +81,14 @@ unsafe extern "C-unwind" fn process_utility(
             query_env,
             dest,
             qc,
-        ),
+        )
     });
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_request() {
     if let Some(prev) = PREV_SHMEM_REQUEST {
-        guarded_call!(prev());
+        pg_sys::ffi::pg_guard_ffi_boundary(|| prev());
     }
     table::request(gucs::max_statements() as i64);
 }
@@ -104,75 +96,64 @@ unsafe extern "C-unwind" fn shmem_request() {
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_startup() {
     if let Some(prev) = PREV_SHMEM_STARTUP {
-        guarded_call!(prev());
+        pg_sys::ffi::pg_guard_ffi_boundary(|| prev());
     }
     table::attach();
 }
 
-unsafe fn tracking(level: i32) -> bool {
-    gucs::enabled() && (level == 0 || gucs::track_nested()) && table::attached()
+/// Parallel workers run parts of a statement their leader records.
+unsafe fn tracking() -> bool {
+    !BROKEN
+        && gucs::enabled()
+        && (nesting::level() == 0 || gucs::track_nested())
+        && pg_sys::ParallelWorkerNumber < 0
+        && table::attached()
 }
 
-#[pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
-    match PREV_START {
-        Some(prev) => guarded_call!(prev(query_desc, eflags)),
-        None => pg_sys::standard_ExecutorStart(query_desc, eflags),
-    }
-    if tracking(NESTING)
-        && (*(*query_desc).plannedstmt).queryId != 0
-        && (*query_desc).totaltime.is_null()
+    PREV_START.unwrap_or(raw::standard_ExecutorStart)(query_desc, eflags);
+    if tracking() && (*(*query_desc).plannedstmt).queryId != 0 && (*query_desc).totaltime.is_null()
     {
-        let old = pg_sys::MemoryContextSwitchTo((*(*query_desc).estate).es_query_cxt);
+        // Allocated in the query's own context, like pg_stat_statements does (shared with it
+        // when both are loaded).
+        let old = pg_sys::CurrentMemoryContext;
+        pg_sys::CurrentMemoryContext = (*(*query_desc).estate).es_query_cxt;
         (*query_desc).totaltime =
-            pg_sys::InstrAlloc(1, pg_sys::InstrumentOption::INSTRUMENT_TIMER as i32, false);
-        pg_sys::MemoryContextSwitchTo(old);
+            raw::InstrAlloc(1, pg_sys::InstrumentOption::INSTRUMENT_TIMER as i32, false);
+        pg_sys::CurrentMemoryContext = old;
     }
 }
 
-#[pg_guard]
 unsafe extern "C-unwind" fn executor_run(
     query_desc: *mut pg_sys::QueryDesc,
     direction: pg_sys::ScanDirection::Type,
     count: u64,
     execute_once: bool,
 ) {
-    nested(|| match PREV_RUN {
-        Some(prev) => guarded_call!(prev(query_desc, direction, count, execute_once)),
-        None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
-    });
+    let run = PREV_RUN.unwrap_or(raw::standard_ExecutorRun);
+    nesting::in_executor(|| run(query_desc, direction, count, execute_once));
 }
 
-#[pg_guard]
 unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
-    nested(|| match PREV_FINISH {
-        Some(prev) => guarded_call!(prev(query_desc)),
-        None => pg_sys::standard_ExecutorFinish(query_desc),
-    });
+    let finish = PREV_FINISH.unwrap_or(raw::standard_ExecutorFinish);
+    nesting::in_executor(|| finish(query_desc));
 }
 
-#[pg_guard]
 unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
     let queryid = (*(*query_desc).plannedstmt).queryId;
     let timer = (*query_desc).totaltime;
-    if queryid != 0 && !timer.is_null() && tracking(NESTING) {
-        // Make sure the timer is stopped (as pg_stat_statements does).
-        pg_sys::InstrEndLoop(timer);
+    if queryid != 0 && !timer.is_null() && tracking() {
+        // Stop the timer (as pg_stat_statements does; it cannot raise once the run finished).
+        raw::InstrEndLoop(timer);
         let ns = ((*timer).total * 1e9) as u64;
-        table::record_success(
-            Key {
-                queryid,
-                userid: pg_sys::GetUserId().to_u32(),
-                dbid: pg_sys::MyDatabaseId.to_u32(),
-            },
-            ns,
-            || statement_text(query_desc),
-        );
+        let key = Key {
+            queryid,
+            userid: raw::GetUserId().to_u32(),
+            dbid: pg_sys::MyDatabaseId.to_u32(),
+        };
+        contained(|| table::record_success(key, ns, || statement_text(query_desc)));
     }
-    match PREV_END {
-        Some(prev) => guarded_call!(prev(query_desc)),
-        None => pg_sys::standard_ExecutorEnd(query_desc),
-    }
+    PREV_END.unwrap_or(raw::standard_ExecutorEnd)(query_desc);
 }
 
 /// This statement's own text with its literals (cut out of a multi-statement string), secrets
@@ -201,28 +182,27 @@ unsafe fn statement_text(query_desc: *mut pg_sys::QueryDesc) -> Option<String> {
 
 /// Runs while an error is being reported: must not raise anything itself, so it only touches
 /// shared memory (no allocation, no SQL) and skips processes without the table.
-#[pg_guard]
 unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
     if !edata.is_null()
         && (*edata).elevel >= pg_sys::PGERROR as i32
         && !pg_sys::MyProc.is_null()
         && pg_sys::IsUnderPostmaster
+        && !BROKEN
         && gucs::enabled()
         && table::attached()
     {
-        let queryid = pg_sys::pgstat_get_my_query_id();
+        let queryid = raw::pgstat_get_my_query_id();
         if queryid != 0 {
-            table::record_failure(
-                Key {
-                    queryid,
-                    userid: pg_sys::GetUserId().to_u32(),
-                    dbid: pg_sys::MyDatabaseId.to_u32(),
-                },
-                ((*edata).sqlerrcode & 0xFFF) as u32,
-            );
+            let key = Key {
+                queryid,
+                userid: raw::GetUserId().to_u32(),
+                dbid: pg_sys::MyDatabaseId.to_u32(),
+            };
+            let class = ((*edata).sqlerrcode & 0xFFF) as u32;
+            contained(|| table::record_failure(key, class));
         }
     }
     if let Some(prev) = PREV_EMIT_LOG {
-        guarded_call!(prev(edata));
+        prev(edata);
     }
 }

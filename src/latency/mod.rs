@@ -2,5 +2,7 @@
 //! hooks that feed it (`hooks`), and the SQL surface over it and its history (`stats`).
 
 pub mod hooks;
+mod nesting;
+mod raw;
 pub mod stats;
 pub mod table;

@@ -16,6 +16,7 @@
 //! shutdown and reads it back (then deletes it) at start, so a crash never reloads stale
 //! counters; history already snapshotted into optidb.latency is kept.
 
+use super::raw;
 use optidb_core::histogram::{self, BUCKETS};
 use pgrx::pg_sys;
 use std::ffi::CStr;
@@ -109,6 +110,7 @@ pub unsafe fn attach() {
     let mut info = pg_sys::HASHCTL {
         keysize: size_of::<Key>(),
         entrysize: size_of::<Entry>(),
+        hash: Some(key_hash),
         ..Default::default()
     };
     TABLE = pg_sys::ShmemInitHash(
@@ -116,7 +118,7 @@ pub unsafe fn attach() {
         MAX_ENTRIES,
         MAX_ENTRIES,
         &mut info,
-        (pg_sys::HASH_ELEM | pg_sys::HASH_BLOBS) as i32,
+        (pg_sys::HASH_ELEM | pg_sys::HASH_FUNCTION) as i32,
     );
     pg_sys::LWLockRelease(init_lock);
 
@@ -126,6 +128,16 @@ pub unsafe fn attach() {
             load();
         }
     }
+}
+
+/// The table's hash function. The queryid already is a 64-bit hash of the statement, so folding
+/// the user and database into it is enough (generic byte hashing cost ~40 instructions a
+/// statement). Pure arithmetic: it cannot fail.
+unsafe extern "C-unwind" fn key_hash(key: *const std::ffi::c_void, _size: usize) -> u32 {
+    let key = &*key.cast::<Key>();
+    let who = ((key.userid as u64) << 32 | key.dbid as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mixed = key.queryid ^ who;
+    (mixed ^ (mixed >> 32)) as u32
 }
 
 pub fn attached() -> bool {
@@ -138,7 +150,7 @@ fn lock() -> *mut pg_sys::LWLock {
 
 unsafe fn find(key: &Key) -> *mut Entry {
     let mut found = false;
-    pg_sys::hash_search(
+    raw::hash_search(
         TABLE,
         (key as *const Key).cast(),
         pg_sys::HASHACTION::HASH_FIND,
@@ -147,28 +159,38 @@ unsafe fn find(key: &Key) -> *mut Entry {
     .cast()
 }
 
+/// What happened while finding an entry.
+#[derive(Default)]
+struct Found {
+    /// A new entry was made.
+    created: bool,
+    /// The table was full and its least used entry was evicted for this one.
+    evicted: bool,
+}
+
 /// Find or create the entry for `key`, holding the lock SHARED on return (entry non-null), or
-/// with the lock released when no entry could be made.
-unsafe fn find_or_insert(key: &Key) -> *mut Entry {
-    pg_sys::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
+/// with the lock released when no entry could be made. Never raises: the calls it makes report
+/// failure by return value.
+unsafe fn find_or_insert(key: &Key, found: &mut Found) -> *mut Entry {
+    raw::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
     let entry = find(key);
     if !entry.is_null() {
         return entry;
     }
-    pg_sys::LWLockRelease(lock());
-    pg_sys::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_EXCLUSIVE);
+    raw::LWLockRelease(lock());
+    raw::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_EXCLUSIVE);
     if pg_sys::hash_get_num_entries(TABLE) >= MAX_ENTRIES {
-        evict_least_used();
+        found.evicted = evict_least_used();
     }
-    let mut found = false;
-    let entry: *mut Entry = pg_sys::hash_search(
+    let mut existed = false;
+    let entry: *mut Entry = raw::hash_search(
         TABLE,
         (key as *const Key).cast(),
         pg_sys::HASHACTION::HASH_ENTER_NULL,
-        &mut found,
+        &mut existed,
     )
     .cast();
-    if !entry.is_null() && !found {
+    if !entry.is_null() && !existed {
         // Zero every counter (atomics are plain integers in memory), then set the extremes.
         std::ptr::write_bytes(
             (entry as *mut u8).add(size_of::<Key>()),
@@ -177,22 +199,23 @@ unsafe fn find_or_insert(key: &Key) -> *mut Entry {
         );
         (*entry).min_ns.store(u64::MAX, Ordering::Relaxed);
         (*entry).interval_min_ns.store(u64::MAX, Ordering::Relaxed);
+        found.created = true;
     }
     // Continue as a reader: counters are updated under the shared lock only.
-    pg_sys::LWLockRelease(lock());
+    raw::LWLockRelease(lock());
     if entry.is_null() {
         return entry;
     }
-    pg_sys::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
+    raw::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
     let again = find(key);
     if again.is_null() {
-        pg_sys::LWLockRelease(lock());
+        raw::LWLockRelease(lock());
     }
     again
 }
 
-/// Exclusive lock held. Linear scan: only runs when the table is full.
-unsafe fn evict_least_used() {
+/// Exclusive lock held. Linear scan: only runs when the table is full. True if one was evicted.
+unsafe fn evict_least_used() -> bool {
     let mut status = std::mem::MaybeUninit::<pg_sys::HASH_SEQ_STATUS>::uninit();
     pg_sys::hash_seq_init(status.as_mut_ptr(), TABLE);
     let mut victim: Option<(Key, u64)> = None;
@@ -206,15 +229,24 @@ unsafe fn evict_least_used() {
             victim = Some(((*e).key, used));
         }
     }
-    if let Some((key, _)) = victim {
-        let mut found = false;
-        pg_sys::hash_search(
-            TABLE,
-            (&key as *const Key).cast(),
-            pg_sys::HASHACTION::HASH_REMOVE,
-            &mut found,
-        );
-        (*SHARED).evictions.fetch_add(1, Ordering::Relaxed);
+    let Some((key, _)) = victim else {
+        return false;
+    };
+    let mut found = false;
+    raw::hash_search(
+        TABLE,
+        (&key as *const Key).cast(),
+        pg_sys::HASHACTION::HASH_REMOVE,
+        &mut found,
+    );
+    (*SHARED).evictions.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// The first eviction since start logs one WARNING (not while an error is being reported,
+/// where raising another message would recurse; a later eviction then reports it).
+fn warn_first_eviction() {
+    unsafe {
         if !(*SHARED).warned.swap(true, Ordering::Relaxed) {
             let max = MAX_ENTRIES;
             pgrx::warning!(
@@ -242,24 +274,25 @@ fn fetch_max(a: &AtomicU64, v: u64) {
 
 /// Run `update` on the entry for `key` (created if needed) while holding the table lock shared.
 /// Does nothing when the table is not attached or no entry could be made.
-fn with_entry(key: &Key, update: impl FnOnce(&Entry)) {
+fn with_entry(key: &Key, update: impl FnOnce(&Entry)) -> Found {
+    let mut found = Found::default();
     if !attached() {
-        return;
+        return found;
     }
     unsafe {
-        let e = find_or_insert(key);
-        if e.is_null() {
-            return;
+        let e = find_or_insert(key, &mut found);
+        if !e.is_null() {
+            update(&*e);
+            raw::LWLockRelease(lock());
         }
-        update(&*e);
-        pg_sys::LWLockRelease(lock());
     }
+    found
 }
 
 /// Count one successful execution of `elapsed_ns`. `text` is asked for only when this is the
 /// slowest execution so far (rare after warm-up), so the hot path never builds it.
 pub fn record_success(key: Key, elapsed_ns: u64, text: impl FnOnce() -> Option<String>) {
-    with_entry(&key, |e| {
+    let found = with_entry(&key, |e| {
         e.calls.fetch_add(1, Ordering::Relaxed);
         e.sum_ns.fetch_add(elapsed_ns, Ordering::Relaxed);
         fetch_min(&e.min_ns, elapsed_ns);
@@ -271,6 +304,9 @@ pub fn record_success(key: Key, elapsed_ns: u64, text: impl FnOnce() -> Option<S
             unsafe { keep_slowest(e as *const Entry as *mut Entry, elapsed_ns, text) };
         }
     });
+    if found.evicted {
+        warn_first_eviction();
+    }
 }
 
 unsafe fn keep_slowest(e: *mut Entry, elapsed_ns: u64, text: impl FnOnce() -> Option<String>) {
@@ -310,6 +346,7 @@ unsafe fn read_slowest(e: &Entry) -> Option<(u64, String)> {
 }
 
 /// Count one failure with its SQLSTATE class (the low 12 bits of the packed error code).
+/// Called while the error is being reported, so it never logs anything itself.
 pub fn record_failure(key: Key, class: u32) {
     with_entry(&key, |e| {
         e.errors.fetch_add(1, Ordering::Relaxed);

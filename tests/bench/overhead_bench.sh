@@ -1,57 +1,130 @@
 #!/usr/bin/env bash
-# Benchmark (prints figures, asserts nothing): CPU time per statement of a simple indexed
-# SELECT, as the utime+stime (from /proc) of the backend running it, divided by statements, for
-# three configurations measured interleaved in one run: no extension, pg_stat_statements only,
-# pg_stat_statements + optidb. Then a contention run: many clients on one hot statement,
-# sampling wait events. Builds and installs the release library first.
-#   STATEMENTS=500000 ROUNDS=2 CLIENTS=16 tests/bench/overhead_bench.sh
+# Benchmark (prints figures, asserts nothing): what recording execution times costs a statement.
+# A simple indexed SELECT (prepared, by primary key) runs under three configurations of one
+# cluster: no extension, pg_stat_statements only, pg_stat_statements + optidb.
+#  1. CPU time: user+system time of the backend running the statements (/proc/PID/schedstat),
+#     per statement, in ROUNDS interleaved rounds of STATEMENTS statements per configuration
+#     (the order rotates each round); the added cost is the median of per-round differences.
+#  2. Instructions (when valgrind is installed): the backend's instructions per statement,
+#     counted by cachegrind as the difference between a 1,000 and an 11,000 statement session,
+#     so connection costs cancel. Deterministic, unlike time on a shared VM.
+#  3. Contention: CLIENTS backends on one hot statement; wait events sampled every 10 ms.
+#   STATEMENTS=150000 ROUNDS=12 CLIENTS=16 PARTS="cpu instructions contention" \
+#       tests/bench/overhead_bench.sh
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
-statements=${STATEMENTS:-500000}
-rounds=${ROUNDS:-2}
+statements=${STATEMENTS:-150000}
+rounds=${ROUNDS:-12}
+parts=${PARTS:-cpu instructions contention}
 clients=${CLIENTS:-16}
+python="$OPTIDB_ROOT/target/venv/bin/python"
+client="$OPTIDB_ROOT/tests/bench/backend_cpu.py"
 "$OPTIDB_ROOT/tests/scripts/install-extension.sh" --release
 export OPTIDB_PGDATA=/tmp/optidb-bench/data OPTIDB_PGPORT=55435
 cluster="$OPTIDB_ROOT/tests/scripts/cluster.sh"
 "$cluster" stop
 rm -rf /tmp/optidb-bench
-trap '"$cluster" stop' EXIT
+work=$(mktemp -d /tmp/optidb-overhead.XXXXXX)
+chmod 777 "$work"
+trap '"$cluster" stop; rm -rf "$work"' EXIT
 "$cluster" start >/dev/null
 pg -d postgres -q -c "CREATE TABLE t AS SELECT g AS id, g AS v FROM generate_series(1, 100000) g" \
     -c "ALTER TABLE t ADD PRIMARY KEY (id)" -c "ANALYZE t"
-echo '\set id random(1, 100000)
-SELECT v FROM t WHERE id = :id;' >/tmp/optidb-bench-select.sql
-chmod a+r /tmp/optidb-bench-select.sql
+"$cluster" stop
 
+configs=(none pgss optidb)
+libraries() {
+    case $1 in
+    none) echo "" ;;
+    pgss) echo "pg_stat_statements" ;;
+    optidb) echo "pg_stat_statements,optidb" ;;
+    esac
+}
 configure() {
-    sed -i "s/^shared_preload_libraries = .*/shared_preload_libraries = '$1'/" "$OPTIDB_PGDATA/postgresql.conf"
-    "$cluster" restart >/dev/null 2>&1
+    sed -i "s/^shared_preload_libraries = .*/shared_preload_libraries = '$(libraries "$1")'/" \
+        "$OPTIDB_PGDATA/postgresql.conf"
 }
 
-declare -A ns
-for config in none pgss optidb; do ns[$config]=0; done
-for round in $(seq 1 "$rounds"); do
-    for config in none pgss optidb; do
-        case $config in
-        none) configure "" ;;
-        pgss) configure "pg_stat_statements" ;;
-        optidb) configure "pg_stat_statements,optidb" ;;
-        esac
-        per=$("$OPTIDB_ROOT/target/venv/bin/python" "$OPTIDB_ROOT/tests/bench/backend_cpu.py" \
-            "$OPTIDB_PGPORT" "$statements")
-        echo "round $round $config: $per ns of backend CPU per statement"
-        ns[$config]=$(( ${ns[$config]} + per ))
+want() { [[ " $parts " == *" $1 "* ]]; }
+
+want cpu && echo "== CPU time: $rounds rounds x $statements statements per configuration, interleaved"
+want cpu && for round in $(seq 1 "$rounds"); do
+    for i in 0 1 2; do
+        config=${configs[$(((round + i) % 3))]}
+        configure "$config"
+        "$cluster" start >/dev/null 2>&1
+        ns=$("$python" "$client" "$OPTIDB_PGPORT" "$statements")
+        "$cluster" stop
+        echo "round $round $config: $ns ns of backend CPU per statement"
+        echo "$round $config $ns" >>"$work/cpu"
     done
 done
-none=$(( ${ns[none]} / rounds )); pgss=$(( ${ns[pgss]} / rounds )); opt=$(( ${ns[optidb]} / rounds ))
-echo "mean backend CPU per statement: none=${none} ns, pg_stat_statements=${pgss} ns, pg_stat_statements+optidb=${opt} ns"
-awk -v n="$none" -v p="$pgss" -v o="$opt" 'BEGIN {
-    printf "ratios vs none: pg_stat_statements %.3f, pg_stat_statements+optidb %.3f\n", p / n, o / n;
-    printf "added per statement: pg_stat_statements %+d ns, optidb on top %+d ns (target: <= 150 ns and < pg_stat_statements)\n", p - n, o - p }'
 
-echo "contention: $clients clients on one hot statement for 15 s, wait events sampled every 10 ms"
+if ! want instructions; then
+    :
+elif command -v valgrind >/dev/null; then
+    echo "== instructions per statement (cachegrind)"
+    for config in "${configs[@]}"; do
+        configure "$config"
+        as_postgres valgrind --tool=cachegrind --cache-sim=no \
+            --cachegrind-out-file="$work/cg.%p" --log-file="$work/valgrind.%p" \
+            "$PGBIN/postgres" -D "$OPTIDB_PGDATA" >"$work/postmaster.log" 2>&1 &
+        for _ in $(seq 120); do
+            "$PGBIN/pg_isready" -q -h "$OPTIDB_PGSOCKET" -p "$OPTIDB_PGPORT" && break
+            sleep 1
+        done
+        "$python" "$client" "$OPTIDB_PGPORT" 1000 >/dev/null # first session: caches, init file
+        for n in 1000 11000; do
+            pid=$("$python" "$client" "$OPTIDB_PGPORT" "$n" --pid)
+            for _ in $(seq 120); do [ -s "$work/cg.$pid" ] && break; sleep 0.5; done
+            echo "$config $n $(awk '/^summary:/ {print $2}' "$work/cg.$pid")" >>"$work/instructions"
+        done
+        as_postgres "$PGBIN/pg_ctl" -D "$OPTIDB_PGDATA" -m fast -w stop >/dev/null
+    done
+else
+    echo "== instructions per statement: skipped (valgrind not installed)"
+fi
+
+"$python" - "$work" <<'PY'
+import os, statistics, sys
+work = sys.argv[1]
+if os.path.exists(f"{work}/cpu"):
+    cpu = {}
+    for line in open(f"{work}/cpu"):
+        r, config, ns = line.split()
+        cpu.setdefault(config, {})[int(r)] = int(ns)
+    rounds = sorted(cpu["none"])
+    med = {c: statistics.median(cpu[c].values()) for c in cpu}
+    print(f"median backend CPU per statement: none {med['none']:.0f} ns, "
+          f"pg_stat_statements {med['pgss']:.0f} ns, pg_stat_statements+optidb {med['optidb']:.0f} ns")
+    print(f"ratios vs none: pg_stat_statements {med['pgss'] / med['none']:.3f}, "
+          f"pg_stat_statements+optidb {med['optidb'] / med['none']:.3f}")
+    d_pgss = [cpu["pgss"][r] - cpu["none"][r] for r in rounds]
+    d_opt = [cpu["optidb"][r] - cpu["pgss"][r] for r in rounds]
+    print("added per statement (median of per-round differences, range): "
+          f"pg_stat_statements {statistics.median(d_pgss):+.0f} ns ({min(d_pgss):+d}..{max(d_pgss):+d}), "
+          f"optidb on top {statistics.median(d_opt):+.0f} ns ({min(d_opt):+d}..{max(d_opt):+d})")
+    print("target: optidb adds <= 150 ns and less than pg_stat_statements adds")
+if os.path.exists(f"{work}/instructions"):
+    counts = {}
+    for line in open(f"{work}/instructions"):
+        config, n, total = line.split()
+        counts.setdefault(config, {})[int(n)] = int(total)
+    per = {c: (v[11000] - v[1000]) / 10000 for c, v in counts.items()}
+    print(f"instructions per statement: none {per['none']:.0f}, pg_stat_statements {per['pgss']:.0f}, "
+          f"pg_stat_statements+optidb {per['optidb']:.0f} -> pg_stat_statements adds "
+          f"{per['pgss'] - per['none']:+.0f}, optidb on top {per['optidb'] - per['pgss']:+.0f}")
+PY
+
+want contention || exit 0
+echo "== contention: $clients clients on one hot statement for 15 s, wait events sampled every 10 ms"
+configure optidb
+"$cluster" start >/dev/null
+echo '\set id random(1, 100000)
+SELECT v FROM t WHERE id = :id;' >"$work/select.sql"
+chmod a+r "$work/select.sql"
 as_postgres "$PGBIN/pgbench" -n -h "$OPTIDB_PGSOCKET" -p "$OPTIDB_PGPORT" -c "$clients" -j 2 -M prepared \
-    -T 15 -f /tmp/optidb-bench-select.sql postgres >/dev/null &
+    -T 15 -f "$work/select.sql" postgres >"$work/pgbench.log" 2>&1 &
 bench=$!
 sleep 1
 pg -d postgres -q -c "CREATE TEMP TABLE waits (ev text)" -c "
@@ -65,3 +138,4 @@ DO \$\$ BEGIN
        round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS pct
 FROM waits GROUP BY ev ORDER BY samples DESC LIMIT 8"
 wait $bench || true
+grep -E "^tps|error|FATAL" "$work/pgbench.log" || cat "$work/pgbench.log"

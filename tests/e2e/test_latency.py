@@ -58,6 +58,85 @@ def test_failures_are_counted_per_queryid_with_sqlstate_class(fresh_db):
     assert row == (5, 3, pytest.approx(3 / 8))
 
 
+def test_errors_pass_through_the_hooks_unchanged(fresh_db):
+    """optidb's hooks sit on every statement's path: an error raised below them must reach the
+    client exactly as PostgreSQL raised it, with the fields drivers and ORMs read."""
+    conn = fresh_db
+    conn.execute("CREATE TABLE u (id int PRIMARY KEY)")
+    conn.execute("INSERT INTO u VALUES (1)")
+    with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+        conn.execute("INSERT INTO u VALUES (1)")
+    diag = caught.value.diag
+    assert (diag.schema_name, diag.table_name, diag.constraint_name) == ("public", "u", "u_pkey")
+    assert diag.message_detail == "Key (id)=(1) already exists."
+    assert diag.source_function == "_bt_check_unique"
+    with pytest.raises(psycopg.errors.DivisionByZero) as caught:
+        conn.execute("DO $$ BEGIN PERFORM 1 / 0; END $$")
+    assert "PL/pgSQL function inline_code_block line 1 at PERFORM" in caught.value.diag.context
+    assert caught.value.diag.message_detail is None
+
+
+def test_only_top_level_statements_are_recorded_whatever_errors_happen_below(fresh_db):
+    """Levels left by an ERROR are restored: by a subtransaction's abort when the error is
+    caught (EXCEPTION block, ROLLBACK TO SAVEPOINT), by the transaction's end otherwise; COMMIT
+    and ROLLBACK inside a procedure keep its statements nested."""
+    conn = fresh_db
+    conn.execute("SET pg_stat_statements.track = 'all'")  # nested ones get queryids we can see
+    # One single-row table per statement: aliases and constants do not tell queryids apart.
+    probes = ("after_swallow", "after_savepoint", "after_do", "after_call")
+    nested = ("swallowed", "failing", "in_txn_a", "in_txn_b", "in_txn_c")
+    for table in probes + nested:
+        conn.execute(f"CREATE TABLE {table} AS SELECT 1 AS v")
+    conn.execute("""CREATE FUNCTION swallow() RETURNS int LANGUAGE plpgsql AS $$
+        BEGIN
+            BEGIN PERFORM 1 / (v - 1) FROM swallowed; EXCEPTION WHEN division_by_zero THEN NULL; END;
+            RETURN 1;
+        END $$""")
+    conn.execute("CREATE FUNCTION fail() RETURNS int LANGUAGE sql "
+                 "AS 'SELECT 1 / (v - 1) FROM failing'")
+    conn.execute("""CREATE PROCEDURE txn() LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM v FROM in_txn_a; COMMIT; PERFORM v FROM in_txn_b; ROLLBACK;
+            PERFORM v FROM in_txn_c;
+        END $$""")
+    conn.execute("BEGIN")
+    conn.execute("SELECT swallow()")
+    conn.execute("SELECT v FROM after_swallow")
+    conn.execute("SAVEPOINT s")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        conn.execute("SELECT fail()")
+    conn.execute("ROLLBACK TO SAVEPOINT s")
+    conn.execute("SELECT v FROM after_savepoint")
+    conn.execute("COMMIT")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        conn.execute("DO $$ BEGIN PERFORM fail(); END $$")
+    conn.execute("SELECT v FROM after_do")
+    conn.execute("CALL txn()")
+    conn.execute("SELECT v FROM after_call")
+
+    for table in probes:
+        assert counters(conn, f"SELECT v FROM {table}") == [(1, 0, {})], table
+    assert counters(conn, "SELECT swallow()") == [(1, 0, {})]
+    for table in nested:
+        assert counters(conn, f"%FROM {table}") == [], table
+
+
+def test_a_parallel_query_counts_once_per_execution(fresh_db):
+    """Parallel workers run parts of the leader's statement under its queryid."""
+    conn = fresh_db
+    conn.execute("CREATE TABLE big AS SELECT g AS id FROM generate_series(1, 200000) g")
+    conn.execute("ANALYZE big")
+    for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0",
+                    "min_parallel_table_scan_size = 0", "max_parallel_workers_per_gather = 2"):
+        conn.execute(f"SET {setting}")
+    plan = "\n".join(r[0] for r in conn.execute(
+        "EXPLAIN (ANALYZE, COSTS OFF) SELECT count(*) FROM big WHERE id % 7 = 0"))
+    assert re.search(r"Workers Launched: [12]", plan), plan
+    for _ in range(5):
+        conn.execute("SELECT count(*) FROM big WHERE id % 7 = 0")
+    assert counters(conn, "SELECT count(*) FROM big WHERE id % $1 = $2") == [(5, 0, {})]
+
+
 def test_percentiles_match_exact_executor_times_within_2_percent(fresh_db):
     """100,000 statements with controlled durations (work sizes from 70 us to 2 ms); the exact
     per-statement executor times come from auto_explain, which reads the same instrumentation

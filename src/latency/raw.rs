@@ -1,0 +1,84 @@
+//! Unguarded declarations of the PostgreSQL functions the per-statement hooks call, and a
+//! PG_TRY/PG_FINALLY equivalent.
+//!
+//! pgrx wraps every `pg_sys` function in `pg_guard_ffi_boundary`, which catches an ERROR, copies
+//! part of it, flushes it and re-raises the copy from Rust later. In a hook every statement
+//! passes through, that is wrong twice: the copy drops fields clients rely on (schema, table and
+//! constraint names of a unique violation, the error context), and the sigsetjmp plus thread
+//! check per call is most of optidb's per-statement cost. The hooks therefore call these
+//! declarations directly, so an ERROR raised below them travels exactly as PostgreSQL raised it.
+//!
+//! Rule for every Rust frame an ERROR may longjmp over (a hook calling one of these): it holds
+//! nothing that needs dropping and is not inside `catch_unwind`, like a C frame.
+
+use pgrx::pg_sys::{
+    self, DestReceiver, Instrumentation, LWLock, LWLockMode, Oid, ParamListInfo, PlannedStmt,
+    ProcessUtilityContext, QueryCompletion, QueryDesc, QueryEnvironment, ScanDirection, HASHACTION,
+    HTAB,
+};
+use std::ffi::{c_char, c_int, c_void};
+
+unsafe extern "C-unwind" {
+    pub fn standard_ExecutorStart(query_desc: *mut QueryDesc, eflags: c_int);
+    pub fn standard_ExecutorRun(
+        query_desc: *mut QueryDesc,
+        direction: ScanDirection::Type,
+        count: u64,
+        execute_once: bool,
+    );
+    pub fn standard_ExecutorFinish(query_desc: *mut QueryDesc);
+    pub fn standard_ExecutorEnd(query_desc: *mut QueryDesc);
+    #[allow(clippy::too_many_arguments)]
+    pub fn standard_ProcessUtility(
+        pstmt: *mut PlannedStmt,
+        query_string: *const c_char,
+        read_only_tree: bool,
+        context: ProcessUtilityContext::Type,
+        params: ParamListInfo,
+        query_env: *mut QueryEnvironment,
+        dest: *mut DestReceiver,
+        qc: *mut QueryCompletion,
+    );
+    pub fn InstrAlloc(
+        n: c_int,
+        instrument_options: c_int,
+        async_mode: bool,
+    ) -> *mut Instrumentation;
+    pub fn InstrEndLoop(instr: *mut Instrumentation);
+    pub fn GetUserId() -> Oid;
+    pub fn pgstat_get_my_query_id() -> u64;
+    pub fn LWLockAcquire(lock: *mut LWLock, mode: LWLockMode::Type) -> bool;
+    pub fn LWLockRelease(lock: *mut LWLock);
+    /// With HASH_FIND, or HASH_ENTER_NULL on a shared table, it reports failure by returning
+    /// NULL instead of raising.
+    pub fn hash_search(
+        hashp: *mut HTAB,
+        key: *const c_void,
+        action: HASHACTION::Type,
+        found: *mut bool,
+    ) -> *mut c_void;
+    fn pg_re_throw() -> !;
+}
+
+/// Run `call` (a call into PostgreSQL) and then `always`, however `call` ends: an ERROR raised
+/// inside is caught, `always` runs, and the very same error is re-thrown (PG_TRY/PG_FINALLY).
+///
+/// # Safety
+/// `call` must hold nothing that needs dropping when an ERROR longjmps out of it.
+pub unsafe fn with_finally(call: impl FnOnce(), always: impl FnOnce()) {
+    unsafe {
+        let saved_stack = pg_sys::PG_exception_stack;
+        let saved_context = pg_sys::error_context_stack;
+        let jumped = cee_scape::call_with_sigsetjmp(false, |jump_buffer| {
+            pg_sys::PG_exception_stack = std::ptr::from_ref(jump_buffer).cast_mut().cast();
+            call();
+            0
+        });
+        pg_sys::PG_exception_stack = saved_stack;
+        pg_sys::error_context_stack = saved_context;
+        always();
+        if jumped != 0 {
+            pg_re_throw();
+        }
+    }
+}
