@@ -12,9 +12,10 @@
 //! `optidb.max_statements` entries, the entry with the fewest calls is evicted to make room,
 //! the eviction is counted, and the first one logs a WARNING suggesting a larger setting.
 //!
-//! Persistence: the postmaster writes the table to `pg_stat/optidb_latency.stat` at clean
-//! shutdown and reads it back (then deletes it) at start, so a crash never reloads stale
-//! counters; history already snapshotted into optidb.latency is kept.
+//! Persistence: the postmaster writes the table (counters, histograms, failures per SQLSTATE
+//! class, the slowest execution's text) to `pg_stat/optidb_latency.stat` at clean shutdown and
+//! reads it back (then deletes it) at start, so a crash never reloads stale counters; history
+//! already snapshotted into optidb.latency is kept.
 
 use super::raw;
 use optidb_core::histogram::{self, BUCKETS};
@@ -72,7 +73,7 @@ static mut MAX_ENTRIES: i64 = 0;
 
 const TRANCHE: &CStr = c"optidb_latency";
 const DUMP_FILE: &str = "pg_stat/optidb_latency.stat";
-const DUMP_MAGIC: u64 = 0x6f70_7469_6462_0001;
+const DUMP_MAGIC: u64 = 0x6f70_7469_6462_0002;
 
 pub fn shmem_size(max_entries: i64) -> usize {
     let table = unsafe { pg_sys::hash_estimate_size(max_entries, size_of::<Entry>()) };
@@ -390,6 +391,13 @@ fn class_text(class: u32) -> String {
     format!("{c1}{c2}")
 }
 
+/// Inverse of `class_text`.
+fn class_code(text: &str) -> u32 {
+    let b = text.as_bytes();
+    let six = |i: usize| (b.get(i).copied().unwrap_or(b'0').wrapping_sub(b'0') & 0x3F) as u32;
+    six(0) | six(1) << 6
+}
+
 /// Copy every entry (of `dbid`, or all when None). `take_interval` resets the per-interval
 /// min/max, which only the snapshot job should do.
 pub fn read_all(dbid: Option<u32>, take_interval: bool) -> Vec<Snapshot> {
@@ -494,6 +502,9 @@ unsafe extern "C-unwind" fn save_at_exit(code: std::ffi::c_int, _arg: pg_sys::Da
     }
 }
 
+/// One entry in the dump file: fixed size, little-endian.
+const DUMP_ENTRY: usize = 8 * 8 + ERROR_CLASSES * 16 + 16 + SLOWEST_TEXT + BUCKETS * 4;
+
 fn save() -> std::io::Result<()> {
     let tmp = format!("{DUMP_FILE}.tmp");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -502,7 +513,7 @@ fn save() -> std::io::Result<()> {
     f.write_all(&(BUCKETS as u64).to_le_bytes())?;
     f.write_all(&(entries.len() as u64).to_le_bytes())?;
     for e in &entries {
-        for v in [
+        let mut words = vec![
             e.key.queryid,
             e.key.userid as u64,
             e.key.dbid as u64,
@@ -511,9 +522,25 @@ fn save() -> std::io::Result<()> {
             e.sum_ns,
             e.min_ns,
             e.max_ns,
-        ] {
-            f.write_all(&v.to_le_bytes())?;
+        ];
+        for i in 0..ERROR_CLASSES {
+            let (class, n) = e
+                .error_classes
+                .get(i)
+                .map_or((0, 0), |(c, n)| (class_code(c), *n));
+            words.extend([class as u64, n]);
         }
+        let (slowest_ns, text) = e
+            .slowest
+            .as_ref()
+            .map_or((0, ""), |(ns, t)| (*ns, t.as_str()));
+        let text = &text.as_bytes()[..text.len().min(SLOWEST_TEXT)];
+        words.extend([slowest_ns, text.len() as u64]);
+        for w in words {
+            f.write_all(&w.to_le_bytes())?;
+        }
+        f.write_all(text)?;
+        f.write_all(&vec![0; SLOWEST_TEXT - text.len()])?;
         for b in &e.buckets {
             f.write_all(&b.to_le_bytes())?;
         }
@@ -542,31 +569,44 @@ unsafe fn load() {
         return;
     }
     let Some(count) = words.next() else { return };
-    let per_entry = 8 * 8 + BUCKETS * 4;
     let body = &bytes[24..];
-    if body.len() != count as usize * per_entry {
+    if body.len() != count as usize * DUMP_ENTRY {
         pgrx::log!("optidb: ignoring {DUMP_FILE}: truncated");
         return;
     }
-    for chunk in body.chunks_exact(per_entry) {
+    for chunk in body.chunks_exact(DUMP_ENTRY) {
         let w = |i: usize| u64::from_le_bytes(chunk[i * 8..i * 8 + 8].try_into().unwrap());
         let key = Key {
             queryid: w(0),
             userid: w(1) as u32,
             dbid: w(2) as u32,
         };
+        let slowest_at = 8 + ERROR_CLASSES * 2;
+        let text_at = (slowest_at + 2) * 8;
+        let text_len = (w(slowest_at + 1) as usize).min(SLOWEST_TEXT);
+        let text = String::from_utf8_lossy(&chunk[text_at..text_at + text_len]).into_owned();
+        let buckets_at = text_at + SLOWEST_TEXT;
         with_entry(&key, |e| {
             e.calls.store(w(3), Ordering::Relaxed);
             e.errors.store(w(4), Ordering::Relaxed);
             e.sum_ns.store(w(5), Ordering::Relaxed);
             e.min_ns.store(w(6), Ordering::Relaxed);
             e.max_ns.store(w(7), Ordering::Relaxed);
+            for i in 0..ERROR_CLASSES {
+                e.error_class[i].store(w(8 + 2 * i) as u32, Ordering::Relaxed);
+                e.error_count[i].store(w(9 + 2 * i), Ordering::Relaxed);
+            }
             for (i, b) in e.buckets.iter().enumerate() {
-                let at = 64 + i * 4;
+                let at = buckets_at + i * 4;
                 b.store(
                     u32::from_le_bytes(chunk[at..at + 4].try_into().unwrap()),
                     Ordering::Relaxed,
                 );
+            }
+            if text_len > 0 {
+                keep_slowest(e as *const Entry as *mut Entry, w(slowest_at), || {
+                    Some(text)
+                });
             }
         });
     }

@@ -240,15 +240,30 @@ def test_counters_survive_clean_restart_and_recording_survives_a_crash():
             return scalar(c, "SELECT coalesce(sum(c.calls), 0) FROM optidb.latency_counters() c "
                              "JOIN pg_stat_statements s USING (queryid) "
                              "WHERE s.query = 'SELECT $1 + $2 AS restart_probe'")
+        def failures(c):
+            return c.execute(
+                "SELECT c.errors, c.error_classes FROM optidb.latency_counters() c "
+                "JOIN pg_stat_statements s USING (queryid) "
+                "WHERE s.query = 'SELECT $1 / $2 AS restart_failing'").fetchone()
         with conn() as c:
             c.execute("CREATE EXTENSION pg_stat_statements")
             c.execute("CREATE EXTENSION optidb")
             for i in range(25):
                 c.execute(f"SELECT {i} + 1 AS restart_probe")
             assert calls(c) == 25
+            c.execute("SELECT 1 / 1 AS restart_failing")
+            for _ in range(2):
+                with pytest.raises(psycopg.errors.DivisionByZero):
+                    c.execute("SELECT 1 / 0 AS restart_failing")
+            assert failures(c) == (2, {"22": 2})
         subprocess.run(["bash", cluster, "restart"], env=env, check=True)
         with conn() as c:
             assert calls(c) == 25, "counters lost across a clean restart"
+            assert failures(c) == (2, {"22": 2}), "failures lost across a clean restart"
+            # Scanned only now: the slowest execution's text can only come from the dump.
+            c.execute("SELECT * FROM optidb.scan()")
+            assert "1 / 1" in scalar(c, "SELECT slowest_sql FROM optidb.query "
+                                        "WHERE norm_sql = 'SELECT $1 / $2 AS restart_failing'")
             pid = scalar(c, "SELECT pg_backend_pid()")
         os.kill(pid, 9)  # crash: the postmaster reinitializes shared memory
         deadline = time.time() + 30
