@@ -130,6 +130,7 @@ sleep 1
 pg -d postgres -q -c "CREATE TEMP TABLE waits (ev text)" -c "
 DO \$\$ BEGIN
   FOR i IN 1..1200 LOOP
+    PERFORM pg_stat_clear_snapshot();  -- else one transaction sees one snapshot throughout
     INSERT INTO waits SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU')
     FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
       AND state = 'active';
