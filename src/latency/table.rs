@@ -283,11 +283,22 @@ fn with_entry(key: &Key, update: impl FnOnce(&Entry)) -> Found {
     unsafe {
         let e = find_or_insert(key, &mut found);
         if !e.is_null() {
+            // Released however `update` ends: the hooks contain panics and go on, and a shared
+            // hold left behind would block every later insertion.
+            let _hold = SharedHold;
             update(&*e);
-            raw::LWLockRelease(lock());
         }
     }
     found
+}
+
+/// Releases the table lock held SHARED when dropped.
+struct SharedHold;
+
+impl Drop for SharedHold {
+    fn drop(&mut self) {
+        unsafe { raw::LWLockRelease(lock()) }
+    }
 }
 
 /// Count one successful execution of `elapsed_ns`. `text` is asked for only when this is the
