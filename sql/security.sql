@@ -7,7 +7,7 @@
 --                  It is a member of optidb_reader and of pg_read_all_stats (scan() must read
 --                  every role's pg_stat_statements text).
 --   pg_read_all_stats members see every statement, as in pg_stat_statements.
--- The roles are created by sql/changes-0.2.0.sql and the rule is optidb.can_see()
+-- The roles are created by sql/bootstrap.sql and the rule is optidb.can_see()
 -- (src/visibility.rs); roles are cluster-wide: created once, they outlive DROP EXTENSION.
 
 -- Resolve every name of the policies below in pg_catalog first (what pgspot checks for); the

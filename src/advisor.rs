@@ -4,7 +4,7 @@
 //! shown. Advice that no longer follows from the facts is marked stale, not deleted.
 
 use crate::hypopg::{self, Hypopg};
-use crate::simulate;
+use crate::{replay, simulate};
 use optidb_core::advisor::{self, Catalog, Column, Index, Recommendation, Statement, Table};
 use optidb_core::plan_facts::PlanFacts;
 use pgrx::prelude::*;
@@ -77,15 +77,11 @@ fn simulate_all(
 ) -> (f64, f64, usize) {
     let (mut best, mut saved, mut runs) = (0.0f64, 0.0, 0);
     for query_id in query_ids {
-        let Some(raw_sql) = Spi::get_one_with_args::<String>(
-            "SELECT raw_sql FROM optidb.query WHERE id = $1",
-            &[(*query_id).into()],
-        )
-        .ok()
-        .flatten() else {
+        let Some(stmt) = replay::load(*query_id) else {
             continue;
         };
-        let outcome = simulate::with_hypothetical_index(hypopg, &raw_sql, index_sql);
+        let outcome =
+            stmt.and_then(|stmt| simulate::with_hypothetical_index(hypopg, &stmt, index_sql));
         simulate::store(rec_id, *query_id, "hypopg", &outcome);
         runs += 1;
         if let Ok(o) = outcome {

@@ -3,6 +3,7 @@
 //! `optidb_core::bottleneck`.
 
 use crate::errors::{raise, require_positive};
+use crate::own_work;
 use optidb_core::bottleneck::{self, Diagnosis, StatementMetrics, TableSize};
 use optidb_core::plan_facts::PlanFacts;
 use pgrx::prelude::*;
@@ -143,8 +144,28 @@ fn bottlenecks(
     ),
 > {
     require_positive("lim", lim);
+    TableIterator::new(own_work::run(|| rows(lim)))
+}
+
+type BottleneckRow = (
+    i64,
+    String,
+    Option<String>,
+    i64,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    f64,
+    f64,
+    String,
+    JsonB,
+    Option<String>,
+    f64,
+);
+
+fn rows(lim: i32) -> Vec<BottleneckRow> {
     let tables = table_sizes();
-    let rows: Vec<_> = observed(None, lim as i64)
+    observed(None, lim as i64)
         .into_iter()
         .map(|o| {
             let d = bottleneck::diagnose(&o.metrics, o.plan.as_ref(), &tables);
@@ -165,8 +186,7 @@ fn bottlenecks(
                 d.confidence,
             )
         })
-        .collect();
-    TableIterator::new(rows)
+        .collect()
 }
 
 /// Percentiles from optidb's own histograms over all stored history, when it has any.
@@ -198,6 +218,7 @@ SELECT pg_catalog.jsonb_build_object(
                       ORDER BY captured_at DESC LIMIT 50) h),
     'plan', (SELECT pg_catalog.jsonb_build_object(
                  'captured_at', p.captured_at, 'explain_error', p.explain_error,
+                 'search_path', p.search_path, 'path_source', p.path_source,
                  'total_cost', p.total_cost, 'facts', p.facts, 'plan', p.plan_json)
              FROM optidb.plan p WHERE p.query_id = q.id
              ORDER BY p.captured_at DESC, p.id DESC LIMIT 1))
@@ -207,6 +228,10 @@ FROM optidb.query q WHERE q.id = $1";
 #[pg_extern(name = "query", stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn query_detail(id: i64) -> JsonB {
+    own_work::run(|| detail(id))
+}
+
+fn detail(id: i64) -> JsonB {
     let detail = Spi::get_one_with_args::<JsonB>(DETAIL_SQL, &[id.into()])
         .ok()
         .flatten()

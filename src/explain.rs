@@ -1,17 +1,24 @@
-//! Generic-plan capture for a statement text with `$n` placeholders (PostgreSQL 15 has no
-//! `EXPLAIN (GENERIC_PLAN)`): PREPARE it under a private name, force a generic plan, run
-//! `EXPLAIN (FORMAT JSON) EXECUTE name(NULL, ...)`, and DEALLOCATE exactly that name. The
-//! session's own prepared statements are never touched.
+//! EXPLAIN of a user's statement text, replayed in its owner's context (src/replay.rs).
+//!
+//! PostgreSQL 15 has no `EXPLAIN (GENERIC_PLAN)`, so every plan goes through a prepared
+//! statement under a private name: PREPARE it (parse analysis only, as the owner), then
+//! `EXPLAIN (FORMAT JSON) EXECUTE name(...)` with `plan_cache_mode` forced (as the owner,
+//! restricted: planning may run the statement's functions), then DEALLOCATE exactly that name
+//! (the session's own prepared statements are never touched):
+//! - the generic plan: the pg_stat_statements text, NULL for every parameter, forced generic;
+//! - a custom plan: the text of a sampled execution with its real parameter values (quoted
+//!   literals, coerced to the parameter types like any EXECUTE argument), forced custom.
 //!
 //! Callers must pass text that `optidb_core::statement::analyze` accepted as one explainable
 //! statement: that is what makes the PREPARE below unable to carry a second command.
 
 use crate::guarded::{self, Failure};
 use crate::gucs;
+use crate::replay::{self, Context, Restriction};
+use crate::settings::{self, Setting};
 use optidb_core::plan_facts::{self, PlanFacts};
-use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::ffi::CString;
+use pgrx::spi::quote_literal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct CapturedPlan {
@@ -29,11 +36,29 @@ impl CapturedPlan {
     }
 }
 
-/// EXPLAIN options: plain generic-plan costs, or ANALYZE (which runs the statement).
+/// EXPLAIN options: plain costs, or ANALYZE (which runs the statement).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Costs,
     Analyze,
+}
+
+/// Which parameter values the plan is made for.
+#[derive(Clone, Copy)]
+pub enum Values<'a> {
+    /// None known: NULL for each of `count` parameters, generic plan.
+    Generic { count: usize },
+    /// A sampled execution's values (None = SQL NULL), custom plan.
+    #[allow(dead_code)] // scan() replays samples from the next commit on
+    Sampled(&'a [Option<String>]),
+}
+
+/// One statement to EXPLAIN: its text, the values, and the context it ran in.
+#[derive(Clone, Copy)]
+pub struct Replay<'a> {
+    pub context: &'a Context,
+    pub sql: &'a str,
+    pub values: Values<'a>,
 }
 
 static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
@@ -55,40 +80,57 @@ fn private_statement_name() -> String {
     }
 }
 
-/// Capture the generic plan of `sql` (which has `param_count` placeholders), limited by
-/// `optidb.statement_timeout`. Any failure (syntax this server rejects, missing table, no permission,
-/// undeterminable parameter type, timeout) comes back as `Err` with the reason.
-pub fn generic_plan(sql: &str, param_count: usize) -> Result<CapturedPlan, Failure> {
-    plan(sql, param_count, Mode::Costs)
-}
-
-/// Like `generic_plan`, with the choice of running it (`Mode::Analyze`). Callers running
-/// ANALYZE on a data-changing statement must roll it back themselves.
-pub fn plan(sql: &str, param_count: usize, mode: Mode) -> Result<CapturedPlan, Failure> {
-    let name = private_statement_name();
-    let args = if param_count == 0 {
+/// The EXECUTE argument list for these values.
+fn arguments(values: Values) -> String {
+    let args: Vec<String> = match values {
+        Values::Generic { count } => vec!["NULL".to_string(); count],
+        Values::Sampled(values) => values
+            .iter()
+            .map(|v| {
+                v.as_deref()
+                    .map_or_else(|| "NULL".to_string(), quote_literal)
+            })
+            .collect(),
+    };
+    if args.is_empty() {
         String::new()
     } else {
-        format!("({})", vec!["NULL"; param_count].join(", "))
-    };
-    let prepare = format!("PREPARE {name} AS {sql}");
+        format!("({})", args.join(", "))
+    }
+}
+
+/// EXPLAIN the statement in its owner's context, limited by `optidb.statement_timeout`. Any
+/// failure (syntax this server rejects, missing table, no permission, undeterminable parameter
+/// type, timeout) comes back as `Err` with the reason, raised in the owner's context. Callers
+/// running ANALYZE must make sure nothing it does persists (simulate's real mode).
+pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
+    let name = private_statement_name();
+    let prepare = format!("PREPARE {name} AS {}", replay.sql);
     let options = match mode {
         Mode::Costs => "FORMAT JSON",
         Mode::Analyze => "ANALYZE, FORMAT JSON",
     };
-    let explain = format!("EXPLAIN ({options}) EXECUTE {name}{args}");
-
-    // plan_cache_mode is changed at a GUC nest level of our own and popped afterwards, the
-    // same way a function's SET clause works, so the session setting is never altered.
-    let nest = unsafe { pg_sys::NewGUCNestLevel() };
-    set_local("plan_cache_mode", "force_generic_plan");
+    let explain = format!(
+        "EXPLAIN ({options}) EXECUTE {name}{}",
+        arguments(replay.values)
+    );
+    let plan_cache_mode = match replay.values {
+        Values::Generic { .. } => "force_generic_plan",
+        Values::Sampled(_) => "force_custom_plan",
+    };
     // PREPARE is not transactional: the statement exists even after a rollback, and a user's
     // cancel re-raised from the guarded run must not leave it behind either.
     let deallocate = format!("DEALLOCATE {name}");
     let outcome = PgTryBuilder::new(|| {
         guarded::run(Some(gucs::statement_limit()), || {
-            Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"));
-            Spi::get_one::<pgrx::Json>(&explain).unwrap_or_else(|e| error!("{e}"))
+            replay::as_owner_with(replay.context, Restriction::ParseOnly, || {
+                Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"))
+            });
+            replay::as_owner(replay.context, || {
+                settings::with(&[Setting::user("plan_cache_mode", plan_cache_mode)], || {
+                    Spi::get_one::<pgrx::Json>(&explain).unwrap_or_else(|e| error!("{e}"))
+                })
+            })
         })
     })
     .finally(|| {
@@ -97,7 +139,6 @@ pub fn plan(sql: &str, param_count: usize, mode: Mode) -> Result<CapturedPlan, F
         })
     })
     .execute();
-    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
 
     let json = outcome?
         .map(|j| j.0)
@@ -110,22 +151,5 @@ fn failure(message: &str) -> Failure {
     Failure::Error {
         sqlstate: "XX000".into(),
         message: message.into(),
-    }
-}
-
-fn set_local(name: &str, value: &str) {
-    let name = CString::new(name).expect("GUC names have no NUL");
-    let value = CString::new(value).expect("GUC values have no NUL");
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
     }
 }

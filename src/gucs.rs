@@ -18,7 +18,11 @@ static SNAPSHOT_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 static REFRESH_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 static REFRESH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+static REAL_SIMULATION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static MAX_CONCURRENT_SIMULATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
+static REAL_SIMULATIONS_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(10);
 
+/// Settings every backend has, whether or not optidb is preloaded.
 pub fn init() {
     GucRegistry::define_bool_guc(
         c"optidb.enabled",
@@ -34,16 +38,6 @@ pub fn init() {
         c"Off: only top-level statements are timed, like pg_stat_statements.track = top.",
         &TRACK_NESTED,
         GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"optidb.max_statements",
-        c"Statements the shared latency table holds (each about 4.6 kB).",
-        c"When full, the least used entry is evicted and counted in optidb.memory.",
-        &MAX_STATEMENTS,
-        100,
-        100_000,
-        GucContext::Postmaster,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -86,12 +80,34 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_MB,
     );
-    GucRegistry::define_string_guc(
-        c"optidb.database",
-        c"Database the optidb background worker connects to.",
-        c"optidb must be installed there (CREATE EXTENSION optidb); the worker idles otherwise.",
-        &DATABASE,
-        GucContext::Postmaster,
+    GucRegistry::define_int_guc(
+        c"optidb.real_simulation_timeout",
+        c"Time limit for building the real index of simulate(mode => 'real').",
+        c"The build blocks writes to its table; with the measured run (optidb.statement_timeout) this bounds how long.",
+        &REAL_SIMULATION_TIMEOUT_MS,
+        1,
+        3_600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.max_concurrent_simulations",
+        c"How many simulate(mode => 'real') may run at the same time in a database.",
+        c"A further one fails with SQLSTATE 53400 instead of queueing.",
+        &MAX_CONCURRENT_SIMULATIONS,
+        1,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.real_simulations_per_minute",
+        c"How many simulate(mode => 'real') may start per minute in a database.",
+        c"A further one fails with SQLSTATE 53400; counted from optidb.simulation.",
+        &REAL_SIMULATIONS_PER_MINUTE,
+        1,
+        10_000,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -133,6 +149,30 @@ pub fn init() {
         i32::MAX,
         GucContext::Userset,
         GucFlags::UNIT_MS,
+    );
+}
+
+/// Settings that only make sense at server start (PGC_POSTMASTER): PostgreSQL refuses to define
+/// them once the server runs, so they exist only when optidb is in shared_preload_libraries.
+/// Without preloading, their defaults apply (nothing reads them then).
+pub fn init_preloaded() {
+    GucRegistry::define_int_guc(
+        c"optidb.max_statements",
+        c"Statements the shared latency table holds (each about 4.6 kB).",
+        c"When full, the least used entry is evicted and counted in optidb.memory.",
+        &MAX_STATEMENTS,
+        100,
+        100_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"optidb.database",
+        c"Database the optidb background worker connects to.",
+        c"optidb must be installed there (CREATE EXTENSION optidb); the worker idles otherwise.",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
     );
 }
 
@@ -187,6 +227,22 @@ pub fn real_simulation_max_bytes() -> i64 {
 
 pub fn explain_top_k() -> i32 {
     EXPLAIN_TOP_K.get()
+}
+
+/// The time limit of a real simulation's index build.
+pub fn real_simulation_limit() -> Limit {
+    Limit {
+        ms: REAL_SIMULATION_TIMEOUT_MS.get(),
+        setting: "optidb.real_simulation_timeout",
+    }
+}
+
+pub fn max_concurrent_simulations() -> i32 {
+    MAX_CONCURRENT_SIMULATIONS.get()
+}
+
+pub fn real_simulations_per_minute() -> i32 {
+    REAL_SIMULATIONS_PER_MINUTE.get()
 }
 
 /// The time limit of each statement optidb runs on its own behalf (EXPLAIN captures).

@@ -5,6 +5,7 @@
 
 use crate::errors::raise;
 use crate::guarded::{self, Failure};
+use crate::replay::{self, Context};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -38,10 +39,12 @@ pub fn require() -> Hypopg {
 }
 
 impl Hypopg {
-    /// Create the hypothetical index `index_sql` (a plain CREATE INDEX), run `work` while it
-    /// exists, and drop it again in every case.
+    /// Create the hypothetical index `index_sql` (a plain CREATE INDEX) in the statement's
+    /// context (its expressions resolve as the statement's do), run `work` while it exists, and
+    /// drop it again in every case.
     pub fn with_index<R>(
         &self,
+        context: &Context,
         index_sql: &str,
         work: impl FnOnce() -> R + UnwindSafe,
     ) -> Result<R, Failure> {
@@ -50,8 +53,10 @@ impl Hypopg {
             self.schema
         );
         let oid = guarded::run(None, || {
-            Spi::get_one_with_args::<pg_sys::Oid>(&create, &[index_sql.into()])
-                .unwrap_or_else(|e| error!("{e}"))
+            replay::as_owner(context, || {
+                Spi::get_one_with_args::<pg_sys::Oid>(&create, &[index_sql.into()])
+                    .unwrap_or_else(|e| error!("{e}"))
+            })
         })?
         .ok_or_else(|| Failure::Error {
             sqlstate: "XX000".into(),

@@ -13,31 +13,27 @@ mod gucs;
 mod hypopg;
 mod latency;
 mod locks;
+mod own_work;
 mod pgss;
 mod recommend;
 mod refresh;
+mod replay;
 mod scan;
+mod settings;
 mod simulate;
 mod visibility;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
-// Meta tables first; the generated function definitions follow.
+// Meta tables and roles first; the generated function definitions follow.
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-
-// What 0.2.0 changed in the meta tables, plus its roles (shared with the upgrade script).
-pgrx::extension_sql_file!(
-    "../sql/changes-0.2.0.sql",
-    name = "changes_0_2_0",
-    requires = ["bootstrap"]
-);
 
 // Materialized metric views over the history tables (they call optidb.latency_rollup).
 pgrx::extension_sql_file!(
     "../sql/views.sql",
     name = "views",
-    requires = [latency_rollup, can_see, "changes_0_2_0"]
+    requires = [latency_rollup, can_see, "bootstrap"]
 );
 
 // Row-level security, grants and least privilege, once every object exists.
@@ -49,6 +45,7 @@ pub extern "C-unwind" fn _PG_init() {
     // Timing needs shared memory and hooks in every backend: only possible when preloaded.
     // Without it the SQL functions still work; optidb.memory() says what to change.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        gucs::init_preloaded();
         unsafe { latency::hooks::install() };
         worker::register();
     }

@@ -75,16 +75,35 @@ mod tests {
         Spi::run("SELECT optidb.scan()").unwrap();
     }
 
+    /// The current user's own context (for plans of statements it runs itself).
+    fn my_context() -> crate::replay::Context {
+        let me = unsafe { pg_sys::GetUserId() };
+        crate::replay::resolve(me, Some("public".into()), &[]).unwrap_or_else(|f| panic!("{f}"))
+    }
+
+    fn generic_plan(
+        sql: &str,
+        count: usize,
+    ) -> Result<crate::explain::CapturedPlan, crate::guarded::Failure> {
+        let context = my_context();
+        let replay = crate::explain::Replay {
+            context: &context,
+            sql,
+            values: crate::explain::Values::Generic { count },
+        };
+        crate::explain::plan(replay, crate::explain::Mode::Costs)
+    }
+
     #[pg_test]
     fn generic_plan_capture_cleans_up_and_reports_failures() {
         setup_workload();
         Spi::run("PREPARE users_own AS SELECT 1").unwrap();
-        let plan = crate::explain::generic_plan("SELECT * FROM t_orders WHERE customer_id = $1", 1)
+        let plan = generic_plan("SELECT * FROM t_orders WHERE customer_id = $1", 1)
             .unwrap_or_else(|f| panic!("{f}"));
         assert!(plan.facts.had_seq_scan());
         assert_eq!(plan.facts.seq_scans[0].relation, "t_orders");
 
-        let missing = crate::explain::generic_plan("SELECT * FROM no_such_table", 0);
+        let missing = generic_plan("SELECT * FROM no_such_table", 0);
         let err = missing
             .err()
             .expect("a missing table cannot be explained")
@@ -112,7 +131,7 @@ mod tests {
         )
         .unwrap();
         Spi::run("SET LOCAL optidb.statement_timeout = 100").unwrap();
-        let outcome = crate::explain::generic_plan("SELECT slow_const()", 0);
+        let outcome = generic_plan("SELECT slow_const()", 0);
         let err = outcome.err().expect("must time out").to_string();
         assert!(
             err.contains("timed out after 100 ms (optidb.statement_timeout)"),
@@ -120,5 +139,75 @@ mod tests {
         );
         // The transaction is still usable.
         assert_eq!(Spi::get_one::<i32>("SELECT 41 + 1").unwrap(), Some(42));
+    }
+
+    #[pg_test]
+    fn a_custom_plan_uses_the_sampled_values() {
+        setup_workload();
+        let context = my_context();
+        let sql = "SELECT * FROM t_orders WHERE id < $1";
+        let values = [Some("5".to_string())];
+        let replay = crate::explain::Replay {
+            context: &context,
+            sql,
+            values: crate::explain::Values::Sampled(&values),
+        };
+        let custom = crate::explain::plan(replay, crate::explain::Mode::Costs)
+            .unwrap_or_else(|f| panic!("{f}"));
+        let filter = custom.facts.seq_scans[0].filter.clone().unwrap_or_default();
+        assert!(filter.contains("< 5"), "{filter}");
+        assert!(custom.facts.est_rows < 100.0, "{}", custom.facts.est_rows);
+        let generic = generic_plan(sql, 1).unwrap_or_else(|f| panic!("{f}"));
+        assert!(
+            generic.facts.est_rows > 1000.0,
+            "{}",
+            generic.facts.est_rows
+        );
+    }
+
+    #[pg_test]
+    fn a_replay_restores_identity_security_context_and_settings_even_when_it_fails() {
+        setup_workload();
+        Spi::run("CREATE ROLE optidb_replay_probe NOLOGIN").unwrap();
+        let probe = Spi::get_one::<pg_sys::Oid>(
+            "SELECT oid FROM pg_roles WHERE rolname = 'optidb_replay_probe'",
+        )
+        .unwrap()
+        .unwrap();
+        let context = crate::replay::Context {
+            owner: crate::replay::owner(probe).unwrap(),
+            search_path: "pg_catalog".into(),
+            path_source: "recorded",
+        };
+        let (mut user_before, mut security_before) = (pg_sys::InvalidOid, 0);
+        unsafe { pg_sys::GetUserIdAndSecContext(&mut user_before, &mut security_before) };
+        let path_before = Spi::get_one::<String>("SHOW search_path").unwrap();
+        // Inside: the probe role, restricted, its search_path; it may not read t_orders.
+        let inside = crate::guarded::run(None, || {
+            crate::replay::as_owner(&context, || {
+                let who = Spi::get_one::<String>("SELECT current_user::text").unwrap();
+                let path = Spi::get_one::<String>("SHOW search_path").unwrap();
+                let restricted = unsafe { pg_sys::InSecurityRestrictedOperation() };
+                (who, path, restricted)
+            })
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(inside.0.as_deref(), Some("optidb_replay_probe"));
+        assert_eq!(inside.1.as_deref(), Some("pg_catalog"));
+        assert!(inside.2);
+        let failed = crate::guarded::run(None, || {
+            crate::replay::as_owner(&context, || Spi::run("SELECT * FROM public.t_orders"))
+        });
+        let err = failed
+            .expect_err("the probe role cannot read t_orders")
+            .to_string();
+        assert!(err.contains("permission denied"), "{err}");
+        let (mut user_after, mut security_after) = (pg_sys::InvalidOid, 0);
+        unsafe { pg_sys::GetUserIdAndSecContext(&mut user_after, &mut security_after) };
+        assert_eq!((user_after, security_after), (user_before, security_before));
+        assert_eq!(
+            Spi::get_one::<String>("SHOW search_path").unwrap(),
+            path_before
+        );
     }
 }

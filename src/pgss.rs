@@ -133,8 +133,8 @@ pub struct Entry {
     pub baseline: Option<Counters>,
 }
 
-/// Statements that only manage the session, and optidb's own calls, are never worth a row; the
-/// cheap text filter here trims them before the parser classifies what is left.
+/// Statements that only manage the session are never worth a row; this cheap text filter trims
+/// them before the parser classifies what is left (and recognises statements about optidb).
 const SKIP_PATTERN: &str = r"^\s*(begin|commit|rollback|end|abort|start\s+transaction|savepoint|release|set|reset|show|discard|deallocate|listen|unlisten|notify)\M";
 
 /// The top `limit` entries of this database by total execution time. `reset_since_last` drops
@@ -154,7 +154,6 @@ pub fn read_top(view: &PgssView, limit: i64, reset_since_last: bool) -> Vec<Entr
                          WHERE datname = pg_catalog.current_database()) \
            AND s.queryid IS NOT NULL \
            AND s.query !~* $1 \
-           AND s.query !~* '\\moptidb\\.' \
          ORDER BY s.total_exec_time DESC \
          LIMIT $2",
         view = view.statements()

@@ -2,6 +2,7 @@
 //! DDL, rationale, evidence, risk, the statements it serves and what simulation measured.
 
 use crate::errors::require_known_query;
+use crate::own_work;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -45,39 +46,41 @@ fn recommend(
         name!(evidence, JsonB),
     ),
 > {
-    if let Some(id) = query_id {
-        require_known_query(
-            id,
-            "Pick a query_id from optidb.bottlenecks(), or call optidb.recommend() for all.",
-        );
-    }
-    let rows = Spi::connect(|client| {
-        client
-            .select(RECOMMEND_SQL, None, &[query_id.into()])
-            .unwrap_or_else(|e| error!("{e}"))
-            .map(|row| {
-                let s = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
-                (
-                    row.get::<i64>(1).ok().flatten().unwrap_or(0),
-                    s(2),
-                    s(3),
-                    row.get::<Vec<String>>(4).ok().flatten().unwrap_or_default(),
-                    s(5),
-                    s(6),
-                    row.get::<f64>(7).ok().flatten().unwrap_or(0.0),
-                    s(8),
-                    row.get::<Vec<i64>>(9).ok().flatten().unwrap_or_default(),
-                    row.get::<f64>(10).ok().flatten(),
-                    row.get::<f64>(11).ok().flatten(),
-                    row.get::<Vec<String>>(12).ok().flatten(),
-                    row.get::<String>(13).ok().flatten(),
-                    row.get::<JsonB>(14)
-                        .ok()
-                        .flatten()
-                        .unwrap_or(JsonB(serde_json::Value::Null)),
-                )
-            })
-            .collect::<Vec<_>>()
+    let rows = own_work::run(|| {
+        if let Some(id) = query_id {
+            require_known_query(
+                id,
+                "Pick a query_id from optidb.bottlenecks(), or call optidb.recommend() for all.",
+            );
+        }
+        Spi::connect(|client| {
+            client
+                .select(RECOMMEND_SQL, None, &[query_id.into()])
+                .unwrap_or_else(|e| error!("{e}"))
+                .map(|row| {
+                    let s = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
+                    (
+                        row.get::<i64>(1).ok().flatten().unwrap_or(0),
+                        s(2),
+                        s(3),
+                        row.get::<Vec<String>>(4).ok().flatten().unwrap_or_default(),
+                        s(5),
+                        s(6),
+                        row.get::<f64>(7).ok().flatten().unwrap_or(0.0),
+                        s(8),
+                        row.get::<Vec<i64>>(9).ok().flatten().unwrap_or_default(),
+                        row.get::<f64>(10).ok().flatten(),
+                        row.get::<f64>(11).ok().flatten(),
+                        row.get::<Vec<String>>(12).ok().flatten(),
+                        row.get::<String>(13).ok().flatten(),
+                        row.get::<JsonB>(14)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(JsonB(serde_json::Value::Null)),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
     });
     TableIterator::new(rows)
 }

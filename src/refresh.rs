@@ -13,7 +13,8 @@
 
 use crate::errors::raise;
 use crate::locks::{self, Lock};
-use crate::{guarded, gucs};
+use crate::settings::{self, Setting};
+use crate::{guarded, gucs, own_work};
 use pgrx::prelude::*;
 
 /// Refresh order: per-statement views first, tables last.
@@ -40,8 +41,10 @@ fn refresh(
     ),
 > {
     let targets = resolve(view);
-    take_lock();
-    let rows: Vec<_> = targets.into_iter().map(refresh_one).collect();
+    let rows: Vec<_> = own_work::run(|| {
+        take_lock();
+        targets.into_iter().map(refresh_one).collect()
+    });
     TableIterator::new(rows)
 }
 
@@ -67,16 +70,11 @@ fn resolve(view: Option<&str>) -> Vec<&'static str> {
 /// Hold the refresh lock until the end of the transaction, waiting at most optidb.lock_timeout.
 fn take_lock() {
     let timeout = gucs::lock_timeout_ms();
-    // lock_timeout is set and restored inside the subtransaction: on failure its rollback
-    // restores the caller's value too.
-    let acquired = guarded::run(None, move || {
-        let previous = Spi::get_one::<String>("SELECT pg_catalog.current_setting('lock_timeout')")
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "0".into());
-        set_lock_timeout(&format!("{timeout}ms"));
-        locks::acquire(Lock::Refresh);
-        set_lock_timeout(&previous);
+    let setting = format!("{timeout}ms");
+    let acquired = guarded::run(None, || {
+        settings::with(&[Setting::user("lock_timeout", &setting)], || {
+            locks::acquire(Lock::Refresh)
+        })
     });
     if let Err(failure) = acquired {
         raise(
@@ -85,14 +83,6 @@ fn take_lock() {
             Some("Retry when it has finished, or raise optidb.lock_timeout to wait longer."),
         );
     }
-}
-
-fn set_lock_timeout(value: &str) {
-    Spi::run_with_args(
-        "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
-        &[value.into()],
-    )
-    .unwrap_or_else(|e| error!("{e}"));
 }
 
 fn refresh_one(view: &'static str) -> (String, bool, Option<i64>, f64, Option<String>) {

@@ -1,13 +1,16 @@
 //! `optidb.scan()`: one ingest pass. Reads pg_stat_statements' top entries of this database,
 //! stores per-entry deltas since the previous scan, refreshes catalog facts and captures
-//! generic plans for the slowest statements. Every step is set-based SQL except parsing
-//! (pg_query, in-process) and EXPLAIN (one guarded subtransaction per statement).
+//! plans for the slowest statements, each replayed as its owner (src/replay.rs). Every step is
+//! set-based SQL except parsing (pg_query, in-process) and EXPLAIN (one guarded
+//! subtransaction per statement).
 
 use crate::errors::require_positive;
+use crate::explain::{self, Mode, Replay, Values};
 use crate::guarded::Failure;
 use crate::locks::{self, Lock};
 use crate::pgss::{self, Counters, Entry};
-use crate::{advisor, catalog, explain, gucs, latency};
+use crate::replay::{self, Context};
+use crate::{advisor, catalog, gucs, latency, own_work};
 use optidb_core::statement::{self, StatementKind};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -19,6 +22,7 @@ use std::time::Instant;
 const HEADROOM: i64 = 50;
 
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn scan(
     top: default!(i32, 100),
 ) -> TableIterator<
@@ -34,7 +38,7 @@ fn scan(
     ),
 > {
     require_positive("top", top);
-    let s = run(top as usize, Pass::Scan);
+    let s = own_work::run(|| run(top as usize, Pass::Scan));
     TableIterator::once((
         s.queries_seen as i32,
         s.new_queries as i32,
@@ -61,7 +65,7 @@ fn snapshot(
     ),
 > {
     require_positive("top", top);
-    let s = run(top as usize, Pass::Snapshot);
+    let s = own_work::run(|| run(top as usize, Pass::Snapshot));
     TableIterator::once((s.queries_seen as i32, s.new_queries as i32, s.elapsed_ms))
 }
 
@@ -69,7 +73,7 @@ fn snapshot(
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn prune() -> i64 {
-    prune_history()
+    own_work::run(prune_history)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -103,6 +107,7 @@ struct Summary {
 /// A statement accepted into this scan, in pg_stat_statements' total-time order.
 struct Accepted {
     query_id: i64,
+    userid: pg_sys::Oid,
     raw_sql: String,
 }
 
@@ -145,6 +150,7 @@ fn run(top: usize, pass: Pass) -> Summary {
         if !accepted.iter().any(|a| a.query_id == query_id) {
             accepted.push(Accepted {
                 query_id,
+                userid: pg_sys::Oid::from(entry.userid as u32),
                 raw_sql: entry.text.clone(),
             });
         }
@@ -217,11 +223,12 @@ fn prune_history() -> i64 {
 }
 
 /// Parse a statement seen for the first time and file it under its fingerprint. Returns None
-/// for session boilerplate, which is not recorded at all. Text the parser rejects is still
-/// recorded, with the parse error, so it is visible rather than silently lost.
+/// for session boilerplate and for statements about optidb itself, which are not recorded at
+/// all. Text the parser rejects is still recorded, with the parse error, so it is visible
+/// rather than silently lost.
 fn register_query(entry: &Entry) -> Option<i64> {
     let (fingerprint, kind, norm_sql, parse_error, tables) = match statement::analyze(&entry.text) {
-        Ok(info) if info.kind == StatementKind::Boilerplate => return None,
+        Ok(info) if info.kind == StatementKind::Boilerplate || info.touches_optidb => return None,
         Ok(info) => (
             info.fingerprint,
             info.kind.as_str().to_string(),
@@ -368,7 +375,8 @@ fn store_deltas(entries: &[(&Entry, i64)], captured_at: &TimestampWithTimeZone) 
     .unwrap_or_else(|e| error!("storing metric deltas failed: {e}"));
 }
 
-/// EXPLAIN the first `optidb.explain_top_k` explainable statements. Returns (captured, failed).
+/// EXPLAIN the first `optidb.explain_top_k` explainable statements, each as its owner. Returns
+/// (captured, failed).
 fn capture_plans(accepted: &[Accepted], captured_at: &TimestampWithTimeZone) -> (usize, usize) {
     let top_k = gucs::explain_top_k().max(0) as usize;
     let (mut captured, mut failed) = (0, 0);
@@ -376,26 +384,33 @@ fn capture_plans(accepted: &[Accepted], captured_at: &TimestampWithTimeZone) -> 
         if captured + failed >= top_k {
             break;
         }
-        let Ok(text) = statement::repair_typed_params(&stmt.raw_sql) else {
-            continue;
-        };
         // The text handed to PREPARE is the text checked here: one explainable statement.
-        let Ok(info) = statement::analyze(&text) else {
+        let Ok((text, info)) = replay::preparable(&stmt.raw_sql) else {
             continue;
         };
-        if !info.explainable {
-            continue;
-        }
-        match explain::generic_plan(&text, info.param_count) {
-            Ok(plan) => {
-                store_plan(stmt.query_id, captured_at, Ok(&plan));
-                captured += 1;
+        let (outcome, context) = match replay::resolve(stmt.userid, None, &info.tables) {
+            Ok(ctx) => {
+                let replay = Replay {
+                    context: &ctx,
+                    sql: &text,
+                    values: Values::Generic {
+                        count: info.param_count,
+                    },
+                };
+                (explain::plan(replay, Mode::Costs), Some(ctx))
             }
-            Err(failure) => {
-                store_plan(stmt.query_id, captured_at, Err(&failure));
-                failed += 1;
-            }
+            Err(failure) => (Err(failure), None),
+        };
+        match &outcome {
+            Ok(_) => captured += 1,
+            Err(_) => failed += 1,
         }
+        store_plan(
+            stmt.query_id,
+            captured_at,
+            outcome.as_ref(),
+            context.as_ref(),
+        );
     }
     (captured, failed)
 }
@@ -406,6 +421,7 @@ fn store_plan(
     query_id: i64,
     captured_at: &TimestampWithTimeZone,
     outcome: Result<&explain::CapturedPlan, &Failure>,
+    context: Option<&Context>,
 ) {
     let (plan_json, error, facts) = match outcome {
         Ok(p) => (Some(JsonB(p.json.clone())), None, Some(&p.facts)),
@@ -420,11 +436,13 @@ fn store_plan(
              UPDATE optidb.plan p SET captured_at = $2 FROM latest \
              WHERE p.id = latest.id AND latest.plan_json IS NOT DISTINCT FROM $3 \
                AND latest.explain_error IS NOT DISTINCT FROM $4 \
+               AND p.search_path IS NOT DISTINCT FROM $14 \
+               AND p.path_source IS NOT DISTINCT FROM $15 \
              RETURNING p.id) \
          INSERT INTO optidb.plan (query_id, captured_at, plan_json, explain_error, total_cost, \
              had_seq_scan, est_rows, act_rows, worst_estimate_ratio, node_types, join_types, \
-             filters, facts) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             filters, facts, search_path, path_source) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
          WHERE NOT EXISTS (SELECT 1 FROM same)",
         &[
             query_id.into(),
@@ -440,6 +458,8 @@ fn store_plan(
             facts.map(|f| f.join_types.clone()).into(),
             facts.map(|f| f.filters.clone()).into(),
             facts_json.into(),
+            context.map(|c| c.search_path.clone()).into(),
+            context.map(|c| c.path_source).into(),
         ],
     )
     .unwrap_or_else(|e| error!("storing a plan failed: {e}"));

@@ -19,7 +19,18 @@ fn can_see(owner: pg_sys::Oid) -> bool {
         {
             return true;
         }
-        let admin = pg_sys::get_role_oid(c"optidb_admin".as_ptr(), true);
-        admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(me, admin)
+        member_of_admin(me)
     }
+}
+
+/// Member of optidb_admin (superusers are members of every role).
+unsafe fn member_of_admin(role: pg_sys::Oid) -> bool {
+    let admin = pg_sys::get_role_oid(c"optidb_admin".as_ptr(), true);
+    admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(role, admin)
+}
+
+/// May the current user run optidb's administrative functions (real-mode simulation)?
+/// The one admin check: superusers and members of optidb_admin.
+pub fn is_admin() -> bool {
+    unsafe { member_of_admin(pg_sys::GetUserId()) }
 }

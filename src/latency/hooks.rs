@@ -7,7 +7,7 @@
 
 use super::table::{self, Key};
 use super::{nesting, raw};
-use crate::gucs;
+use crate::{gucs, own_work};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -101,10 +101,12 @@ unsafe extern "C-unwind" fn shmem_startup() {
     table::attach();
 }
 
-/// Parallel workers run parts of a statement their leader records.
+/// Parallel workers run parts of a statement their leader records; optidb's own work is not
+/// workload.
 unsafe fn tracking() -> bool {
     !BROKEN
         && gucs::enabled()
+        && !own_work::active()
         && (nesting::level() == 0 || gucs::track_nested())
         && pg_sys::ParallelWorkerNumber < 0
         && table::attached()

@@ -3,6 +3,7 @@
 
 use super::table::{self, Snapshot};
 use crate::errors::{raise, require_known_query};
+use crate::own_work;
 use optidb_core::histogram::{Histogram, Stats, BUCKETS};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -343,7 +344,7 @@ fn latency_rollup(
             );
         }
     }
-    let rows: Vec<_> = merged(None, None, None, grain)
+    let rows: Vec<_> = own_work::run(|| merged(None, None, None, grain))
         .into_iter()
         .map(|((id, period), m)| {
             let s = m.stats.as_ref();
@@ -396,13 +397,15 @@ fn execution_time_stats(
             );
         }
     }
-    if let Some(id) = query_id {
-        require_known_query(id, "Pick a query_id from optidb.bottlenecks().");
-    }
-    let mut rows: Vec<_> = merged(query_id, start_at, end_at, None)
-        .into_iter()
-        .map(|((id, _), m)| row(id, &m))
-        .collect();
+    let mut rows: Vec<_> = own_work::run(|| {
+        if let Some(id) = query_id {
+            require_known_query(id, "Pick a query_id from optidb.bottlenecks().");
+        }
+        merged(query_id, start_at, end_at, None)
+    })
+    .into_iter()
+    .map(|((id, _), m)| row(id, &m))
+    .collect();
     if let (Some(id), true) = (query_id, rows.is_empty()) {
         rows.push(row(
             id,

@@ -1,7 +1,9 @@
 """End-to-end fixtures: a real PostgreSQL 15 cluster started by tests/scripts/cluster.sh (the
 test runner exports OPTIDB_PGPORT/OPTIDB_PGSOCKET), real pg_stat_statements, committed data."""
 
+import contextlib
 import os
+import subprocess
 import uuid
 
 import psycopg
@@ -12,28 +14,57 @@ SOCKET = os.environ.get("OPTIDB_PGSOCKET", "/tmp")
 DEMO_DB = os.environ.get("OPTIDB_DB", "optidb_e2e_demo")
 
 
-def connect(dbname, user="postgres", **kw):
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def connect(dbname, user="postgres", port=PORT, **kw):
     # prepare_threshold=None: psycopg neither prepares statements of its own nor sends
     # DEALLOCATE ALL after DDL, so tests see exactly what optidb does to a session.
-    return psycopg.connect(host=SOCKET, port=PORT, user=user, dbname=dbname,
+    return psycopg.connect(host=SOCKET, port=port, user=user, dbname=dbname,
                            autocommit=True, prepare_threshold=None, **kw)
+
+
+@contextlib.contextmanager
+def own_cluster(name, port, preload, conf=""):
+    """A cluster of the test's own (started by tests/scripts/cluster.sh) with this
+    shared_preload_libraries and extra postgresql.conf lines; stopped and removed afterwards."""
+    data = f"/tmp/optidb-{name}/data"
+    subprocess.run(["rm", "-rf", os.path.dirname(data)], check=True)
+    env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT=str(port), OPTIDB_PRELOAD=preload)
+    script = os.path.join(ROOT, "tests/scripts/cluster.sh")
+    subprocess.run(["bash", script, "start"], env=env, check=True, capture_output=True)
+    if conf:
+        with open(os.path.join(data, "postgresql.conf"), "a") as f:
+            f.write(conf + "\n")
+        subprocess.run(["bash", script, "restart"], env=env, check=True, capture_output=True)
+    try:
+        yield port
+    finally:
+        subprocess.run(["bash", script, "stop"], env=env, check=False)
+        subprocess.run(["rm", "-rf", os.path.dirname(data)], check=False)
+
+
+@contextlib.contextmanager
+def new_database(port=PORT, extensions=("pg_stat_statements", "optidb")):
+    """A new empty database with these extensions; dropped afterwards. Yields its name."""
+    name = "optidb_t_" + uuid.uuid4().hex[:10]
+    with connect("postgres", port=port) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with connect(name, port=port) as c:
+            for ext in extensions:
+                c.execute(f"CREATE EXTENSION {ext}")
+        yield name
+    finally:
+        with connect("postgres", port=port) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def fresh_db():
     """A new empty database with pg_stat_statements and optidb installed; dropped afterwards."""
-    name = "optidb_t_" + uuid.uuid4().hex[:10]
-    with connect("postgres") as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    conn = connect(name)
-    conn.execute("CREATE EXTENSION pg_stat_statements")
-    conn.execute("CREATE EXTENSION optidb")
-    try:
+    with new_database() as name, connect(name) as conn:
         yield conn
-    finally:
-        conn.close()
-        with connect("postgres") as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,6 +1,8 @@
 """recommend() and simulate(): specific advice for the demo's slow patterns, proven by
 hypothetical indexes; cleanup of hypothetical state whatever happens."""
 
+import time
+
 import psycopg
 import pytest
 
@@ -232,3 +234,38 @@ def test_real_mode_is_refused_to_non_admins(demo):
         conn.execute("REVOKE ALL ON FUNCTION optidb.simulate(bigint, bigint, text) FROM optidb_plain")
         conn.execute("REVOKE USAGE ON SCHEMA optidb FROM optidb_plain")
         conn.execute("DROP ROLE optidb_plain")
+
+
+def test_real_mode_is_capped_rate_limited_and_never_waits_long_for_its_lock(demo):
+    conn, _ = demo
+    rec_id, qid = index_rec(conn)
+    real = "SELECT error FROM optidb.simulate(%s, %s, 'real')"
+    dsn = dict(host=conn.info.host, port=conn.info.port, dbname=conn.info.dbname, user="postgres",
+               autocommit=True)
+    with psycopg.connect(**dsn) as holder, psycopg.connect(**dsn) as other:
+        # A simulation inside an open transaction keeps its slot until that transaction ends.
+        other.execute("SET optidb.max_concurrent_simulations = 1")
+        with holder.transaction():
+            assert scalar(holder, real, (qid, rec_id)) is None
+            with pytest.raises(psycopg.errors.ConfigurationLimitExceeded) as e:
+                other.execute(real, (qid, rec_id))
+            assert "optidb.max_concurrent_simulations" in str(e.value)
+        assert scalar(other, real, (qid, rec_id)) is None
+        # The per-minute budget counts the simulations stored in the last minute.
+        recent = scalar(other, "SELECT count(*) FROM optidb.simulation WHERE mode = 'real' "
+                               "AND ran_at > clock_timestamp() - interval '1 minute'")
+        other.execute(f"SET optidb.real_simulations_per_minute = {recent}")
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded) as e:
+            other.execute(real, (qid, rec_id))
+        assert "optidb.real_simulations_per_minute" in str(e.value)
+        other.execute("RESET optidb.real_simulations_per_minute")
+        # A writer holds the table: the index build waits optidb.lock_timeout, then gives up,
+        # and the writer was blocked for no longer than that.
+        with holder.transaction():
+            holder.execute("UPDATE order_items SET qty = qty WHERE order_id = 1")
+            other.execute("SET optidb.lock_timeout = '300ms'")
+            started = time.monotonic()
+            error = scalar(other, real, (qid, rec_id))
+            waited = time.monotonic() - started
+        assert "lock timeout" in error, error
+        assert waited < 10, waited

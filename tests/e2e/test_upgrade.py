@@ -1,9 +1,10 @@
-"""Upgrade path: an install of the previous version upgraded with ALTER EXTENSION ... UPDATE has
-the same schema as a fresh install of the current one (tables, columns, constraints, indexes,
-views, functions with their settings and privileges, policies, extension members), keeps its
-data, and the committed upgrade script is the one the build would generate."""
+"""Upgrade path: an install of every earlier release (frozen in sql/releases/) upgraded with
+ALTER EXTENSION ... UPDATE through the hand-written scripts sql/optidb--<from>--<to>.sql has the
+same schema as a fresh install of the current version (tables, columns, constraints, indexes,
+views, functions with their settings and privileges, policies, extension members) and keeps its
+data."""
 
-import filecmp
+import glob
 import os
 import re
 import shutil
@@ -15,7 +16,8 @@ import pytest
 from conftest import connect, scalar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PREVIOUS = "0.1.0"
+RELEASES = sorted(re.search(r"optidb--([0-9.]+)\.sql$", f).group(1)
+                  for f in glob.glob(os.path.join(ROOT, "sql", "releases", "optidb--*.sql")))
 CURRENT = re.search(r'^version = "([^"]+)"', open(os.path.join(ROOT, "Cargo.toml")).read(),
                     re.M).group(1)
 
@@ -91,13 +93,26 @@ def sharedir():
                           check=True).stdout.strip()
 
 
-def test_upgraded_install_has_the_fresh_schema_and_keeps_data(two_databases):
+def install_frozen_releases():
+    for version in RELEASES:
+        shutil.copy(os.path.join(ROOT, "sql", "releases", f"optidb--{version}.sql"),
+                    os.path.join(sharedir(), "extension", f"optidb--{version}.sql"))
+
+
+def test_every_release_has_an_upgrade_path_to_the_current_version():
+    assert RELEASES, "no frozen releases in sql/releases"
+    chain = RELEASES + [CURRENT]
+    for old, new in zip(chain, chain[1:]):
+        assert os.path.exists(os.path.join(ROOT, "sql", f"optidb--{old}--{new}.sql")), (old, new)
+
+
+@pytest.mark.parametrize("previous", RELEASES)
+def test_upgraded_install_has_the_fresh_schema_and_keeps_data(two_databases, previous):
     old, new = two_databases
-    frozen = os.path.join(ROOT, "sql", "releases", f"optidb--{PREVIOUS}.sql")
-    shutil.copy(frozen, os.path.join(sharedir(), "extension", f"optidb--{PREVIOUS}.sql"))
+    install_frozen_releases()
     for c in (old, new):
         c.execute("CREATE EXTENSION pg_stat_statements")
-    old.execute(f"CREATE EXTENSION optidb VERSION '{PREVIOUS}'")
+    old.execute(f"CREATE EXTENSION optidb VERSION '{previous}'")
     old.execute("INSERT INTO optidb.query (fingerprint, userid, dbid, kind) "
                 "VALUES ('kept', 10, 1, 'select')")
     old.execute("ALTER EXTENSION optidb UPDATE")
@@ -115,12 +130,3 @@ def test_upgraded_install_has_the_fresh_schema_and_keeps_data(two_databases):
     old.execute("SELECT * FROM optidb.refresh()")
     old.execute("SELECT * FROM optidb.snapshot()")
     assert scalar(old, "SELECT count(*) FROM optidb.scan_log WHERE kind = 'snapshot'") == 1
-
-
-def test_committed_upgrade_script_is_current(tmp_path):
-    generated = tmp_path / "upgrade.sql"
-    subprocess.run(["bash", os.path.join(ROOT, "tests/scripts/make-upgrade-script.sh"),
-                    str(generated)], check=True, capture_output=True)
-    committed = os.path.join(ROOT, "sql", f"optidb--{PREVIOUS}--{CURRENT}.sql")
-    assert filecmp.cmp(generated, committed, shallow=False), (
-        "sql/ upgrade script is stale: run tests/scripts/make-upgrade-script.sh and commit it")

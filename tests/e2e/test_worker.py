@@ -119,10 +119,15 @@ def test_worker_keeps_views_current_and_survives_reload_sigterm_crash_and_failur
         new_pid = wait_for("a restarted worker", lambda: (p := worker_pid(c)) and p != pid and p)
         before = snapshots(c)
         wait_for("snapshots after SIGTERM", lambda: snapshots(c) > before)
-        victim = scalar(c, "SELECT pg_backend_pid()")
-    # A backend crash: the postmaster resets every process, the worker included.
-    os.kill(victim, signal.SIGKILL)
+    # A backend crash: the postmaster resets every process, the worker included. The victim's
+    # connection stays open until it is killed (a closed one's backend may already be gone).
+    victim_conn = conn()
+    os.kill(scalar(victim_conn, "SELECT pg_backend_pid()"), signal.SIGKILL)
     time.sleep(1)
+    try:
+        victim_conn.close()
+    except psycopg.Error:
+        pass
 
     def after_crash():
         with conn() as c2:

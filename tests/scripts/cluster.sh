@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start or stop the project's own PostgreSQL cluster (run as user postgres, on its own port, with
-# pg_stat_statements and optidb preloaded). Usage: cluster.sh start|stop|restart|status
+# pg_stat_statements and optidb preloaded, or OPTIDB_PRELOAD's list). Usage:
+# cluster.sh start|stop|restart|status
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
@@ -14,7 +15,7 @@ init_cluster() {
 port = $OPTIDB_PGPORT
 listen_addresses = ''
 unix_socket_directories = '$OPTIDB_PGSOCKET'
-shared_preload_libraries = 'pg_stat_statements,optidb'
+shared_preload_libraries = '${OPTIDB_PRELOAD:-pg_stat_statements,optidb}'
 pg_stat_statements.max = 5000
 pg_stat_statements.track = top
 compute_query_id = on

@@ -52,6 +52,11 @@ pub struct StatementInfo {
     pub param_count: usize,
     /// Relations the statement reads or writes, as written (schema-qualified when it was).
     pub tables: Vec<String>,
+    /// A plain query: a SELECT that writes nothing (no data-modifying WITH, no SELECT INTO)
+    /// and locks no rows (no FOR UPDATE/SHARE). Only these are ever run for real by optidb.
+    pub read_only: bool,
+    /// It reads optidb's own tables or calls its functions: monitoring, not workload.
+    pub touches_optidb: bool,
 }
 
 /// Why a statement could not be analysed.
@@ -86,6 +91,14 @@ pub fn analyze(sql: &str) -> Result<StatementInfo, ParseFailure> {
     let mut tables: Vec<String> = parsed.tables();
     tables.sort();
     tables.dedup();
+    let read_only = kind == StatementKind::Select
+        && explainable
+        && parsed.dml_tables().is_empty()
+        && !locks_rows(&parsed);
+    let touches_optidb = tables
+        .iter()
+        .chain(parsed.functions().iter())
+        .any(|name| name.starts_with("optidb."));
 
     Ok(StatementInfo {
         fingerprint,
@@ -94,6 +107,15 @@ pub fn analyze(sql: &str) -> Result<StatementInfo, ParseFailure> {
         explainable,
         param_count,
         tables,
+        read_only,
+        touches_optidb,
+    })
+}
+
+/// Any `FOR UPDATE/SHARE` clause, at any depth.
+fn locks_rows(parsed: &pg_query::ParseResult) -> bool {
+    parsed.protobuf.nodes().iter().any(|(node, ..)| {
+        matches!(node, pg_query::NodeRef::SelectStmt(s) if !s.locking_clause.is_empty())
     })
 }
 
@@ -280,6 +302,48 @@ mod tests {
         assert_eq!(a.kind, StatementKind::Select);
         assert!(a.explainable);
         assert_eq!(a.tables, vec!["orders".to_string()]);
+    }
+
+    #[test]
+    fn only_plain_queries_are_read_only() {
+        for sql in [
+            "SELECT * FROM orders WHERE id = $1",
+            "WITH r AS (SELECT id FROM orders) SELECT count(*) FROM r",
+            "SELECT a FROM t UNION SELECT b FROM u",
+        ] {
+            assert!(analyze(sql).unwrap().read_only, "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM orders WHERE id = $1 FOR UPDATE",
+            "SELECT * FROM (SELECT * FROM orders FOR SHARE) s",
+            "WITH gone AS (DELETE FROM orders RETURNING id) SELECT count(*) FROM gone",
+            "SELECT * INTO t2 FROM t",
+            "UPDATE orders SET status = $1",
+            "INSERT INTO t VALUES (1)",
+            "DELETE FROM t",
+            "VACUUM t",
+        ] {
+            assert!(!analyze(sql).unwrap().read_only, "{sql}");
+        }
+    }
+
+    #[test]
+    fn statements_about_optidb_itself_are_recognised_from_the_parse_tree() {
+        for sql in [
+            "SELECT * FROM optidb.scan()",
+            "select query_id from OPTIDB.bottlenecks(10)",
+            "SELECT * FROM optidb.query_metrics ORDER BY total_ms DESC",
+            "SELECT x.* FROM t, LATERAL optidb.simulate(t.a, t.b) x",
+        ] {
+            assert!(analyze(sql).unwrap().touches_optidb, "{sql}");
+        }
+        for sql in [
+            "SELECT 'optidb.scan()' FROM t",
+            "SELECT * FROM app.optidb_settings",
+            "SELECT optidb_thing FROM t -- optidb.scan()",
+        ] {
+            assert!(!analyze(sql).unwrap().touches_optidb, "{sql}");
+        }
     }
 
     #[test]

@@ -1,0 +1,298 @@
+//! Replaying a user's statement (EXPLAIN, hypothetical and real simulations) in the context it
+//! ran in, never in the caller's: as the role that ran it, inside a security-restricted
+//! operation, with the search_path it ran with.
+//!
+//! Why: planning evaluates functions (immutable ones are folded, stable ones are called to
+//! estimate selectivity of a custom plan) and EXPLAIN ANALYZE runs everything. Replayed as
+//! whoever calls scan() or simulate(), a statement's functions would run with that caller's
+//! privileges: a plain role could read pg_authid or run a shell command through an admin's
+//! scan. PostgreSQL runs maintenance work on other roles' objects the same way
+//! (REFRESH MATERIALIZED VIEW, VACUUM, ANALYZE): `SetUserIdAndSecContext(owner,
+//! SECURITY_RESTRICTED_OPERATION)` plus a GUC nest level, so the statement can do exactly what
+//! its owner could, minus SET ROLE, temporary tables and the like, and the caller lends nothing.
+//!
+//! Where the search_path comes from, in order (stored with every plan as `path_source`):
+//! 1. `recorded`: what optidb's hooks saw when the statement ran (optidb preloaded);
+//! 2. `role_database_setting`, `role_setting`, `database_setting`: ALTER ROLE/DATABASE ... SET
+//!    search_path (pg_db_role_setting), the way a new session of the owner would get it;
+//! 3. `server_default`: PostgreSQL's built-in `"$user", public`;
+//! 4. `inferred`: when the relations the statement names do not all resolve under 2/3, the one
+//!    schema in which every unresolved relation exists is put first. Several candidates, or
+//!    none, is an explanation stored with the statement, never a guess.
+
+use crate::guarded::{self, Failure};
+use crate::settings::{self, Setting};
+use optidb_core::statement::{self, StatementInfo};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::panic::AssertUnwindSafe;
+
+/// PostgreSQL's built-in search_path (the boot value of the setting).
+const SERVER_DEFAULT_PATH: &str = "\"$user\", public";
+
+/// The role a statement runs as.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub oid: pg_sys::Oid,
+    pub name: String,
+}
+
+/// Everything a replay needs besides the statement text.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub owner: Owner,
+    pub search_path: String,
+    pub path_source: &'static str,
+}
+
+/// A stored statement, ready to be replayed.
+pub struct Stored {
+    /// The text to PREPARE.
+    pub sql: String,
+    pub info: StatementInfo,
+    pub context: Context,
+}
+
+/// Statement `query_id` of optidb.query, ready to replay. None when there is no such statement
+/// (or the caller may not see it); Err when it cannot be replayed, with the reason.
+pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
+    let (raw_sql, userid) = Spi::get_two_with_args::<String, pg_sys::Oid>(
+        "SELECT raw_sql, userid FROM optidb.query WHERE id = $1",
+        &[query_id.into()],
+    )
+    .ok()?;
+    let (raw_sql, userid) = (raw_sql?, userid?);
+    Some(preparable(&raw_sql).and_then(|(sql, info)| {
+        let context = resolve(userid, None, &info.tables)?;
+        Ok(Stored { sql, info, context })
+    }))
+}
+
+fn not_explainable(message: String) -> Failure {
+    Failure::Error {
+        sqlstate: "0A000".into(),
+        message,
+    }
+}
+
+/// The statement text as it can be PREPAREd (pg_stat_statements' typed-literal artifacts
+/// repaired), with what its parse tree says; refused (0A000) unless it is one statement that
+/// can be EXPLAINed.
+pub fn preparable(raw_sql: &str) -> Result<(String, StatementInfo), Failure> {
+    let text = statement::repair_typed_params(raw_sql).map_err(|e| not_explainable(e.0))?;
+    let info = statement::analyze(&text).map_err(|e| not_explainable(e.0))?;
+    if !info.explainable {
+        return Err(not_explainable(format!(
+            "a {} statement cannot be EXPLAINed",
+            info.kind.as_str()
+        )));
+    }
+    Ok((text, info))
+}
+
+/// How far the owner's identity goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Restriction {
+    /// Parse analysis only (PREPARE, which PostgreSQL refuses inside a security-restricted
+    /// operation): names resolve with the owner's privileges, no code of the statement runs
+    /// (functions are only looked up; planning and execution come later), and SET ROLE is
+    /// refused (SECURITY_LOCAL_USERID_CHANGE).
+    ParseOnly,
+    /// Planning and execution: a security-restricted operation, as REFRESH MATERIALIZED VIEW.
+    Restricted,
+}
+
+/// Run `work` as the context's owner, restricted, with its search_path. The caller's identity,
+/// security context and settings are restored however `work` ends.
+pub fn as_owner<R>(ctx: &Context, work: impl FnOnce() -> R) -> R {
+    as_owner_with(ctx, Restriction::Restricted, work)
+}
+
+/// `as_owner` with the restriction chosen: `ParseOnly` is for PREPARE alone.
+pub fn as_owner_with<R>(ctx: &Context, restriction: Restriction, work: impl FnOnce() -> R) -> R {
+    let flag = match restriction {
+        Restriction::ParseOnly => pg_sys::SECURITY_LOCAL_USERID_CHANGE,
+        Restriction::Restricted => pg_sys::SECURITY_RESTRICTED_OPERATION,
+    };
+    let (mut saved_user, mut saved_security) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_security);
+        pg_sys::SetUserIdAndSecContext(ctx.owner.oid, saved_security | flag as i32);
+    }
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        settings::with(&[Setting::user("search_path", &ctx.search_path)], work)
+    }))
+    .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_security) })
+    .execute()
+}
+
+/// The role with this oid, if it still exists.
+pub fn owner(oid: pg_sys::Oid) -> Option<Owner> {
+    Spi::get_one_with_args::<String>(
+        "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $1",
+        &[oid.into()],
+    )
+    .ok()
+    .flatten()
+    .map(|name| Owner { oid, name })
+}
+
+/// The statement's role is gone (42704, undefined object).
+fn skipped(message: String) -> Failure {
+    Failure::Error {
+        sqlstate: "42704".into(),
+        message,
+    }
+}
+
+/// Relations the statement names do not resolve (42P01, undefined table).
+fn not_resolved(message: String) -> Failure {
+    Failure::Error {
+        sqlstate: "42P01".into(),
+        message,
+    }
+}
+
+/// The context to replay a statement of role `userid` in. `recorded` is the search_path optidb's
+/// hooks saw; `tables` the relations the statement names (as written, from its parse tree),
+/// used to check and infer the search_path when none was recorded.
+pub fn resolve(
+    userid: pg_sys::Oid,
+    recorded: Option<String>,
+    tables: &[String],
+) -> Result<Context, Failure> {
+    let owner = owner(userid).ok_or_else(|| {
+        skipped(format!(
+            "the role (oid {}) that ran this statement no longer exists: it is not replayed",
+            userid.to_u32()
+        ))
+    })?;
+    if let Some(path) = recorded {
+        return Ok(Context {
+            owner,
+            search_path: path,
+            path_source: "recorded",
+        });
+    }
+    let (search_path, path_source) = configured_path(owner.oid);
+    let ctx = Context {
+        owner,
+        search_path,
+        path_source,
+    };
+    let unqualified: Vec<&String> = tables.iter().filter(|t| !t.contains('.')).collect();
+    let unresolved: Vec<String> = unqualified
+        .iter()
+        .filter(|t| !resolves(&ctx, t))
+        .map(|t| t.to_string())
+        .collect();
+    if unresolved.is_empty() {
+        return Ok(ctx);
+    }
+    let schemas = schemas_holding_all(&ctx, &unresolved);
+    match schemas.as_slice() {
+        [schema] => Ok(Context {
+            search_path: format!(
+                "{}, {}",
+                pgrx::spi::quote_identifier(schema),
+                ctx.search_path
+            ),
+            path_source: "inferred",
+            ..ctx
+        }),
+        [] => Err(not_resolved(format!(
+            "relation(s) {} do not resolve under the search_path {} of role {} ({}) and no \
+             schema it may use holds all of them: the statement cannot be replayed",
+            unresolved.join(", "),
+            ctx.search_path,
+            ctx.owner.name,
+            ctx.path_source.replace('_', " ")
+        ))),
+        several => Err(not_resolved(format!(
+            "relation(s) {} do not resolve under the search_path {} of role {} ({}) and exist \
+             in several schemas ({}): which one the statement used is unknown. Preload optidb so \
+             it records each statement's search_path, or set the role's search_path \
+             (ALTER ROLE ... SET search_path)",
+            unresolved.join(", "),
+            ctx.search_path,
+            ctx.owner.name,
+            ctx.path_source.replace('_', " "),
+            several.join(", ")
+        ))),
+    }
+}
+
+/// The search_path a new session of `role` in this database starts with, and where it comes
+/// from: the most specific ALTER ROLE/DATABASE ... SET wins, as at login.
+fn configured_path(role: pg_sys::Oid) -> (String, &'static str) {
+    let found = Spi::get_two_with_args::<String, String>(
+        "SELECT substr(c, length('search_path=') + 1), \
+                CASE WHEN s.setrole <> 0 AND s.setdatabase <> 0 THEN 'role_database_setting' \
+                     WHEN s.setrole <> 0 THEN 'role_setting' ELSE 'database_setting' END \
+         FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) AS c \
+         WHERE c LIKE 'search\\_path=%' \
+           AND (s.setrole = $1 OR s.setrole = 0) \
+           AND (s.setdatabase = $2 OR s.setdatabase = 0) \
+         ORDER BY (s.setrole <> 0 AND s.setdatabase <> 0) DESC, (s.setrole <> 0) DESC \
+         LIMIT 1",
+        &[role.into(), unsafe { pg_sys::MyDatabaseId }.into()],
+    );
+    match found {
+        Ok((Some(path), Some(source))) => (path, source_name(&source)),
+        _ => (SERVER_DEFAULT_PATH.to_string(), "server_default"),
+    }
+}
+
+fn source_name(source: &str) -> &'static str {
+    match source {
+        "role_database_setting" => "role_database_setting",
+        "role_setting" => "role_setting",
+        _ => "database_setting",
+    }
+}
+
+/// Does `table` (unqualified) resolve in this context? Checked as the owner, so schemas it has
+/// no USAGE on are skipped exactly as when the statement runs. to_regclass runs no user code.
+fn resolves(ctx: &Context, table: &str) -> bool {
+    let name = table.to_string();
+    guarded::run(
+        None,
+        AssertUnwindSafe(|| {
+            as_owner(ctx, || {
+                Spi::get_one_with_args::<bool>(
+                    "SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($1)) IS NOT NULL",
+                    &[name.clone().into()],
+                )
+                .ok()
+                .flatten()
+                .unwrap_or(false)
+            })
+        }),
+    )
+    .unwrap_or(false)
+}
+
+/// Schemas the owner may use that hold a relation of every one of these names.
+fn schemas_holding_all(ctx: &Context, tables: &[String]) -> Vec<String> {
+    let names = tables.to_vec();
+    let owner = ctx.owner.oid;
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT n.nspname::text FROM pg_catalog.pg_namespace n \
+                 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
+                 WHERE c.relname = ANY ($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'optidb') \
+                   AND n.nspname !~ '^pg_(toast|temp)' \
+                   AND pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') \
+                 GROUP BY n.nspname \
+                 HAVING count(DISTINCT c.relname) = pg_catalog.cardinality($1) \
+                 ORDER BY 1",
+                None,
+                &[names.into(), owner.into()],
+            )
+            .unwrap_or_else(|e| error!("{e}"))
+            .filter_map(|row| row.get::<String>(1).ok().flatten())
+            .collect()
+    })
+}

@@ -1,0 +1,84 @@
+//! Settings changed for one piece of work and restored after it, the way a function's `SET`
+//! clause works: a GUC nest level of optidb's own (`NewGUCNestLevel`), popped however the work
+//! ends. The caller's session settings are never altered. This is the only way optidb changes
+//! a setting temporarily.
+//!
+//! Rule: call `with` inside the subtransaction (if any) that may roll back the work, so the
+//! level is pushed and popped within it.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::CString;
+use std::panic::AssertUnwindSafe;
+
+/// One setting and who is changing it.
+pub struct Setting<'a> {
+    name: &'a str,
+    value: &'a str,
+    context: pg_sys::GucContext::Type,
+}
+
+impl<'a> Setting<'a> {
+    /// A setting any user may change (`plan_cache_mode`, `search_path`, `lock_timeout`, ...).
+    pub fn user(name: &'a str, value: &'a str) -> Self {
+        Setting {
+            name,
+            value,
+            context: pg_sys::GucContext::PGC_USERSET,
+        }
+    }
+
+    /// A superuser-only setting optidb changes for its own work whoever calls it: only ever
+    /// with a constant name and value (pg_stat_statements.track = none around optidb's own
+    /// statements).
+    pub fn internal(name: &'a str, value: &'a str) -> Self {
+        Setting {
+            name,
+            value,
+            context: pg_sys::GucContext::PGC_SUSET,
+        }
+    }
+
+    fn apply(&self) {
+        let name = CString::new(self.name).expect("setting names have no NUL");
+        let value = CString::new(self.value).unwrap_or_else(|_| {
+            crate::errors::raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("the value for {} contains a NUL byte", self.name),
+                None,
+            )
+        });
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                self.context,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+    }
+}
+
+/// True when the setting exists in this backend (a library's setting only once it is loaded).
+pub fn exists(name: &str) -> bool {
+    let name = CString::new(name).expect("setting names have no NUL");
+    unsafe { !pg_sys::GetConfigOption(name.as_ptr(), true, false).is_null() }
+}
+
+/// Run `work` with `settings` in effect; every one of them is restored afterwards, also when
+/// `work` raises an error.
+pub fn with<R>(settings: &[Setting], work: impl FnOnce() -> R) -> R {
+    let nest = unsafe { pg_sys::NewGUCNestLevel() };
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        for setting in settings {
+            setting.apply();
+        }
+        work()
+    }))
+    .finally(|| unsafe { pg_sys::AtEOXact_GUC(true, nest) })
+    .execute()
+}
