@@ -24,7 +24,8 @@ DECLARE
 BEGIN
     FOREACH t IN ARRAY ARRAY['query', 'metric', 'plan', 'latency', 'simulation', 'recommendation',
                              'schema_table', 'schema_index', 'schema_column', 'scan_log',
-                             'refresh_log', 'pgss_state', 'latency_state'] LOOP
+                             'refresh_log', 'pgss_state', 'latency_state', 'sample',
+                             'job_lock'] LOOP
         EXECUTE pg_catalog.format('ALTER TABLE optidb.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE pg_catalog.format('ALTER TABLE optidb.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE pg_catalog.format(
@@ -45,16 +46,22 @@ CREATE POLICY reader_own ON optidb.latency FOR SELECT TO optidb_reader
     USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
 CREATE POLICY reader_own ON optidb.simulation FOR SELECT TO optidb_reader
     USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
+CREATE POLICY reader_own ON optidb.sample FOR SELECT TO optidb_reader
+    USING (EXISTS (SELECT FROM optidb.query q WHERE q.id = query_id));
+-- Advice is visible when every statement it serves is (its rationale and evidence come from
+-- them): advice that serves statements of several roles is for those who may see them all.
 -- Advice about an index no statement names (redundant, unused) is schema-level: readers see it.
 CREATE POLICY reader_own ON optidb.recommendation FOR SELECT TO optidb_reader
-    USING (pg_catalog.cardinality(query_ids) = 0
-           OR EXISTS (SELECT FROM optidb.query q WHERE q.id = ANY (query_ids)));
+    USING (NOT EXISTS (SELECT FROM pg_catalog.unnest(query_ids) AS served(id)
+                       WHERE NOT EXISTS (SELECT FROM optidb.query q WHERE q.id = served.id)));
 
 -- Catalog facts and run logs hold no statement text: every reader sees them. The counter
 -- baselines (pgss_state, latency_state) stay admin-only.
 CREATE POLICY reader_all ON optidb.schema_table FOR SELECT TO optidb_reader USING (true);
 CREATE POLICY reader_all ON optidb.schema_index FOR SELECT TO optidb_reader USING (true);
-CREATE POLICY reader_all ON optidb.schema_column FOR SELECT TO optidb_reader USING (true);
+-- Column statistics only of columns the reader may read, as pg_stats shows them.
+CREATE POLICY reader_readable ON optidb.schema_column FOR SELECT TO optidb_reader
+    USING (pg_catalog.has_column_privilege(relid, attname::text, 'SELECT'));
 CREATE POLICY reader_all ON optidb.scan_log FOR SELECT TO optidb_reader USING (true);
 CREATE POLICY reader_all ON optidb.refresh_log FOR SELECT TO optidb_reader USING (true);
 
@@ -62,7 +69,7 @@ CREATE POLICY reader_all ON optidb.refresh_log FOR SELECT TO optidb_reader USING
 GRANT USAGE ON SCHEMA optidb TO optidb_reader;
 GRANT SELECT ON optidb.query, optidb.metric, optidb.plan, optidb.latency, optidb.simulation,
     optidb.recommendation, optidb.schema_table, optidb.schema_index, optidb.schema_column,
-    optidb.scan_log, optidb.refresh_log TO optidb_reader;
+    optidb.scan_log, optidb.refresh_log, optidb.sample TO optidb_reader;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA optidb TO optidb_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA optidb TO optidb_admin;
 -- Materialized views are not RLS-capable: only the security-barrier views reach them.

@@ -4,7 +4,7 @@
 //! shown. Advice that no longer follows from the facts is marked stale, not deleted.
 
 use crate::hypopg::{self, Hypopg};
-use crate::{replay, simulate};
+use crate::{replay, replay_worker, simulate};
 use optidb_core::advisor::{self, Catalog, Column, Index, Recommendation, Statement, Table};
 use optidb_core::plan_facts::PlanFacts;
 use pgrx::prelude::*;
@@ -24,7 +24,10 @@ pub struct Refreshed {
 pub fn refresh() -> Refreshed {
     let statements = load_statements();
     let catalog = load_catalog();
-    let recs = advisor::advise(&statements, &catalog);
+    let mut recs = advisor::advise(&statements, &catalog);
+    for rec in recs.iter_mut() {
+        distrust_foreign_functions(rec);
+    }
     let keys: Vec<String> = recs.iter().map(Recommendation::key).collect();
     Spi::run_with_args(
         "UPDATE optidb.recommendation SET status = 'stale', updated_at = pg_catalog.now() \
@@ -33,32 +36,50 @@ pub fn refresh() -> Refreshed {
     )
     .unwrap_or_else(|e| error!("{e}"));
 
-    let hypopg = hypopg::locate();
-    let by_id: HashMap<i64, &Statement> = statements.iter().map(|s| (s.query_id, s)).collect();
-    let mut open = 0;
-    let mut simulations = 0;
-    for rec in &recs {
-        let id = upsert(rec);
-        let mut status = "open";
-        if let (Some(h), Some(index_sql)) = (hypopg.as_ref(), rec.index_sql.as_deref()) {
-            let (best, saved, runs) = simulate_all(h, id, index_sql, &rec.query_ids, &by_id);
-            simulations += runs;
-            if best < SHOW_THRESHOLD_PCT {
-                status = "rejected";
+    let ids: Vec<i64> = recs.iter().map(upsert).collect();
+    let simulated = match hypopg::locate() {
+        Some(h) => simulate_all(&h, &recs, &ids),
+        None => HashMap::new(),
+    };
+    let total_ms: HashMap<i64, f64> = statements
+        .iter()
+        .map(|s| (s.query_id, s.total_ms))
+        .collect();
+    let (mut open, mut simulations) = (0, 0);
+    for (rec, id) in recs.iter().zip(&ids) {
+        let status = if !rec.simulable && rec.kind.creates_index() {
+            // An index advice optidb will not stand behind (see distrust_foreign_functions).
+            "rejected"
+        } else if let Some(runs) = simulated.get(id) {
+            // Shown only when a hypothetical index measurably helps some affected statement.
+            let (mut best, mut saved) = (0.0f64, 0.0);
+            for (query_id, s) in runs {
+                simulations += s.runs.len();
+                if let Ok(o) = &s.basis().outcome {
+                    best = best.max(o.improvement_pct);
+                    saved +=
+                        total_ms.get(query_id).copied().unwrap_or(0.0) * o.improvement_pct / 100.0;
+                }
             }
             Spi::run_with_args(
-                "UPDATE optidb.recommendation SET improvement_pct = $2, est_saved_ms = $3, \
-                     status = $4 WHERE id = $1",
-                &[id.into(), best.into(), saved.into(), status.into()],
+                "UPDATE optidb.recommendation SET improvement_pct = $2, est_saved_ms = $3 \
+                 WHERE id = $1",
+                &[(*id).into(), best.into(), saved.into()],
             )
             .unwrap_or_else(|e| error!("{e}"));
+            if best < SHOW_THRESHOLD_PCT {
+                "rejected"
+            } else {
+                "open"
+            }
         } else {
-            Spi::run_with_args(
-                "UPDATE optidb.recommendation SET status = 'open' WHERE id = $1",
-                &[id.into()],
-            )
-            .unwrap_or_else(|e| error!("{e}"));
-        }
+            "open"
+        };
+        Spi::run_with_args(
+            "UPDATE optidb.recommendation SET status = $2 WHERE id = $1",
+            &[(*id).into(), status.into()],
+        )
+        .unwrap_or_else(|e| error!("{e}"));
         if status == "open" {
             open += 1;
         }
@@ -66,31 +87,100 @@ pub fn refresh() -> Refreshed {
     Refreshed { open, simulations }
 }
 
-/// Simulate one index on each affected statement. Returns (best improvement %, estimated ms
-/// saved over the observed window, simulations run).
+/// Try every simulable index on each statement it serves, as hypothetical indexes, in replay
+/// workers (one per statement owner). Stores every simulation; returns them per recommendation.
 fn simulate_all(
     hypopg: &Hypopg,
-    rec_id: i64,
-    index_sql: &str,
-    query_ids: &[i64],
-    statements: &HashMap<i64, &Statement>,
-) -> (f64, f64, usize) {
-    let (mut best, mut saved, mut runs) = (0.0f64, 0.0, 0);
-    for query_id in query_ids {
-        let Some(stmt) = replay::load(*query_id) else {
+    recs: &[Recommendation],
+    ids: &[i64],
+) -> HashMap<i64, Vec<(i64, simulate::Simulated)>> {
+    let mut waiting = Vec::new();
+    let mut batches = Vec::new();
+    let mut done: HashMap<i64, Vec<(i64, simulate::Simulated)>> = HashMap::new();
+    for (rec, id) in recs.iter().zip(ids) {
+        let Some(index_sql) = rec.index_sql.as_deref().filter(|_| rec.simulable) else {
             continue;
         };
-        let outcome =
-            stmt.and_then(|stmt| simulate::with_hypothetical_index(hypopg, &stmt, index_sql));
-        simulate::store(rec_id, *query_id, "hypopg", &outcome);
-        runs += 1;
-        if let Ok(o) = outcome {
-            best = best.max(o.improvement_pct);
-            let total = statements.get(query_id).map_or(0.0, |s| s.total_ms);
-            saved += total * o.improvement_pct / 100.0;
+        for query_id in &rec.query_ids {
+            match replay::load(*query_id) {
+                None => {}
+                Some(Err(failure)) => done
+                    .entry(*id)
+                    .or_default()
+                    .push((*query_id, simulate::Simulated::failed(failure))),
+                Some(Ok(stmt)) => {
+                    let (jobs, pending) = simulate::hypothetical_jobs(hypopg, &stmt, index_sql);
+                    batches.push((stmt.context.clone(), jobs));
+                    waiting.push((*id, *query_id, pending));
+                }
+            }
         }
     }
-    (best, saved, runs)
+    let answers = replay_worker::run_batches(batches);
+    for ((id, query_id, pending), answers) in waiting.into_iter().zip(answers) {
+        done.entry(id)
+            .or_default()
+            .push((query_id, pending.finish(answers)));
+    }
+    for (id, runs) in &done {
+        for (query_id, s) in runs {
+            s.store(*id, *query_id, "hypopg");
+        }
+    }
+    done
+}
+
+/// An expression index runs its expression as the table's owner, for every row written. Only
+/// functions and operators owned by a superuser or by that owner are trusted there; advice that
+/// needs anyone else's is rejected with the names, never shown or built (a reader could
+/// otherwise get their own function run with the table owner's rights).
+fn distrust_foreign_functions(rec: &mut Recommendation) {
+    if rec.kind != advisor::Kind::ExpressionIndex {
+        return;
+    }
+    let callables: Vec<(Vec<String>, Vec<String>)> = rec
+        .columns
+        .iter()
+        .filter_map(|c| optidb_core::predicates::callables(c))
+        .collect();
+    let functions: Vec<String> = callables.iter().flat_map(|(f, _)| f.clone()).collect();
+    let operators: Vec<String> = callables.iter().flat_map(|(_, o)| o.clone()).collect();
+    let foreign = Spi::get_one_with_args::<Vec<String>>(
+        "WITH owner AS ( \
+             SELECT c.relowner FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2), \
+         called AS ( \
+             SELECT p.oid, p.proowner FROM pg_catalog.pg_proc p \
+             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+             WHERE p.proname = ANY ($3) OR n.nspname || '.' || p.proname = ANY ($3) \
+             UNION ALL \
+             SELECT p.oid, p.proowner FROM pg_catalog.pg_operator o \
+             JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
+             JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode \
+             WHERE o.oprname = ANY ($4) OR n.nspname || '.' || o.oprname = ANY ($4)) \
+         SELECT pg_catalog.array_agg(DISTINCT pg_catalog.format('%s (owned by %s)', \
+                    c.oid::pg_catalog.regprocedure, r.rolname)) \
+         FROM called c JOIN pg_catalog.pg_roles r ON r.oid = c.proowner \
+         WHERE NOT r.rolsuper AND c.proowner <> ALL (SELECT relowner FROM owner)",
+        &[
+            rec.schema.clone().into(),
+            rec.table.clone().into(),
+            functions.into(),
+            operators.into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("{e}"))
+    .filter(|f| !f.is_empty());
+    if let Some(foreign) = foreign {
+        rec.simulable = false;
+        rec.not_simulable_reason = Some(format!(
+            "not advised: the expression calls {}, not owned by a superuser or by the table's \
+             owner; building the index would run it with the table owner's rights",
+            foreign.join(", ")
+        ));
+        rec.evidence["untrusted_functions"] = serde_json::json!(foreign);
+    }
 }
 
 fn upsert(rec: &Recommendation) -> i64 {
@@ -138,7 +228,7 @@ fn load_statements() -> Vec<Statement> {
                        FROM optidb.metric GROUP BY query_id) t \
                  JOIN optidb.query q ON q.id = t.query_id \
                  LEFT JOIN LATERAL (SELECT facts FROM optidb.plan \
-                                    WHERE query_id = q.id AND plan_json IS NOT NULL \
+                                    WHERE query_id = q.id AND plan_json IS NOT NULL AND basis \
                                     ORDER BY captured_at DESC, id DESC LIMIT 1) p ON true \
                  ORDER BY t.total_ms DESC LIMIT $1",
                 None,

@@ -20,6 +20,9 @@ struct Observed {
     plan_captured_at: Option<String>,
     /// DDL of the most confident open recommendation for this statement.
     ddl: Option<String>,
+    /// Which plan the facts come from (generic, or typical: a sampled execution's values) and
+    /// why, with the values.
+    plan_basis: serde_json::Value,
 }
 
 const OBSERVED_SQL: &str = "
@@ -31,13 +34,13 @@ WITH totals AS (
 ), grand AS (SELECT sum(total_ms) AS total FROM totals)
 SELECT q.id, q.fingerprint, COALESCE(q.norm_sql, q.raw_sql), t.calls, t.total_ms, t.rows, t.hit,
        t.read, t.twritten, COALESCE(t.total_ms / NULLIF(g.total, 0), 0),
-       p.facts, p.captured_at::text, r.ddl
+       p.facts, p.captured_at::text, r.ddl, p.plan_kind, p.param_values
 FROM totals t
 JOIN optidb.query q ON q.id = t.query_id
 CROSS JOIN grand g
 LEFT JOIN LATERAL (
-    SELECT facts, captured_at FROM optidb.plan
-    WHERE query_id = q.id AND plan_json IS NOT NULL
+    SELECT facts, captured_at, plan_kind, param_values FROM optidb.plan
+    WHERE query_id = q.id AND plan_json IS NOT NULL AND basis
     ORDER BY captured_at DESC, id DESC LIMIT 1) p ON true
 LEFT JOIN LATERAL (
     SELECT ddl FROM optidb.recommendation
@@ -74,6 +77,15 @@ fn observed(only: Option<i64>, limit: i64) -> Vec<Observed> {
                         .and_then(|j| serde_json::from_value(j.0).ok()),
                     plan_captured_at: row.get::<String>(12).ok().flatten(),
                     ddl: row.get::<String>(13).ok().flatten(),
+                    plan_basis: json!({
+                        "plan": row.get::<String>(14).ok().flatten(),
+                        "values": row.get::<Vec<Option<String>>>(15).ok().flatten(),
+                        "reason": row
+                            .get::<JsonB>(11)
+                            .ok()
+                            .flatten()
+                            .and_then(|j| j.0.pointer("/basis/reason").cloned()),
+                    }),
                 }
             })
             .collect()
@@ -114,6 +126,7 @@ fn evidence(o: &Observed, d: &Diagnosis) -> serde_json::Value {
             "share_of_total": o.metrics.share_of_total,
         },
         "plan_captured_at": o.plan_captured_at,
+        "plan_basis": o.plan_basis,
         "seq_scans": o.plan.as_ref().map(|p| &p.seq_scans),
     })
 }
@@ -219,9 +232,24 @@ SELECT pg_catalog.jsonb_build_object(
     'plan', (SELECT pg_catalog.jsonb_build_object(
                  'captured_at', p.captured_at, 'explain_error', p.explain_error,
                  'search_path', p.search_path, 'path_source', p.path_source,
+                 'plan_kind', p.plan_kind, 'param_values', p.param_values,
                  'total_cost', p.total_cost, 'facts', p.facts, 'plan', p.plan_json)
              FROM optidb.plan p WHERE p.query_id = q.id
-             ORDER BY p.captured_at DESC, p.id DESC LIMIT 1))
+             ORDER BY p.captured_at DESC, p.basis DESC, p.id DESC LIMIT 1),
+    'plans', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                  'plan_kind', p.plan_kind, 'basis', p.basis, 'param_values', p.param_values,
+                  'total_cost', p.total_cost, 'est_rows', p.est_rows,
+                  'had_seq_scan', p.had_seq_scan, 'explain_error', p.explain_error)
+                  ORDER BY p.basis DESC, p.plan_kind)
+              FROM optidb.plan p WHERE p.query_id = q.id
+                AND p.captured_at = (SELECT max(captured_at) FROM optidb.plan
+                                     WHERE query_id = q.id)),
+    'samples', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                    'kind', s.kind, 'started_at', s.started_at, 'elapsed_ms', s.elapsed_ms,
+                    'search_path', s.search_path, 'sql_text', s.sql_text,
+                    'param_values', s.param_values, 'values_known', s.values_known)
+                    ORDER BY s.started_at DESC)
+                FROM optidb.sample s WHERE s.query_id = q.id))
 FROM optidb.query q WHERE q.id = $1";
 
 /// Everything optidb stored about one statement, as jsonb.

@@ -10,10 +10,11 @@
 //!   literals, coerced to the parameter types like any EXECUTE argument), forced custom.
 //!
 //! Callers must pass text that `optidb_core::statement::analyze` accepted as one explainable
-//! statement: that is what makes the PREPARE below unable to carry a second command.
+//! statement (its `text`, with its `param_types`): that is what makes the PREPARE below unable
+//! to carry a second command. Declared types come from the user's own PREPARE, or are
+//! built-in types named with their schema (samples.rs renders only those).
 
-use crate::guarded::{self, Failure};
-use crate::gucs;
+use crate::guarded::{self, Failure, Limit};
 use crate::replay::{self, Context, Restriction};
 use crate::settings::{self, Setting};
 use optidb_core::plan_facts::{self, PlanFacts};
@@ -49,16 +50,20 @@ pub enum Values<'a> {
     /// None known: NULL for each of `count` parameters, generic plan.
     Generic { count: usize },
     /// A sampled execution's values (None = SQL NULL), custom plan.
-    #[allow(dead_code)] // scan() replays samples from the next commit on
     Sampled(&'a [Option<String>]),
 }
 
-/// One statement to EXPLAIN: its text, the values, and the context it ran in.
+/// One statement to EXPLAIN: its text, the types to declare for its parameters (type names as
+/// the statement's own PREPARE wrote them, or schema-qualified built-in names; may be fewer
+/// than its parameters, or none: the rest are inferred), the values, the context it ran in,
+/// and the time limit (read by the caller before any of the statement's code could run).
 #[derive(Clone, Copy)]
 pub struct Replay<'a> {
     pub context: &'a Context,
     pub sql: &'a str,
+    pub param_types: &'a [String],
     pub values: Values<'a>,
+    pub limit: Limit,
 }
 
 static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
@@ -105,7 +110,6 @@ fn arguments(values: Values) -> String {
 /// running ANALYZE must make sure nothing it does persists (simulate's real mode).
 pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
     let name = private_statement_name();
-    let prepare = format!("PREPARE {name} AS {}", replay.sql);
     let options = match mode {
         Mode::Costs => "FORMAT JSON",
         Mode::Analyze => "ANALYZE, FORMAT JSON",
@@ -122,8 +126,13 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
     // cancel re-raised from the guarded run must not leave it behind either.
     let deallocate = format!("DEALLOCATE {name}");
     let outcome = PgTryBuilder::new(|| {
-        guarded::run(Some(gucs::statement_limit()), || {
+        guarded::run(Some(replay.limit), || {
             replay::as_owner_with(replay.context, Restriction::ParseOnly, || {
+                let prepare = format!(
+                    "PREPARE {name}{} AS {}",
+                    declared_types(replay.param_types),
+                    replay.sql
+                );
                 Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"))
             });
             replay::as_owner(replay.context, || {
@@ -145,6 +154,29 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
         .ok_or_else(|| failure("EXPLAIN returned no plan"))?;
     let facts = plan_facts::from_explain_json(&json).map_err(|e| failure(&e.to_string()))?;
     Ok(CapturedPlan { json, facts })
+}
+
+/// `(type, ...)` for PREPARE: each name resolved to a type by PostgreSQL (to_regtype, in the
+/// owner's search_path) and printed back from its oid, so no text of the statement's own is
+/// pasted into the command.
+fn declared_types(types: &[String]) -> String {
+    if types.is_empty() {
+        return String::new();
+    }
+    let names = Spi::get_one_with_args::<Vec<Option<String>>>(
+        "SELECT pg_catalog.array_agg(pg_catalog.format_type(pg_catalog.to_regtype(u.t), NULL) \
+                                     ORDER BY u.n) \
+         FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS u(t, n)",
+        &[types.to_vec().into()],
+    )
+    .unwrap_or_else(|e| error!("{e}"))
+    .unwrap_or_default();
+    let names: Vec<String> = names
+        .into_iter()
+        .zip(types)
+        .map(|(n, t)| n.unwrap_or_else(|| error!("type \"{t}\" of a parameter does not exist")))
+        .collect();
+    format!("({})", names.join(", "))
 }
 
 fn failure(message: &str) -> Failure {

@@ -15,18 +15,38 @@ use std::panic::UnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// A time limit and the setting it comes from (named in the failure message).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limit {
     pub ms: i32,
-    pub setting: &'static str,
+    pub setting: TimeoutSetting,
 }
 
-/// Why the work did not complete.
-#[derive(Debug, Clone, PartialEq)]
+/// The settings a limit can come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TimeoutSetting {
+    Statement,
+    Refresh,
+    RealSimulation,
+    Lock,
+}
+
+impl TimeoutSetting {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeoutSetting::Statement => "optidb.statement_timeout",
+            TimeoutSetting::Refresh => "optidb.refresh_timeout",
+            TimeoutSetting::RealSimulation => "optidb.real_simulation_timeout",
+            TimeoutSetting::Lock => "optidb.lock_timeout",
+        }
+    }
+}
+
+/// Why the work did not complete. Serializable: replays report it from their own worker.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Failure {
     TimedOut {
         after_ms: i32,
-        setting: &'static str,
+        setting: TimeoutSetting,
     },
     Error {
         sqlstate: String,
@@ -34,11 +54,21 @@ pub enum Failure {
     },
 }
 
+impl Failure {
+    /// A failure optidb itself reports (not raised by PostgreSQL).
+    pub fn new(sqlstate: &str, message: impl Into<String>) -> Failure {
+        Failure::Error {
+            sqlstate: sqlstate.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::TimedOut { after_ms, setting } => {
-                write!(f, "timed out after {after_ms} ms ({setting})")
+                write!(f, "timed out after {after_ms} ms ({})", setting.name())
             }
             Failure::Error { sqlstate, message } => write!(f, "{message} [{sqlstate}]"),
         }

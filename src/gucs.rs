@@ -1,7 +1,7 @@
 //! optidb's settings (all `optidb.*`). Each is private to this module and read through an
 //! accessor, so the rest of the code never touches GUC plumbing.
 
-use crate::guarded::Limit;
+use crate::guarded::{Limit, TimeoutSetting};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
@@ -9,6 +9,8 @@ static EXPLAIN_TOP_K: GucSetting<i32> = GucSetting::<i32>::new(20);
 static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2_000);
 static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static TRACK_NESTED: GucSetting<bool> = GucSetting::<bool>::new(false);
+static TRACK_UTILITY: GucSetting<bool> = GucSetting::<bool>::new(true);
+static SAMPLE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 static MAX_STATEMENTS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 static REAL_SIMULATION_MAX_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
@@ -39,6 +41,24 @@ pub fn init() {
         &TRACK_NESTED,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"optidb.track_utility",
+        c"Also time utility statements (DDL, COPY, EXPLAIN, CALL, DO, ...).",
+        c"Like pg_stat_statements.track_utility. EXECUTE, PREPARE and DEALLOCATE are never timed themselves: the statement an EXECUTE runs is.",
+        &TRACK_UTILITY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.sample_interval",
+        c"How often a statement's execution is sampled (its search_path and parameter values).",
+        c"The first execution of each statement and every new slowest one are sampled too; 0 turns sampling off.",
+        &SAMPLE_INTERVAL_S,
+        0,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
         c"optidb.retention",
@@ -195,10 +215,18 @@ pub fn lock_timeout_ms() -> i32 {
     LOCK_TIMEOUT_MS.get()
 }
 
+/// The longest wait for a lock optidb takes (refresh, replays, real simulations).
+pub fn lock_limit() -> Limit {
+    Limit {
+        ms: LOCK_TIMEOUT_MS.get(),
+        setting: TimeoutSetting::Lock,
+    }
+}
+
 pub fn refresh_limit() -> Limit {
     Limit {
         ms: REFRESH_TIMEOUT_MS.get(),
-        setting: "optidb.refresh_timeout",
+        setting: TimeoutSetting::Refresh,
     }
 }
 
@@ -211,6 +239,15 @@ pub fn enabled() -> bool {
 
 pub fn track_nested() -> bool {
     unsafe { *TRACK_NESTED.as_ptr() }
+}
+
+pub fn track_utility() -> bool {
+    unsafe { *TRACK_UTILITY.as_ptr() }
+}
+
+/// Microseconds between samples of one statement; 0 when sampling is off.
+pub fn sample_interval_us() -> i64 {
+    unsafe { *SAMPLE_INTERVAL_S.as_ptr() as i64 * 1_000_000 }
 }
 
 pub fn max_statements() -> i32 {
@@ -233,7 +270,7 @@ pub fn explain_top_k() -> i32 {
 pub fn real_simulation_limit() -> Limit {
     Limit {
         ms: REAL_SIMULATION_TIMEOUT_MS.get(),
-        setting: "optidb.real_simulation_timeout",
+        setting: TimeoutSetting::RealSimulation,
     }
 }
 
@@ -249,6 +286,6 @@ pub fn real_simulations_per_minute() -> i32 {
 pub fn statement_limit() -> Limit {
     Limit {
         ms: STATEMENT_TIMEOUT_MS.get(),
-        setting: "optidb.statement_timeout",
+        setting: TimeoutSetting::Statement,
     }
 }

@@ -1,7 +1,7 @@
-//! hypopg, in the calling backend. Hypothetical indexes live in backend memory, outside any
-//! transaction, so every one optidb creates is dropped by oid whatever happens next (success,
-//! error, cancel), with interrupts held while dropping (guarded::cleanup). The user's own hypothetical indexes are
-//! never touched: no hypopg_reset().
+//! hypopg. Hypothetical indexes live in backend memory, outside any transaction, so every one
+//! optidb creates is dropped by oid whatever happens next (success, error, cancel), with
+//! interrupts held while dropping (guarded::cleanup); no hypopg_reset(). optidb uses them only
+//! in its replay workers (src/replay_worker.rs), never in a user's session.
 
 use crate::errors::raise;
 use crate::guarded::{self, Failure};
@@ -12,7 +12,9 @@ use pgrx::spi::quote_identifier;
 use std::panic::UnwindSafe;
 
 pub struct Hypopg {
+    /// Quoted, for SQL text.
     schema: String,
+    name: String,
 }
 
 /// hypopg's schema in this database, if the extension is installed.
@@ -23,9 +25,7 @@ pub fn locate() -> Option<Hypopg> {
     )
     .ok()
     .flatten()
-    .map(|schema| Hypopg {
-        schema: quote_identifier(schema),
-    })
+    .map(|schema| Hypopg::in_schema(&schema))
 }
 
 pub fn require() -> Hypopg {
@@ -39,6 +39,19 @@ pub fn require() -> Hypopg {
 }
 
 impl Hypopg {
+    /// hypopg installed in `schema` (as `locate` found it in the caller's database).
+    pub fn in_schema(schema: &str) -> Hypopg {
+        Hypopg {
+            schema: quote_identifier(schema),
+            name: schema.to_string(),
+        }
+    }
+
+    /// The schema's name, unquoted (what a replay worker is told).
+    pub fn schema_name(&self) -> String {
+        self.name.clone()
+    }
+
     /// Create the hypothetical index `index_sql` (a plain CREATE INDEX) in the statement's
     /// context (its expressions resolve as the statement's do), run `work` while it exists, and
     /// drop it again in every case.

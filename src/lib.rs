@@ -4,7 +4,9 @@
 use pgrx::prelude::*;
 
 mod advisor;
+mod backend_local;
 mod bottlenecks;
+mod capture;
 mod catalog;
 mod errors;
 mod explain;
@@ -18,6 +20,7 @@ mod pgss;
 mod recommend;
 mod refresh;
 mod replay;
+mod replay_worker;
 mod scan;
 mod settings;
 mod simulate;
@@ -49,6 +52,9 @@ pub extern "C-unwind" fn _PG_init() {
         unsafe { latency::hooks::install() };
         worker::register();
     }
+    // Once every setting is defined: any other optidb.* setting is a typo, which PostgreSQL
+    // then reports and refuses (it removes placeholders made before this call).
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"optidb".as_ptr()) };
 }
 
 #[cfg(any(test, feature = "pg_test"))]

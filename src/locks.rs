@@ -1,35 +1,69 @@
-//! optidb's advisory locks: two-int keys under one namespace, held until the transaction ends.
+//! optidb's job locks: row locks on `optidb.job_lock`, held until the transaction ends.
+//!
+//! Row locks rather than advisory locks: any role may take any advisory lock key, so a reader
+//! could stall every scan and refresh, or use up the real-simulation slots, by holding
+//! optidb's keys. Locking a row of optidb.job_lock needs UPDATE on it, which only optidb_admin
+//! (and superusers) have. Waits are bounded by optidb.lock_timeout.
 
-/// "opti": the first key of every optidb advisory lock.
-const NAMESPACE: i32 = 0x6f70_7469;
+use crate::guarded::{self, Failure};
+use crate::gucs;
+use crate::settings::{self, Setting};
+use pgrx::prelude::*;
 
 #[derive(Clone, Copy)]
 pub enum Lock {
     /// One optidb.refresh() at a time.
-    Refresh = 1,
+    Refresh,
     /// One snapshot or scan per database at a time: two concurrent ones would both compute
     /// deltas from the same baseline and count the same executions twice.
-    Snapshot = 2,
-    /// Slots of optidb.max_concurrent_simulations: keys from 1000 on, one per slot.
-    RealSimulation = 1000,
+    Snapshot,
+    /// One of optidb.max_concurrent_simulations slots for real simulations.
+    RealSimulation(i32),
 }
 
-/// Wait for `lock` (bounded only by the session's lock_timeout / statement_timeout).
-pub fn acquire(lock: Lock) {
-    pgrx::Spi::run_with_args(
-        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
-        &[NAMESPACE.into(), (lock as i32).into()],
-    )
-    .unwrap_or_else(|e| pgrx::error!("{e}"));
+impl Lock {
+    fn name(self) -> String {
+        match self {
+            Lock::Refresh => "refresh".into(),
+            Lock::Snapshot => "snapshot".into(),
+            Lock::RealSimulation(slot) => format!("real_simulation_{slot}"),
+        }
+    }
 }
 
-/// Take `lock`'s `slot` (added to its key) if nobody holds it; held until the transaction ends.
-pub fn try_acquire(lock: Lock, slot: i32) -> bool {
-    pgrx::Spi::get_one_with_args::<bool>(
-        "SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)",
-        &[NAMESPACE.into(), (lock as i32 + slot).into()],
+/// Wait for `lock`, at most optidb.lock_timeout. The wait runs in a subtransaction so a
+/// timeout is a value, not an aborted transaction; the lock stays with the transaction.
+pub fn acquire(lock: Lock) -> Result<(), Failure> {
+    let name = lock.name();
+    let timeout = format!("{}ms", gucs::lock_timeout_ms());
+    guarded::run(None, || {
+        settings::with(&[Setting::user("lock_timeout", &timeout)], || {
+            ensure_row(&name);
+            Spi::run_with_args(
+                "SELECT 1 FROM optidb.job_lock WHERE name = $1 FOR UPDATE",
+                &[name.as_str().into()],
+            )
+            .unwrap_or_else(|e| error!("{e}"));
+        })
+    })
+}
+
+/// Take `lock` if nobody holds it; held until the transaction ends.
+pub fn try_acquire(lock: Lock) -> bool {
+    let name = lock.name();
+    ensure_row(&name);
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM optidb.job_lock WHERE name = $1 FOR UPDATE SKIP LOCKED)",
+        &[name.as_str().into()],
     )
-    .ok()
-    .flatten()
+    .unwrap_or_else(|e| error!("{e}"))
     .unwrap_or(false)
+}
+
+fn ensure_row(name: &str) {
+    Spi::run_with_args(
+        "INSERT INTO optidb.job_lock (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+        &[name.into()],
+    )
+    .unwrap_or_else(|e| error!("{e}"));
 }

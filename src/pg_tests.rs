@@ -89,7 +89,9 @@ mod tests {
         let replay = crate::explain::Replay {
             context: &context,
             sql,
+            param_types: &[],
             values: crate::explain::Values::Generic { count },
+            limit: crate::gucs::statement_limit(),
         };
         crate::explain::plan(replay, crate::explain::Mode::Costs)
     }
@@ -150,7 +152,9 @@ mod tests {
         let replay = crate::explain::Replay {
             context: &context,
             sql,
+            param_types: &[],
             values: crate::explain::Values::Sampled(&values),
+            limit: crate::gucs::statement_limit(),
         };
         let custom = crate::explain::plan(replay, crate::explain::Mode::Costs)
             .unwrap_or_else(|f| panic!("{f}"));

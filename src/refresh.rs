@@ -13,7 +13,6 @@
 
 use crate::errors::raise;
 use crate::locks::{self, Lock};
-use crate::settings::{self, Setting};
 use crate::{guarded, gucs, own_work};
 use pgrx::prelude::*;
 
@@ -69,17 +68,10 @@ fn resolve(view: Option<&str>) -> Vec<&'static str> {
 
 /// Hold the refresh lock until the end of the transaction, waiting at most optidb.lock_timeout.
 fn take_lock() {
-    let timeout = gucs::lock_timeout_ms();
-    let setting = format!("{timeout}ms");
-    let acquired = guarded::run(None, || {
-        settings::with(&[Setting::user("lock_timeout", &setting)], || {
-            locks::acquire(Lock::Refresh)
-        })
-    });
-    if let Err(failure) = acquired {
+    if let Err(failure) = locks::acquire(Lock::Refresh) {
         raise(
             PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-            format!("another optidb.refresh() is running: waited {timeout} ms for it ({failure})"),
+            format!("another optidb.refresh() is running ({failure})"),
             Some("Retry when it has finished, or raise optidb.lock_timeout to wait longer."),
         );
     }

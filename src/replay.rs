@@ -47,10 +47,50 @@ pub struct Context {
 
 /// A stored statement, ready to be replayed.
 pub struct Stored {
-    /// The text to PREPARE.
-    pub sql: String,
     pub info: StatementInfo,
     pub context: Context,
+    /// The typical sampled execution its latest plans were captured for, if any.
+    pub sampled: Option<Sampled>,
+    /// Advice rests on the custom plan of `sampled` (else on the generic plan).
+    pub sampled_is_basis: bool,
+}
+
+/// A sampled execution ready to be planned with its values: its own text (the statement a
+/// PREPARE prepares, for an SQL-level EXECUTE), the parameter types to declare and the values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub sample_id: Option<i64>,
+    pub sql: String,
+    pub param_types: Vec<String>,
+    pub values: Vec<Option<String>>,
+}
+
+impl Sampled {
+    /// From a sample's text, built-in parameter types (schema-qualified names, None for one
+    /// that is not built in) and values: None unless the text is one explainable statement
+    /// with as many placeholders as values.
+    fn new(
+        sample_id: Option<i64>,
+        text: &str,
+        types: Vec<Option<String>>,
+        values: Vec<Option<String>>,
+    ) -> Option<Sampled> {
+        let (_, info) = preparable(text).ok()?;
+        if info.placeholders != values.len() {
+            return None;
+        }
+        // The types the client bound, when every one is known; else the PREPARE's own.
+        let param_types = match types.into_iter().collect::<Option<Vec<String>>>() {
+            Some(t) if !t.is_empty() => t,
+            _ => info.param_types,
+        };
+        Some(Sampled {
+            sample_id,
+            sql: info.text,
+            param_types,
+            values,
+        })
+    }
 }
 
 /// Statement `query_id` of optidb.query, ready to replay. None when there is no such statement
@@ -62,10 +102,108 @@ pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
     )
     .ok()?;
     let (raw_sql, userid) = (raw_sql?, userid?);
-    Some(preparable(&raw_sql).and_then(|(sql, info)| {
-        let context = resolve(userid, None, &info.tables)?;
-        Ok(Stored { sql, info, context })
+    Some(preparable(&raw_sql).and_then(|(_, info)| {
+        let context = resolve(userid, recorded_search_path(query_id), &info.tables)?;
+        let (sampled, sampled_is_basis) = latest_typical_plan(query_id).unzip();
+        Ok(Stored {
+            info,
+            context,
+            sampled,
+            sampled_is_basis: sampled_is_basis.unwrap_or(false),
+        })
     }))
+}
+
+/// The search_path the statement's latest sampled execution ran with.
+pub fn recorded_search_path(query_id: i64) -> Option<String> {
+    Spi::get_one_with_args::<String>(
+        "SELECT search_path FROM optidb.sample WHERE query_id = $1 AND search_path IS NOT NULL \
+         ORDER BY started_at DESC LIMIT 1",
+        &[query_id.into()],
+    )
+    .ok()
+    .flatten()
+}
+
+/// Text, built-in parameter types (NULL for others) and values of samples of one statement.
+const SAMPLES_SQL: &str = "
+SELECT s.id, s.sql_text,
+       ARRAY(SELECT CASE WHEN t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
+                         THEN 'pg_catalog.' || pg_catalog.quote_ident(t.typname::text) END
+             FROM pg_catalog.unnest(s.param_types) WITH ORDINALITY AS u(type, n)
+             LEFT JOIN pg_catalog.pg_type t ON t.oid = u.type ORDER BY u.n),
+       s.param_values
+FROM optidb.sample s
+WHERE s.query_id = $1 AND s.kind = $2 AND s.values_known AND s.sql_text IS NOT NULL
+ORDER BY CASE WHEN $3::float8 IS NOT NULL
+              THEN abs(ln(greatest(s.elapsed_ms, 0.001) / greatest($3, 0.001))) END,
+         s.elapsed_ms DESC, s.started_at DESC
+LIMIT 5";
+
+fn samples(query_id: i64, kind: &str, near_ms: Option<f64>) -> Option<Sampled> {
+    Spi::connect(|client| {
+        client
+            .select(
+                SAMPLES_SQL,
+                None,
+                &[query_id.into(), kind.into(), near_ms.into()],
+            )
+            .unwrap_or_else(|e| error!("{e}"))
+            .filter_map(|row| {
+                Sampled::new(
+                    row.get::<i64>(1).ok().flatten(),
+                    &row.get::<String>(2).ok().flatten()?,
+                    row.get::<Vec<Option<String>>>(3).ok().flatten()?,
+                    row.get::<Vec<Option<String>>>(4).ok().flatten()?,
+                )
+            })
+            .next()
+    })
+}
+
+/// The typical sampled execution: the one whose time is closest to the statement's median.
+pub fn typical_sample(query_id: i64) -> Option<Sampled> {
+    let median = crate::latency::stats::merged(Some(query_id), None, None, None)
+        .into_iter()
+        .next()
+        .and_then(|(_, m)| m.stats)
+        .map(|s| s.median_ms);
+    samples(query_id, "typical", median)
+}
+
+/// The slowest sampled execution.
+pub fn slowest_sample(query_id: i64) -> Option<Sampled> {
+    samples(query_id, "slowest", None)
+}
+
+/// The typical plan of the statement's latest capture: what it was made for, and whether
+/// advice rests on it.
+fn latest_typical_plan(query_id: i64) -> Option<(Sampled, bool)> {
+    Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT sample_id, sql_text, param_types, param_values, basis FROM optidb.plan \
+                 WHERE query_id = $1 AND plan_kind = 'typical' AND plan_json IS NOT NULL \
+                   AND captured_at = (SELECT max(captured_at) FROM optidb.plan \
+                                      WHERE query_id = $1) \
+                 LIMIT 1",
+                None,
+                &[query_id.into()],
+            )
+            .ok()?
+            .first()
+            .get_heap_tuple()
+            .ok()??;
+        Some((
+            Sampled {
+                sample_id: row.get::<i64>(1).ok().flatten(),
+                sql: row.get::<String>(2).ok().flatten()?,
+                param_types: row.get::<Vec<String>>(3).ok().flatten().unwrap_or_default(),
+                values: row.get::<Vec<Option<String>>>(4).ok().flatten()?,
+            },
+            row.get::<bool>(5).ok().flatten().unwrap_or(false),
+        ))
+    })
 }
 
 fn not_explainable(message: String) -> Failure {
@@ -76,8 +214,9 @@ fn not_explainable(message: String) -> Failure {
 }
 
 /// The statement text as it can be PREPAREd (pg_stat_statements' typed-literal artifacts
-/// repaired), with what its parse tree says; refused (0A000) unless it is one statement that
-/// can be EXPLAINed.
+/// repaired), with what its parse tree says (`info.text` is what to PREPARE: for a PREPARE,
+/// the statement it prepares); refused (0A000) unless it is one statement that can be
+/// EXPLAINed.
 pub fn preparable(raw_sql: &str) -> Result<(String, StatementInfo), Failure> {
     let text = statement::repair_typed_params(raw_sql).map_err(|e| not_explainable(e.0))?;
     let info = statement::analyze(&text).map_err(|e| not_explainable(e.0))?;
@@ -202,7 +341,10 @@ pub fn resolve(
         }),
         [] => Err(not_resolved(format!(
             "relation(s) {} do not resolve under the search_path {} of role {} ({}) and no \
-             schema it may use holds all of them: the statement cannot be replayed",
+             schema it may use and trusts (owned, with the relations, by the role itself, a \
+             superuser or the database owner) holds all of them: the statement cannot be \
+             replayed. Set the role's search_path (ALTER ROLE ... SET search_path), or preload \
+             optidb so it records the search_path each statement runs with",
             unresolved.join(", "),
             ctx.search_path,
             ctx.owner.name,
@@ -210,9 +352,9 @@ pub fn resolve(
         ))),
         several => Err(not_resolved(format!(
             "relation(s) {} do not resolve under the search_path {} of role {} ({}) and exist \
-             in several schemas ({}): which one the statement used is unknown. Preload optidb so \
-             it records each statement's search_path, or set the role's search_path \
-             (ALTER ROLE ... SET search_path)",
+             in several schemas ({}): which one the statement used is unknown. Set the role's \
+             search_path (ALTER ROLE ... SET search_path), or preload optidb so it records the \
+             search_path each statement runs with",
             unresolved.join(", "),
             ctx.search_path,
             ctx.owner.name,
@@ -272,18 +414,32 @@ fn resolves(ctx: &Context, table: &str) -> bool {
     .unwrap_or(false)
 }
 
-/// Schemas the owner may use that hold a relation of every one of these names.
+/// Schemas the owner may use and trusts that hold a relation of every one of these names.
+///
+/// Trusted: the schema and every one of those relations belong to the owner itself, to a
+/// superuser or to the database's owner. Anyone else's schema could hold look-alikes planted
+/// to be replayed with the owner's rights (a view over a hostile function standing in for a
+/// temporary table that is gone), so it is never guessed; a superuser's statements are only
+/// ever placed in superusers' schemas.
 fn schemas_holding_all(ctx: &Context, tables: &[String]) -> Vec<String> {
     let names = tables.to_vec();
     let owner = ctx.owner.oid;
     Spi::connect(|client| {
         client
             .select(
-                "SELECT n.nspname::text FROM pg_catalog.pg_namespace n \
+                "WITH trusted AS ( \
+                     SELECT r.oid FROM pg_catalog.pg_roles r \
+                     WHERE r.rolsuper OR ((r.oid = $2 \
+                             OR r.oid = (SELECT datdba FROM pg_catalog.pg_database \
+                                         WHERE datname = pg_catalog.current_database())) \
+                            AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $2))) \
+                 SELECT n.nspname::text FROM pg_catalog.pg_namespace n \
                  JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
                  WHERE c.relname = ANY ($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'optidb') \
                    AND n.nspname !~ '^pg_(toast|temp)' \
+                   AND n.nspowner IN (SELECT oid FROM trusted) \
+                   AND c.relowner IN (SELECT oid FROM trusted) \
                    AND pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') \
                  GROUP BY n.nspname \
                  HAVING count(DISTINCT c.relname) = pg_catalog.cardinality($1) \

@@ -5,16 +5,12 @@
 //! subtransaction per statement).
 
 use crate::errors::require_positive;
-use crate::explain::{self, Mode, Replay, Values};
-use crate::guarded::Failure;
 use crate::locks::{self, Lock};
 use crate::pgss::{self, Counters, Entry};
-use crate::replay::{self, Context};
-use crate::{advisor, catalog, gucs, latency, own_work};
+use crate::{advisor, capture, catalog, gucs, latency, own_work, replay};
 use optidb_core::statement::{self, StatementKind};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -114,7 +110,13 @@ struct Accepted {
 fn run(top: usize, pass: Pass) -> Summary {
     let started = Instant::now();
     let view = pgss::locate();
-    locks::acquire(Lock::Snapshot);
+    if let Err(failure) = locks::acquire(Lock::Snapshot) {
+        crate::errors::raise(
+            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+            format!("another optidb.scan() or optidb.snapshot() is running in this database ({failure})"),
+            Some("Retry when it has finished, or raise optidb.lock_timeout to wait longer."),
+        );
+    }
     let captured_at = Spi::get_one::<TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()")
         .ok()
         .flatten()
@@ -160,6 +162,7 @@ fn run(top: usize, pass: Pass) -> Summary {
 
     store_deltas(&kept_entries, &captured_at);
     latency::stats::snapshot(&captured_at);
+    latency::sample_store::store();
     catalog::refresh();
     if pass == Pass::Scan {
         prune_history();
@@ -375,92 +378,19 @@ fn store_deltas(entries: &[(&Entry, i64)], captured_at: &TimestampWithTimeZone) 
     .unwrap_or_else(|e| error!("storing metric deltas failed: {e}"));
 }
 
-/// EXPLAIN the first `optidb.explain_top_k` explainable statements, each as its owner. Returns
-/// (captured, failed).
+/// Capture the plans of the first `optidb.explain_top_k` statements (src/capture.rs).
+/// Returns (captured, failed).
 fn capture_plans(accepted: &[Accepted], captured_at: &TimestampWithTimeZone) -> (usize, usize) {
     let top_k = gucs::explain_top_k().max(0) as usize;
-    let (mut captured, mut failed) = (0, 0);
-    for stmt in accepted.iter() {
-        if captured + failed >= top_k {
-            break;
-        }
-        // The text handed to PREPARE is the text checked here: one explainable statement.
-        let Ok((text, info)) = replay::preparable(&stmt.raw_sql) else {
-            continue;
-        };
-        let (outcome, context) = match replay::resolve(stmt.userid, None, &info.tables) {
-            Ok(ctx) => {
-                let replay = Replay {
-                    context: &ctx,
-                    sql: &text,
-                    values: Values::Generic {
-                        count: info.param_count,
-                    },
-                };
-                (explain::plan(replay, Mode::Costs), Some(ctx))
-            }
-            Err(failure) => (Err(failure), None),
-        };
-        match &outcome {
-            Ok(_) => captured += 1,
-            Err(_) => failed += 1,
-        }
-        store_plan(
-            stmt.query_id,
-            captured_at,
-            outcome.as_ref(),
-            context.as_ref(),
-        );
-    }
-    (captured, failed)
-}
-
-/// Insert a plan row, or only move captured_at forward when the plan (or the error) is the
-/// same as the latest one stored: history records changes, not repetitions.
-fn store_plan(
-    query_id: i64,
-    captured_at: &TimestampWithTimeZone,
-    outcome: Result<&explain::CapturedPlan, &Failure>,
-    context: Option<&Context>,
-) {
-    let (plan_json, error, facts) = match outcome {
-        Ok(p) => (Some(JsonB(p.json.clone())), None, Some(&p.facts)),
-        Err(f) => (None, Some(f.to_string()), None),
-    };
-    let facts_json = facts.map(|f| JsonB(serde_json::to_value(f).expect("facts serialize")));
-    Spi::run_with_args(
-        "WITH latest AS ( \
-             SELECT id, plan_json, explain_error FROM optidb.plan \
-             WHERE query_id = $1 ORDER BY captured_at DESC, id DESC LIMIT 1), \
-         same AS ( \
-             UPDATE optidb.plan p SET captured_at = $2 FROM latest \
-             WHERE p.id = latest.id AND latest.plan_json IS NOT DISTINCT FROM $3 \
-               AND latest.explain_error IS NOT DISTINCT FROM $4 \
-               AND p.search_path IS NOT DISTINCT FROM $14 \
-               AND p.path_source IS NOT DISTINCT FROM $15 \
-             RETURNING p.id) \
-         INSERT INTO optidb.plan (query_id, captured_at, plan_json, explain_error, total_cost, \
-             had_seq_scan, est_rows, act_rows, worst_estimate_ratio, node_types, join_types, \
-             filters, facts, search_path, path_source) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
-         WHERE NOT EXISTS (SELECT 1 FROM same)",
-        &[
-            query_id.into(),
-            (*captured_at).into(),
-            plan_json.into(),
-            error.into(),
-            facts.map(|f| f.total_cost).into(),
-            facts.map(|f| f.had_seq_scan()).into(),
-            facts.map(|f| f.est_rows).into(),
-            facts.and_then(|f| f.act_rows).into(),
-            facts.and_then(|f| f.worst_estimate_ratio).into(),
-            facts.map(|f| f.node_types.clone()).into(),
-            facts.map(|f| f.join_types.clone()).into(),
-            facts.map(|f| f.filters.clone()).into(),
-            facts_json.into(),
-            context.map(|c| c.search_path.clone()).into(),
-            context.map(|c| c.path_source).into(),
-        ],
-    )
-    .unwrap_or_else(|e| error!("storing a plan failed: {e}"));
+    let targets: Vec<capture::Target> = accepted
+        .iter()
+        .filter(|a| replay::preparable(&a.raw_sql).is_ok())
+        .take(top_k)
+        .map(|a| capture::Target {
+            query_id: a.query_id,
+            userid: a.userid,
+            raw_sql: a.raw_sql.clone(),
+        })
+        .collect();
+    capture::capture_all(&targets, captured_at)
 }

@@ -1,7 +1,10 @@
-//! Settings changed for one piece of work and restored after it, the way a function's `SET`
-//! clause works: a GUC nest level of optidb's own (`NewGUCNestLevel`), popped however the work
-//! ends. The caller's session settings are never altered. This is the only way optidb changes
-//! a setting temporarily.
+//! Settings changed for one piece of work and restored after it: a GUC nest level of optidb's
+//! own (`NewGUCNestLevel`), popped however the work ends. The caller's session settings are
+//! never altered. This is the only way optidb changes a setting temporarily.
+//!
+//! The level is popped as PostgreSQL's restricted operations pop theirs (REFRESH MATERIALIZED
+//! VIEW, VACUUM: `AtEOXact_GUC(false, ...)`): a plain SET run by code inside the work (a
+//! replayed statement's functions) is undone too, not merged into the session.
 //!
 //! Rule: call `with` inside the subtransaction (if any) that may roll back the work, so the
 //! level is pushed and popped within it.
@@ -79,6 +82,6 @@ pub fn with<R>(settings: &[Setting], work: impl FnOnce() -> R) -> R {
         }
         work()
     }))
-    .finally(|| unsafe { pg_sys::AtEOXact_GUC(true, nest) })
+    .finally(|| unsafe { pg_sys::AtEOXact_GUC(false, nest) })
     .execute()
 }

@@ -15,13 +15,14 @@
 //!     `optidb.real_simulations_per_minute` start per minute (53400 otherwise);
 //!   * tables above `optidb.real_simulation_max_bytes` are refused (54000).
 
+use crate::capture;
 use crate::errors::raise;
-use crate::explain::{self, CapturedPlan, Mode, Replay, Values};
-use crate::guarded::{self, Failure};
+use crate::explain::CapturedPlan;
+use crate::guarded::Failure;
 use crate::hypopg::{self, Hypopg};
 use crate::locks::{self, Lock};
-use crate::replay::{self, Context, Stored};
-use crate::settings::{self, Setting};
+use crate::replay::{self, Stored};
+use crate::replay_worker::{self, Answer, Job, Statement};
 use crate::{gucs, own_work, visibility};
 use optidb_core::plan_diff;
 use pgrx::pg_sys;
@@ -35,70 +36,145 @@ pub struct Outcome {
     pub node_changes: Vec<String>,
 }
 
-fn compare(before: CapturedPlan, after: CapturedPlan, mode: Mode) -> Outcome {
-    let (b, a) = match mode {
-        Mode::Costs => (before.facts.total_cost, after.facts.total_cost),
-        Mode::Analyze => (
+/// How a simulation compares plans: estimated costs, or measured times (real mode).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    Cost,
+    Time,
+}
+
+fn compare(answer: Answer, measure: Measure) -> Result<Outcome, Failure> {
+    let Answer::Compared { before, after } = answer else {
+        return Err(Failure::new("XX000", "expected a comparison"));
+    };
+    let (before, after) = (capture::captured(before)?, capture::captured(after)?);
+    let (b, a) = match measure {
+        Measure::Cost => (before.facts.total_cost, after.facts.total_cost),
+        Measure::Time => (
             before.execution_ms().unwrap_or(0.0),
             after.execution_ms().unwrap_or(0.0),
         ),
     };
-    Outcome {
+    Ok(Outcome {
         improvement_pct: plan_diff::improvement_pct(b, a),
         node_changes: plan_diff::node_changes(&before.facts, &after.facts),
         before,
         after,
+    })
+}
+
+/// The sampled values a plan was made for (None: the generic plan; None inside: SQL NULL).
+type SampledValues = Option<Vec<Option<String>>>;
+
+/// One simulated plan: the generic one, or the one for the sampled values.
+pub struct Run {
+    pub plan_kind: &'static str,
+    pub values: SampledValues,
+    pub outcome: Result<Outcome, Failure>,
+}
+
+/// A simulation of one recommendation on one statement: with the generic plan, and with the
+/// sampled values when the statement has them; `basis` is the run advice rests on.
+pub struct Simulated {
+    pub runs: Vec<Run>,
+    pub basis: usize,
+}
+
+impl Simulated {
+    pub fn failed(failure: Failure) -> Simulated {
+        Simulated {
+            runs: vec![Run {
+                plan_kind: "generic",
+                values: None,
+                outcome: Err(failure),
+            }],
+            basis: 0,
+        }
+    }
+
+    pub fn basis(&self) -> &Run {
+        &self.runs[self.basis]
+    }
+
+    fn run(&self, plan_kind: &str) -> Option<&Run> {
+        self.runs.iter().find(|r| r.plan_kind == plan_kind)
+    }
+
+    /// Store every run; returns the id of the basis row.
+    pub fn store(&self, rec_id: i64, query_id: i64, mode: &str) -> i64 {
+        let ids: Vec<i64> = self
+            .runs
+            .iter()
+            .map(|r| store(rec_id, query_id, mode, r))
+            .collect();
+        ids[self.basis]
     }
 }
 
-fn generic(stmt: &Stored) -> Replay<'_> {
-    Replay {
-        context: &stmt.context,
-        sql: &stmt.sql,
-        values: Values::Generic {
-            count: stmt.info.param_count,
-        },
+/// The plans a simulation compares, as (plan kind, values, statement): the generic plan, and
+/// the plan for the statement's typical sampled execution when one was captured.
+fn plans(stmt: &Stored) -> Vec<(&'static str, SampledValues, Statement)> {
+    let mut plans = vec![("generic", None, capture::generic_statement(&stmt.info))];
+    if let Some(s) = &stmt.sampled {
+        plans.push(("sampled", Some(s.values.clone()), s.statement()));
     }
+    plans
 }
 
-/// Baseline EXPLAIN, hypothetical index, re-EXPLAIN, diff.
-pub fn with_hypothetical_index(
-    hypopg: &Hypopg,
-    stmt: &Stored,
-    index_sql: &str,
-) -> Result<Outcome, Failure> {
-    let replay = generic(stmt);
-    let before = explain::plan(replay, Mode::Costs)?;
-    let after = hypopg.with_index(&stmt.context, index_sql, || {
-        explain::plan(replay, Mode::Costs)
-    })??;
-    Ok(compare(before, after, Mode::Costs))
+/// A simulation waiting for its worker: its jobs, and how to read their answers.
+pub struct Pending {
+    kinds: Vec<(&'static str, SampledValues)>,
+    sampled_is_basis: bool,
+    measure: Measure,
 }
 
-/// Run `work` in a read-only transaction state: whatever the statement calls cannot write.
-fn read_only<R>(work: impl FnOnce() -> R) -> R {
-    settings::with(&[Setting::user("transaction_read_only", "on")], work)
-}
-
-/// EXPLAIN ANALYZE, CREATE INDEX (as the table's owner), EXPLAIN ANALYZE; all rolled back.
-fn with_real_index(stmt: &Stored, builder: &Context, index_sql: &str) -> Result<Outcome, Failure> {
-    let replay = generic(stmt);
-    let lock_timeout = format!("{}ms", gucs::lock_timeout_ms());
-    guarded::run_rolled_back(None, || {
-        let before = read_only(|| explain::plan(replay, Mode::Analyze))?;
-        guarded::run(Some(gucs::real_simulation_limit()), || {
-            replay::as_owner(builder, || {
-                settings::with(&[Setting::user("lock_timeout", &lock_timeout)], || {
-                    Spi::run(index_sql).unwrap_or_else(|e| error!("{e}"))
-                })
+impl Pending {
+    pub fn finish(self, answers: Vec<Result<Answer, Failure>>) -> Simulated {
+        let runs: Vec<Run> = self
+            .kinds
+            .into_iter()
+            .zip(answers)
+            .map(|((plan_kind, values), answer)| Run {
+                plan_kind,
+                values,
+                outcome: answer.and_then(|a| compare(a, self.measure)),
             })
-        })?;
-        let after = read_only(|| explain::plan(replay, Mode::Analyze))?;
-        Ok(compare(before, after, Mode::Analyze))
-    })?
+            .collect();
+        let basis = if self.sampled_is_basis && runs.len() > 1 {
+            1
+        } else {
+            0
+        };
+        Simulated { runs, basis }
+    }
 }
 
-/// Store one simulation (or its failure); returns its id.
+/// The jobs of a hypothetical-index simulation (generic plan, and sampled values when known).
+pub fn hypothetical_jobs(hypopg: &Hypopg, stmt: &Stored, index_sql: &str) -> (Vec<Job>, Pending) {
+    let mut jobs = Vec::new();
+    let mut kinds = Vec::new();
+    for (kind, values, statement) in plans(stmt) {
+        jobs.push(Job::Hypothetical {
+            statement,
+            index_sql: index_sql.to_string(),
+            hypopg_schema: hypopg.schema_name(),
+        });
+        kinds.push((kind, values));
+    }
+    let pending = Pending {
+        kinds,
+        sampled_is_basis: stmt.sampled_is_basis,
+        measure: Measure::Cost,
+    };
+    (jobs, pending)
+}
+
+/// A hypothetical-index simulation of one statement, in its own replay worker.
+pub fn with_hypothetical_index(hypopg: &Hypopg, stmt: &Stored, index_sql: &str) -> Simulated {
+    let (jobs, pending) = hypothetical_jobs(hypopg, stmt, index_sql);
+    pending.finish(replay_worker::run(&stmt.context, jobs))
+}
+
 /// The figures of one simulation, or its error: what is stored and what simulate() returns.
 struct Figures {
     before_cost: Option<f64>,
@@ -135,17 +211,19 @@ impl Figures {
     }
 }
 
-pub fn store(rec_id: i64, query_id: i64, mode: &str, outcome: &Result<Outcome, Failure>) -> i64 {
-    let f = Figures::of(outcome);
-    let plans = outcome
+fn store(rec_id: i64, query_id: i64, mode: &str, run: &Run) -> i64 {
+    let f = Figures::of(&run.outcome);
+    let plans = run
+        .outcome
         .as_ref()
         .ok()
         .map(|o| (JsonB(o.before.json.clone()), JsonB(o.after.json.clone())));
     let (before_plan, after_plan) = plans.unzip();
     Spi::get_one_with_args::<i64>(
         "INSERT INTO optidb.simulation (rec_id, query_id, mode, before_cost, after_cost, \
-             improvement_pct, before_ms, after_ms, node_changes, before_plan, after_plan, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+             improvement_pct, before_ms, after_ms, node_changes, before_plan, after_plan, error, \
+             plan_kind, param_values) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         &[
             rec_id.into(),
             query_id.into(),
@@ -159,6 +237,8 @@ pub fn store(rec_id: i64, query_id: i64, mode: &str, outcome: &Result<Outcome, F
             before_plan.into(),
             after_plan.into(),
             f.error.into(),
+            run.plan_kind.into(),
+            run.values.clone().into(),
         ],
     )
     .ok()
@@ -171,7 +251,6 @@ struct Rec {
     index_sql: String,
     schema: String,
     table: String,
-    has_expression: bool,
 }
 
 fn load_recommendation(rec_id: i64) -> Rec {
@@ -181,7 +260,7 @@ fn load_recommendation(rec_id: i64) -> Rec {
                 "SELECT index_sql, simulable, \
                         format('%s (%s): %s', kind, array_to_string(columns, ', '), \
                                coalesce(not_simulable_reason, '')), \
-                        schemaname::text, tablename::text, kind = 'expression_index' \
+                        schemaname::text, tablename::text \
                  FROM optidb.recommendation WHERE id = $1",
                 None,
                 &[rec_id.into()],
@@ -198,11 +277,10 @@ fn load_recommendation(rec_id: i64) -> Rec {
                     row.get::<String>(3).ok().flatten().unwrap_or_default(),
                     row.get::<String>(4).ok().flatten().unwrap_or_default(),
                     row.get::<String>(5).ok().flatten().unwrap_or_default(),
-                    row.get::<bool>(6).ok().flatten().unwrap_or(false),
                 )
             })
     });
-    let Some((index_sql, simulable, description, schema, table, has_expression)) = row else {
+    let Some((index_sql, simulable, description, schema, table)) = row else {
         raise(
             PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
             format!("optidb has no recommendation with id {rec_id}"),
@@ -220,7 +298,6 @@ fn load_recommendation(rec_id: i64) -> Rec {
         index_sql,
         schema,
         table,
-        has_expression,
     }
 }
 
@@ -234,7 +311,8 @@ fn require_admin() {
     }
 }
 
-/// Size, owner and oid of the recommendation's table; raises when it is gone or too large.
+/// The owner of the recommendation's table (who builds the index); raises when the table is
+/// gone or too large.
 fn real_target(rec: &Rec) -> pg_sys::Oid {
     let row = Spi::get_two_with_args::<i64, pg_sys::Oid>(
         "SELECT pg_catalog.pg_total_relation_size(c.oid), c.relowner \
@@ -282,7 +360,7 @@ fn take_real_simulation_slot() {
         );
     }
     let slots = gucs::max_concurrent_simulations();
-    if !(0..slots).any(|slot| locks::try_acquire(Lock::RealSimulation, slot)) {
+    if !(0..slots).any(|slot| locks::try_acquire(Lock::RealSimulation(slot))) {
         raise(
             PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             format!(
@@ -294,7 +372,7 @@ fn take_real_simulation_slot() {
 }
 
 /// Real mode: every check that refuses it comes before anything runs.
-fn simulate_real(stmt: &Stored, rec: &Rec) -> Result<Outcome, Failure> {
+fn simulate_real(stmt: &Stored, rec: &Rec) -> Simulated {
     if !stmt.info.read_only {
         raise(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
@@ -305,23 +383,22 @@ fn simulate_real(stmt: &Stored, rec: &Rec) -> Result<Outcome, Failure> {
             Some("Use mode 'hypopg': it plans the statement without running it."),
         );
     }
-    let owner = real_target(rec);
-    if rec.has_expression && owner != stmt.context.owner.oid {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!(
-                "the index evaluates an expression, and {}.{} is not owned by {}, the role that ran the statement: building it would run that expression with the table owner's rights",
-                rec.schema, rec.table, stmt.context.owner.name
-            ),
-            Some("Use mode 'hypopg' for expression indexes on tables of other roles."),
-        );
-    }
+    let builder = real_target(rec);
     take_real_simulation_slot();
-    let builder = Context {
-        owner: replay::owner(owner).unwrap_or_else(|| error!("the owner of the table vanished")),
-        ..stmt.context.clone()
+    // One real run: with the sampled values when there are any (a typical execution), else
+    // with NULL parameters.
+    let (kind, values, statement) = plans(stmt).pop().expect("the generic plan at least");
+    let pending = Pending {
+        kinds: vec![(kind, values)],
+        sampled_is_basis: false,
+        measure: Measure::Time,
     };
-    with_real_index(stmt, &builder, &rec.index_sql)
+    let job = Job::Real {
+        statement,
+        index_sql: rec.index_sql.clone(),
+        builder: builder.to_u32(),
+    };
+    pending.finish(replay_worker::run(&stmt.context, vec![job]))
 }
 
 #[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
@@ -345,6 +422,10 @@ fn simulate(
         name!(after_ms, Option<f64>),
         name!(node_changes, Vec<String>),
         name!(error, Option<String>),
+        name!(plan_basis, String),
+        name!(generic_improvement_pct, Option<f64>),
+        name!(sampled_improvement_pct, Option<f64>),
+        name!(sampled_values, Option<Vec<Option<String>>>),
     ),
 > {
     if mode != "hypopg" && mode != "real" {
@@ -367,13 +448,20 @@ fn simulate(
                 Some("Pick a query_id from optidb.bottlenecks() or from the recommendation's query_ids."),
             )
         });
-        let outcome = match (&stmt, mode) {
+        let simulated = match (&stmt, mode) {
             (Ok(stmt), "real") => simulate_real(stmt, &rec),
             (Ok(stmt), _) => with_hypothetical_index(&hypopg::require(), stmt, &rec.index_sql),
-            (Err(failure), _) => Err(failure.clone()),
+            (Err(failure), _) => Simulated::failed(failure.clone()),
         };
-        let id = store(rec_id, query_id, mode, &outcome);
-        let f = Figures::of(&outcome);
+        let id = simulated.store(rec_id, query_id, mode);
+        let basis = simulated.basis();
+        let f = Figures::of(&basis.outcome);
+        let pct = |kind| {
+            simulated
+                .run(kind)
+                .and_then(|r| r.outcome.as_ref().ok())
+                .map(|o| o.improvement_pct)
+        };
         (
             id,
             rec_id,
@@ -386,6 +474,10 @@ fn simulate(
             f.after_ms,
             f.node_changes,
             f.error,
+            basis.plan_kind.to_string(),
+            pct("generic"),
+            pct("sampled"),
+            simulated.run("sampled").and_then(|r| r.values.clone()),
         )
     });
     TableIterator::once(row)

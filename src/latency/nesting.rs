@@ -1,7 +1,7 @@
 //! How deep this backend is in statements run by other statements, so that only top-level
-//! statements are recorded (unless optidb.track_nested is on). Utility statements count as a
-//! level too, so statements run by DO blocks, CALL or CREATE EXTENSION scripts are nested, as
-//! in pg_stat_statements.
+//! statements are recorded (unless optidb.track_nested is on), exactly as pg_stat_statements
+//! counts levels: every executor run and every utility statement is a level, except EXECUTE,
+//! PREPARE and DEALLOCATE (the statement an EXECUTE runs is the top-level one).
 //!
 //! An ERROR can leave a level without returning through the hook that entered it, so every
 //! level must be restored on error. pg_stat_statements wraps each executor call in
@@ -13,32 +13,38 @@
 //!   abort restores the level saved when it started, or ends the transaction, and no
 //!   transaction ends inside the executor (COMMIT and ROLLBACK are only allowed in procedures
 //!   and DO blocks, between statements), so the executor level is 0 at every transaction end.
+//!
+//! The same callbacks tell failures.rs when a statement in flight was aborted.
 
-use super::raw;
+use super::{failures, raw};
+use crate::backend_local::BackendLocal;
 use pgrx::pg_sys::{self, SubTransactionId, SubXactEvent, XactEvent};
 use pgrx::prelude::*;
 use std::ffi::c_void;
 
-static mut EXECUTOR: i32 = 0;
-static mut UTILITY: i32 = 0;
-/// (subtransaction, executor level when it started), innermost last.
-static mut SAVED: Vec<(SubTransactionId, i32)> = Vec::new();
+static EXECUTOR: BackendLocal<i32> = BackendLocal::new(0);
+static UTILITY: BackendLocal<i32> = BackendLocal::new(0);
 
-/// The backend's one thread is the only user of SAVED.
-fn saved() -> &'static mut Vec<(SubTransactionId, i32)> {
-    unsafe { &mut *std::ptr::addr_of_mut!(SAVED) }
-}
+/// (subtransaction, executor level when it started), innermost last. Subtransactions nest
+/// only a few deep in practice.
+struct Saved(std::cell::RefCell<Vec<(SubTransactionId, i32)>>);
+// SAFETY: as BackendLocal: a backend runs optidb's code on one thread.
+unsafe impl Sync for Saved {}
+static SAVED: Saved = Saved(std::cell::RefCell::new(Vec::new()));
 
 /// 0 while running a top-level statement.
+#[inline]
 pub fn level() -> i32 {
-    unsafe { EXECUTOR + UTILITY }
+    EXECUTOR.get() + UTILITY.get()
 }
 
-/// Run `f` (an executor call) one level deeper.
-pub unsafe fn in_executor(f: impl FnOnce()) {
-    EXECUTOR += 1;
+/// Run `f` (an executor call) one level deeper. Restored by the transaction callbacks when
+/// an ERROR leaves it (see the module comment).
+#[inline]
+pub fn in_executor(f: impl FnOnce()) {
+    EXECUTOR.set(EXECUTOR.get() + 1);
     f();
-    EXECUTOR -= 1;
+    EXECUTOR.set(EXECUTOR.get() - 1);
 }
 
 /// Run `f` (utility processing) one level deeper, restoring the level however it ends.
@@ -46,29 +52,37 @@ pub unsafe fn in_executor(f: impl FnOnce()) {
 /// # Safety
 /// As `raw::with_finally`.
 pub unsafe fn in_utility(f: impl FnOnce()) {
-    UTILITY += 1;
-    raw::with_finally(f, || UTILITY -= 1);
+    UTILITY.set(UTILITY.get() + 1);
+    // SAFETY: forwarded to the caller.
+    unsafe { raw::with_finally(f, || UTILITY.set(UTILITY.get() - 1)) };
 }
 
 /// From _PG_init: the callbacks are inherited by every backend.
-pub unsafe fn register() {
-    pg_sys::RegisterXactCallback(Some(transaction_ended), std::ptr::null_mut());
-    pg_sys::RegisterSubXactCallback(Some(subtransaction_event), std::ptr::null_mut());
+pub fn register() {
+    // SAFETY: plain registrations, done once per process.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(transaction_event), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subtransaction_event), std::ptr::null_mut());
+    }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn transaction_ended(event: XactEvent::Type, _arg: *mut c_void) {
-    if matches!(
-        event,
+unsafe extern "C-unwind" fn transaction_event(event: XactEvent::Type, _arg: *mut c_void) {
+    match event {
+        XactEvent::XACT_EVENT_ABORT | XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            failures::transaction_aborted();
+            ended();
+        }
         XactEvent::XACT_EVENT_COMMIT
-            | XactEvent::XACT_EVENT_PARALLEL_COMMIT
-            | XactEvent::XACT_EVENT_ABORT
-            | XactEvent::XACT_EVENT_PARALLEL_ABORT
-            | XactEvent::XACT_EVENT_PREPARE
-    ) {
-        EXECUTOR = 0;
-        saved().clear();
+        | XactEvent::XACT_EVENT_PARALLEL_COMMIT
+        | XactEvent::XACT_EVENT_PREPARE => ended(),
+        _ => {}
     }
+}
+
+fn ended() {
+    EXECUTOR.set(0);
+    SAVED.0.borrow_mut().clear();
 }
 
 #[pg_guard]
@@ -78,18 +92,23 @@ unsafe extern "C-unwind" fn subtransaction_event(
     _parent: SubTransactionId,
     _arg: *mut c_void,
 ) {
-    let saved = saved();
+    let mut saved = SAVED.0.borrow_mut();
     match event {
-        SubXactEvent::SUBXACT_EVENT_START_SUB => saved.push((subid, EXECUTOR)),
+        SubXactEvent::SUBXACT_EVENT_START_SUB => saved.push((subid, EXECUTOR.get())),
         SubXactEvent::SUBXACT_EVENT_COMMIT_SUB | SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            let abort = event == SubXactEvent::SUBXACT_EVENT_ABORT_SUB;
             while let Some(&(id, executor)) = saved.last() {
                 if id < subid {
                     break;
                 }
-                if id == subid && event == SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-                    EXECUTOR = executor;
+                if id == subid && abort {
+                    EXECUTOR.set(executor);
                 }
                 saved.pop();
+            }
+            drop(saved);
+            if abort {
+                failures::subtransaction_aborted(subid);
             }
         }
         _ => {}

@@ -10,15 +10,24 @@
 //!
 //! Rule for every Rust frame an ERROR may longjmp over (a hook calling one of these): it holds
 //! nothing that needs dropping and is not inside `catch_unwind`, like a C frame.
+//!
+//! The functions used inside a hold of optidb's LWLocks (hash_*, LWLock*) report failure by
+//! return value and never raise.
 
 use pgrx::pg_sys::{
     self, DestReceiver, Instrumentation, LWLock, LWLockMode, Oid, ParamListInfo, PlannedStmt,
-    ProcessUtilityContext, QueryCompletion, QueryDesc, QueryEnvironment, ScanDirection, HASHACTION,
-    HTAB,
+    ProcessUtilityContext, Query, QueryCompletion, QueryDesc, QueryEnvironment, ScanDirection,
+    HASHACTION, HASH_SEQ_STATUS, HTAB,
 };
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{c_char, c_int, c_long, c_void};
 
 unsafe extern "C-unwind" {
+    pub fn standard_planner(
+        parse: *mut Query,
+        query_string: *const c_char,
+        cursor_options: c_int,
+        bound_params: ParamListInfo,
+    ) -> *mut PlannedStmt;
     pub fn standard_ExecutorStart(query_desc: *mut QueryDesc, eflags: c_int);
     pub fn standard_ExecutorRun(
         query_desc: *mut QueryDesc,
@@ -46,17 +55,30 @@ unsafe extern "C-unwind" {
     ) -> *mut Instrumentation;
     pub fn InstrEndLoop(instr: *mut Instrumentation);
     pub fn GetUserId() -> Oid;
-    pub fn pgstat_get_my_query_id() -> u64;
+    pub fn GetCurrentStatementStartTimestamp() -> i64;
+    pub fn GetCurrentSubTransactionId() -> pg_sys::SubTransactionId;
+    /// The SQLSTATE of the error being reported; only valid inside an error context callback.
+    pub fn geterrcode() -> c_int;
+    /// What PostgreSQL 15 hashes a utility statement's text with to make its queryid.
+    pub fn hash_bytes_extended(k: *const u8, keylen: c_int, seed: u64) -> u64;
+    pub fn CleanQuerytext(
+        query: *const c_char,
+        location: *mut c_int,
+        len: *mut c_int,
+    ) -> *const c_char;
     pub fn LWLockAcquire(lock: *mut LWLock, mode: LWLockMode::Type) -> bool;
     pub fn LWLockRelease(lock: *mut LWLock);
-    /// With HASH_FIND, or HASH_ENTER_NULL on a shared table, it reports failure by returning
-    /// NULL instead of raising.
+    /// With HASH_FIND or HASH_REMOVE, or HASH_ENTER_NULL on a shared table, it reports failure
+    /// by returning NULL instead of raising.
     pub fn hash_search(
         hashp: *mut HTAB,
         key: *const c_void,
         action: HASHACTION::Type,
         found: *mut bool,
     ) -> *mut c_void;
+    pub fn hash_seq_init(status: *mut HASH_SEQ_STATUS, hashp: *mut HTAB);
+    pub fn hash_seq_search(status: *mut HASH_SEQ_STATUS) -> *mut c_void;
+    pub fn hash_get_num_entries(hashp: *mut HTAB) -> c_long;
     fn pg_re_throw() -> !;
 }
 
@@ -66,6 +88,8 @@ unsafe extern "C-unwind" {
 /// # Safety
 /// `call` must hold nothing that needs dropping when an ERROR longjmps out of it.
 pub unsafe fn with_finally(call: impl FnOnce(), always: impl FnOnce()) {
+    // SAFETY: the jump buffer lives in this frame for the whole call; PostgreSQL's exception
+    // stack and error context are restored before anything else runs, as PG_TRY does.
     unsafe {
         let saved_stack = pg_sys::PG_exception_stack;
         let saved_context = pg_sys::error_context_stack;

@@ -109,16 +109,10 @@ fn delta(now: &Snapshot, base: Option<&Baseline>) -> Delta {
     }
 }
 
-/// Copy what happened since the previous snapshot into optidb.latency, for statements optidb
-/// tracks (those in optidb.pgss_state). Returns the number of history rows written.
-pub fn snapshot(captured_at: &TimestampWithTimeZone) -> usize {
-    let dbid = unsafe { pg_sys::MyDatabaseId.to_u32() };
-    let entries = table::read_all(Some(dbid), true);
-    if entries.is_empty() {
-        return 0;
-    }
-    let base = baselines(dbid);
-    let owners: HashMap<(i64, u32), i64> = Spi::connect(|client| {
+/// The statement (optidb.query id) each (queryid, userid) of database `dbid` belongs to, for
+/// the statements optidb tracks (those in optidb.pgss_state).
+pub fn owners(dbid: u32) -> HashMap<(i64, u32), i64> {
+    Spi::connect(|client| {
         client
             .select(
                 "SELECT DISTINCT ON (queryid, userid) queryid, userid::int8, query_id \
@@ -132,7 +126,19 @@ pub fn snapshot(captured_at: &TimestampWithTimeZone) -> usize {
                 ((i(1), i(2) as u32), i(3))
             })
             .collect()
-    });
+    })
+}
+
+/// Copy what happened since the previous snapshot into optidb.latency, for statements optidb
+/// tracks (those in optidb.pgss_state). Returns the number of history rows written.
+pub fn snapshot(captured_at: &TimestampWithTimeZone) -> usize {
+    let dbid = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    let entries = table::read_all(Some(dbid), true);
+    if entries.is_empty() {
+        return 0;
+    }
+    let base = baselines(dbid);
+    let owners = owners(dbid);
 
     let mut per_query: HashMap<i64, Delta> = HashMap::new();
     for e in &entries {

@@ -2,32 +2,40 @@
 //! error counts, sum, min and max, and a log-bucketed histogram (optidb_core::histogram).
 //!
 //! Locking (the pg_stat_statements scheme):
-//! - the table itself is a dynahash protected by one LWLock;
-//! - lookups take it SHARED; only inserting (and evicting) takes it EXCLUSIVE;
-//! - counters are atomics, updated while holding the lock SHARED, so readers and writers of
-//!   different entries never wait for each other, and an entry cannot be removed while a
-//!   backend updates it.
+//! - the table is a dynahash protected by one LWLock, only ever held through `Hold` (released
+//!   on drop, also while a contained panic unwinds);
+//! - lookups take it SHARED; only inserting and evicting take it EXCLUSIVE;
+//! - counters are atomics updated under the SHARED hold, so readers and writers of different
+//!   entries never wait for each other, and an entry cannot be removed while a backend
+//!   updates it;
+//! - nothing inside a hold can raise a PostgreSQL error: only the unguarded calls of raw.rs
+//!   that report failure by return value, atomics and plain memory. Statement text is built
+//!   and redacted before the lock is taken.
 //!
-//! Full table policy: a statement never waits or fails because of us. When the table holds
-//! `optidb.max_statements` entries, the entry with the fewest calls is evicted to make room,
-//! the eviction is counted, and the first one logs a WARNING suggesting a larger setting.
-//!
-//! Persistence: the postmaster writes the table (counters, histograms, failures per SQLSTATE
-//! class, the slowest execution's text) to `pg_stat/optidb_latency.stat` at clean shutdown and
-//! reads it back (then deletes it) at start, so a crash never reloads stale counters; history
-//! already snapshotted into optidb.latency is kept.
+//! Full table policy (pg_stat_statements' entry_dealloc): when an insert finds the table full,
+//! the 5% least used entries are evicted at once. Usage is calls since the previous eviction
+//! plus 0.99 x the usage before, and an entry created since then counts at least the median,
+//! so a burst of new statements cannot evict each other one by one. Evictions are counted
+//! (optidb.memory()) and logged to the server log at most once a minute, never sent to a
+//! user's session.
 
-use super::raw;
+use super::{lwlock, raw};
 use optidb_core::histogram::{self, BUCKETS};
 use pgrx::pg_sys;
+use std::cell::UnsafeCell;
 use std::ffi::CStr;
-use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 /// Distinct SQLSTATE classes counted per statement; more share the last slot.
 pub const ERROR_CLASSES: usize = 6;
 /// Bytes kept of the slowest execution's statement text (with its literals, secrets redacted).
 pub const SLOWEST_TEXT: usize = 1024;
+/// The class recorded for a failure whose SQLSTATE is unknown ("??" once unpacked).
+pub const UNKNOWN_CLASS: u32 = (b'?' - b'0') as u32 | (((b'?' - b'0') as u32) << 6);
+
+const USAGE_DECAY: f64 = 0.99;
+const EVICT_PERCENT: usize = 5;
+const EVICTION_LOG_EVERY_US: i64 = 60_000_000;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +43,17 @@ pub struct Key {
     pub queryid: u64,
     pub userid: u32,
     pub dbid: u32,
+}
+
+/// The slowest execution so far: its time and text. Written only when a new maximum occurs,
+/// by whoever wins `busy` (a try-lock: a busy writer or reader just skips).
+#[repr(C)]
+struct Slowest {
+    busy: AtomicBool,
+    ns: AtomicU64,
+    len: AtomicU32,
+    /// Only touched by the holder of `busy`.
+    text: UnsafeCell<[u8; SLOWEST_TEXT]>,
 }
 
 #[repr(C)]
@@ -52,19 +71,30 @@ pub struct Entry {
     pub interval_min_ns: AtomicU64,
     pub interval_max_ns: AtomicU64,
     pub buckets: [AtomicU32; BUCKETS],
-    /// The slowest execution so far: its time and text. Written only when a new maximum
-    /// occurs, under `slowest_busy` (a try-lock: a busy writer or reader just skips).
-    slowest_busy: AtomicBool,
-    slowest_ns: AtomicU64,
-    slowest_len: AtomicU32,
-    slowest_text: [u8; SLOWEST_TEXT],
+    slowest: Slowest,
+    /// Statement start time (us since 2000) from which the next typical sample is due.
+    sample_due_us: AtomicI64,
+    /// Eviction bookkeeping: only touched under the EXCLUSIVE hold.
+    usage: UnsafeCell<f64>,
+    calls_at_eviction: UnsafeCell<u64>,
 }
+
+// SAFETY: every field is an atomic, or an UnsafeCell whose access rule is stated on the field
+// (the busy try-lock, or the exclusive table lock). Entries live in shared memory and are
+// shared between processes, which is what Sync describes within one.
+unsafe impl Sync for Entry {}
 
 #[repr(C)]
 struct Shared {
     lock: *mut pg_sys::LWLock,
     evictions: AtomicU64,
-    warned: AtomicBool,
+    /// When the last eviction was logged (us since 2000).
+    logged_eviction_at: AtomicI64,
+    /// Evictions not yet logged.
+    unlogged_evictions: AtomicU64,
+    /// f64 bits: the median usage at the last eviction. A new entry starts with it, so it is
+    /// not the first to go at the next eviction.
+    median_usage: AtomicU64,
 }
 
 static mut SHARED: *mut Shared = std::ptr::null_mut();
@@ -72,62 +102,74 @@ static mut TABLE: *mut pg_sys::HTAB = std::ptr::null_mut();
 static mut MAX_ENTRIES: i64 = 0;
 
 const TRANCHE: &CStr = c"optidb_latency";
-const DUMP_FILE: &str = "pg_stat/optidb_latency.stat";
-const DUMP_MAGIC: u64 = 0x6f70_7469_6462_0002;
 
 pub fn shmem_size(max_entries: i64) -> usize {
+    // SAFETY: pure arithmetic on the arguments.
     let table = unsafe { pg_sys::hash_estimate_size(max_entries, size_of::<Entry>()) };
     table + size_of::<Shared>()
 }
 
 /// From the shmem_request hook.
+///
+/// # Safety
+/// Only in the postmaster's shmem_request hook.
 pub unsafe fn request(max_entries: i64) {
-    MAX_ENTRIES = max_entries;
-    pg_sys::RequestAddinShmemSpace(shmem_size(max_entries));
-    pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
+    // SAFETY: the postmaster is single-threaded while it loads libraries.
+    unsafe {
+        MAX_ENTRIES = max_entries;
+        pg_sys::RequestAddinShmemSpace(shmem_size(max_entries));
+        // The table's lock, and the sample ring's (samples.rs).
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 2);
+    }
 }
 
-/// From the shmem_startup hook: attach (and in the postmaster, create and load) the table.
-pub unsafe fn attach() {
-    let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
-    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let mut found = false;
-    SHARED = pg_sys::ShmemInitStruct(
-        c"optidb latency state".as_ptr(),
-        size_of::<Shared>(),
-        &mut found,
-    )
-    .cast();
-    if !found {
-        std::ptr::write(
-            SHARED,
-            Shared {
-                lock: &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock,
-                evictions: AtomicU64::new(0),
-                warned: AtomicBool::new(false),
-            },
-        );
-    }
-    let mut info = pg_sys::HASHCTL {
-        keysize: size_of::<Key>(),
-        entrysize: size_of::<Entry>(),
-        hash: Some(key_hash),
-        ..Default::default()
-    };
-    TABLE = pg_sys::ShmemInitHash(
-        c"optidb latency table".as_ptr(),
-        MAX_ENTRIES,
-        MAX_ENTRIES,
-        &mut info,
-        (pg_sys::HASH_ELEM | pg_sys::HASH_FUNCTION) as i32,
-    );
-    pg_sys::LWLockRelease(init_lock);
-
-    if !pg_sys::IsUnderPostmaster {
-        pg_sys::on_shmem_exit(Some(save_at_exit), pg_sys::Datum::from(0));
+/// From the shmem_startup hook: attach (and in the postmaster, create) the table and the sample
+/// ring. Returns true when this call created the table (the caller then loads saved counters).
+///
+/// # Safety
+/// Only in the shmem_startup hook.
+pub unsafe fn attach() -> bool {
+    // SAFETY: AddinShmemInitLock serializes creation against every other process attaching;
+    // the statics are written by this process only, before any statement runs.
+    unsafe {
+        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
+        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut found = false;
+        SHARED = pg_sys::ShmemInitStruct(
+            c"optidb latency state".as_ptr(),
+            size_of::<Shared>(),
+            &mut found,
+        )
+        .cast();
         if !found {
-            load();
+            std::ptr::write(
+                SHARED,
+                Shared {
+                    lock: &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock,
+                    evictions: AtomicU64::new(0),
+                    logged_eviction_at: AtomicI64::new(0),
+                    unlogged_evictions: AtomicU64::new(0),
+                    median_usage: AtomicU64::new(0),
+                },
+            );
         }
+        let mut info = pg_sys::HASHCTL {
+            keysize: size_of::<Key>(),
+            entrysize: size_of::<Entry>(),
+            hash: Some(key_hash),
+            ..Default::default()
+        };
+        TABLE = pg_sys::ShmemInitHash(
+            c"optidb latency table".as_ptr(),
+            MAX_ENTRIES,
+            MAX_ENTRIES,
+            &mut info,
+            (pg_sys::HASH_ELEM | pg_sys::HASH_FUNCTION) as i32,
+        );
+        let locks = pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr());
+        super::samples::attach(&raw mut (*locks.add(1)).lock);
+        pg_sys::LWLockRelease(init_lock);
+        !found
     }
 }
 
@@ -135,128 +177,220 @@ pub unsafe fn attach() {
 /// the user and database into it is enough (generic byte hashing cost ~40 instructions a
 /// statement). Pure arithmetic: it cannot fail.
 unsafe extern "C-unwind" fn key_hash(key: *const std::ffi::c_void, _size: usize) -> u32 {
-    let key = &*key.cast::<Key>();
+    // SAFETY: dynahash passes a pointer to a key of keysize bytes, which is a Key.
+    let key = unsafe { &*key.cast::<Key>() };
     let who = ((key.userid as u64) << 32 | key.dbid as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mixed = key.queryid ^ who;
     (mixed ^ (mixed >> 32)) as u32
 }
 
 pub fn attached() -> bool {
+    // SAFETY: set once per process in shmem_startup, before any statement runs.
     unsafe { !SHARED.is_null() && !TABLE.is_null() }
 }
 
-fn lock() -> *mut pg_sys::LWLock {
-    unsafe { (*SHARED).lock }
+fn shared() -> &'static Shared {
+    // SAFETY: callers check attached(); the struct lives as long as shared memory.
+    unsafe { &*SHARED }
 }
 
-unsafe fn find(key: &Key) -> *mut Entry {
-    let mut found = false;
-    raw::hash_search(
-        TABLE,
-        (key as *const Key).cast(),
-        pg_sys::HASHACTION::HASH_FIND,
-        &mut found,
-    )
-    .cast()
+/// A hold of the table lock (see lwlock.rs), with the lookups it permits. The inner hold is
+/// never read: it is there to be dropped.
+struct Hold(#[allow(dead_code)] lwlock::Hold);
+
+impl Hold {
+    fn shared() -> Hold {
+        // SAFETY: the lock lives in shared memory for the life of the server.
+        Hold(unsafe { lwlock::Hold::shared(shared().lock) })
+    }
+
+    fn exclusive() -> Hold {
+        // SAFETY: as in `shared`.
+        Hold(unsafe { lwlock::Hold::exclusive(shared().lock) })
+    }
+
+    /// The entry for `key`, valid while this hold lasts.
+    fn find(&self, key: &Key) -> Option<&Entry> {
+        let mut found = false;
+        // SAFETY: the table is attached and the lock held; HASH_FIND never raises.
+        let entry: *mut Entry = unsafe {
+            raw::hash_search(
+                TABLE,
+                (key as *const Key).cast(),
+                pg_sys::HASHACTION::HASH_FIND,
+                &mut found,
+            )
+        }
+        .cast();
+        // SAFETY: dynahash returns null or a pointer to a live entry; it cannot be removed
+        // while this hold (shared or exclusive) exists.
+        unsafe { entry.as_ref() }
+    }
+
+    /// Every entry, valid while this hold lasts.
+    fn entries(&self) -> Vec<&Entry> {
+        let mut out = Vec::new();
+        let mut status = std::mem::MaybeUninit::<pg_sys::HASH_SEQ_STATUS>::uninit();
+        // SAFETY: the lock is held, so the table cannot change shape; the scan always runs to
+        // the end (dynahash needs no hash_seq_term then). Neither call raises.
+        unsafe {
+            raw::hash_seq_init(status.as_mut_ptr(), TABLE);
+            loop {
+                let e: *mut Entry = raw::hash_seq_search(status.as_mut_ptr()).cast();
+                match e.as_ref() {
+                    Some(e) => out.push(e),
+                    None => break,
+                }
+            }
+        }
+        out
+    }
 }
 
 /// What happened while finding an entry.
-#[derive(Default)]
-struct Found {
-    /// A new entry was made.
-    created: bool,
-    /// The table was full and its least used entry was evicted for this one.
-    evicted: bool,
+#[derive(Default, Clone, Copy)]
+pub struct Found {
+    /// The table was full and this many entries were evicted to make room.
+    pub evicted: usize,
 }
 
-/// Find or create the entry for `key`, holding the lock SHARED on return (entry non-null), or
-/// with the lock released when no entry could be made. Never raises: the calls it makes report
-/// failure by return value.
-unsafe fn find_or_insert(key: &Key, found: &mut Found) -> *mut Entry {
-    raw::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
-    let entry = find(key);
-    if !entry.is_null() {
-        return entry;
+/// Run `update` on the entry for `key` (created if needed) while holding the lock SHARED.
+/// Does nothing when the table is not attached or no entry could be made.
+fn with_entry<R>(key: &Key, update: impl FnOnce(&Entry) -> R) -> (Option<R>, Found) {
+    let mut found = Found::default();
+    if !attached() {
+        return (None, found);
     }
-    raw::LWLockRelease(lock());
-    raw::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_EXCLUSIVE);
-    if pg_sys::hash_get_num_entries(TABLE) >= MAX_ENTRIES {
-        found.evicted = evict_least_used();
+    {
+        let hold = Hold::shared();
+        if let Some(e) = hold.find(key) {
+            return (Some(update(e)), found);
+        }
     }
+    {
+        let hold = Hold::exclusive();
+        if hold.find(key).is_none() {
+            found.evicted = insert(&hold, key);
+        }
+    }
+    // Continue as a reader: counters are only updated under the shared hold. The entry may
+    // have been evicted in between; then this execution is not counted (as in pgss).
+    let hold = Hold::shared();
+    (hold.find(key).map(update), found)
+}
+
+/// Make a fresh entry for `key` (exclusive hold), evicting first when the table is full.
+/// Returns how many entries were evicted.
+fn insert(hold: &Hold, key: &Key) -> usize {
+    // SAFETY: hold is exclusive; hash_get_num_entries reads a counter.
+    let full = unsafe { raw::hash_get_num_entries(TABLE) } >= unsafe { MAX_ENTRIES };
+    let evicted = if full { evict(hold) } else { 0 };
     let mut existed = false;
-    let entry: *mut Entry = raw::hash_search(
-        TABLE,
-        (key as *const Key).cast(),
-        pg_sys::HASHACTION::HASH_ENTER_NULL,
-        &mut existed,
-    )
+    // SAFETY: exclusive hold; HASH_ENTER_NULL on a shared table reports "out of memory" by
+    // returning null instead of raising.
+    let entry: *mut Entry = unsafe {
+        raw::hash_search(
+            TABLE,
+            (key as *const Key).cast(),
+            pg_sys::HASHACTION::HASH_ENTER_NULL,
+            &mut existed,
+        )
+    }
     .cast();
     if !entry.is_null() && !existed {
-        // Zero every counter (atomics are plain integers in memory), then set the extremes.
-        std::ptr::write_bytes(
-            (entry as *mut u8).add(size_of::<Key>()),
-            0,
-            size_of::<Entry>() - size_of::<Key>(),
-        );
-        (*entry).min_ns.store(u64::MAX, Ordering::Relaxed);
-        (*entry).interval_min_ns.store(u64::MAX, Ordering::Relaxed);
-        found.created = true;
-    }
-    // Continue as a reader: counters are updated under the shared lock only.
-    raw::LWLockRelease(lock());
-    if entry.is_null() {
-        return entry;
-    }
-    raw::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
-    let again = find(key);
-    if again.is_null() {
-        raw::LWLockRelease(lock());
-    }
-    again
-}
-
-/// Exclusive lock held. Linear scan: only runs when the table is full. True if one was evicted.
-unsafe fn evict_least_used() -> bool {
-    let mut status = std::mem::MaybeUninit::<pg_sys::HASH_SEQ_STATUS>::uninit();
-    pg_sys::hash_seq_init(status.as_mut_ptr(), TABLE);
-    let mut victim: Option<(Key, u64)> = None;
-    loop {
-        let e: *mut Entry = pg_sys::hash_seq_search(status.as_mut_ptr()).cast();
-        if e.is_null() {
-            break;
-        }
-        let used = (*e).calls.load(Ordering::Relaxed) + (*e).errors.load(Ordering::Relaxed);
-        if victim.is_none_or(|(_, v)| used < v) {
-            victim = Some(((*e).key, used));
+        // SAFETY: a new entry of entrysize bytes whose key dynahash already wrote; zero every
+        // counter (all-zero bytes are valid for atomics, UnsafeCell<f64/u64/[u8]>), then set
+        // the extremes. Nobody else sees it before the exclusive hold ends.
+        unsafe {
+            std::ptr::write_bytes(
+                (entry as *mut u8).add(size_of::<Key>()),
+                0,
+                size_of::<Entry>() - size_of::<Key>(),
+            );
+            let e = &*entry;
+            e.min_ns.store(u64::MAX, Ordering::Relaxed);
+            e.interval_min_ns.store(u64::MAX, Ordering::Relaxed);
+            *e.usage.get() = f64::from_bits(shared().median_usage.load(Ordering::Relaxed));
         }
     }
-    let Some((key, _)) = victim else {
-        return false;
-    };
-    let mut found = false;
-    raw::hash_search(
-        TABLE,
-        (&key as *const Key).cast(),
-        pg_sys::HASHACTION::HASH_REMOVE,
-        &mut found,
-    );
-    (*SHARED).evictions.fetch_add(1, Ordering::Relaxed);
-    true
+    evicted
 }
 
-/// The first eviction since start logs one WARNING (not while an error is being reported,
-/// where raising another message would recurse; a later eviction then reports it).
-fn warn_first_eviction() {
-    unsafe {
-        if !(*SHARED).warned.swap(true, Ordering::Relaxed) {
-            let max = MAX_ENTRIES;
-            pgrx::warning!(
-                "optidb latency table is full ({} statements): evicting the least used; \
-                 raise optidb.max_statements to keep more",
-                max
+/// Evict the EVICT_PERCENT% least used entries (at least one). Exclusive hold.
+fn evict(hold: &Hold) -> usize {
+    let mut scored: Vec<(f64, Key)> = hold
+        .entries()
+        .into_iter()
+        .map(|e| {
+            // SAFETY: usage and calls_at_eviction are only touched under the exclusive hold.
+            unsafe {
+                let calls = e.calls.load(Ordering::Relaxed) + e.errors.load(Ordering::Relaxed);
+                let new_calls = calls.saturating_sub(*e.calls_at_eviction.get());
+                let usage = *e.usage.get() * USAGE_DECAY + new_calls as f64;
+                *e.usage.get() = usage;
+                *e.calls_at_eviction.get() = calls;
+                (usage, e.key)
+            }
+        })
+        .collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((median, _)) = scored.get(scored.len() / 2) {
+        shared()
+            .median_usage
+            .store(median.to_bits(), Ordering::Relaxed);
+    }
+    let victims = (scored.len() * EVICT_PERCENT / 100)
+        .max(1)
+        .min(scored.len());
+    for (_, key) in &scored[..victims] {
+        let mut found = false;
+        // SAFETY: exclusive hold; HASH_REMOVE of an existing key never raises.
+        unsafe {
+            raw::hash_search(
+                TABLE,
+                (key as *const Key).cast(),
+                pg_sys::HASHACTION::HASH_REMOVE,
+                &mut found,
             );
         }
     }
+    let s = shared();
+    s.evictions.fetch_add(victims as u64, Ordering::Relaxed);
+    s.unlogged_evictions
+        .fetch_add(victims as u64, Ordering::Relaxed);
+    victims
+}
+
+/// Log evictions not logged yet, at most once a minute across the cluster, to the server log
+/// only. Called outside any hold and never while an error is being reported.
+pub fn log_evictions(now_us: i64) {
+    if !attached() {
+        return;
+    }
+    let s = shared();
+    if s.unlogged_evictions.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let last = s.logged_eviction_at.load(Ordering::Relaxed);
+    if now_us - last < EVICTION_LOG_EVERY_US
+        || s.logged_eviction_at
+            .compare_exchange(last, now_us, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let n = s.unlogged_evictions.swap(0, Ordering::Relaxed);
+    // SAFETY: MAX_ENTRIES is set once at startup.
+    let max = unsafe { MAX_ENTRIES };
+    // LOG_SERVER_ONLY: the server log, never the client of whichever statement got here.
+    pgrx::ereport!(
+        pgrx::PgLogLevel::LOG_SERVER_ONLY,
+        pgrx::PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+        format!(
+            "optidb evicted {n} least used statements from its latency table ({max} entries); \
+             raise optidb.max_statements to keep more"
+        )
+    );
 }
 
 // A locked read-modify-write costs ~20 ns even uncontended; after warm-up the extremes rarely
@@ -273,38 +407,25 @@ fn fetch_max(a: &AtomicU64, v: u64) {
     }
 }
 
-/// Run `update` on the entry for `key` (created if needed) while holding the table lock shared.
-/// Does nothing when the table is not attached or no entry could be made.
-fn with_entry(key: &Key, update: impl FnOnce(&Entry)) -> Found {
-    let mut found = Found::default();
-    if !attached() {
-        return found;
-    }
-    unsafe {
-        let e = find_or_insert(key, &mut found);
-        if !e.is_null() {
-            // Released however `update` ends: the hooks contain panics and go on, and a shared
-            // hold left behind would block every later insertion.
-            let _hold = SharedHold;
-            update(&*e);
-        }
-    }
-    found
+/// What recording one execution asks of the caller, who acts on it outside the lock.
+#[derive(Default, Clone, Copy)]
+pub struct Recorded {
+    /// The slowest execution so far: call `keep_slowest` with its text.
+    pub slowest: bool,
+    /// A typical sample of this statement is due (see samples.rs).
+    pub sample_due: bool,
+    pub found: Found,
 }
 
-/// Releases the table lock held SHARED when dropped.
-struct SharedHold;
-
-impl Drop for SharedHold {
-    fn drop(&mut self) {
-        unsafe { raw::LWLockRelease(lock()) }
-    }
-}
-
-/// Count one successful execution of `elapsed_ns`. `text` is asked for only when this is the
-/// slowest execution so far (rare after warm-up), so the hot path never builds it.
-pub fn record_success(key: Key, elapsed_ns: u64, text: impl FnOnce() -> Option<String>) {
-    let found = with_entry(&key, |e| {
+/// Count one successful execution of `elapsed_ns` that started at `started_us`. Samples are
+/// due every `sample_every_us` (0: never).
+pub fn record_success(
+    key: Key,
+    elapsed_ns: u64,
+    started_us: i64,
+    sample_every_us: i64,
+) -> Recorded {
+    let (recorded, found) = with_entry(&key, |e| {
         e.calls.fetch_add(1, Ordering::Relaxed);
         e.sum_ns.fetch_add(elapsed_ns, Ordering::Relaxed);
         fetch_min(&e.min_ns, elapsed_ns);
@@ -312,54 +433,77 @@ pub fn record_success(key: Key, elapsed_ns: u64, text: impl FnOnce() -> Option<S
         fetch_min(&e.interval_min_ns, elapsed_ns);
         fetch_max(&e.interval_max_ns, elapsed_ns);
         e.buckets[histogram::bucket_of(elapsed_ns as f64 / 1000.0)].fetch_add(1, Ordering::Relaxed);
-        if elapsed_ns > e.slowest_ns.load(Ordering::Relaxed) {
-            unsafe { keep_slowest(e as *const Entry as *mut Entry, elapsed_ns, text) };
+        let due = e.sample_due_us.load(Ordering::Relaxed);
+        Recorded {
+            slowest: elapsed_ns > e.slowest.ns.load(Ordering::Relaxed),
+            // One backend wins the sample of each interval.
+            sample_due: sample_every_us > 0
+                && started_us >= due
+                && e.sample_due_us
+                    .compare_exchange(
+                        due,
+                        started_us + sample_every_us,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok(),
+            found: Found::default(),
         }
     });
-    if found.evicted {
-        warn_first_eviction();
+    Recorded {
+        found,
+        ..recorded.unwrap_or_default()
     }
 }
 
-unsafe fn keep_slowest(e: *mut Entry, elapsed_ns: u64, text: impl FnOnce() -> Option<String>) {
-    let Some(text) = text() else { return };
-    if (*e).slowest_busy.swap(true, Ordering::Acquire) {
+/// Keep `text` as the slowest execution's text if `elapsed_ns` still is the slowest.
+pub fn keep_slowest(key: Key, elapsed_ns: u64, text: &str) {
+    let mut len = text.len().min(SLOWEST_TEXT);
+    while !text.is_char_boundary(len) {
+        len -= 1;
+    }
+    with_entry(&key, |e| {
+        store_slowest(e, elapsed_ns, &text.as_bytes()[..len])
+    });
+}
+
+fn store_slowest(e: &Entry, elapsed_ns: u64, bytes: &[u8]) {
+    let s = &e.slowest;
+    if s.busy.swap(true, Ordering::Acquire) {
         return;
     }
-    if elapsed_ns > (*e).slowest_ns.load(Ordering::Relaxed) {
-        let mut len = text.len().min(SLOWEST_TEXT);
-        while !text.is_char_boundary(len) {
-            len -= 1;
-        }
-        std::ptr::copy_nonoverlapping(
-            text.as_ptr(),
-            (&raw mut (*e).slowest_text).cast::<u8>(),
-            len,
-        );
-        (*e).slowest_len.store(len as u32, Ordering::Relaxed);
-        (*e).slowest_ns.store(elapsed_ns, Ordering::Relaxed);
+    if elapsed_ns > s.ns.load(Ordering::Relaxed) {
+        // SAFETY: we hold `busy`, the only permission to touch `text`; bytes.len() <= SLOWEST_TEXT.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), s.text.get().cast::<u8>(), bytes.len())
+        };
+        s.len.store(bytes.len() as u32, Ordering::Relaxed);
+        s.ns.store(elapsed_ns, Ordering::Relaxed);
     }
-    (*e).slowest_busy.store(false, Ordering::Release);
+    s.busy.store(false, Ordering::Release);
 }
 
-unsafe fn read_slowest(e: &Entry) -> Option<(u64, String)> {
-    if e.slowest_busy.swap(true, Ordering::Acquire) {
+fn read_slowest(e: &Entry) -> Option<(u64, String)> {
+    let s = &e.slowest;
+    if s.busy.swap(true, Ordering::Acquire) {
         return None;
     }
-    let len = e.slowest_len.load(Ordering::Relaxed) as usize;
+    let len = (s.len.load(Ordering::Relaxed) as usize).min(SLOWEST_TEXT);
+    // SAFETY: we hold `busy`; the first `len` bytes were written whole under it.
     let out = (len > 0).then(|| {
+        let bytes = unsafe { &(&*s.text.get())[..len] };
         (
-            e.slowest_ns.load(Ordering::Relaxed),
-            String::from_utf8_lossy(&e.slowest_text[..len.min(SLOWEST_TEXT)]).into_owned(),
+            s.ns.load(Ordering::Relaxed),
+            String::from_utf8_lossy(bytes).into_owned(),
         )
     });
-    e.slowest_busy.store(false, Ordering::Release);
+    s.busy.store(false, Ordering::Release);
     out
 }
 
-/// Count one failure with its SQLSTATE class (the low 12 bits of the packed error code).
-/// Called while the error is being reported, so it never logs anything itself.
-pub fn record_failure(key: Key, class: u32) {
+/// Count one failure with its SQLSTATE class (the low 12 bits of the packed error code, or
+/// UNKNOWN_CLASS). Runs during transaction abort: it never logs anything itself.
+pub fn record_failure(key: Key, class: u32) -> Found {
     with_entry(&key, |e| {
         e.errors.fetch_add(1, Ordering::Relaxed);
         let mut slot = ERROR_CLASSES - 1;
@@ -377,7 +521,8 @@ pub fn record_failure(key: Key, class: u32) {
             }
         }
         e.error_count[slot].fetch_add(1, Ordering::Relaxed);
-    });
+    })
+    .1
 }
 
 /// A consistent-enough copy of one entry (each counter read atomically).
@@ -396,17 +541,59 @@ pub struct Snapshot {
     pub slowest: Option<(u64, String)>,
 }
 
-fn class_text(class: u32) -> String {
+pub fn class_text(class: u32) -> String {
     let c1 = ((class & 0x3F) as u8 + b'0') as char;
     let c2 = (((class >> 6) & 0x3F) as u8 + b'0') as char;
     format!("{c1}{c2}")
 }
 
 /// Inverse of `class_text`.
-fn class_code(text: &str) -> u32 {
+pub fn class_code(text: &str) -> u32 {
     let b = text.as_bytes();
     let six = |i: usize| (b.get(i).copied().unwrap_or(b'0').wrapping_sub(b'0') & 0x3F) as u32;
     six(0) | six(1) << 6
+}
+
+fn copy(e: &Entry, take_interval: bool) -> Snapshot {
+    let (imin, imax) = if take_interval {
+        (
+            e.interval_min_ns.swap(u64::MAX, Ordering::Relaxed),
+            e.interval_max_ns.swap(0, Ordering::Relaxed),
+        )
+    } else {
+        (
+            e.interval_min_ns.load(Ordering::Relaxed),
+            e.interval_max_ns.load(Ordering::Relaxed),
+        )
+    };
+    Snapshot {
+        key: e.key,
+        calls: e.calls.load(Ordering::Relaxed),
+        errors: e.errors.load(Ordering::Relaxed),
+        error_classes: e
+            .error_class
+            .iter()
+            .zip(&e.error_count)
+            .filter(|(c, _)| c.load(Ordering::Relaxed) != 0)
+            .map(|(c, n)| {
+                (
+                    class_text(c.load(Ordering::Relaxed)),
+                    n.load(Ordering::Relaxed),
+                )
+            })
+            .collect(),
+        sum_ns: e.sum_ns.load(Ordering::Relaxed),
+        min_ns: e.min_ns.load(Ordering::Relaxed),
+        max_ns: e.max_ns.load(Ordering::Relaxed),
+        interval_min_ns: imin,
+        interval_max_ns: imax,
+        buckets: e
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect(),
+        slowest: read_slowest(e),
+    }
 }
 
 /// Copy every entry (of `dbid`, or all when None). `take_interval` resets the per-interval
@@ -415,63 +602,35 @@ pub fn read_all(dbid: Option<u32>, take_interval: bool) -> Vec<Snapshot> {
     if !attached() {
         return Vec::new();
     }
-    let mut out = Vec::new();
-    unsafe {
-        pg_sys::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
-        let mut status = std::mem::MaybeUninit::<pg_sys::HASH_SEQ_STATUS>::uninit();
-        pg_sys::hash_seq_init(status.as_mut_ptr(), TABLE);
-        loop {
-            let e: *mut Entry = pg_sys::hash_seq_search(status.as_mut_ptr()).cast();
-            if e.is_null() {
-                break;
-            }
-            let e = &*e;
-            if dbid.is_some_and(|d| d != e.key.dbid) {
-                continue;
-            }
-            let (imin, imax) = if take_interval {
-                (
-                    e.interval_min_ns.swap(u64::MAX, Ordering::Relaxed),
-                    e.interval_max_ns.swap(0, Ordering::Relaxed),
-                )
-            } else {
-                (
-                    e.interval_min_ns.load(Ordering::Relaxed),
-                    e.interval_max_ns.load(Ordering::Relaxed),
-                )
-            };
-            out.push(Snapshot {
-                key: e.key,
-                calls: e.calls.load(Ordering::Relaxed),
-                errors: e.errors.load(Ordering::Relaxed),
-                error_classes: e
-                    .error_class
-                    .iter()
-                    .zip(&e.error_count)
-                    .filter(|(c, _)| c.load(Ordering::Relaxed) != 0)
-                    .map(|(c, n)| {
-                        (
-                            class_text(c.load(Ordering::Relaxed)),
-                            n.load(Ordering::Relaxed),
-                        )
-                    })
-                    .collect(),
-                sum_ns: e.sum_ns.load(Ordering::Relaxed),
-                min_ns: e.min_ns.load(Ordering::Relaxed),
-                max_ns: e.max_ns.load(Ordering::Relaxed),
-                interval_min_ns: imin,
-                interval_max_ns: imax,
-                buckets: e
-                    .buckets
-                    .iter()
-                    .map(|b| b.load(Ordering::Relaxed))
-                    .collect(),
-                slowest: read_slowest(e),
-            });
+    let hold = Hold::shared();
+    hold.entries()
+        .into_iter()
+        .filter(|e| dbid.is_none_or(|d| d == e.key.dbid))
+        .map(|e| copy(e, take_interval))
+        .collect()
+}
+
+/// Restore one saved entry (dump.rs), at startup before any backend runs.
+pub fn restore(saved: &Snapshot) {
+    let key = saved.key;
+    with_entry(&key, |e| {
+        e.calls.store(saved.calls, Ordering::Relaxed);
+        e.errors.store(saved.errors, Ordering::Relaxed);
+        e.sum_ns.store(saved.sum_ns, Ordering::Relaxed);
+        e.min_ns.store(saved.min_ns, Ordering::Relaxed);
+        e.max_ns.store(saved.max_ns, Ordering::Relaxed);
+        for (i, (class, n)) in saved.error_classes.iter().take(ERROR_CLASSES).enumerate() {
+            e.error_class[i].store(class_code(class), Ordering::Relaxed);
+            e.error_count[i].store(*n, Ordering::Relaxed);
         }
-        pg_sys::LWLockRelease(lock());
-    }
-    out
+        for (b, n) in e.buckets.iter().zip(&saved.buckets) {
+            b.store(*n, Ordering::Relaxed);
+        }
+        if let Some((ns, text)) = &saved.slowest {
+            let len = text.len().min(SLOWEST_TEXT);
+            store_slowest(e, *ns, &text.as_bytes()[..len]);
+        }
+    });
 }
 
 pub struct Usage {
@@ -486,139 +645,18 @@ pub fn usage() -> Option<Usage> {
     if !attached() {
         return None;
     }
-    unsafe {
-        pg_sys::LWLockAcquire(lock(), pg_sys::LWLockMode::LW_SHARED);
-        let entries = pg_sys::hash_get_num_entries(TABLE);
-        pg_sys::LWLockRelease(lock());
-        Some(Usage {
-            entries,
-            max_entries: MAX_ENTRIES,
-            entry_bytes: size_of::<Entry>() as i64,
-            shmem_bytes: shmem_size(MAX_ENTRIES) as i64,
-            evictions: (*SHARED).evictions.load(Ordering::Relaxed) as i64,
-        })
-    }
-}
-
-// ---- persistence (postmaster only) ----
-
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn save_at_exit(code: std::ffi::c_int, _arg: pg_sys::Datum) {
-    // Only a clean shutdown writes the file; after a crash the counters start afresh.
-    if code != 0 || !attached() {
-        return;
-    }
-    if let Err(e) = save() {
-        pgrx::log!("optidb: could not save latency counters: {e}");
-    }
-}
-
-/// One entry in the dump file: fixed size, little-endian.
-const DUMP_ENTRY: usize = 8 * 8 + ERROR_CLASSES * 16 + 16 + SLOWEST_TEXT + BUCKETS * 4;
-
-fn save() -> std::io::Result<()> {
-    let tmp = format!("{DUMP_FILE}.tmp");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    let entries = read_all(None, false);
-    f.write_all(&DUMP_MAGIC.to_le_bytes())?;
-    f.write_all(&(BUCKETS as u64).to_le_bytes())?;
-    f.write_all(&(entries.len() as u64).to_le_bytes())?;
-    for e in &entries {
-        let mut words = vec![
-            e.key.queryid,
-            e.key.userid as u64,
-            e.key.dbid as u64,
-            e.calls,
-            e.errors,
-            e.sum_ns,
-            e.min_ns,
-            e.max_ns,
-        ];
-        for i in 0..ERROR_CLASSES {
-            let (class, n) = e
-                .error_classes
-                .get(i)
-                .map_or((0, 0), |(c, n)| (class_code(c), *n));
-            words.extend([class as u64, n]);
-        }
-        let (slowest_ns, text) = e
-            .slowest
-            .as_ref()
-            .map_or((0, ""), |(ns, t)| (*ns, t.as_str()));
-        let text = &text.as_bytes()[..text.len().min(SLOWEST_TEXT)];
-        words.extend([slowest_ns, text.len() as u64]);
-        for w in words {
-            f.write_all(&w.to_le_bytes())?;
-        }
-        f.write_all(text)?;
-        f.write_all(&vec![0; SLOWEST_TEXT - text.len()])?;
-        for b in &e.buckets {
-            f.write_all(&b.to_le_bytes())?;
-        }
-    }
-    f.flush()?;
-    drop(f);
-    std::fs::rename(tmp, DUMP_FILE)
-}
-
-unsafe fn load() {
-    let Ok(mut f) = std::fs::File::open(DUMP_FILE) else {
-        return;
+    let entries = {
+        let _hold = Hold::shared();
+        // SAFETY: the table is attached and the lock held.
+        unsafe { raw::hash_get_num_entries(TABLE) }
     };
-    let mut bytes = Vec::new();
-    let ok = f.read_to_end(&mut bytes).is_ok();
-    // Never reload the same file twice (a crash after this must not resurrect it).
-    let _ = std::fs::remove_file(DUMP_FILE);
-    if !ok {
-        return;
-    }
-    let mut words = bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap()));
-    if words.next() != Some(DUMP_MAGIC) || words.next() != Some(BUCKETS as u64) {
-        pgrx::log!("optidb: ignoring {DUMP_FILE}: written by another version");
-        return;
-    }
-    let Some(count) = words.next() else { return };
-    let body = &bytes[24..];
-    if body.len() != count as usize * DUMP_ENTRY {
-        pgrx::log!("optidb: ignoring {DUMP_FILE}: truncated");
-        return;
-    }
-    for chunk in body.chunks_exact(DUMP_ENTRY) {
-        let w = |i: usize| u64::from_le_bytes(chunk[i * 8..i * 8 + 8].try_into().unwrap());
-        let key = Key {
-            queryid: w(0),
-            userid: w(1) as u32,
-            dbid: w(2) as u32,
-        };
-        let slowest_at = 8 + ERROR_CLASSES * 2;
-        let text_at = (slowest_at + 2) * 8;
-        let text_len = (w(slowest_at + 1) as usize).min(SLOWEST_TEXT);
-        let text = String::from_utf8_lossy(&chunk[text_at..text_at + text_len]).into_owned();
-        let buckets_at = text_at + SLOWEST_TEXT;
-        with_entry(&key, |e| {
-            e.calls.store(w(3), Ordering::Relaxed);
-            e.errors.store(w(4), Ordering::Relaxed);
-            e.sum_ns.store(w(5), Ordering::Relaxed);
-            e.min_ns.store(w(6), Ordering::Relaxed);
-            e.max_ns.store(w(7), Ordering::Relaxed);
-            for i in 0..ERROR_CLASSES {
-                e.error_class[i].store(w(8 + 2 * i) as u32, Ordering::Relaxed);
-                e.error_count[i].store(w(9 + 2 * i), Ordering::Relaxed);
-            }
-            for (i, b) in e.buckets.iter().enumerate() {
-                let at = buckets_at + i * 4;
-                b.store(
-                    u32::from_le_bytes(chunk[at..at + 4].try_into().unwrap()),
-                    Ordering::Relaxed,
-                );
-            }
-            if text_len > 0 {
-                keep_slowest(e as *const Entry as *mut Entry, w(slowest_at), || {
-                    Some(text)
-                });
-            }
-        });
-    }
+    // SAFETY: set once at startup.
+    let max_entries = unsafe { MAX_ENTRIES };
+    Some(Usage {
+        entries,
+        max_entries,
+        entry_bytes: size_of::<Entry>() as i64,
+        shmem_bytes: shmem_size(max_entries) as i64,
+        evictions: shared().evictions.load(Ordering::Relaxed) as i64,
+    })
 }

@@ -42,6 +42,27 @@ fn may_hold_secret(sql: &str) -> bool {
     })
 }
 
+/// Words that mark a statement whose parameter values may be secrets (a password hash, an API
+/// token): optidb keeps no sampled values of such statements.
+const SECRET_WORDS: [&str; 6] = [
+    "password",
+    "pgp_sym_",
+    "secret",
+    "token",
+    "api_key",
+    "credential",
+];
+
+/// True when the statement's parameter values must not be kept.
+pub fn mentions_secret(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    SECRET_WORDS.iter().any(|t| {
+        bytes
+            .windows(t.len())
+            .any(|w| w.eq_ignore_ascii_case(t.as_bytes()))
+    })
+}
+
 pub fn redact_secrets(sql: &str) -> String {
     if !may_hold_secret(sql) {
         return sql.to_string();
@@ -56,6 +77,20 @@ pub fn redact_secrets(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_about_secrets_are_recognised() {
+        for sql in [
+            "UPDATE users SET password_hash = $1 WHERE id = $2",
+            "SELECT * FROM sessions WHERE Token = $1",
+            "INSERT INTO vault (secret) VALUES ($1)",
+        ] {
+            assert!(mentions_secret(sql), "{sql}");
+        }
+        assert!(!mentions_secret(
+            "SELECT * FROM orders WHERE customer_id = $1"
+        ));
+    }
 
     #[test]
     fn passwords_and_keys_are_redacted() {

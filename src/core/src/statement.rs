@@ -48,8 +48,12 @@ pub struct StatementInfo {
     pub kind: StatementKind,
     /// True when `PREPARE ... AS <statement>` accepts it, so a generic plan can be captured.
     pub explainable: bool,
-    /// Highest `$n` placeholder in the text (what EXECUTE must be given).
+    /// Highest `$n` placeholder once literals are normalized (what EXECUTE must be given for
+    /// pg_stat_statements' text, where literals already are placeholders).
     pub param_count: usize,
+    /// Highest `$n` placeholder in the text as given (a sampled execution's own text keeps its
+    /// literals: only these need values).
+    pub placeholders: usize,
     /// Relations the statement reads or writes, as written (schema-qualified when it was).
     pub tables: Vec<String>,
     /// A plain query: a SELECT that writes nothing (no data-modifying WITH, no SELECT INTO)
@@ -57,6 +61,12 @@ pub struct StatementInfo {
     pub read_only: bool,
     /// It reads optidb's own tables or calls its functions: monitoring, not workload.
     pub touches_optidb: bool,
+    /// The statement itself: for `PREPARE name(types) AS stmt` (what pg_stat_statements shows
+    /// for statements run by an SQL-level EXECUTE) the prepared `stmt`, which everything above
+    /// describes; otherwise the text analyzed.
+    pub text: String,
+    /// The parameter types a PREPARE declared, as written (empty otherwise).
+    pub param_types: Vec<String>,
 }
 
 /// Why a statement could not be analysed.
@@ -71,7 +81,14 @@ impl std::fmt::Display for ParseFailure {
 
 /// Parse, fingerprint and normalize one statement (one statement only: text holding several is
 /// refused, because optidb later PREPAREs it and must never run a second, hidden command).
+/// `PREPARE name(types) AS stmt` is analyzed as `stmt`, so a statement run through SQL-level
+/// PREPARE/EXECUTE and the same statement sent with the extended protocol share a fingerprint.
 pub fn analyze(sql: &str) -> Result<StatementInfo, ParseFailure> {
+    if let Some((inner, param_types)) = unwrap_prepare(sql)? {
+        let mut info = analyze(&inner)?;
+        info.param_types = param_types;
+        return Ok(info);
+    }
     let parsed = pg_query::parse(sql).map_err(|e| ParseFailure(e.to_string()))?;
     let stmts = &parsed.protobuf.stmts;
     if stmts.len() != 1 {
@@ -88,6 +105,7 @@ pub fn analyze(sql: &str) -> Result<StatementInfo, ParseFailure> {
         .hex;
     let normalized = canonical_text(sql)?;
     let param_count = max_param(&normalized)?;
+    let placeholders = max_param(sql)?;
     let mut tables: Vec<String> = parsed.tables();
     tables.sort();
     tables.dedup();
@@ -106,10 +124,54 @@ pub fn analyze(sql: &str) -> Result<StatementInfo, ParseFailure> {
         kind,
         explainable,
         param_count,
+        placeholders,
         tables,
         read_only,
         touches_optidb,
+        text: sql.to_string(),
+        param_types: Vec::new(),
     })
+}
+
+/// For `PREPARE name [(type, ...)] AS stmt`: `stmt`'s text and the declared types. Found with
+/// PostgreSQL's own scanner (the first AS outside parentheses), so quoted names cannot fool it.
+fn unwrap_prepare(sql: &str) -> Result<Option<(String, Vec<String>)>, ParseFailure> {
+    let scanned = pg_query::scan(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let tokens = &scanned.tokens;
+    if tokens.first().map(|t| t.token) != Some(Token::Prepare as i32) {
+        return Ok(None);
+    }
+    // Each declared type is the source text between "(" or "," and "," or ")" at depth 1.
+    let (mut depth, mut types, mut type_start, mut body) = (0, Vec::new(), 0usize, None);
+    for t in tokens.iter().skip(2) {
+        let (start, end) = (t.start as usize, t.end as usize);
+        match t.token {
+            x if x == Token::Ascii40 as i32 => {
+                depth += 1;
+                if depth == 1 {
+                    type_start = end;
+                }
+            }
+            x if (x == Token::Ascii41 as i32 || x == Token::Ascii44 as i32) && depth == 1 => {
+                types.push(sql[type_start..start].trim().to_string());
+                type_start = end;
+                if x == Token::Ascii41 as i32 {
+                    depth -= 1;
+                }
+            }
+            x if x == Token::Ascii41 as i32 => depth -= 1,
+            x if x == Token::As as i32 && depth == 0 => {
+                body = Some(end);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(start) = body else {
+        return Ok(None);
+    };
+    types.retain(|t| !t.is_empty());
+    Ok(Some((sql[start..].trim().to_string(), types)))
 }
 
 /// Any `FOR UPDATE/SHARE` clause, at any depth.
@@ -299,6 +361,7 @@ mod tests {
             "SELECT * FROM orders WHERE customer_id = $1 AND status = $2"
         );
         assert_eq!(a.param_count, 2);
+        assert_eq!(a.placeholders, 0);
         assert_eq!(a.kind, StatementKind::Select);
         assert!(a.explainable);
         assert_eq!(a.tables, vec!["orders".to_string()]);
@@ -344,6 +407,34 @@ mod tests {
         ] {
             assert!(!analyze(sql).unwrap().touches_optidb, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_prepare_is_analyzed_as_the_statement_it_prepares() {
+        let prepared = analyze(
+            "PREPARE by_customer(int, timestamp with time zone) AS \
+             SELECT * FROM orders WHERE customer_id = $1 AND created_at > $2",
+        )
+        .unwrap();
+        let direct =
+            analyze("SELECT * FROM orders WHERE customer_id = $1 AND created_at > $2").unwrap();
+        assert_eq!(prepared.fingerprint, direct.fingerprint);
+        assert_eq!(prepared.kind, StatementKind::Select);
+        assert!(prepared.explainable && prepared.read_only);
+        assert_eq!(
+            prepared.text,
+            "SELECT * FROM orders WHERE customer_id = $1 AND created_at > $2"
+        );
+        assert_eq!(
+            prepared.param_types,
+            vec!["int".to_string(), "timestamp with time zone".to_string()]
+        );
+        let untyped = analyze("prepare \"as\" as select 1").unwrap();
+        assert_eq!(untyped.text, "select 1");
+        assert!(untyped.param_types.is_empty());
+        let numeric = analyze("PREPARE q(numeric(10, 2)) AS SELECT $1").unwrap();
+        assert_eq!(numeric.param_types, vec!["numeric(10, 2)".to_string()]);
+        assert!(analyze("PREPARE q AS SELECT 1; DROP TABLE t").is_err());
     }
 
     #[test]

@@ -1,0 +1,400 @@
+//! Replays run in a backend of their own: a dynamic background worker started for one statement
+//! owner's batch of jobs (EXPLAIN, hypothetical-index and real-index simulations), which exits
+//! when the batch is done.
+//!
+//! Why not in the caller's backend: planning and running a statement runs its functions, and
+//! even as their owner inside a security-restricted operation they would see and touch the
+//! caller's session: its settings (a SET outlives the replay), prepared statements, cursors,
+//! temporary schema (searched first for relations), session_user, custom settings, advisory
+//! locks and hypothetical indexes. The worker shares none of that. It connects to the
+//! database, becomes the owner (session and current user, so row-level security written with
+//! session_user sees the owner too), and runs every job as the owner inside a
+//! security-restricted operation with the statement's search_path (src/replay.rs), each job in
+//! a subtransaction that is rolled back. Whatever the statement's code does to the worker's
+//! session ends with the worker.
+//!
+//! The request and the answer travel through a dynamic shared memory segment the caller
+//! creates (JSON: the jobs, then the plans or failures). Limits are read by the caller before
+//! any of the statement's code runs, and travel with the request. If the caller is canceled,
+//! the worker is terminated. Each batch needs a free background worker slot
+//! (max_worker_processes); without one the batch fails with a message that says so.
+
+use crate::explain::{self, Mode, Replay, Values};
+use crate::guarded::{self, Failure, Limit};
+use crate::hypopg::Hypopg;
+use crate::replay::{self, Context};
+use crate::settings::{self, Setting};
+use crate::{gucs, own_work};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Room for the answer: plans of one batch (a few kB to a few hundred kB each).
+const ANSWER_BYTES: usize = 64 << 20;
+
+/// A statement to plan: its text, the types to declare, and its values (None: generic plan,
+/// NULL for each of `placeholders` parameters).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Statement {
+    pub sql: String,
+    pub param_types: Vec<String>,
+    pub values: Option<Vec<Option<String>>>,
+    pub placeholders: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Job {
+    /// EXPLAIN (costs).
+    Plan(Statement),
+    /// EXPLAIN, hypothetical index, EXPLAIN (hypopg in `hypopg_schema`).
+    Hypothetical {
+        statement: Statement,
+        index_sql: String,
+        hypopg_schema: String,
+    },
+    /// EXPLAIN ANALYZE, CREATE INDEX as `builder` (the table's owner), EXPLAIN ANALYZE; all
+    /// rolled back. Read-only statements only (the caller checked).
+    Real {
+        statement: Statement,
+        index_sql: String,
+        builder: u32,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answer {
+    Plan(Value),
+    Compared { before: Value, after: Value },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Limits {
+    statement: Limit,
+    build: Limit,
+    lock: Limit,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    database: u32,
+    owner: u32,
+    search_path: String,
+    limits: Limits,
+    jobs: Vec<Job>,
+}
+
+/// Run each item's jobs as its context's owner; items with the same owner and search_path
+/// share one worker. Answers come back per item, one per job, in order.
+pub fn run_batches(items: Vec<(Context, Vec<Job>)>) -> Vec<Vec<Result<Answer, Failure>>> {
+    let mut groups: Vec<(Context, Vec<usize>)> = Vec::new();
+    for (i, (context, _)) in items.iter().enumerate() {
+        let same =
+            |c: &Context| c.owner.oid == context.owner.oid && c.search_path == context.search_path;
+        match groups.iter_mut().find(|(c, _)| same(c)) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((context.clone(), vec![i])),
+        }
+    }
+    let sizes: Vec<usize> = items.iter().map(|(_, jobs)| jobs.len()).collect();
+    let mut jobs: Vec<Option<Vec<Job>>> = items.into_iter().map(|(_, j)| Some(j)).collect();
+    let mut answers: Vec<Vec<Result<Answer, Failure>>> = vec![Vec::new(); sizes.len()];
+    for (context, members) in groups {
+        let batch: Vec<Job> = members
+            .iter()
+            .flat_map(|i| jobs[*i].take().unwrap_or_default())
+            .collect();
+        let mut results = run(&context, batch).into_iter();
+        for i in members {
+            answers[i] = results.by_ref().take(sizes[i]).collect();
+        }
+    }
+    answers
+}
+
+/// Run `jobs` as `context`'s owner in a worker of their own; one answer per job.
+pub fn run(context: &Context, jobs: Vec<Job>) -> Vec<Result<Answer, Failure>> {
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let count = jobs.len();
+    let request = Request {
+        // SAFETY: the current database's oid, set at connection.
+        database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        owner: context.owner.oid.to_u32(),
+        search_path: context.search_path.clone(),
+        limits: Limits {
+            statement: gucs::statement_limit(),
+            build: gucs::real_simulation_limit(),
+            lock: gucs::lock_limit(),
+        },
+        jobs,
+    };
+    match in_worker(&request) {
+        Ok(answers) if answers.len() == count => answers,
+        Ok(_) => vec![Err(Failure::new("XX000", "the replay worker answered wrongly")); count],
+        Err(failure) => vec![Err(failure); count],
+    }
+}
+
+/// The shared segment: [request length][request][answer state][answer length][answer].
+struct Segment {
+    seg: *mut pg_sys::dsm_segment,
+    base: *mut u8,
+}
+
+const DONE: u64 = 0x6f70_7469_646f_6e65; // "optidone"
+
+impl Segment {
+    fn answer_at(request_len: usize) -> usize {
+        (8 + request_len).next_multiple_of(8)
+    }
+
+    fn read_u64(&self, at: usize) -> u64 {
+        // SAFETY: `at` is inside the segment (callers use offsets of the layout above).
+        unsafe { std::ptr::read_unaligned(self.base.add(at).cast::<u64>()) }
+    }
+
+    fn write_u64(&self, at: usize, v: u64) {
+        // SAFETY: as read_u64.
+        unsafe { std::ptr::write_unaligned(self.base.add(at).cast::<u64>(), v) }
+    }
+
+    fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        // SAFETY: callers stay inside the segment's size.
+        unsafe { std::slice::from_raw_parts(self.base.add(at), len) }
+    }
+
+    fn write_bytes(&self, at: usize, bytes: &[u8]) {
+        // SAFETY: callers stay inside the segment's size.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(at), bytes.len()) }
+    }
+}
+
+fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure> {
+    let bytes = serde_json::to_vec(request).expect("a request serializes");
+    let answer_at = Segment::answer_at(bytes.len());
+    let size = answer_at + 16 + ANSWER_BYTES;
+    // SAFETY: a new segment owned by the current resource owner (detached at transaction end,
+    // also on error); its handle is what the worker attaches to.
+    let segment = unsafe {
+        let seg = pg_sys::dsm_create(size, 0);
+        Segment {
+            seg,
+            base: pg_sys::dsm_segment_address(seg).cast(),
+        }
+    };
+    segment.write_u64(0, bytes.len() as u64);
+    segment.write_bytes(8, &bytes);
+    segment.write_u64(answer_at, 0);
+    // SAFETY: reads the segment's handle.
+    let handle = unsafe { pg_sys::dsm_segment_handle(segment.seg) };
+    let worker = BackgroundWorkerBuilder::new("optidb replay")
+        .set_type("optidb replay")
+        .set_library("optidb")
+        .set_function("optidb_replay_main")
+        .set_argument(Some(pg_sys::Datum::from(handle)))
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::ConsistentState)
+        .set_restart_time(None)
+        // SAFETY: this backend's pid.
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .map_err(|_| {
+            Failure::new(
+                "53400",
+                "no background worker slot is free to replay the statement (every one of \
+                 max_worker_processes is in use): retry, or raise max_worker_processes",
+            )
+        })?;
+    let pid = worker.wait_for_startup().map_err(|status| {
+        Failure::new(
+            "58000",
+            format!("the replay worker did not start ({status:?}); see the server log"),
+        )
+    })?;
+    // A cancel while waiting must not leave the worker running on its own.
+    let terminate = TerminateOnDrop(pid);
+    let stopped = worker.wait_for_shutdown();
+    std::mem::forget(terminate);
+    stopped
+        .map_err(|status| Failure::new("58000", format!("lost the replay worker ({status:?})")))?;
+    let answer = if segment.read_u64(answer_at) == DONE {
+        let len = segment.read_u64(answer_at + 8) as usize;
+        serde_json::from_slice(segment.bytes(answer_at + 16, len.min(ANSWER_BYTES)))
+            .map_err(|e| Failure::new("XX000", format!("unreadable replay answer: {e}")))
+    } else {
+        Err(Failure::new(
+            "58000",
+            "the replay worker ended without an answer (see the server log)",
+        ))
+    };
+    // SAFETY: our own segment, not used after this.
+    unsafe { pg_sys::dsm_detach(segment.seg) };
+    answer
+}
+
+/// Terminates the worker with this pid when dropped, i.e. while a cancel of the caller unwinds
+/// (the worker is still running then: its pid cannot have been reused).
+struct TerminateOnDrop(pg_sys::pid_t);
+
+impl Drop for TerminateOnDrop {
+    fn drop(&mut self) {
+        unsafe extern "C" {
+            fn kill(pid: pg_sys::pid_t, sig: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        // SAFETY: SIGTERM to our own worker, which ends it (FATAL); kill never raises.
+        unsafe { kill(self.0, 15) };
+    }
+}
+
+/// The worker: attach the segment, connect, become the owner, run the jobs, answer, exit.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
+    // SAFETY: standard background worker start-up: a resource owner for the segment mapping,
+    // then the segment the caller created (it outlives us: the caller waits for our exit).
+    let segment = unsafe {
+        pg_sys::BackgroundWorkerUnblockSignals();
+        pg_sys::CurrentResourceOwner =
+            pg_sys::ResourceOwnerCreate(std::ptr::null_mut(), c"optidb replay".as_ptr());
+        let seg = pg_sys::dsm_attach(arg.value() as pg_sys::dsm_handle);
+        if seg.is_null() {
+            return;
+        }
+        Segment {
+            seg,
+            base: pg_sys::dsm_segment_address(seg).cast(),
+        }
+    };
+    let len = segment.read_u64(0) as usize;
+    let Ok(request) = serde_json::from_slice::<Request>(segment.bytes(8, len)) else {
+        return;
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(request.database.into()),
+        Some(pg_sys::BOOTSTRAP_SUPERUSERID.into()),
+    );
+    let answers = BackgroundWorker::transaction(|| {
+        let owner = pg_sys::Oid::from(request.owner);
+        let Some(owner) = replay::owner(owner) else {
+            let gone = Failure::new("42704", "the statement's role no longer exists");
+            return vec![Err(gone); request.jobs.len()];
+        };
+        // The owner is the session user too, as in a session of its own. It cannot change
+        // back: every job runs in a security-restricted operation.
+        // SAFETY: a role that exists; sets this session's identity.
+        unsafe { pg_sys::SetSessionAuthorization(owner.oid, false) };
+        let context = Context {
+            owner,
+            search_path: request.search_path.clone(),
+            path_source: "recorded",
+        };
+        own_work::run(|| {
+            request
+                .jobs
+                .iter()
+                .map(|job| execute(&context, &request.limits, job))
+                .collect::<Vec<_>>()
+        })
+    });
+    let bytes = serde_json::to_vec(&answers).expect("answers serialize");
+    let answer_at = Segment::answer_at(len);
+    if bytes.len() <= ANSWER_BYTES {
+        segment.write_u64(answer_at + 8, bytes.len() as u64);
+        segment.write_bytes(answer_at + 16, &bytes);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        segment.write_u64(answer_at, DONE);
+    } else {
+        pgrx::log!(
+            "optidb replay: answer of {} bytes does not fit",
+            bytes.len()
+        );
+    }
+}
+
+/// One job, in a subtransaction that is always rolled back: nothing it did stays, even in
+/// this worker's own session.
+fn execute(context: &Context, limits: &Limits, job: &Job) -> Result<Answer, Failure> {
+    let lock = format!("{}ms", limits.lock.ms);
+    guarded::run_rolled_back(None, || {
+        // A lock held by anyone (the caller included) is waited for at most this long.
+        settings::with(&[Setting::user("lock_timeout", &lock)], || match job {
+            Job::Plan(s) => explain::plan(replay_of(context, s, limits.statement), Mode::Costs)
+                .map(|p| Answer::Plan(p.json)),
+            Job::Hypothetical {
+                statement,
+                index_sql,
+                hypopg_schema,
+            } => {
+                let replay = replay_of(context, statement, limits.statement);
+                let before = explain::plan(replay, Mode::Costs)?;
+                let hypopg = Hypopg::in_schema(hypopg_schema);
+                let after = hypopg
+                    .with_index(context, index_sql, || explain::plan(replay, Mode::Costs))??;
+                Ok(Answer::Compared {
+                    before: before.json,
+                    after: after.json,
+                })
+            }
+            Job::Real {
+                statement,
+                index_sql,
+                builder,
+            } => {
+                let replay = replay_of(context, statement, limits.statement);
+                let builder = Context {
+                    owner: replay::owner(pg_sys::Oid::from(*builder)).ok_or_else(|| {
+                        Failure::new("42704", "the table's owner no longer exists")
+                    })?,
+                    ..context.clone()
+                };
+                real(replay, &builder, index_sql, limits)
+            }
+        })
+    })?
+}
+
+fn replay_of<'a>(context: &'a Context, s: &'a Statement, limit: Limit) -> Replay<'a> {
+    Replay {
+        context,
+        sql: &s.sql,
+        param_types: &s.param_types,
+        values: match &s.values {
+            Some(v) => Values::Sampled(v),
+            None => Values::Generic {
+                count: s.placeholders,
+            },
+        },
+        limit,
+    }
+}
+
+/// EXPLAIN ANALYZE in a read-only transaction state: nothing the statement calls can write.
+fn analyzed(replay: Replay) -> Result<explain::CapturedPlan, Failure> {
+    settings::with(&[Setting::user("transaction_read_only", "on")], || {
+        explain::plan(replay, Mode::Analyze)
+    })
+}
+
+/// EXPLAIN ANALYZE, CREATE INDEX (as the table's owner), EXPLAIN ANALYZE. The job runs in a
+/// rolled-back subtransaction: the index and everything else go away with it.
+fn real(
+    replay: Replay,
+    builder: &Context,
+    index_sql: &str,
+    limits: &Limits,
+) -> Result<Answer, Failure> {
+    let before = analyzed(replay)?;
+    guarded::run(Some(limits.build), || {
+        replay::as_owner(builder, || {
+            Spi::run(index_sql).unwrap_or_else(|e| error!("{e}"))
+        })
+    })?;
+    let after = analyzed(replay)?;
+    Ok(Answer::Compared {
+        before: before.json,
+        after: after.json,
+    })
+}
