@@ -1,0 +1,398 @@
+"""The red-team findings against replays, each as a test that fails on the code that had it.
+
+Cast: `mallory` (LOGIN + optidb_reader, owns schema m), `adm` (an optidb_admin, not a
+superuser), `victim` (a plain role with a private schema), and the superuser. mallory's
+m.harm(tag) does nothing when mallory runs it; run by anyone else it logs who ran it and, as a
+superuser, copies password hashes, runs a shell command and makes mallory a superuser. Every
+test ends by checking that none of that happened."""
+
+import glob
+import os
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import connect, new_database, scalar
+
+MARKERS = "/tmp/optidb_rt_pwned_"
+
+BASE = """
+CREATE TABLE m.log (sess name, cur name, note text);
+GRANT INSERT, SELECT ON m.log TO PUBLIC;
+GRANT USAGE ON SCHEMA m TO PUBLIC;
+CREATE FUNCTION m.harm(tag text) RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+BEGIN
+  IF pg_catalog.current_user() OPERATOR(pg_catalog.<>) 'MALLORY' THEN
+    INSERT INTO m.log VALUES (pg_catalog.session_user(), pg_catalog.current_user(), tag);
+    IF pg_catalog.has_table_privilege('pg_catalog.pg_authid', 'SELECT') THEN
+      INSERT INTO m.log SELECT pg_catalog.session_user(), pg_catalog.current_user(),
+             tag || ': ' || rolpassword FROM pg_catalog.pg_authid WHERE rolpassword IS NOT NULL;
+      EXECUTE pg_catalog.format('COPY (SELECT 1) TO PROGRAM %L', 'touch MARKERS' || tag);
+      EXECUTE 'ALTER ROLE "MALLORY" SUPERUSER';
+    END IF;
+  END IF;
+  RETURN 1;
+END $f$;
+CREATE FUNCTION m.harm_i(tag text) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+BEGIN RETURN (SELECT m.harm(tag)); END $f$;
+"""
+
+
+class World:
+    def __init__(self, db, roles):
+        self.db, self.roles = db, roles
+
+    def conn(self, who, **kw):
+        return connect(self.db, user=self.roles.get(who, who), **kw)
+
+    def as_mallory(self, sql):
+        with self.conn("mallory") as c:
+            c.execute(sql.replace("MALLORY", self.roles["mallory"]))
+
+    def assert_unharmed(self):
+        with self.conn("postgres") as su:
+            assert not scalar(su, "SELECT rolsuper FROM pg_roles WHERE rolname = %s",
+                              (self.roles["mallory"],)), "mallory became a superuser"
+            logged = su.execute("SELECT sess, cur, note FROM m.log").fetchall()
+            assert logged == [], f"mallory's code ran as someone else: {logged}"
+        assert glob.glob(MARKERS + "*") == [], "a shell command ran"
+
+
+@pytest.fixture
+def world():
+    tag = uuid.uuid4().hex[:6]
+    roles = {k: f"rt_{k}_{tag}" for k in ("mallory", "adm", "victim")}
+    with connect("postgres") as su:
+        su.execute(f"CREATE ROLE \"{roles['mallory']}\" LOGIN IN ROLE optidb_reader")
+        su.execute(f"CREATE ROLE \"{roles['adm']}\" LOGIN IN ROLE optidb_admin")
+        su.execute(f"CREATE ROLE \"{roles['victim']}\" LOGIN PASSWORD 'victim-secret'")
+        su.execute("ALTER ROLE postgres PASSWORD 'superuser-secret'")
+    try:
+        with new_database(extensions=("pg_stat_statements", "hypopg", "optidb")) as db:
+            with connect(db) as su:
+                su.execute(f"CREATE SCHEMA m AUTHORIZATION \"{roles['mallory']}\"")
+                su.execute(f"CREATE SCHEMA vs AUTHORIZATION \"{roles['victim']}\"")
+                su.execute("CREATE TABLE public.shared_t AS "
+                           "SELECT g AS id, g % 500 AS v FROM generate_series(1, 20000) g")
+                su.execute("GRANT SELECT ON public.shared_t TO PUBLIC")
+                su.execute("ANALYZE public.shared_t")
+                su.execute("GRANT SELECT ON hypopg_list_indexes TO PUBLIC")
+            w = World(db, roles)
+            w.as_mallory(BASE.replace("MARKERS", MARKERS))
+            with connect(db) as su:
+                su.execute("SELECT pg_stat_statements_reset()")
+            yield w
+    finally:
+        for f in glob.glob(MARKERS + "*"):
+            os.remove(f)
+        with connect("postgres") as su:
+            su.execute("ALTER ROLE postgres PASSWORD NULL")
+            for name in roles.values():
+                su.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def scan(w, who):
+    with w.conn(who) as c:
+        c.execute("SELECT * FROM optidb.scan()")
+
+
+def test_a_setting_changed_by_replayed_code_does_not_outlive_the_replay(world):
+    """Finding 1: a SET in an immutable function, folded while planning, survived the replay
+    and sent optidb's own later SQL to mallory's look-alike `=` operator."""
+    w = world
+    w.as_mallory("""
+        CREATE FUNCTION m.setsp() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+        BEGIN PERFORM pg_catalog.set_config('search_path', 'm, pg_catalog, public', false);
+              RETURN 1; END $f$;
+        CREATE FUNCTION m.eq8(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS $f$
+        BEGIN PERFORM m.harm('setting'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $f$;
+        CREATE OPERATOR m.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = m.eq8)""")
+    with w.conn("mallory") as c:
+        for i in range(3):
+            c.execute("SELECT m.setsp(), count(*) FROM public.shared_t WHERE v = %s", (i,))
+    for who in ("adm", "postgres"):
+        with w.conn(who) as c:
+            before = scalar(c, "SHOW search_path")
+            c.execute("SELECT * FROM optidb.scan()")
+            for rec, qid in c.execute("SELECT rec_id, query_ids[1] FROM optidb.recommend() "
+                                      "WHERE kind LIKE '%index'").fetchall():
+                c.execute("SELECT * FROM optidb.simulate(%s, %s)", (qid, rec))
+            assert scalar(c, "SHOW search_path") == before
+    w.assert_unharmed()
+
+
+def test_the_callers_prepared_statements_are_untouched(world):
+    """Finding 2: a domain CHECK evaluated while the statement was parsed replaced the caller's
+    prepared statement with one that ran mallory's code as the caller."""
+    w = world
+    w.as_mallory("""
+        CREATE FUNCTION m.chk(text[]) RETURNS boolean LANGUAGE plpgsql AS $f$
+        BEGIN
+          IF pg_catalog.session_user() OPERATOR(pg_catalog.<>) 'MALLORY' THEN
+            IF EXISTS (SELECT FROM pg_catalog.pg_prepared_statements
+                       WHERE name OPERATOR(pg_catalog.=) 'pay') THEN
+              EXECUTE 'DEALLOCATE pay';
+              EXECUTE 'PREPARE pay(int) AS SELECT m.harm(''prepared'') AS id';
+            END IF;
+            PERFORM m.harm('parse-time');
+          END IF;
+          RETURN true;
+        END $f$;
+        CREATE DOMAIN m.dom AS text CHECK (m.chk(ARRAY[VALUE]))""")
+    with w.conn("mallory") as c:
+        for _ in range(3):
+            c.execute("SELECT * FROM XMLTABLE('/r' PASSING '<r><a>1</a></r>' COLUMNS a text "
+                      "PATH 'a', b m.dom[] PATH 'b' DEFAULT '{x}'), pg_sleep(0.01)")
+    with w.conn("adm") as c:
+        c.execute("PREPARE pay(int) AS SELECT id FROM public.shared_t WHERE id = $1")
+        c.execute("SELECT * FROM optidb.scan()")
+        assert "public.shared_t" in scalar(
+            c, "SELECT statement FROM pg_prepared_statements WHERE name = 'pay'")
+        assert c.execute("EXECUTE pay(1)").fetchall() == [(1,)]
+    w.assert_unharmed()
+
+
+def test_no_schema_of_another_role_is_guessed_for_a_statement(world):
+    """Finding 3: a superuser's statement on a temporary table (gone at replay time) was
+    replayed against mallory's same-named view, as the superuser."""
+    w = world
+    w.as_mallory("CREATE VIEW m.tmp_report AS SELECT m.harm_i('guessed') AS id, 'x'::text AS "
+                 "label; GRANT SELECT ON m.tmp_report TO PUBLIC")
+    with w.conn("postgres") as c:
+        c.execute("CREATE TEMP TABLE tmp_report AS SELECT g AS id FROM generate_series(1, 100) g")
+        for i in range(3):
+            c.execute("SELECT count(*) FROM tmp_report WHERE id > %s", (i,))
+    scan(w, "adm")
+    with w.conn("postgres") as su:
+        src, err = su.execute(
+            "SELECT p.path_source, p.explain_error FROM optidb.plan p JOIN optidb.query q "
+            "ON q.id = p.query_id WHERE q.raw_sql LIKE '%FROM tmp_report%'").fetchone()
+        assert err and "tmp_report" in err, err
+    w.assert_unharmed()
+
+
+def test_expression_indexes_are_advised_only_over_trusted_functions(world):
+    """Findings 4 and 5: advice to index m.normalize_email(email) on the superuser's table,
+    which its owner would build (or real mode would build as the owner)."""
+    w = world
+    with w.conn("postgres") as su:
+        su.execute("CREATE TABLE public.customers AS SELECT g AS id, g % 300 AS status, "
+                   "'u' || g || '@x.org' AS email FROM generate_series(1, 50000) g")
+        su.execute("GRANT SELECT ON public.customers TO PUBLIC")
+        su.execute("ANALYZE public.customers")
+    w.as_mallory("""
+        CREATE FUNCTION m.normalize_email(text) RETURNS text LANGUAGE plpgsql IMMUTABLE
+        PARALLEL SAFE AS $f$
+        BEGIN PERFORM m.harm_i('index-expression'); RETURN pg_catalog.lower($1); END $f$""")
+    with w.conn("mallory") as c:
+        for i in range(3):
+            c.execute("SELECT id FROM public.customers WHERE m.normalize_email(email) = %s",
+                      (f"u{i}@x.org",))
+    with w.conn("postgres") as c:
+        for i in range(3):
+            c.execute("SELECT id, email FROM public.customers WHERE status = %s", (i,))
+    scan(w, "adm")
+    with w.conn("adm") as c:
+        shown = [r[0] for r in c.execute("SELECT ddl FROM optidb.recommend()")]
+        assert not [d for d in shown if "normalize_email" in d], shown
+        reason = scalar(c, "SELECT not_simulable_reason FROM optidb.recommendation "
+                           "WHERE ddl LIKE '%normalize_email%'")
+        assert reason and "m.normalize_email(text) (owned by" in reason, reason
+        rec, qids = c.execute("SELECT id, query_ids FROM optidb.recommendation "
+                              "WHERE ddl LIKE '%normalize_email%'").fetchone()
+        for qid in qids:
+            with pytest.raises(psycopg.errors.FeatureNotSupported):
+                c.execute("SELECT * FROM optidb.simulate(%s, %s, 'real')", (qid, rec))
+    w.assert_unharmed()
+
+
+def test_the_callers_temporary_objects_are_not_seen_by_replays(world):
+    """Finding 6: an admin's temporary view shadowed the table of a superuser's statement."""
+    w = world
+    with w.conn("postgres") as c:
+        for i in range(3):
+            c.execute("SELECT count(*) FROM shared_t WHERE v = %s", (i,))
+    with w.conn("adm") as c:
+        c.execute("CREATE TEMP VIEW shared_t AS SELECT m.harm_i('temp-view') AS v, 1 AS id")
+        c.execute("SELECT * FROM optidb.scan()")
+        relations = scalar(
+            c, "SELECT p.facts -> 'relation_scans' FROM optidb.plan p JOIN optidb.query q "
+               "ON q.id = p.query_id WHERE q.raw_sql LIKE '%FROM shared_t WHERE v%' "
+               "AND p.plan_kind = 'generic'")
+        assert relations and relations[0]["relation"] == "shared_t", relations
+    w.assert_unharmed()
+
+
+def test_the_callers_session_state_is_invisible_to_replayed_code(world):
+    """Finding 7: mallory's function raised the admin's custom settings, prepared statements,
+    cursors and application_name into its stored explain_error."""
+    w = world
+    w.as_mallory("""
+        CREATE FUNCTION m.peek() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+        BEGIN
+          IF pg_catalog.session_user() OPERATOR(pg_catalog.<>) 'MALLORY' THEN
+            RAISE EXCEPTION 'PEEK user=% token=% prepared=% cursors=% app=%',
+              pg_catalog.session_user(), pg_catalog.current_setting('app.token', true),
+              (SELECT pg_catalog.string_agg(statement, ' | ') FROM pg_catalog.pg_prepared_statements),
+              (SELECT pg_catalog.string_agg(statement, ' | ') FROM pg_catalog.pg_cursors),
+              pg_catalog.current_setting('application_name');
+          END IF;
+          RETURN 1;
+        END $f$""")
+    with w.conn("mallory") as c:
+        for i in range(3):
+            c.execute("SELECT m.peek(), count(*) FROM public.shared_t WHERE v = %s", (i,))
+    with w.conn("adm", application_name="billing-console") as c:
+        c.execute("SET app.token = 'tok-ADMIN-SECRET'")
+        c.execute("PREPARE pay(int) AS SELECT 'admin-prepared-literal', $1")
+        c.execute("BEGIN")
+        c.execute("DECLARE cur1 CURSOR WITH HOLD FOR SELECT 'cursor-secret-literal'")
+        c.execute("COMMIT")
+        c.execute("SELECT * FROM optidb.scan()")
+    with w.conn("mallory") as c:
+        stored = " ".join(r[0] or "" for r in c.execute("SELECT explain_error FROM optidb.plan"))
+    for secret in ("tok-ADMIN-SECRET", "admin-prepared-literal", "cursor-secret-literal",
+                   "billing-console", w.roles["adm"]):
+        assert secret not in stored, (secret, stored)
+    w.assert_unharmed()
+
+
+def test_advice_shared_with_another_roles_statement_is_not_shown_to_a_reader(world):
+    """Finding 8: a merged recommendation showed the victim's statement text to mallory."""
+    w = world
+    with w.conn("victim") as c:
+        c.execute("CREATE TABLE vs.secret_t AS SELECT g AS id, 'CARD-' || g AS card "
+                  "FROM generate_series(1, 20000) g")
+        c.execute("ANALYZE vs.secret_t")
+        for i in range(5):
+            c.execute("SELECT id, card FROM vs.secret_t WHERE card <> 'TOPSECRET-literal' "
+                      "AND id > %s ORDER BY id LIMIT 10 OFFSET 500", (i,))
+    w.as_mallory("CREATE TABLE m.secret_t AS SELECT g AS id FROM generate_series(1, 20000) g")
+    with w.conn("mallory") as c:
+        c.execute("SELECT id FROM m.secret_t ORDER BY id LIMIT 1 OFFSET 1")
+    scan(w, "adm")
+    with w.conn("mallory") as c:
+        seen = " ".join(str(r) for r in c.execute("SELECT * FROM optidb.recommend()"))
+        assert "TOPSECRET" not in seen and "card" not in seen, seen
+    w.assert_unharmed()
+
+
+def test_no_lock_or_hypothetical_index_stays_behind_in_the_callers_session(world):
+    """Finding 9: a session advisory lock and hypothetical indexes taken by replayed code
+    stayed in the admin's backend after the rolled-back real simulation."""
+    w = world
+    w.as_mallory("""
+        CREATE FUNCTION m.nontx() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+        BEGIN
+          IF pg_catalog.session_user() OPERATOR(pg_catalog.<>) 'MALLORY' THEN
+            PERFORM pg_catalog.pg_advisory_lock(1869640809, 2);
+            PERFORM public.hypopg_create_index('CREATE INDEX ON public.shared_t (id)');
+          END IF;
+          RETURN 1;
+        END $f$""")
+    with w.conn("mallory") as c:
+        for i in range(3):
+            c.execute("SELECT m.nontx(), count(*) FROM public.shared_t WHERE v = %s", (i,))
+    with w.conn("adm") as c:
+        c.execute("SELECT * FROM optidb.scan()")
+        rec, qid = c.execute("SELECT r.rec_id, q.id FROM optidb.recommend() r "
+                             "JOIN optidb.query q ON q.id = ANY (r.query_ids) "
+                             "WHERE q.raw_sql LIKE '%m.nontx()%' LIMIT 1").fetchone()
+        c.execute("SELECT * FROM optidb.simulate(%s, %s, 'real')", (qid, rec))
+        assert scalar(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                         "AND pid = pg_backend_pid()") == 0
+        assert scalar(c, "SELECT count(*) FROM hypopg_list_indexes") == 0
+    with w.conn("postgres") as su:
+        assert scalar(su, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    w.assert_unharmed()
+
+
+def test_replayed_code_cannot_stretch_real_modes_time_limits(world):
+    """Finding 10: the statement raised optidb.statement_timeout during the 'before' run and
+    then slept, holding the index build's lock for 25 s."""
+    w = world
+    w.as_mallory("""
+        CREATE FUNCTION m.slow() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+        BEGIN
+          IF pg_catalog.session_user() OPERATOR(pg_catalog.<>) 'MALLORY' THEN
+            IF pg_catalog.current_setting('optidb.statement_timeout') OPERATOR(pg_catalog.<>) '10min' THEN
+              PERFORM pg_catalog.set_config('optidb.statement_timeout', '10min', false);
+            ELSE
+              PERFORM pg_catalog.pg_sleep(25);
+            END IF;
+          END IF;
+          RETURN 1;
+        END $f$""")
+    with w.conn("mallory") as c:
+        for i in range(3):
+            c.execute("SELECT m.slow(), count(*) FROM public.shared_t WHERE v = %s", (i,))
+    with w.conn("adm") as c:
+        c.execute("SELECT * FROM optidb.scan()")
+        rec, qid = c.execute("SELECT r.rec_id, q.id FROM optidb.recommend() r "
+                             "JOIN optidb.query q ON q.id = ANY (r.query_ids) "
+                             "WHERE q.raw_sql LIKE '%m.slow()%' LIMIT 1").fetchone()
+        started = time.monotonic()
+        c.execute("SELECT * FROM optidb.simulate(%s, %s, 'real')", (qid, rec))
+        assert time.monotonic() - started < 15
+    w.assert_unharmed()
+
+
+def test_readers_cannot_block_optidbs_jobs(world):
+    """Finding 11: mallory held optidb's advisory lock keys and stalled every scan."""
+    w = world
+    with w.conn("mallory") as m, w.conn("adm") as a:
+        m.execute("SELECT pg_advisory_lock(1869640809, k) FROM generate_series(1, 2) k")
+        m.execute("SELECT pg_advisory_lock(1869640809, 1000 + k) FROM generate_series(0, 9) k")
+        a.execute("SET statement_timeout = '20s'")
+        a.execute("SELECT * FROM optidb.scan()")
+        a.execute("SELECT * FROM optidb.refresh()")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            m.execute("SELECT * FROM optidb.job_lock FOR UPDATE")
+
+
+def test_column_statistics_follow_column_privileges(world):
+    """Finding 12: optidb.schema_column showed statistics of a table mallory cannot read."""
+    w = world
+    with w.conn("victim") as c:
+        c.execute("CREATE TABLE vs.private_t AS SELECT g AS id FROM generate_series(1, 1000) g")
+        c.execute("ANALYZE vs.private_t")
+    scan(w, "postgres")  # pg_stats shows a scan only the columns its caller may read
+    with w.conn("adm") as c:
+        assert scalar(c, "SELECT count(*) FROM optidb.schema_column sc JOIN optidb.schema_table "
+                         "st USING (relid) WHERE st.relname = 'private_t'") == 1
+    with w.conn("mallory") as c:
+        assert scalar(c, "SELECT count(*) FROM optidb.schema_column sc JOIN optidb.schema_table "
+                         "st USING (relid) WHERE st.relname = 'private_t'") == 0
+        assert scalar(c, "SELECT count(*) FROM optidb.schema_column sc JOIN optidb.schema_table "
+                         "st USING (relid) WHERE st.relname = 'shared_t'") == 2
+
+
+def test_declared_parameter_types_cannot_smuggle_commands(world):
+    """Finding 13: a comment in a PREPARE's declared types turned the statement's body into
+    extra commands that left a temporary view in the admin's session."""
+    w = world
+    w.as_mallory("""
+        CREATE FUNCTION m.inject() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+        BEGIN
+          IF pg_catalog.session_user() OPERATOR(pg_catalog.<>) 'MALLORY' THEN
+            EXECUTE 'CREATE OR REPLACE TEMP VIEW shared_t AS SELECT m.harm_i(''inject'') AS v, 1 AS id';
+          END IF;
+          RETURN 1;
+        END $f$""")
+    with w.conn("postgres") as c:
+        for i in range(3):
+            c.execute("SELECT count(*) FROM shared_t WHERE v = %s", (i,))
+    with w.conn("mallory") as c:
+        c.execute("PREPARE q(int -- x\n) AS SELECT /*\n) AS SELECT $1; SELECT m.inject(); "
+                  "SELECT 1 -- */ $1")
+        for i in range(3):
+            c.execute(f"EXECUTE q({i})")
+    with w.conn("adm") as c:
+        c.execute("SELECT * FROM optidb.scan()")
+        assert scalar(c, "SELECT count(*) FROM pg_class "
+                         "WHERE relnamespace = pg_my_temp_schema()") == 0
+        c.execute("SELECT * FROM optidb.scan()")
+        c.execute("SELECT count(*) FROM shared_t WHERE v = 1")
+    w.assert_unharmed()
