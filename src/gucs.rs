@@ -2,7 +2,7 @@
 //! accessor, so the rest of the code never touches GUC plumbing.
 
 use crate::guarded::{Limit, TimeoutSetting};
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use std::ffi::CString;
 
 static EXPLAIN_TOP_K: GucSetting<i32> = GucSetting::<i32>::new(20);
@@ -10,6 +10,16 @@ static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2_000);
 static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static TRACK_NESTED: GucSetting<bool> = GucSetting::<bool>::new(false);
 static TRACK_UTILITY: GucSetting<bool> = GucSetting::<bool>::new(true);
+static FAULT_INJECTION: GucSetting<Fault> = GucSetting::<Fault>::new(Fault::None);
+
+/// A fault the statement hooks raise inside their bookkeeping, while they hold the latency
+/// table's lock: for tests that prove a panic or an ERROR there leaves no lock held.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Fault {
+    None,
+    Panic,
+    Error,
+}
 static SAMPLE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 static MAX_STATEMENTS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
@@ -59,6 +69,14 @@ pub fn init() {
         86_400,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_enum_guc(
+        c"optidb.fault_injection",
+        c"For tests only: make statement recording panic or raise an ERROR while it holds its lock.",
+        c"none (the default), panic or error. The statement itself is unaffected; recording stops in that session.",
+        &FAULT_INJECTION,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
     );
     GucRegistry::define_int_guc(
         c"optidb.retention",
@@ -239,6 +257,15 @@ pub fn enabled() -> bool {
 
 pub fn track_nested() -> bool {
     unsafe { *TRACK_NESTED.as_ptr() }
+}
+
+/// Read on every recorded statement: without pgrx's per-read thread check, as `enabled`.
+pub fn fault_injection() -> Fault {
+    match unsafe { *FAULT_INJECTION.as_ptr() } {
+        0 => Fault::None,
+        1 => Fault::Panic,
+        _ => Fault::Error,
+    }
 }
 
 pub fn track_utility() -> bool {

@@ -276,7 +276,7 @@ fn recorded(
 ) {
     let started_us = samples::statement_started_us();
     let every_us = params.map_or(0, |_| gucs::sample_interval_us());
-    let r = table::record_success(k, ns, started_us, every_us);
+    let r = table::record_success(k, ns, started_us, every_us, gucs::fault_injection());
     if r.slowest || r.sample_due {
         let text = text();
         if r.slowest {

@@ -20,6 +20,7 @@
 //! user's session.
 
 use super::{lwlock, raw};
+use crate::gucs::Fault;
 use optidb_core::histogram::{self, BUCKETS};
 use pgrx::pg_sys;
 use std::cell::UnsafeCell;
@@ -418,14 +419,20 @@ pub struct Recorded {
 }
 
 /// Count one successful execution of `elapsed_ns` that started at `started_us`. Samples are
-/// due every `sample_every_us` (0: never).
+/// due every `sample_every_us` (0: never). `fault` is raised while the lock is held (tests).
 pub fn record_success(
     key: Key,
     elapsed_ns: u64,
     started_us: i64,
     sample_every_us: i64,
+    fault: Fault,
 ) -> Recorded {
     let (recorded, found) = with_entry(&key, |e| {
+        match fault {
+            Fault::None => {}
+            Fault::Panic => panic!("optidb.fault_injection = panic"),
+            Fault::Error => pgrx::error!("optidb.fault_injection = error"),
+        }
         e.calls.fetch_add(1, Ordering::Relaxed);
         e.sum_ns.fetch_add(elapsed_ns, Ordering::Relaxed);
         fetch_min(&e.min_ns, elapsed_ns);

@@ -29,8 +29,12 @@ if ! grep -q "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
 fi
 
 venv="$OPTIDB_ROOT/target/venv"
-if [ ! -x "$venv/bin/pytest" ] || [ ! -x "$venv/bin/pgspot" ]; then
+# asyncpg: the one client at hand that fetches a portal in chunks (protocol-level Execute with
+# a row limit), for the hook tests.
+if [ ! -x "$venv/bin/pytest" ] || [ ! -x "$venv/bin/pgspot" ] \
+        || ! "$venv/bin/python" -c "import asyncpg" 2>/dev/null; then
     log "creating the Python venv for end-to-end tests and the SQL linter"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check pytest 'psycopg[binary]' pgspot
+    "$venv/bin/pip" install --quiet --disable-pip-version-check pytest 'psycopg[binary]' pgspot \
+        asyncpg
 fi
