@@ -97,18 +97,40 @@ static FIRED: AtomicBool = AtomicBool::new(false);
 /// StatementCancelHandler). The cancel is raised at the next CHECK_FOR_INTERRUPTS.
 unsafe extern "C-unwind" fn on_timeout() {
     FIRED.store(true, Ordering::SeqCst);
-    std::ptr::write_volatile(&raw mut pg_sys::InterruptPending, 1);
-    std::ptr::write_volatile(&raw mut pg_sys::QueryCancelPending, 1);
-    if !pg_sys::MyLatch.is_null() {
-        pg_sys::SetLatch(pg_sys::MyLatch);
+    // SAFETY: runs on the backend's only thread, from PostgreSQL's SIGALRM handler.
+    // InterruptPending and QueryCancelPending are this backend's volatile sig_atomic_t flags,
+    // which PostgreSQL's own handlers (StatementCancelHandler) write from signal handlers the
+    // same way. MyLatch is a plain global of this backend pointing to its latch (null only
+    // before it is set up, which is checked), and SetLatch is meant to be called from signal
+    // handlers: it is called directly, not through pgrx's guarded wrapper (whose thread check
+    // and sigsetjmp have no place in a signal handler).
+    unsafe {
+        std::ptr::write_volatile(&raw mut pg_sys::InterruptPending, 1);
+        std::ptr::write_volatile(&raw mut pg_sys::QueryCancelPending, 1);
+        if !pg_sys::MyLatch.is_null() {
+            SetLatch(pg_sys::MyLatch);
+        }
     }
 }
 
+unsafe extern "C" {
+    /// Async-signal-safe: sets the latch and wakes its owner; never raises.
+    fn SetLatch(latch: *mut pg_sys::Latch);
+}
+
+#[allow(
+    ffi_unwind_calls,
+    reason = "RegisterTimeout is called inside pg_guard_ffi_boundary: an ERROR it raises comes \
+              back as a Rust panic instead of longjmp-ing over Rust frames"
+)]
 fn timeout_id() -> i32 {
     let id = TIMEOUT_ID.load(Ordering::Relaxed);
     if id >= 0 {
         return id;
     }
+    // SAFETY: on the backend's main thread (pg_guard_ffi_boundary checks it), once per backend
+    // (TIMEOUT_ID caches the id), with a handler that only sets flags and the latch; the
+    // closure holds nothing that needs dropping when the boundary catches an ERROR.
     let id = unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| RegisterTimeout(USER_TIMEOUT, Some(on_timeout)))
     };
@@ -116,14 +138,23 @@ fn timeout_id() -> i32 {
     id
 }
 
+#[allow(
+    ffi_unwind_calls,
+    reason = "disable_timeout is called inside pg_guard_ffi_boundary: an ERROR it raises comes \
+              back as a Rust panic instead of longjmp-ing over Rust frames"
+)]
 fn disarm() -> bool {
     if let Some(id) = Some(TIMEOUT_ID.load(Ordering::Relaxed)).filter(|id| *id >= 0) {
+        // SAFETY: on the backend's main thread (the boundary checks it); `id` was registered
+        // by this backend (timeout_id), and disabling a timeout that is not armed is a no-op.
         unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| disable_timeout(id, false)) };
     }
     let fired = FIRED.swap(false, Ordering::SeqCst);
     if fired {
         // The work may have finished before the cancel was serviced: drop our pending cancel so
         // it cannot hit whatever the caller does next.
+        // SAFETY: QueryCancelPending is this backend's volatile sig_atomic_t flag; clearing it
+        // with a volatile write on the backend's thread is what PostgreSQL itself does.
         unsafe { std::ptr::write_volatile(&raw mut pg_sys::QueryCancelPending, 0) };
     }
     fired
@@ -144,13 +175,24 @@ pub fn run_rolled_back<R>(
     run_in_subtransaction(limit, false, work)
 }
 
+#[allow(
+    ffi_unwind_calls,
+    reason = "enable_timeout_after is called inside pg_guard_ffi_boundary: an ERROR it raises \
+              comes back as a Rust panic instead of longjmp-ing over Rust frames"
+)]
 fn run_in_subtransaction<R>(
     limit: Option<Limit>,
     keep: bool,
     work: impl FnOnce() -> R + UnwindSafe,
 ) -> Result<R, Failure> {
+    // SAFETY: plain globals of this backend, read on its only thread.
     let (caller_cxt, caller_owner) =
         unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    // SAFETY: called inside a transaction (an optidb SQL function, or a job of one of the
+    // background workers, each in a transaction of its own); both calls are guarded, so an
+    // ERROR becomes a Rust panic. Switching
+    // back to the caller's context after BeginInternalSubTransaction (which leaves the
+    // subtransaction's CurTransactionContext current) is what PL/pgSQL's exec_stmt_block does.
     unsafe {
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         pg_sys::MemoryContextSwitchTo(caller_cxt);
@@ -158,6 +200,8 @@ fn run_in_subtransaction<R>(
     if let Some(limit) = limit {
         FIRED.store(false, Ordering::SeqCst);
         let id = timeout_id();
+        // SAFETY: on the backend's main thread (the boundary checks it); `id` is this
+        // backend's registered timeout and `limit.ms` a delay in milliseconds.
         unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| enable_timeout_after(id, limit.ms)) };
     }
 
@@ -168,6 +212,10 @@ fn run_in_subtransaction<R>(
 
     match outcome {
         Ok(value) => {
+            // SAFETY: `work` returned normally, so the subtransaction begun above is the
+            // current one again (anything it opened inside was closed); releasing or rolling it
+            // back and then restoring the caller's memory context and resource owner is what
+            // PL/pgSQL does at the end of a block with an EXCEPTION clause. Guarded calls.
             unsafe {
                 if keep {
                     pg_sys::ReleaseCurrentSubTransaction();
@@ -180,6 +228,10 @@ fn run_in_subtransaction<R>(
             Ok(value)
         }
         Err(caught) => {
+            // SAFETY: the ERROR was caught (pgrx copied and flushed it), so the subtransaction
+            // begun above is the one to abort; switching to the caller's context, rolling back
+            // and then restoring the caller's memory context and resource owner is PL/pgSQL's
+            // exception path. Guarded calls.
             unsafe {
                 pg_sys::MemoryContextSwitchTo(caller_cxt);
                 pg_sys::RollbackAndReleaseCurrentSubTransaction();
@@ -213,9 +265,13 @@ fn run_in_subtransaction<R>(
 /// thing to clean up is already gone) is ignored.
 pub fn cleanup(step: impl FnOnce() + UnwindSafe) {
     // Restore rather than decrement: an ERROR inside the step resets the count to zero.
+    // SAFETY: InterruptHoldoffCount is a plain global of this backend, only read and written
+    // on its one thread (signal handlers never touch it).
     let held = unsafe { pg_sys::InterruptHoldoffCount };
+    // SAFETY: as above; this is HOLD_INTERRUPTS().
     unsafe { pg_sys::InterruptHoldoffCount = held + 1 };
     let _ = run(None, step);
+    // SAFETY: as above; puts back the count saved before HOLD_INTERRUPTS().
     unsafe { pg_sys::InterruptHoldoffCount = held };
 }
 

@@ -252,15 +252,20 @@ pub fn refresh_limit() -> Limit {
 // on the backend's main thread each time; the hooks only ever run there, so read the value
 // PostgreSQL maintains directly.
 pub fn enabled() -> bool {
+    // SAFETY: the variable PostgreSQL's GUC machinery writes for this setting (registered in
+    // `init`), a plain bool of this backend. It is only read or written on the backend's
+    // main thread, which is the only thread optidb's code runs on.
     unsafe { *ENABLED.as_ptr() }
 }
 
 pub fn track_nested() -> bool {
+    // SAFETY: as in `enabled`.
     unsafe { *TRACK_NESTED.as_ptr() }
 }
 
 /// Read on every recorded statement: without pgrx's per-read thread check, as `enabled`.
 pub fn fault_injection() -> Fault {
+    // SAFETY: as in `enabled`; for an enum setting the variable holds the ordinal, an i32.
     match unsafe { *FAULT_INJECTION.as_ptr() } {
         0 => Fault::None,
         1 => Fault::Panic,
@@ -269,11 +274,13 @@ pub fn fault_injection() -> Fault {
 }
 
 pub fn track_utility() -> bool {
+    // SAFETY: as in `enabled`.
     unsafe { *TRACK_UTILITY.as_ptr() }
 }
 
 /// Microseconds between samples of one statement; 0 when sampling is off.
 pub fn sample_interval_us() -> i64 {
+    // SAFETY: as in `enabled` (an i32 setting).
     unsafe { *SAMPLE_INTERVAL_S.as_ptr() as i64 * 1_000_000 }
 }
 

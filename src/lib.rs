@@ -47,13 +47,20 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     // Timing needs shared memory and hooks in every backend: only possible when preloaded.
     // Without it the SQL functions still work; optidb.memory() says what to change.
+    // SAFETY: a plain global of this process that PostgreSQL sets while it loads
+    // shared_preload_libraries; _PG_init runs on the process's only thread.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         gucs::init_preloaded();
+        // SAFETY: install's precondition holds: this is _PG_init while shared_preload_libraries
+        // is processed (checked just above), in the postmaster (or a single-user backend),
+        // which is single-threaded and has run no statement yet.
         unsafe { latency::hooks::install() };
         worker::register();
     }
     // Once every setting is defined: any other optidb.* setting is a typo, which PostgreSQL
     // then reports and refuses (it removes placeholders made before this call).
+    // SAFETY: a guarded call with a NUL-terminated static name, from _PG_init on the process's
+    // only thread, after every optidb.* setting has been defined.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"optidb".as_ptr()) };
 }
 

@@ -77,6 +77,7 @@ mod tests {
 
     /// The current user's own context (for plans of statements it runs itself).
     fn my_context() -> crate::replay::Context {
+        // SAFETY: a guarded read of this backend's current user (a test runs in a transaction).
         let me = unsafe { pg_sys::GetUserId() };
         crate::replay::resolve(me, Some("public".into()), &[]).unwrap_or_else(|f| panic!("{f}"))
     }
@@ -184,6 +185,8 @@ mod tests {
             path_source: "recorded",
         };
         let (mut user_before, mut security_before) = (pg_sys::InvalidOid, 0);
+        // SAFETY: a guarded call that writes this backend's user and security context into the
+        // two locals.
         unsafe { pg_sys::GetUserIdAndSecContext(&mut user_before, &mut security_before) };
         let path_before = Spi::get_one::<String>("SHOW search_path").unwrap();
         // Inside: the probe role, restricted, its search_path; it may not read t_orders.
@@ -191,6 +194,7 @@ mod tests {
             crate::replay::as_owner(&context, || {
                 let who = Spi::get_one::<String>("SELECT current_user::text").unwrap();
                 let path = Spi::get_one::<String>("SHOW search_path").unwrap();
+                // SAFETY: a guarded read of this backend's security context flags.
                 let restricted = unsafe { pg_sys::InSecurityRestrictedOperation() };
                 (who, path, restricted)
             })
@@ -207,6 +211,7 @@ mod tests {
             .to_string();
         assert!(err.contains("permission denied"), "{err}");
         let (mut user_after, mut security_after) = (pg_sys::InvalidOid, 0);
+        // SAFETY: as for `user_before` above.
         unsafe { pg_sys::GetUserIdAndSecContext(&mut user_after, &mut security_after) };
         assert_eq!((user_after, security_after), (user_before, security_before));
         assert_eq!(

@@ -30,6 +30,9 @@ const SETUP_HINT: &str = "Add shared_preload_libraries = 'pg_stat_statements' to
 pub fn locate() -> PgssView {
     // Read in C, not with current_setting(): that needs pg_read_all_settings, which
     // optidb_admin does not have (and does not need just to learn this).
+    // SAFETY: a guarded call with a NUL-terminated name; missing_ok makes an unknown name come
+    // back as NULL (checked). A non-null result points to the setting's NUL-terminated value,
+    // which cannot change while this runs, and is copied at once.
     let preload = unsafe {
         let value = pg_sys::GetConfigOption(c"shared_preload_libraries".as_ptr(), true, false);
         if value.is_null() {

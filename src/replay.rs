@@ -254,6 +254,11 @@ pub fn as_owner_with<R>(ctx: &Context, restriction: Restriction, work: impl FnOn
         Restriction::Restricted => pg_sys::SECURITY_RESTRICTED_OPERATION,
     };
     let (mut saved_user, mut saved_security) = (pg_sys::InvalidOid, 0);
+    // SAFETY: guarded calls on this backend's own identity. GetUserIdAndSecContext writes the
+    // caller's user and security context into the two locals; SetUserIdAndSecContext then
+    // switches to the owner's role (an oid found in pg_roles by `owner`) with the restriction
+    // added to the caller's flags, and `finally` below restores the saved pair however `work`
+    // ends, as PostgreSQL's own security-restricted operations do.
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_security);
         pg_sys::SetUserIdAndSecContext(ctx.owner.oid, saved_security | flag as i32);
@@ -261,6 +266,7 @@ pub fn as_owner_with<R>(ctx: &Context, restriction: Restriction, work: impl FnOn
     PgTryBuilder::new(AssertUnwindSafe(|| {
         settings::with(&[Setting::user("search_path", &ctx.search_path)], work)
     }))
+    // SAFETY: a guarded call restoring the user and security context saved above.
     .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_security) })
     .execute()
 }
@@ -377,6 +383,8 @@ fn configured_path(role: pg_sys::Oid) -> (String, &'static str) {
            AND (s.setdatabase = $2 OR s.setdatabase = 0) \
          ORDER BY (s.setrole <> 0 AND s.setdatabase <> 0) DESC, (s.setrole <> 0) DESC \
          LIMIT 1",
+        // SAFETY: a plain global of this backend, set when it connected to its database,
+        // before any statement runs.
         &[role.into(), unsafe { pg_sys::MyDatabaseId }.into()],
     );
     match found {

@@ -51,6 +51,9 @@ impl<'a> Setting<'a> {
                 None,
             )
         });
+        // SAFETY: a guarded call (an ERROR, such as an invalid value, comes back as a Rust
+        // panic) with NUL-terminated name and value that outlive it; GUC_ACTION_SAVE records the
+        // old value at the current nest level, which `with` pushed and pops.
         unsafe {
             pg_sys::set_config_option(
                 name.as_ptr(),
@@ -69,12 +72,16 @@ impl<'a> Setting<'a> {
 /// True when the setting exists in this backend (a library's setting only once it is loaded).
 pub fn exists(name: &str) -> bool {
     let name = CString::new(name).expect("setting names have no NUL");
+    // SAFETY: a guarded call with a NUL-terminated name; missing_ok makes an unknown setting
+    // come back as NULL instead of an ERROR, and the value itself is not read.
     unsafe { !pg_sys::GetConfigOption(name.as_ptr(), true, false).is_null() }
 }
 
 /// Run `work` with `settings` in effect; every one of them is restored afterwards, also when
 /// `work` raises an error.
 pub fn with<R>(settings: &[Setting], work: impl FnOnce() -> R) -> R {
+    // SAFETY: a guarded call that only increments this backend's GUC nest level; the level is
+    // popped by AtEOXact_GUC below however `work` ends.
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     PgTryBuilder::new(AssertUnwindSafe(|| {
         for setting in settings {
@@ -82,6 +89,8 @@ pub fn with<R>(settings: &[Setting], work: impl FnOnce() -> R) -> R {
         }
         work()
     }))
+    // SAFETY: a guarded call popping the level pushed above, in the same (sub)transaction
+    // (the module's rule); `false` undoes every setting made at or inside it.
     .finally(|| unsafe { pg_sys::AtEOXact_GUC(false, nest) })
     .execute()
 }

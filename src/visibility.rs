@@ -12,6 +12,9 @@ use pgrx::prelude::*;
 
 #[pg_extern(stable, parallel_safe, strict)]
 fn can_see(owner: pg_sys::Oid) -> bool {
+    // SAFETY: guarded calls (an ERROR comes back as a Rust panic) that only read this backend's
+    // current user and its role-membership cache; member_of_admin has no precondition beyond
+    // running in a backend with a transaction, which an SQL function call always has.
     unsafe {
         let me = pg_sys::GetUserId();
         if pg_sys::is_member_of_role(me, owner)
@@ -25,12 +28,19 @@ fn can_see(owner: pg_sys::Oid) -> bool {
 
 /// Member of optidb_admin (superusers are members of every role).
 unsafe fn member_of_admin(role: pg_sys::Oid) -> bool {
-    let admin = pg_sys::get_role_oid(c"optidb_admin".as_ptr(), true);
-    admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(role, admin)
+    // SAFETY: guarded calls with a NUL-terminated static name; missing_ok makes a missing
+    // optidb_admin come back as InvalidOid (checked) instead of an ERROR, and
+    // is_member_of_role only reads the backend's role-membership cache (in a transaction).
+    unsafe {
+        let admin = pg_sys::get_role_oid(c"optidb_admin".as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(role, admin)
+    }
 }
 
 /// May the current user run optidb's administrative functions (real-mode simulation)?
 /// The one admin check: superusers and members of optidb_admin.
 pub fn is_admin() -> bool {
+    // SAFETY: GetUserId is a guarded read of this backend's current user; member_of_admin
+    // needs a backend in a transaction, which every caller (an optidb SQL function) is.
     unsafe { member_of_admin(pg_sys::GetUserId()) }
 }

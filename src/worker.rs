@@ -78,6 +78,8 @@ pub extern "C-unwind" fn optidb_worker_main(_arg: pg_sys::Datum) {
     let mut idle_reason: Option<&'static str> = None;
     while BackgroundWorker::wait_latch(Some(schedule.wait(started.elapsed()))) {
         if BackgroundWorker::sighup_received() {
+            // SAFETY: a guarded call on the worker's only thread, between jobs and outside any
+            // transaction: where PostgreSQL's own processes reload the configuration on SIGHUP.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             for job in Job::ALL {
                 schedule.set_interval(job, job.interval());
@@ -95,6 +97,9 @@ pub extern "C-unwind" fn optidb_worker_main(_arg: pg_sys::Datum) {
     }
     log!("optidb worker stopping");
     // Non-zero: the postmaster restarts us after RESTART_AFTER, unless it is shutting down.
+    // SAFETY: a guarded call that ends the process, outside any transaction; it runs
+    // PostgreSQL's exit callbacks and never returns, so the locals of this frame are never
+    // dropped, which only leaves memory the exiting process gives back anyway.
     unsafe { pg_sys::proc_exit(1) };
 }
 
@@ -102,6 +107,7 @@ pub extern "C-unwind" fn optidb_worker_main(_arg: pg_sys::Datum) {
 fn run_job(job: Job) -> Option<&'static str> {
     let sql = job.sql();
     let reason = BackgroundWorker::transaction(|| {
+        // SAFETY: a guarded call inside the job's transaction; it only reads shared state.
         if unsafe { pg_sys::RecoveryInProgress() } {
             return Some("the server is in recovery (standby)");
         }
@@ -131,5 +137,7 @@ fn run_job(job: Job) -> Option<&'static str> {
 
 fn report_activity(state: pg_sys::BackendState::Type, what: &str) {
     let text = CString::new(what).unwrap_or_default();
+    // SAFETY: a guarded call with a NUL-terminated string that outlives it (PostgreSQL copies
+    // it into this backend's status entry); the worker is connected, so that entry exists.
     unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
 }

@@ -39,6 +39,11 @@ static mut CALLBACK: pg_sys::ErrorContextCallback = pg_sys::ErrorContextCallback
 };
 
 /// `key` is now the statement in flight (a new one replaces an older one).
+#[allow(
+    ffi_unwind_calls,
+    reason = "GetCurrentSubTransactionId only returns a field of the transaction state and \
+              never raises"
+)]
 pub fn begin(key: Key) {
     // SAFETY: reads a counter of the current transaction state; never raises.
     let subtransaction = unsafe { raw::GetCurrentSubTransactionId() };
@@ -82,6 +87,11 @@ pub unsafe fn watching(call: impl FnOnce()) {
 }
 
 /// Called by PostgreSQL for every message reported while `watching`; must not raise.
+#[allow(
+    ffi_unwind_calls,
+    reason = "geterrcode only reads the error being reported; called from an error context \
+              callback, with that error on the stack, it never raises"
+)]
 unsafe extern "C-unwind" fn on_error(_arg: *mut std::ffi::c_void) {
     // SAFETY: geterrcode is meant to be called from error context callbacks.
     let class = (unsafe { raw::geterrcode() } & 0xFFF) as u32;

@@ -84,6 +84,11 @@ pub unsafe fn install() {
 }
 
 #[pg_guard]
+#[allow(
+    ffi_unwind_calls,
+    reason = "calls the previous shmem_request hook inside pg_guard_ffi_boundary: an ERROR comes \
+              back as a Rust panic, which #[pg_guard] raises again as an ERROR"
+)]
 unsafe extern "C-unwind" fn shmem_request() {
     // SAFETY: the hook chain is set up once; the previous hook is a C function of the server
     // or another library, called as PostgreSQL would.
@@ -98,6 +103,11 @@ unsafe extern "C-unwind" fn shmem_request() {
 }
 
 #[pg_guard]
+#[allow(
+    ffi_unwind_calls,
+    reason = "calls the previous shmem_startup hook inside pg_guard_ffi_boundary: an ERROR comes \
+              back as a Rust panic, which #[pg_guard] raises again as an ERROR"
+)]
 unsafe extern "C-unwind" fn shmem_startup() {
     // SAFETY: as shmem_request; attaching runs under AddinShmemInitLock (table::attach).
     unsafe {
@@ -132,6 +142,10 @@ fn tracking(level: i32) -> bool {
 }
 
 #[inline]
+#[allow(
+    ffi_unwind_calls,
+    reason = "GetUserId only returns a backend global and never raises"
+)]
 fn key(queryid: u64) -> Key {
     // SAFETY: both read the current backend's state and never raise.
     unsafe {
@@ -149,6 +163,11 @@ unsafe fn query_id(query_desc: *mut pg_sys::QueryDesc) -> u64 {
     unsafe { (*(*query_desc).plannedstmt).queryId }
 }
 
+#[allow(
+    ffi_unwind_calls,
+    reason = "calls the previous planner hook or standard_planner: an ERROR must longjmp through \
+              unchanged, and this frame holds nothing to drop (see raw.rs)"
+)]
 unsafe extern "C-unwind" fn planner(
     parse: *mut pg_sys::Query,
     query_string: *const std::ffi::c_char,
@@ -172,6 +191,11 @@ unsafe extern "C-unwind" fn planner(
     }
 }
 
+#[allow(
+    ffi_unwind_calls,
+    reason = "calls the previous ExecutorStart hook and InstrAlloc: an ERROR must longjmp \
+              through unchanged, and this frame holds nothing to drop (see raw.rs)"
+)]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     // SAFETY: the executor's arguments, passed on unchanged; PREV_START only written in
     // _PG_init. totaltime is allocated in the query's own memory context.
@@ -207,6 +231,11 @@ unsafe fn top_level(query_desc: *mut pg_sys::QueryDesc) -> bool {
     nesting::level() == 0 && unsafe { query_id(query_desc) } != 0 && recording()
 }
 
+#[allow(
+    ffi_unwind_calls,
+    reason = "calls the previous ExecutorRun hook: an ERROR must longjmp through unchanged, and \
+              this frame holds nothing to drop (see raw.rs)"
+)]
 unsafe extern "C-unwind" fn executor_run(
     query_desc: *mut pg_sys::QueryDesc,
     direction: pg_sys::ScanDirection::Type,
@@ -227,6 +256,11 @@ unsafe extern "C-unwind" fn executor_run(
     }
 }
 
+#[allow(
+    ffi_unwind_calls,
+    reason = "calls the previous ExecutorFinish hook: an ERROR must longjmp through unchanged, \
+              and this frame holds nothing to drop (see raw.rs)"
+)]
 unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
     // SAFETY: as executor_run.
     unsafe {
@@ -242,6 +276,12 @@ unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) 
     }
 }
 
+#[allow(
+    ffi_unwind_calls,
+    reason = "calls InstrEndLoop (which cannot raise once the run ended) and the previous \
+              ExecutorEnd hook: an ERROR must longjmp through unchanged, and this frame holds \
+              nothing to drop when either is called (see raw.rs)"
+)]
 unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
     // SAFETY: as executor_run; the timer was allocated at ExecutorStart by us or by
     // pg_stat_statements and is still alive (ExecutorEnd frees the query's context).
@@ -310,6 +350,11 @@ fn recorded(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[allow(
+    ffi_unwind_calls,
+    reason = "calls the previous ProcessUtility hook: an ERROR must longjmp through unchanged, \
+              and this frame holds nothing to drop (see raw.rs)"
+)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
     query_string: *const std::ffi::c_char,
@@ -378,6 +423,11 @@ unsafe extern "C-unwind" fn process_utility(
 /// The queryid of a utility statement. pg_stat_statements, when its hook runs before ours,
 /// zeroes it (so the executor hooks of EXPLAIN ANALYZE and the like do not count it twice);
 /// PostgreSQL 15 made it by hashing the statement's text, so it is made again the same way.
+#[allow(
+    ffi_unwind_calls,
+    reason = "PostgreSQL 15: CleanQuerytext and hash_bytes_extended only scan and hash the \
+              statement's text and never raise"
+)]
 unsafe fn utility_query_id(pstmt: *mut pg_sys::PlannedStmt, query_string: *const i8) -> u64 {
     // SAFETY: the utility's own PlannedStmt and source text.
     unsafe {

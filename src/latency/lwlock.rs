@@ -15,14 +15,27 @@ pub struct Hold {
 impl Hold {
     /// # Safety
     /// `lock` points to an LWLock in shared memory.
+    #[allow(
+        ffi_unwind_calls,
+        reason = "LWLockAcquire waits rather than raising; its one ERROR (over 200 LWLocks held \
+                  at once) cannot occur with optidb holding at most one (see raw.rs)"
+    )]
     pub unsafe fn shared(lock: *mut pg_sys::LWLock) -> Hold {
-        // SAFETY: the caller guarantees the lock; acquiring waits, it never raises.
+        // SAFETY: the caller guarantees `lock` is an LWLock in shared memory. LWLockAcquire
+        // waits for it; its only ERROR ("too many LWLocks taken", MAX_SIMUL_LWLOCKS) cannot
+        // occur, since optidb never holds more than one of its locks and never takes one inside
+        // code that holds many.
         unsafe { raw::LWLockAcquire(lock, pg_sys::LWLockMode::LW_SHARED) };
         Hold { lock }
     }
 
     /// # Safety
     /// `lock` points to an LWLock in shared memory.
+    #[allow(
+        ffi_unwind_calls,
+        reason = "LWLockAcquire waits rather than raising; its one ERROR (over 200 LWLocks held \
+                  at once) cannot occur with optidb holding at most one (see raw.rs)"
+    )]
     pub unsafe fn exclusive(lock: *mut pg_sys::LWLock) -> Hold {
         // SAFETY: as in `shared`.
         unsafe { raw::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE) };
@@ -31,8 +44,15 @@ impl Hold {
 }
 
 impl Drop for Hold {
+    #[allow(
+        ffi_unwind_calls,
+        reason = "LWLockRelease of a lock this hold acquired never raises, so it is also safe \
+                  while a panic unwinds (see the module comment)"
+    )]
     fn drop(&mut self) {
-        // SAFETY: this hold acquired the lock; LWLockRelease never raises.
+        // SAFETY: this hold acquired the lock, and nothing that can raise runs while it exists
+        // (so transaction abort cannot have released it first): LWLockRelease finds it held
+        // and does not raise ("lock is not held" is its only ERROR).
         unsafe { raw::LWLockRelease(self.lock) }
     }
 }

@@ -87,6 +87,12 @@ unsafe extern "C-unwind" {
 ///
 /// # Safety
 /// `call` must hold nothing that needs dropping when an ERROR longjmps out of it.
+#[allow(
+    ffi_unwind_calls,
+    reason = "pg_re_throw re-raises the caught ERROR unchanged, as PG_FINALLY does: it longjmps \
+              over this frame, which by then holds nothing to drop (`call` and `always` were \
+              consumed, the rest are raw pointers and integers)"
+)]
 pub unsafe fn with_finally(call: impl FnOnce(), always: impl FnOnce()) {
     // SAFETY: the jump buffer lives in this frame for the whole call; PostgreSQL's exception
     // stack and error context are restored before anything else runs, as PG_TRY does.

@@ -338,6 +338,10 @@ unsafe fn output(type_oid: pg_sys::Oid, value: pg_sys::Datum) -> Value {
 }
 
 /// When the current statement started (for the per-statement sampling interval).
+#[allow(
+    ffi_unwind_calls,
+    reason = "GetCurrentStatementStartTimestamp only returns a backend global and never raises"
+)]
 pub fn statement_started_us() -> i64 {
     // SAFETY: reads a field of the current transaction state; never raises.
     unsafe { raw::GetCurrentStatementStartTimestamp() }

@@ -132,6 +132,8 @@ pub fn owners(dbid: u32) -> HashMap<(i64, u32), i64> {
 /// Copy what happened since the previous snapshot into optidb.latency, for statements optidb
 /// tracks (those in optidb.pgss_state). Returns the number of history rows written.
 pub fn snapshot(captured_at: &TimestampWithTimeZone) -> usize {
+    // SAFETY: a plain global of this backend, set when it connected to its database, before
+    // any statement runs.
     let dbid = unsafe { pg_sys::MyDatabaseId.to_u32() };
     let entries = table::read_all(Some(dbid), true);
     if entries.is_empty() {
@@ -472,6 +474,8 @@ fn latency_counters() -> TableIterator<
         name!(max_ms, Option<f64>),
     ),
 > {
+    // SAFETY: a plain global of this backend, set when it connected to its database, before
+    // any statement runs.
     let dbid = unsafe { pg_sys::MyDatabaseId.to_u32() };
     let rows: Vec<_> = table::read_all(Some(dbid), false)
         .into_iter()

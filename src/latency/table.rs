@@ -211,6 +211,11 @@ impl Hold {
     }
 
     /// The entry for `key`, valid while this hold lasts.
+    #[allow(
+        ffi_unwind_calls,
+        reason = "hash_search with HASH_FIND reports a missing key by returning NULL and never \
+                  raises, so no ERROR can leave the table lock held (see raw.rs)"
+    )]
     fn find(&self, key: &Key) -> Option<&Entry> {
         let mut found = false;
         // SAFETY: the table is attached and the lock held; HASH_FIND never raises.
@@ -229,11 +234,19 @@ impl Hold {
     }
 
     /// Every entry, valid while this hold lasts.
+    #[allow(
+        ffi_unwind_calls,
+        reason = "hash_seq_init and hash_seq_search do not raise here (hash_seq_init's one \
+                  ERROR needs 100 unfinished scans; this one always ends), so no ERROR can \
+                  leave the table lock held (see raw.rs)"
+    )]
     fn entries(&self) -> Vec<&Entry> {
         let mut out = Vec::new();
         let mut status = std::mem::MaybeUninit::<pg_sys::HASH_SEQ_STATUS>::uninit();
         // SAFETY: the lock is held, so the table cannot change shape; the scan always runs to
-        // the end (dynahash needs no hash_seq_term then). Neither call raises.
+        // the end (dynahash needs no hash_seq_term then). Neither call raises: hash_seq_init's
+        // only ERROR is for more than 100 unfinished scans in the backend, and every scan
+        // optidb starts is finished right here.
         unsafe {
             raw::hash_seq_init(status.as_mut_ptr(), TABLE);
             loop {
@@ -282,6 +295,11 @@ fn with_entry<R>(key: &Key, update: impl FnOnce(&Entry) -> R) -> (Option<R>, Fou
 
 /// Make a fresh entry for `key` (exclusive hold), evicting first when the table is full.
 /// Returns how many entries were evicted.
+#[allow(
+    ffi_unwind_calls,
+    reason = "hash_get_num_entries reads a counter, and HASH_ENTER_NULL on a shared table \
+              reports out of memory by returning NULL: neither raises under the lock (see raw.rs)"
+)]
 fn insert(hold: &Hold, key: &Key) -> usize {
     // SAFETY: hold is exclusive; hash_get_num_entries reads a counter.
     let full = unsafe { raw::hash_get_num_entries(TABLE) } >= unsafe { MAX_ENTRIES };
@@ -318,6 +336,11 @@ fn insert(hold: &Hold, key: &Key) -> usize {
 }
 
 /// Evict the EVICT_PERCENT% least used entries (at least one). Exclusive hold.
+#[allow(
+    ffi_unwind_calls,
+    reason = "hash_search with HASH_REMOVE of a key just read from the table never raises, so \
+              no ERROR can leave the table lock held (see raw.rs)"
+)]
 fn evict(hold: &Hold) -> usize {
     let mut scored: Vec<(f64, Key)> = hold
         .entries()
@@ -496,8 +519,9 @@ fn read_slowest(e: &Entry) -> Option<(u64, String)> {
         return None;
     }
     let len = (s.len.load(Ordering::Relaxed) as usize).min(SLOWEST_TEXT);
-    // SAFETY: we hold `busy`; the first `len` bytes were written whole under it.
     let out = (len > 0).then(|| {
+        // SAFETY: we hold `busy`, the only permission to touch `text`; the first `len` bytes
+        // (len <= SLOWEST_TEXT) were written whole under it.
         let bytes = unsafe { &(&*s.text.get())[..len] };
         (
             s.ns.load(Ordering::Relaxed),
@@ -648,6 +672,10 @@ pub struct Usage {
     pub evictions: i64,
 }
 
+#[allow(
+    ffi_unwind_calls,
+    reason = "hash_get_num_entries only reads a counter and never raises (see raw.rs)"
+)]
 pub fn usage() -> Option<Usage> {
     if !attached() {
         return None;

@@ -109,11 +109,25 @@ pub fn from_explain_json(explain: &Value) -> Result<PlanFacts, PlanShapeError> {
         act_rows: num(root, "Actual Rows"),
         ..PlanFacts::default()
     };
-    walk(root, false, &mut facts);
+    walk(root, false, 1.0, &mut facts);
     Ok(facts)
 }
 
-fn walk(node: &Value, parent_is_limit: bool, facts: &mut PlanFacts) {
+/// How many processes share a parallel plan's rows (PostgreSQL's get_parallel_divisor: the
+/// workers, plus the leader's share, which shrinks as workers are added).
+fn parallel_divisor(workers: f64) -> f64 {
+    let leader = 1.0 - 0.3 * workers;
+    workers + leader.max(0.0)
+}
+
+/// `parallel`: the divisor of the Gather above, when this node runs in parallel workers. A
+/// parallel-aware node's "Plan Rows" are per process; rows are scaled back to the whole.
+fn walk(node: &Value, parent_is_limit: bool, parallel: f64, facts: &mut PlanFacts) {
+    let per_process = if node.get("Parallel Aware").and_then(Value::as_bool) == Some(true) {
+        parallel
+    } else {
+        1.0
+    };
     facts.node_count += 1;
     let node_type = text(node, "Node Type").unwrap_or_default();
     push_distinct(&mut facts.node_types, &node_type);
@@ -162,7 +176,7 @@ fn walk(node: &Value, parent_is_limit: bool, facts: &mut PlanFacts) {
             relation: relation.clone().unwrap_or_default(),
             schema: text(node, "Schema"),
             alias: text(node, "Alias"),
-            est_rows: num(node, "Plan Rows").unwrap_or(0.0),
+            est_rows: num(node, "Plan Rows").unwrap_or(0.0) * per_process,
             total_cost: num(node, "Total Cost").unwrap_or(0.0),
             filter: text(node, "Filter"),
         }),
@@ -207,10 +221,14 @@ fn walk(node: &Value, parent_is_limit: bool, facts: &mut PlanFacts) {
 
     if let Some(children) = node.get("Plans").and_then(Value::as_array) {
         // Parallel plans put Gather (Merge) between the Limit and its Sort.
-        let is_limit = node_type == "Limit"
-            || (parent_is_limit && matches!(node_type.as_str(), "Gather Merge" | "Gather"));
+        let gather = matches!(node_type.as_str(), "Gather Merge" | "Gather");
+        let is_limit = node_type == "Limit" || (parent_is_limit && gather);
+        let parallel = match num(node, "Workers Planned") {
+            Some(workers) if gather => parallel_divisor(workers),
+            _ => parallel,
+        };
         for child in children {
-            walk(child, is_limit, facts);
+            walk(child, is_limit, parallel, facts);
         }
     }
 }
@@ -244,6 +262,19 @@ fn num(node: &Value, key: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parallel_scans_rows_are_counted_for_all_its_processes() {
+        let plan = serde_json::json!([{"Plan": {
+            "Node Type": "Aggregate", "Plan Rows": 1, "Total Cost": 5000.0, "Plans": [
+            {"Node Type": "Gather", "Workers Planned": 2, "Plan Rows": 2, "Plans": [
+                {"Node Type": "Seq Scan", "Parallel Aware": true, "Relation Name": "t",
+                 "Alias": "t", "Plan Rows": 1000, "Total Cost": 4000.0,
+                 "Filter": "(a = $1)"}]}]}}]);
+        let facts = from_explain_json(&plan).unwrap();
+        // 2 workers and a leader doing 40% of a worker's share: 2.4 processes.
+        assert!((facts.seq_scans[0].est_rows - 2400.0).abs() < 1e-6);
+    }
     use serde_json::json;
 
     fn generic_plan() -> Value {

@@ -1,9 +1,11 @@
 //! missing_index, composite_index and expression_index: a sequential scan of a large table whose
 //! filter the planner itself expects to keep few rows. Column choice and order come from
 //! pg_stats selectivity: the most selective equality columns first, as few as needed, then
-//! either the ORDER BY keys of a `Sort` under `Limit`, or one range column.
+//! either the ORDER BY keys of a `Sort` under `Limit`, or one range column. And a top-N query
+//! (`ORDER BY ... LIMIT n` over a whole large table, no filter): an index on its sort keys,
+//! with their direction.
 
-use super::{comparable, Catalog, Kind, Recommendation, Statement, Table};
+use super::{comparable, without_order, Catalog, Kind, Recommendation, Statement, Table};
 use crate::bottleneck::fmt_count;
 use crate::plan_facts::{SeqScan, SortNode};
 use crate::predicates::{self, Operator, Target};
@@ -25,8 +27,70 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
     let limit_sort = plan.sorts.iter().find(|s| s.under_limit);
     plan.seq_scans
         .iter()
-        .filter_map(|scan| candidate(stmt, scan, limit_sort, catalog))
+        .filter_map(|scan| match (&scan.filter, limit_sort) {
+            // One relation read whole, sorted, cut by LIMIT: the sort keys are the index.
+            (None, Some(sort)) if plan.relation_scans.len() == 1 => {
+                top_n(stmt, scan, sort, catalog)
+            }
+            _ => candidate(stmt, scan, limit_sort, catalog),
+        })
         .collect()
+}
+
+/// `SELECT ... FROM big ORDER BY k DESC LIMIT n`: the table is read whole and sorted to keep n
+/// rows. An index on the sort keys, in their order and direction, returns the first n rows
+/// directly.
+fn top_n(
+    stmt: &Statement,
+    scan: &SeqScan,
+    sort: &SortNode,
+    catalog: &Catalog,
+) -> Option<Recommendation> {
+    let table = catalog.table(&scan.relation, scan.schema.as_deref())?;
+    let rows = table.rows();
+    if rows < MIN_TABLE_ROWS {
+        return None;
+    }
+    let alias = scan.alias.as_deref().unwrap_or(&scan.relation);
+    let keys = sort_columns(sort, alias)?;
+    let chosen: Vec<Chosen> = keys
+        .into_iter()
+        .map(|(column, order)| Chosen {
+            element: format!("{}{order}", predicates::quote_ident(&column)),
+            label: format!("{column}{order}"),
+            selectivity: None,
+            role: "order by",
+        })
+        .collect();
+    if chosen.is_empty() || already_indexed(catalog, table, &chosen) {
+        return None;
+    }
+    let kind = if chosen.len() > 1 {
+        Kind::CompositeIndex
+    } else {
+        Kind::MissingIndex
+    };
+    let labels: Vec<String> = chosen.iter().map(|c| c.label.clone()).collect();
+    let rationale = format!(
+        "{} (~{} rows) is read in full and sorted to return the first rows of ORDER BY {}; an \
+         index on ({}) returns them already in that order, so LIMIT stops after reading a few.",
+        table.name,
+        fmt_count(rows),
+        labels.join(", "),
+        labels.join(", ")
+    );
+    Some(index_advice(
+        stmt,
+        table,
+        kind,
+        &chosen,
+        rationale,
+        json!({
+            "table_rows": rows,
+            "top_n": {"sort_keys": sort.keys, "sorted_rows_est": sort.est_rows},
+            "seq_scan": {"est_rows": scan.est_rows, "total_cost": scan.total_cost},
+        }),
+    ))
 }
 
 /// One chosen index column and why.
@@ -90,14 +154,13 @@ fn candidate(
     match sort_keys {
         // Equality columns then the ORDER BY keys: rows come out in order, LIMIT stops early.
         Some(keys) if ranges.is_empty() || !chosen.is_empty() => {
-            for (column, descending) in keys {
+            for (column, order) in keys {
                 if chosen.iter().any(|c| c.label == column) {
                     continue;
                 }
-                let dir = if descending { " DESC" } else { "" };
                 chosen.push(Chosen {
-                    element: format!("{}{dir}", predicates::quote_ident(&column)),
-                    label: format!("{column}{dir}"),
+                    element: format!("{}{order}", predicates::quote_ident(&column)),
+                    label: format!("{column}{order}"),
                     selectivity: None,
                     role: "order by",
                 });
@@ -132,17 +195,6 @@ fn candidate(
     } else {
         Kind::MissingIndex
     };
-    let elements: Vec<String> = chosen.iter().map(|c| c.element.clone()).collect();
-    let index_sql = format!(
-        "CREATE INDEX ON {} ({})",
-        table.qualified(),
-        elements.join(", ")
-    );
-    let ddl = format!(
-        "CREATE INDEX CONCURRENTLY ON {} ({});",
-        table.qualified(),
-        elements.join(", ")
-    );
     let labels: Vec<String> = chosen.iter().map(|c| c.label.clone()).collect();
     let order_note = if chosen.iter().any(|c| c.role == "order by") {
         " and returns them already in ORDER BY order, so LIMIT stops early"
@@ -160,25 +212,55 @@ fn candidate(
         labels.join(", "),
         order_note
     );
-    Some(Recommendation {
+    Some(index_advice(
+        stmt,
+        table,
         kind,
-        schema: table.schema.clone(),
-        table: table.name.clone(),
-        columns: labels,
-        ddl,
-        index_sql: Some(index_sql),
+        &chosen,
         rationale,
-        evidence: json!({
+        json!({
             "table_rows": rows,
             "planner_rows_est": table.rows_est,
             "seq_scan": {"filter": filter, "est_rows": scan.est_rows, "total_cost": scan.total_cost},
             "filter_selectivity": selectivity,
-            "columns": chosen.iter().map(|c| json!({
-                "column": c.label, "role": c.role, "selectivity": c.selectivity
-            })).collect::<Vec<_>>(),
-            "statement_total_ms": stmt.total_ms,
-            "statement_calls": stmt.calls,
         }),
+    ))
+}
+
+/// Index advice on `chosen` columns of `table` for `stmt`, with `facts` as its evidence.
+fn index_advice(
+    stmt: &Statement,
+    table: &Table,
+    kind: Kind,
+    chosen: &[Chosen],
+    rationale: String,
+    mut facts: serde_json::Value,
+) -> Recommendation {
+    let elements: Vec<String> = chosen.iter().map(|c| c.element.clone()).collect();
+    let labels: Vec<String> = chosen.iter().map(|c| c.label.clone()).collect();
+    facts["columns"] = json!(chosen
+        .iter()
+        .map(|c| json!({"column": c.label, "role": c.role, "selectivity": c.selectivity}))
+        .collect::<Vec<_>>());
+    facts["statement_total_ms"] = json!(stmt.total_ms);
+    facts["statement_calls"] = json!(stmt.calls);
+    Recommendation {
+        kind,
+        schema: table.schema.clone(),
+        table: table.name.clone(),
+        columns: labels,
+        ddl: format!(
+            "CREATE INDEX CONCURRENTLY ON {} ({});",
+            table.qualified(),
+            elements.join(", ")
+        ),
+        index_sql: Some(format!(
+            "CREATE INDEX ON {} ({})",
+            table.qualified(),
+            elements.join(", ")
+        )),
+        rationale,
+        evidence: facts,
         confidence: kind.base_confidence(),
         risk: format!(
             "low: built CONCURRENTLY (no write lock); adds disk space and a little write cost \
@@ -188,7 +270,7 @@ fn candidate(
         query_ids: vec![stmt.query_id],
         simulable: true,
         not_simulable_reason: None,
-    })
+    }
 }
 
 /// Fraction of rows an equality on this target keeps, from pg_stats when it has the column.
@@ -203,8 +285,11 @@ fn eq_selectivity(catalog: &Catalog, table: &Table, target: &Target) -> f64 {
     }
 }
 
-/// ORDER BY keys of a sort, when every key is a plain column of this relation.
-fn sort_columns(sort: &SortNode, alias: &str) -> Option<Vec<(String, bool)>> {
+/// ORDER BY keys of a sort, when every key is a plain column of this relation: the column and
+/// its order as an index element needs it (" DESC", " NULLS LAST", ...: the part of EXPLAIN's
+/// sort key after the column; an ascending index serves a descending order too, but not a
+/// different NULLS placement).
+fn sort_columns(sort: &SortNode, alias: &str) -> Option<Vec<(String, String)>> {
     sort.keys
         .iter()
         .map(|key| {
@@ -214,8 +299,16 @@ fn sort_columns(sort: &SortNode, alias: &str) -> Option<Vec<(String, bool)>> {
             if column.contains('.') || column.contains('(') {
                 return None;
             }
-            let descending = words.next() == Some("DESC");
-            Some((column.trim_matches('"').to_string(), descending))
+            let order: Vec<&str> = words.collect();
+            let known = ["DESC", "ASC", "NULLS", "FIRST", "LAST"];
+            if !order.iter().all(|w| known.contains(w)) {
+                return None; // USING an operator, COLLATE...: not a plain index element
+            }
+            let order = match order.as_slice() {
+                [] | ["ASC"] => String::new(),
+                words => format!(" {}", words.join(" ")),
+            };
+            Some((column.trim_matches('"').to_string(), order))
         })
         .collect()
 }
@@ -224,7 +317,7 @@ fn sort_columns(sort: &SortNode, alias: &str) -> Option<Vec<(String, bool)>> {
 fn already_indexed(catalog: &Catalog, table: &Table, chosen: &[Chosen]) -> bool {
     let wanted: Vec<String> = chosen
         .iter()
-        .map(|c| comparable(c.label.trim_end_matches(" DESC")))
+        .map(|c| comparable(without_order(&c.label)))
         .collect();
     catalog.indexes_of(table).any(|index| {
         index.is_valid

@@ -241,7 +241,7 @@ fn fold_index_prefixes(recs: &mut Vec<Recommendation>) {
     let bare = |r: &Recommendation| -> Vec<String> {
         r.columns
             .iter()
-            .map(|c| c.trim_end_matches(" DESC").to_string())
+            .map(|c| without_order(c).to_string())
             .collect()
     };
     let mut i = 0;
@@ -269,6 +269,19 @@ fn fold_index_prefixes(recs: &mut Vec<Recommendation>) {
             None => i += 1,
         }
     }
+}
+
+/// An index column label without its order (" DESC", " NULLS LAST", ...).
+pub(crate) fn without_order(label: &str) -> &str {
+    let order_words = ["DESC", "ASC", "NULLS", "FIRST", "LAST"];
+    let mut end = label.len();
+    while let Some(space) = label[..end].rfind(' ') {
+        if !order_words.contains(&&label[space + 1..end]) {
+            break;
+        }
+        end = space;
+    }
+    &label[..end]
 }
 
 /// Column text as PostgreSQL prints it, for comparisons: no quotes, no spaces, lower case.

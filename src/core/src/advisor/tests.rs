@@ -330,3 +330,56 @@ fn confidence_orders_kinds() {
         assert!(pair[0].base_confidence() > pair[1].base_confidence());
     }
 }
+
+fn whole(relation: &str, est_rows: f64) -> serde_json::Value {
+    json!({"Node Type": "Seq Scan", "Relation Name": relation, "Alias": relation,
+           "Plan Rows": est_rows, "Total Cost": 20000.0})
+}
+
+#[test]
+fn a_top_n_query_over_a_whole_large_table_gets_an_index_on_its_sort_keys() {
+    let top = |keys: serde_json::Value, relation: &str, rows: f64| {
+        json!({"Node Type": "Limit", "Plan Rows": 10, "Plans": [
+            {"Node Type": "Sort", "Plan Rows": rows, "Sort Key": keys,
+             "Plans": [whole(relation, rows)]}]})
+    };
+    let recs = advise(
+        &[
+            stmt(1, top(json!(["created_at DESC"]), "orders", 1e6)),
+            stmt(
+                2,
+                top(json!(["region", "total DESC NULLS LAST"]), "orders", 1e6),
+            ),
+            stmt(3, top(json!(["name"]), "tiny", 50.0)),
+            stmt(4, top(json!(["lower(name)"]), "customers", 1e5)),
+        ],
+        &catalog(),
+    );
+    let one = find(&recs, Kind::MissingIndex, "orders");
+    assert_eq!(one.len(), 1, "{recs:#?}");
+    assert_eq!(one[0].columns, vec!["created_at DESC"]);
+    assert_eq!(
+        one[0].index_sql.as_deref(),
+        Some("CREATE INDEX ON public.orders (created_at DESC)")
+    );
+    assert!(one[0].rationale.contains("sorted"), "{}", one[0].rationale);
+    assert!(one[0].evidence["top_n"]["sort_keys"].is_array());
+    let two = find(&recs, Kind::CompositeIndex, "orders");
+    assert_eq!(two[0].columns, vec!["region", "total DESC NULLS LAST"]);
+    // A small table, or a sort on an expression: nothing.
+    assert!(find(&recs, Kind::MissingIndex, "tiny").is_empty());
+    assert!(
+        recs.iter()
+            .all(|r| r.table != "customers" || !r.kind.creates_index()),
+        "{recs:#?}"
+    );
+}
+
+#[test]
+fn a_top_n_query_already_served_by_an_index_gets_nothing() {
+    let plan = json!({"Node Type": "Limit", "Plan Rows": 10, "Plans": [
+        {"Node Type": "Sort", "Plan Rows": 1e5, "Sort Key": ["country"],
+         "Plans": [whole("customers", 1e5)]}]});
+    let recs = advise(&[stmt(1, plan)], &catalog());
+    assert!(recs.iter().all(|r| !r.kind.creates_index()), "{recs:#?}");
+}
