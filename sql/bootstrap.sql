@@ -87,6 +87,8 @@ CREATE TABLE optidb.sample (
     param_values text[]      NOT NULL DEFAULT '{}',
     -- Every parameter value is known: the sample can be planned with them.
     values_known boolean     NOT NULL,
+    -- The relations its plan used: a replay must resolve the statement's names to these.
+    relation_oids oid[]      NOT NULL DEFAULT '{}',
     CHECK (pg_catalog.cardinality(param_types) OPERATOR(pg_catalog.=)
            pg_catalog.cardinality(param_values))
 );

@@ -19,6 +19,8 @@ CREATE TABLE optidb.sample (
     param_types  oid[]       NOT NULL DEFAULT '{}',
     param_values text[]      NOT NULL DEFAULT '{}',
     values_known boolean     NOT NULL,
+    -- The relations its plan used: a replay must resolve the statement's names to these.
+    relation_oids oid[]      NOT NULL DEFAULT '{}',
     CHECK (pg_catalog.cardinality(param_types) OPERATOR(pg_catalog.=)
            pg_catalog.cardinality(param_values))
 );

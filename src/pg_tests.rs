@@ -91,6 +91,8 @@ mod tests {
             context: &context,
             sql,
             param_types: &[],
+            tables: &[],
+            relations: &[],
             values: crate::explain::Values::Generic { count },
             limit: crate::gucs::statement_limit(),
         };
@@ -154,6 +156,8 @@ mod tests {
             context: &context,
             sql,
             param_types: &[],
+            tables: &[],
+            relations: &[],
             values: crate::explain::Values::Sampled(&values),
             limit: crate::gucs::statement_limit(),
         };

@@ -10,15 +10,20 @@ const RECOMMEND_SQL: &str = "
 SELECT r.id, r.kind, r.schemaname::text || '.' || r.tablename::text, r.columns, r.ddl,
        r.rationale, r.confidence, r.risk, r.query_ids, r.est_saved_ms, r.improvement_pct,
        s.node_changes,
-       CASE WHEN r.simulable AND r.improvement_pct IS NULL
+       CASE WHEN r.simulable AND r.improvement_pct IS NULL AND s.last_error IS NOT NULL
+                THEN 'not proven: its simulations failed (' || s.last_error || ')'
+            WHEN r.simulable AND r.improvement_pct IS NULL
                 THEN 'not simulated yet: install hypopg (CREATE EXTENSION hypopg) and run optidb.scan()'
             WHEN NOT r.simulable THEN 'not simulable: ' || r.not_simulable_reason END,
        r.evidence
 FROM optidb.recommendation r
 LEFT JOIN LATERAL (
-    SELECT node_changes FROM optidb.simulation
-    WHERE rec_id = r.id AND error IS NULL
-    ORDER BY improvement_pct DESC NULLS LAST, ran_at DESC LIMIT 1) s ON true
+    SELECT (SELECT node_changes FROM optidb.simulation
+            WHERE rec_id = r.id AND error IS NULL
+            ORDER BY improvement_pct DESC NULLS LAST, ran_at DESC LIMIT 1) AS node_changes,
+           (SELECT error FROM optidb.simulation
+            WHERE rec_id = r.id AND error IS NOT NULL
+            ORDER BY ran_at DESC LIMIT 1) AS last_error) s ON true
 WHERE r.status = 'open' AND ($1::int8 IS NULL OR $1 = ANY (r.query_ids))
 ORDER BY r.confidence DESC, r.est_saved_ms DESC NULLS LAST, r.id";
 

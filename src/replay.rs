@@ -49,6 +49,8 @@ pub struct Context {
 pub struct Stored {
     pub info: StatementInfo,
     pub context: Context,
+    /// The relations the statement used when it was sampled (empty: unknown).
+    pub relations: Vec<u32>,
     /// The typical sampled execution its latest plans were captured for, if any.
     pub sampled: Option<Sampled>,
     /// Advice rests on the custom plan of `sampled` (else on the generic plan).
@@ -103,26 +105,44 @@ pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
     .ok()?;
     let (raw_sql, userid) = (raw_sql?, userid?);
     Some(preparable(&raw_sql).and_then(|(_, info)| {
-        let context = resolve(userid, recorded_search_path(query_id), &info.tables)?;
+        let recorded = recorded(query_id);
+        let (path, relations) = recorded.map(|r| (r.search_path, r.relations)).unzip();
+        let context = resolve(userid, path, &info.tables)?;
         let (sampled, sampled_is_basis) = latest_typical_plan(query_id).unzip();
         Ok(Stored {
             info,
             context,
+            relations: relations.unwrap_or_default(),
             sampled,
             sampled_is_basis: sampled_is_basis.unwrap_or(false),
         })
     }))
 }
 
-/// The search_path the statement's latest sampled execution ran with.
-pub fn recorded_search_path(query_id: i64) -> Option<String> {
-    Spi::get_one_with_args::<String>(
-        "SELECT search_path FROM optidb.sample WHERE query_id = $1 AND search_path IS NOT NULL \
+/// What optidb's hooks recorded of the statement's latest sampled execution.
+pub struct Recorded {
+    pub search_path: String,
+    /// The relations its plan used (empty when there were too many to keep).
+    pub relations: Vec<u32>,
+}
+
+pub fn recorded(query_id: i64) -> Option<Recorded> {
+    let (path, relations) = Spi::get_two_with_args::<String, Vec<Option<pg_sys::Oid>>>(
+        "SELECT search_path, relation_oids FROM optidb.sample \
+         WHERE query_id = $1 AND search_path IS NOT NULL \
          ORDER BY started_at DESC LIMIT 1",
         &[query_id.into()],
     )
-    .ok()
-    .flatten()
+    .ok()?;
+    Some(Recorded {
+        search_path: path?,
+        relations: relations
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .map(|r| r.to_u32())
+            .collect(),
+    })
 }
 
 /// Text, built-in parameter types (NULL for others) and values of samples of one statement.

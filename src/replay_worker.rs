@@ -42,6 +42,10 @@ pub struct Statement {
     pub param_types: Vec<String>,
     pub values: Option<Vec<Option<String>>>,
     pub placeholders: usize,
+    /// The relations it names (as written), and the ones it used when it ran (empty:
+    /// unknown): a replay that resolves a name elsewhere is refused.
+    pub tables: Vec<String>,
+    pub relations: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,10 +220,10 @@ fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure>
     })?;
     // A cancel while waiting must not leave the worker running on its own.
     let terminate = TerminateOnDrop(pid);
-    let stopped = worker.wait_for_shutdown();
+    let budget = budget_ms(request);
+    let finished = wait_or_terminate(&worker, pid, budget);
     std::mem::forget(terminate);
-    stopped
-        .map_err(|status| Failure::new("58000", format!("lost the replay worker ({status:?})")))?;
+    finished?;
     let answer = if segment.read_u64(answer_at) == DONE {
         let len = segment.read_u64(answer_at + 8) as usize;
         serde_json::from_slice(segment.bytes(answer_at + 16, len.min(ANSWER_BYTES)))
@@ -233,6 +237,68 @@ fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure>
     // SAFETY: our own segment, not used after this.
     unsafe { pg_sys::dsm_detach(segment.seg) };
     answer
+}
+
+/// The longest a batch may take: each job's own limits, plus time to start. The statement's
+/// code can catch the cancel that enforces a limit inside the worker (a PL/pgSQL EXCEPTION WHEN
+/// query_canceled); it cannot catch being terminated, which is what happens past this budget.
+fn budget_ms(request: &Request) -> i64 {
+    let l = &request.limits;
+    let (statement, build, lock) = (l.statement.ms as i64, l.build.ms as i64, l.lock.ms as i64);
+    let jobs: i64 = request
+        .jobs
+        .iter()
+        .map(|job| match job {
+            Job::Plan(_) => statement,
+            Job::Hypothetical { .. } => 3 * statement,
+            Job::Real { .. } => 2 * statement + build + lock,
+        })
+        .sum();
+    jobs + 10_000
+}
+
+/// Wait until the worker exits, terminating it once `budget_ms` have passed. Interruptible: a
+/// cancel of the caller raises here (and TerminateOnDrop ends the worker).
+fn wait_or_terminate(
+    worker: &pgrx::bgworkers::DynamicBackgroundWorker,
+    pid: pg_sys::pid_t,
+    budget_ms: i64,
+) -> Result<(), Failure> {
+    use pgrx::bgworkers::BackgroundWorkerStatus;
+    let started = std::time::Instant::now();
+    let mut terminated = false;
+    loop {
+        match worker.pid() {
+            Err(BackgroundWorkerStatus::Stopped) => break,
+            Err(BackgroundWorkerStatus::PostmasterDied) => {
+                return Err(Failure::new("58000", "the postmaster died during a replay"))
+            }
+            _ => {}
+        }
+        if !terminated && started.elapsed().as_millis() as i64 > budget_ms {
+            drop(TerminateOnDrop(pid)); // SIGTERM
+            terminated = true;
+        }
+        // SAFETY: this backend's latch (set by the postmaster when the worker's state changes,
+        // since we are its notify_pid); the calls are guarded and only wait.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                100,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+    }
+    if terminated {
+        return Err(Failure::TimedOut {
+            after_ms: budget_ms as i32,
+            setting: crate::guarded::TimeoutSetting::Statement,
+        });
+    }
+    Ok(())
 }
 
 /// Terminates the worker with this pid when dropped, i.e. while a cancel of the caller unwinds
@@ -331,8 +397,9 @@ fn execute(context: &Context, limits: &Limits, job: &Job) -> Result<Answer, Fail
                 let replay = replay_of(context, statement, limits.statement);
                 let before = explain::plan(replay, Mode::Costs)?;
                 let hypopg = Hypopg::in_schema(hypopg_schema);
-                let after = hypopg
-                    .with_index(context, index_sql, || explain::plan(replay, Mode::Costs))??;
+                let after = hypopg.with_index(&builder_context(context), index_sql, || {
+                    explain::plan(replay, Mode::Costs)
+                })??;
                 Ok(Answer::Compared {
                     before: before.json,
                     after: after.json,
@@ -348,7 +415,7 @@ fn execute(context: &Context, limits: &Limits, job: &Job) -> Result<Answer, Fail
                     owner: replay::owner(pg_sys::Oid::from(*builder)).ok_or_else(|| {
                         Failure::new("42704", "the table's owner no longer exists")
                     })?,
-                    ..context.clone()
+                    ..builder_context(context)
                 };
                 real(replay, &builder, index_sql, limits)
             }
@@ -356,11 +423,24 @@ fn execute(context: &Context, limits: &Limits, job: &Job) -> Result<Answer, Fail
     })?
 }
 
+/// The context an index is made in: the same role, but only pg_catalog on the search_path.
+/// optidb's index text names every function, type and operator with its schema and the table
+/// with its own (optidb_core::index_expression), so nothing else needs resolving, and nothing a
+/// statement's search_path holds can stand in for a built-in.
+fn builder_context(context: &Context) -> Context {
+    Context {
+        search_path: "pg_catalog, pg_temp".into(),
+        ..context.clone()
+    }
+}
+
 fn replay_of<'a>(context: &'a Context, s: &'a Statement, limit: Limit) -> Replay<'a> {
     Replay {
         context,
         sql: &s.sql,
         param_types: &s.param_types,
+        tables: &s.tables,
+        relations: &s.relations,
         values: match &s.values {
             Some(v) => Values::Sampled(v),
             None => Values::Generic {

@@ -23,6 +23,7 @@ use crate::hypopg::{self, Hypopg};
 use crate::locks::{self, Lock};
 use crate::replay::{self, Stored};
 use crate::replay_worker::{self, Answer, Job, Statement};
+use crate::settings::{self, Setting};
 use crate::{gucs, own_work, visibility};
 use optidb_core::plan_diff;
 use pgrx::pg_sys;
@@ -114,9 +115,15 @@ impl Simulated {
 /// The plans a simulation compares, as (plan kind, values, statement): the generic plan, and
 /// the plan for the statement's typical sampled execution when one was captured.
 fn plans(stmt: &Stored) -> Vec<(&'static str, SampledValues, Statement)> {
-    let mut plans = vec![("generic", None, capture::generic_statement(&stmt.info))];
+    let relations = &stmt.relations;
+    let mut plans = vec![(
+        "generic",
+        None,
+        capture::generic_statement(&stmt.info, relations),
+    )];
     if let Some(s) = &stmt.sampled {
-        plans.push(("sampled", Some(s.values.clone()), s.statement()));
+        let statement = s.statement(&stmt.info, relations);
+        plans.push(("sampled", Some(s.values.clone()), statement));
     }
     plans
 }
@@ -314,12 +321,16 @@ fn require_admin() {
 /// The owner of the recommendation's table (who builds the index); raises when the table is
 /// gone or too large.
 fn real_target(rec: &Rec) -> pg_sys::Oid {
-    let row = Spi::get_two_with_args::<i64, pg_sys::Oid>(
-        "SELECT pg_catalog.pg_total_relation_size(c.oid), c.relowner \
-         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND c.relname = $2",
-        &[rec.schema.as_str().into(), rec.table.as_str().into()],
-    );
+    // The size needs a lock on the table: waited for at most optidb.lock_timeout.
+    let timeout = format!("{}ms", gucs::lock_timeout_ms());
+    let row = settings::with(&[Setting::user("lock_timeout", &timeout)], || {
+        Spi::get_two_with_args::<i64, pg_sys::Oid>(
+            "SELECT pg_catalog.pg_total_relation_size(c.oid), c.relowner \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[rec.schema.as_str().into(), rec.table.as_str().into()],
+        )
+    });
     let Ok((Some(bytes), Some(owner))) = row else {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,

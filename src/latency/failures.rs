@@ -45,8 +45,7 @@ static mut CALLBACK: pg_sys::ErrorContextCallback = pg_sys::ErrorContextCallback
               never raises"
 )]
 pub fn begin(key: Key) {
-    // SAFETY: reads a counter of the current transaction state; never raises.
-    let subtransaction = unsafe { raw::GetCurrentSubTransactionId() };
+    let subtransaction = super::nesting::current_subtransaction();
     IN_FLIGHT.set(Some(InFlight {
         key,
         subtransaction,
@@ -62,6 +61,14 @@ pub fn end(key: Key) {
     }
 }
 
+/// The statement in flight with this queryid ended normally: its key (as `begin` got it).
+pub fn finished(queryid: u64) -> Option<Key> {
+    let f = IN_FLIGHT.get().filter(|f| f.key.queryid == queryid)?;
+    IN_FLIGHT.set(None);
+    ERROR_CLASS.set(None);
+    Some(f.key)
+}
+
 /// Run `call` (a hook's call into PostgreSQL for the statement in flight) with the callback on
 /// the error context stack.
 ///
@@ -69,7 +76,9 @@ pub fn end(key: Key) {
 /// As `raw::with_finally`: `call` holds nothing that needs dropping when an ERROR longjmps out.
 /// On a longjmp the catcher restores `error_context_stack` to its own saved value.
 pub unsafe fn watching(call: impl FnOnce()) {
-    // SAFETY: single-threaded backend; the callback struct is static and pushed at most once.
+    // SAFETY: single-threaded backend; the callback struct is static and pushed at most once:
+    // a watched call can run inside another (a function folded while planning plans its own
+    // queries), so the whole stack is searched, not just its top.
     unsafe {
         let me = &raw mut CALLBACK;
         let mut link = pg_sys::error_context_stack;

@@ -42,6 +42,10 @@ static mut PREV_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 /// again on every statement (a panic here is a bug; the statement itself is unaffected).
 static BROKEN: BackendLocal<bool> = BackendLocal::new(false);
 
+/// The top-level statement being timed (its QueryDesc): ExecutorRun and ExecutorFinish know
+/// it with one comparison. Cleared at its ExecutorEnd; a later statement replaces it.
+static TOP: BackendLocal<*mut pg_sys::QueryDesc> = BackendLocal::new(std::ptr::null_mut());
+
 /// Whether pg_stat_statements is loaded in this backend (checked once).
 static PGSS_LOADED: BackendLocal<Option<bool>> = BackendLocal::new(None);
 
@@ -203,7 +207,17 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
         let start = PREV_START.unwrap_or(raw::standard_ExecutorStart);
         let queryid = query_id(query_desc);
         let level = nesting::level();
-        if queryid == 0 || !tracking(level) {
+        let tracked = queryid != 0 && tracking(level);
+        if level == 0 {
+            // Replaced at every top-level start, so a stale pointer (its statement failed
+            // before ExecutorEnd) never outlives the next statement.
+            TOP.set(if tracked {
+                query_desc
+            } else {
+                std::ptr::null_mut()
+            });
+        }
+        if !tracked {
             return start(query_desc, eflags);
         }
         if level == 0 {
@@ -226,9 +240,8 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
 
 /// Whether this executor call belongs to the top-level statement being recorded.
 #[inline]
-unsafe fn top_level(query_desc: *mut pg_sys::QueryDesc) -> bool {
-    // SAFETY: forwarded.
-    nesting::level() == 0 && unsafe { query_id(query_desc) } != 0 && recording()
+fn top_level(query_desc: *mut pg_sys::QueryDesc) -> bool {
+    nesting::level() == 0 && TOP.get() == query_desc
 }
 
 #[allow(
@@ -265,7 +278,11 @@ unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) 
     // SAFETY: as executor_run.
     unsafe {
         let finish = PREV_FINISH.unwrap_or(raw::standard_ExecutorFinish);
-        let top = top_level(query_desc);
+        // A plain SELECT has nothing left to do here (no AFTER triggers, no modifying WITH):
+        // nothing to watch.
+        let stmt = (*query_desc).plannedstmt;
+        let top = top_level(query_desc)
+            && ((*stmt).commandType != pg_sys::CmdType::CMD_SELECT || (*stmt).hasModifyingCTE);
         nesting::in_executor(|| {
             if top {
                 failures::watching(|| finish(query_desc));
@@ -293,13 +310,22 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
             // Stop the timer (as pg_stat_statements does; it cannot raise once the run ended).
             raw::InstrEndLoop(timer);
             let ns = ((*timer).total * 1e9) as u64;
-            let k = key(queryid);
+            let top = level == 0 && TOP.get() == query_desc;
+            // The top-level statement's key was made when it started.
+            let k = match top {
+                true => failures::finished(queryid).unwrap_or_else(|| key(queryid)),
+                false => key(queryid),
+            };
             contained(|| {
                 let text = || statement_text((*query_desc).sourceText, (*query_desc).plannedstmt);
-                recorded(k, ns, text, Some((*query_desc).params));
+                let executed = Executed {
+                    params: (*query_desc).params,
+                    stmt: (*query_desc).plannedstmt,
+                };
+                recorded(k, ns, text, Some(executed));
             });
-            if level == 0 {
-                failures::end(k);
+            if top {
+                TOP.set(std::ptr::null_mut());
             }
         }
         PREV_END.unwrap_or(raw::standard_ExecutorEnd)(query_desc);
@@ -308,29 +334,51 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
 
 /// Record one successful execution; the text (and, when `params` is given, a sample) is only
 /// built when it is needed, outside the table lock.
+/// What a sample of an executor statement is taken from.
+#[derive(Clone, Copy)]
+struct Executed {
+    params: pg_sys::ParamListInfo,
+    stmt: *const pg_sys::PlannedStmt,
+}
+
 fn recorded(
     k: Key,
     ns: u64,
     text: impl FnOnce() -> Option<StatementText>,
-    params: Option<pg_sys::ParamListInfo>,
+    executed: Option<Executed>,
 ) {
-    let started_us = samples::statement_started_us();
-    let every_us = params.map_or(0, |_| gucs::sample_interval_us());
-    let r = table::record_success(k, ns, started_us, every_us, gucs::fault_injection());
+    let every_us = executed.map_or(0, |_| gucs::sample_interval_us());
+    let r = table::record_success(
+        k,
+        ns,
+        every_us,
+        gucs::fault_injection(),
+        samples::statement_started_us,
+    );
     if r.slowest || r.sample_due {
+        let started_us = samples::statement_started_us();
         let text = text();
         if r.slowest {
             if let Some(t) = &text {
                 table::keep_slowest(k, ns, &t.shown);
             }
         }
-        if let Some(params) = params {
-            let replayable = text.as_ref().filter(|t| t.replayable);
+        if let Some(executed) = executed {
+            // Literal text read under standard_conforming_strings = off would be read
+            // differently by a replay: not kept then.
+            let replayable = text
+                .as_ref()
+                .filter(|t| t.replayable && samples::standard_strings());
             // Parameter values of a statement about secrets are not kept.
             let values =
                 replayable.is_some_and(|t| !optidb_core::redact::mentions_secret(&t.shown));
-            // SAFETY: the statement's own ParamListInfo, outside any lock.
-            let rendered = unsafe { samples::render(params, values) };
+            // SAFETY: the statement's own ParamListInfo and plan, outside any lock.
+            let (rendered, relations) = unsafe {
+                (
+                    samples::render(executed.params, values),
+                    samples::relations(executed.stmt),
+                )
+            };
             samples::push(&Sample {
                 key: k,
                 elapsed_ns: ns,
@@ -341,11 +389,12 @@ fn recorded(
                 search_path: unsafe { samples::current_search_path() },
                 text: replayable.map(|t| t.shown.clone()),
                 params: rendered,
+                relations,
             });
         }
     }
     if r.found.evicted > 0 {
-        table::log_evictions(started_us);
+        table::log_evictions(samples::statement_started_us());
     }
 }
 

@@ -24,6 +24,15 @@ use std::ffi::c_void;
 
 static EXECUTOR: BackendLocal<i32> = BackendLocal::new(0);
 static UTILITY: BackendLocal<i32> = BackendLocal::new(0);
+/// The subtransaction statements run in now (TopSubTransactionId = 1 outside any), kept from
+/// the callbacks so the hooks read it without a call into PostgreSQL.
+static SUBTRANSACTION: BackendLocal<SubTransactionId> = BackendLocal::new(1);
+
+/// The current subtransaction's id.
+#[inline]
+pub fn current_subtransaction() -> SubTransactionId {
+    SUBTRANSACTION.get()
+}
 
 /// (subtransaction, executor level when it started), innermost last. Subtransactions nest
 /// only a few deep in practice.
@@ -82,6 +91,7 @@ unsafe extern "C-unwind" fn transaction_event(event: XactEvent::Type, _arg: *mut
 
 fn ended() {
     EXECUTOR.set(0);
+    SUBTRANSACTION.set(1);
     SAVED.0.borrow_mut().clear();
 }
 
@@ -89,12 +99,15 @@ fn ended() {
 unsafe extern "C-unwind" fn subtransaction_event(
     event: SubXactEvent::Type,
     subid: SubTransactionId,
-    _parent: SubTransactionId,
+    parent: SubTransactionId,
     _arg: *mut c_void,
 ) {
     let mut saved = SAVED.0.borrow_mut();
     match event {
-        SubXactEvent::SUBXACT_EVENT_START_SUB => saved.push((subid, EXECUTOR.get())),
+        SubXactEvent::SUBXACT_EVENT_START_SUB => {
+            saved.push((subid, EXECUTOR.get()));
+            SUBTRANSACTION.set(subid);
+        }
         SubXactEvent::SUBXACT_EVENT_COMMIT_SUB | SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
             let abort = event == SubXactEvent::SUBXACT_EVENT_ABORT_SUB;
             while let Some(&(id, executor)) = saved.last() {
@@ -107,6 +120,7 @@ unsafe extern "C-unwind" fn subtransaction_event(
                 saved.pop();
             }
             drop(saved);
+            SUBTRANSACTION.set(parent);
             if abort {
                 failures::subtransaction_aborted(subid);
             }

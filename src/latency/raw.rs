@@ -56,7 +56,6 @@ unsafe extern "C-unwind" {
     pub fn InstrEndLoop(instr: *mut Instrumentation);
     pub fn GetUserId() -> Oid;
     pub fn GetCurrentStatementStartTimestamp() -> i64;
-    pub fn GetCurrentSubTransactionId() -> pg_sys::SubTransactionId;
     /// The SQLSTATE of the error being reported; only valid inside an error context callback.
     pub fn geterrcode() -> c_int;
     /// What PostgreSQL 15 hashes a utility statement's text with to make its queryid.

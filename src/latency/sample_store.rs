@@ -33,15 +33,16 @@ pub fn store() -> usize {
             .iter()
             .all(|p| !matches!(p.value, samples::Value::Unknown));
         let types: Vec<pg_sys::Oid> = s.params.iter().map(|p| p.type_oid.into()).collect();
+        let relations: Vec<pg_sys::Oid> = s.relations.iter().map(|r| (*r).into()).collect();
         // A sample can be both the slowest so far and a typical one (the first execution).
         let kinds = [("typical", s.typical), ("slowest", s.slowest)];
         for (kind, _) in kinds.into_iter().filter(|(_, is)| *is) {
             Spi::run_with_args(
                 "INSERT INTO optidb.sample (query_id, started_at, kind, elapsed_ms, search_path, \
-                     sql_text, param_types, param_values, values_known) \
+                     sql_text, param_types, param_values, values_known, relation_oids) \
                  VALUES ($1, timestamptz '2000-01-01 00:00:00+00' \
                              + pg_catalog.make_interval(secs => $2), \
-                         $3, $4, $5, $6, $7, $8, $9)",
+                         $3, $4, $5, $6, $7, $8, $9, $10)",
                 &[
                     (*query_id).into(),
                     (s.started_us as f64 / 1e6).into(),
@@ -52,6 +53,7 @@ pub fn store() -> usize {
                     types.clone().into(),
                     values.clone().into(),
                     (known && s.text.is_some()).into(),
+                    relations.clone().into(),
                 ],
             )
             .unwrap_or_else(|e| error!("storing a sample failed: {e}"));

@@ -57,7 +57,12 @@ pub struct Sample {
     /// None when it was too long, or redacted (then it cannot be replayed).
     pub text: Option<String>,
     pub params: Vec<Param>,
+    /// The relations its plan used (up to MAX_RELATIONS): a replay must resolve to these.
+    pub relations: Vec<u32>,
 }
+
+/// Relations recorded per sample; a statement using more keeps none (not checked then).
+pub const MAX_RELATIONS: usize = 64;
 
 #[repr(C)]
 struct SlotData {
@@ -143,9 +148,13 @@ fn slot(ring: &Ring, i: usize) -> *mut SlotData {
     unsafe { UnsafeCell::raw_get((ring as *const Ring).add(1).cast::<Slot>().add(i)) }
 }
 
-fn encode(text: Option<&str>, params: &[Param]) -> Option<Vec<u8>> {
+fn encode(text: Option<&str>, params: &[Param], relations: &[u32]) -> Option<Vec<u8>> {
     let text = text.unwrap_or("");
     let mut out = Vec::with_capacity(text.len() + 64);
+    out.extend_from_slice(&(relations.len() as u16).to_le_bytes());
+    for r in relations {
+        out.extend_from_slice(&r.to_le_bytes());
+    }
     out.extend_from_slice(&(text.len() as u32).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(&(params.len() as u16).to_le_bytes());
@@ -163,13 +172,20 @@ fn encode(text: Option<&str>, params: &[Param]) -> Option<Vec<u8>> {
     (out.len() <= PAYLOAD_BYTES).then_some(out)
 }
 
-fn decode(bytes: &[u8]) -> Option<(Option<String>, Vec<Param>)> {
+/// What a slot's payload holds: the text, the parameters and the relations.
+type Payload = (Option<String>, Vec<Param>, Vec<u32>);
+
+fn decode(bytes: &[u8]) -> Option<Payload> {
     let mut at = 0usize;
     let mut take = |n: usize| -> Option<&[u8]> {
         let s = bytes.get(at..at + n)?;
         at += n;
         Some(s)
     };
+    let relation_count = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+    let relations = (0..relation_count)
+        .map(|_| Some(u32::from_le_bytes(take(4)?.try_into().ok()?)))
+        .collect::<Option<Vec<u32>>>()?;
     let text_len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
     let text = String::from_utf8(take(text_len)?.to_vec()).ok()?;
     let count = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
@@ -185,15 +201,16 @@ fn decode(bytes: &[u8]) -> Option<(Option<String>, Vec<Param>)> {
         };
         params.push(Param { type_oid, value });
     }
-    Some(((!text.is_empty()).then_some(text), params))
+    Some(((!text.is_empty()).then_some(text), params, relations))
 }
 
 /// Put a sample in the ring (overwriting the oldest slot when it is full).
 pub fn push(sample: &Sample) {
     let Some(ring) = ring() else { return };
-    // Too long to keep: the search_path alone is still worth it.
-    let payload = encode(sample.text.as_deref(), &sample.params)
-        .unwrap_or_else(|| encode(None, &[]).expect("an empty payload fits"));
+    // Too long to keep: the search_path and the relations alone are still worth it.
+    let payload = encode(sample.text.as_deref(), &sample.params, &sample.relations)
+        .or_else(|| encode(None, &[], &sample.relations))
+        .unwrap_or_else(|| encode(None, &[], &[]).expect("an empty payload fits"));
     let path = sample
         .search_path
         .as_deref()
@@ -250,7 +267,8 @@ pub fn drain(dbid: u32) -> Vec<Sample> {
         .into_iter()
         .map(
             |(key, elapsed_ns, started_us, (slowest, typical), path, payload)| {
-                let (text, params) = decode(&payload).unwrap_or((None, Vec::new()));
+                let (text, params, relations) =
+                    decode(&payload).unwrap_or((None, Vec::new(), Vec::new()));
                 Sample {
                     key,
                     elapsed_ns,
@@ -260,6 +278,7 @@ pub fn drain(dbid: u32) -> Vec<Sample> {
                     search_path: String::from_utf8(path).ok().filter(|p| !p.is_empty()),
                     text,
                     params,
+                    relations,
                 }
             },
         )
@@ -337,6 +356,36 @@ unsafe fn output(type_oid: pg_sys::Oid, value: pg_sys::Datum) -> Value {
     }
 }
 
+/// The relations a plan uses (its relationOids), when there are at most MAX_RELATIONS.
+///
+/// # Safety
+/// `stmt` is the executing statement's PlannedStmt.
+pub unsafe fn relations(stmt: *const pg_sys::PlannedStmt) -> Vec<u32> {
+    // SAFETY: relationOids is a valid OID list (or null) for the plan's life; an OID list's
+    // cells hold oid_value.
+    unsafe {
+        let Some(list) = (*stmt).relationOids.as_ref() else {
+            return Vec::new();
+        };
+        let n = list.length.max(0) as usize;
+        if n > MAX_RELATIONS {
+            return Vec::new();
+        }
+        (0..n)
+            .map(|i| (*list.elements.add(i)).oid_value.to_u32())
+            .filter(|&oid| oid != 0)
+            .collect()
+    }
+}
+
+/// Whether string literals are read as the SQL standard says (backslashes are plain
+/// characters). A sample's text taken with this off would be read differently when replayed,
+/// so it is not kept then.
+pub fn standard_strings() -> bool {
+    // SAFETY: a plain global of this backend, maintained by the setting.
+    unsafe { pg_sys::standard_conforming_strings }
+}
+
 /// When the current statement started (for the per-statement sampling interval).
 #[allow(
     ffi_unwind_calls,
@@ -367,11 +416,15 @@ mod tests {
                 value: Value::Unknown,
             },
         ];
-        let bytes = encode(Some("SELECT $1, $2, $3"), &params).unwrap();
+        let bytes = encode(Some("SELECT $1, $2, $3"), &params, &[16384, 16390]).unwrap();
         assert_eq!(
             decode(&bytes).unwrap(),
-            (Some("SELECT $1, $2, $3".to_string()), params)
+            (
+                Some("SELECT $1, $2, $3".to_string()),
+                params,
+                vec![16384, 16390]
+            )
         );
-        assert!(encode(Some(&"x".repeat(PAYLOAD_BYTES)), &[]).is_none());
+        assert!(encode(Some(&"x".repeat(PAYLOAD_BYTES)), &[], &[]).is_none());
     }
 }

@@ -441,14 +441,15 @@ pub struct Recorded {
     pub found: Found,
 }
 
-/// Count one successful execution of `elapsed_ns` that started at `started_us`. Samples are
-/// due every `sample_every_us` (0: never). `fault` is raised while the lock is held (tests).
+/// Count one successful execution of `elapsed_ns`. Samples are due every `sample_every_us`
+/// (0: never), measured on statement start times from `now` (asked for only then). `fault` is
+/// raised while the lock is held (tests).
 pub fn record_success(
     key: Key,
     elapsed_ns: u64,
-    started_us: i64,
     sample_every_us: i64,
     fault: Fault,
+    now: impl FnOnce() -> i64,
 ) -> Recorded {
     let (recorded, found) = with_entry(&key, |e| {
         match fault {
@@ -463,20 +464,22 @@ pub fn record_success(
         fetch_min(&e.interval_min_ns, elapsed_ns);
         fetch_max(&e.interval_max_ns, elapsed_ns);
         e.buckets[histogram::bucket_of(elapsed_ns as f64 / 1000.0)].fetch_add(1, Ordering::Relaxed);
-        let due = e.sample_due_us.load(Ordering::Relaxed);
-        Recorded {
-            slowest: elapsed_ns > e.slowest.ns.load(Ordering::Relaxed),
+        let sample_due = sample_every_us > 0 && {
+            let (now, due) = (now(), e.sample_due_us.load(Ordering::Relaxed));
             // One backend wins the sample of each interval.
-            sample_due: sample_every_us > 0
-                && started_us >= due
+            now >= due
                 && e.sample_due_us
                     .compare_exchange(
                         due,
-                        started_us + sample_every_us,
+                        now + sample_every_us,
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     )
-                    .is_ok(),
+                    .is_ok()
+        };
+        Recorded {
+            slowest: elapsed_ns > e.slowest.ns.load(Ordering::Relaxed),
+            sample_due,
             found: Found::default(),
         }
     });

@@ -76,7 +76,8 @@ elif command -v valgrind >/dev/null; then
         "$python" "$client" "$OPTIDB_PGPORT" 1000 >/dev/null # first session: caches, init file
         for n in 1000 11000; do
             pid=$("$python" "$client" "$OPTIDB_PGPORT" "$n" --pid)
-            for _ in $(seq 120); do [ -s "$work/cg.$pid" ] && break; sleep 0.5; done
+            # cachegrind writes the file as the backend exits: wait for its last line.
+            for _ in $(seq 240); do grep -q '^summary:' "$work/cg.$pid" 2>/dev/null && break; sleep 0.5; done
             echo "$config $n $(awk '/^summary:/ {print $2}' "$work/cg.$pid")" >>"$work/instructions"
         done
         as_postgres "$PGBIN/pg_ctl" -D "$OPTIDB_PGDATA" -m fast -w stop >/dev/null

@@ -6,8 +6,11 @@ m.harm(tag) does nothing when mallory runs it; run by anyone else it logs who ra
 superuser, copies password hashes, runs a shell command and makes mallory a superuser. Every
 test ends by checking that none of that happened."""
 
+import contextlib
 import glob
 import os
+import re
+import threading
 import time
 import uuid
 
@@ -91,6 +94,15 @@ def world():
             su.execute("ALTER ROLE postgres PASSWORD NULL")
             for name in roles.values():
                 su.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def make_customers(w):
+    """public.customers (50k rows), the superuser's, readable by everyone."""
+    with w.conn("postgres") as su:
+        su.execute("CREATE TABLE public.customers AS SELECT g AS id, g % 300 AS status, "
+                   "'u' || g || '@x.org' AS email FROM generate_series(1, 50000) g")
+        su.execute("GRANT SELECT ON public.customers TO PUBLIC")
+        su.execute("ANALYZE public.customers")
 
 
 def scan(w, who):
@@ -177,11 +189,7 @@ def test_expression_indexes_are_advised_only_over_trusted_functions(world):
     """Findings 4 and 5: advice to index m.normalize_email(email) on the superuser's table,
     which its owner would build (or real mode would build as the owner)."""
     w = world
-    with w.conn("postgres") as su:
-        su.execute("CREATE TABLE public.customers AS SELECT g AS id, g % 300 AS status, "
-                   "'u' || g || '@x.org' AS email FROM generate_series(1, 50000) g")
-        su.execute("GRANT SELECT ON public.customers TO PUBLIC")
-        su.execute("ANALYZE public.customers")
+    make_customers(w)
     w.as_mallory("""
         CREATE FUNCTION m.normalize_email(text) RETURNS text LANGUAGE plpgsql IMMUTABLE
         PARALLEL SAFE AS $f$
@@ -195,16 +203,9 @@ def test_expression_indexes_are_advised_only_over_trusted_functions(world):
             c.execute("SELECT id, email FROM public.customers WHERE status = %s", (i,))
     scan(w, "adm")
     with w.conn("adm") as c:
-        shown = [r[0] for r in c.execute("SELECT ddl FROM optidb.recommend()")]
-        assert not [d for d in shown if "normalize_email" in d], shown
-        reason = scalar(c, "SELECT not_simulable_reason FROM optidb.recommendation "
-                           "WHERE ddl LIKE '%normalize_email%'")
-        assert reason and "m.normalize_email(text) (owned by" in reason, reason
-        rec, qids = c.execute("SELECT id, query_ids FROM optidb.recommendation "
-                              "WHERE ddl LIKE '%normalize_email%'").fetchone()
-        for qid in qids:
-            with pytest.raises(psycopg.errors.FeatureNotSupported):
-                c.execute("SELECT * FROM optidb.simulate(%s, %s, 'real')", (qid, rec))
+        ddls = [r[0] for r in c.execute("SELECT ddl FROM optidb.recommendation")]
+        assert [d for d in ddls if "(status)" in d], ddls
+        assert not [d for d in ddls if "normalize_email" in d], ddls
     w.assert_unharmed()
 
 
@@ -275,7 +276,7 @@ def test_advice_shared_with_another_roles_statement_is_not_shown_to_a_reader(wor
     scan(w, "adm")
     with w.conn("mallory") as c:
         seen = " ".join(str(r) for r in c.execute("SELECT * FROM optidb.recommend()"))
-        assert "TOPSECRET" not in seen and "card" not in seen, seen
+        assert "TOPSECRET" not in seen and not re.search(r"\bcard\b", seen), seen
     w.assert_unharmed()
 
 
@@ -395,4 +396,247 @@ def test_declared_parameter_types_cannot_smuggle_commands(world):
                          "WHERE relnamespace = pg_my_temp_schema()") == 0
         c.execute("SELECT * FROM optidb.scan()")
         c.execute("SELECT count(*) FROM shared_t WHERE v = 1")
+    w.assert_unharmed()
+
+
+# Round 2: the replay-worker design attacked.
+
+
+def test_expressions_over_anyones_types_or_domains_are_never_advised(world):
+    """Round 2, findings 1 and 2: a cast to mallory's domain hid her CHECK function from the
+    trust check; it ran as the superuser when hypopg parsed the advised expression in the
+    superuser's replay (the advice also covered the superuser's statement), and as the table
+    owner in real mode and when the shown DDL was applied."""
+    w = world
+    make_customers(w)
+    w.as_mallory("""
+        CREATE FUNCTION m.chk(text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$
+        BEGIN PERFORM m.harm('domain-check'); RETURN true; END $f$;
+        CREATE DOMAIN m.dom AS text CHECK (m.chk(VALUE))""")
+    with w.conn("mallory") as c:
+        for i in range(3):
+            c.execute("SELECT id FROM public.customers WHERE (lower(email))::m.dom = %s",
+                      (f"u{i}@x.org",))
+            c.execute("SELECT count(*) FROM public.customers WHERE status = %s "
+                      "AND array_position('{x}'::m.dom[], email::m.dom) = %s", (i, 1))
+    with w.conn("postgres") as c:
+        for i in range(3):
+            c.execute("SELECT id, email FROM public.customers WHERE status = %s", (i,))
+    scan(w, "adm")
+    with w.conn("adm") as c:
+        planned = scalar(c, "SELECT count(*) FROM optidb.plan p JOIN optidb.query q "
+                            "ON q.id = p.query_id WHERE q.raw_sql LIKE '%%m.dom%%' "
+                            "AND p.explain_error IS NULL")
+        assert planned >= 2, "mallory's statements were never replayed"
+        ddls = [r[0] for r in c.execute("SELECT ddl FROM optidb.recommendation")]
+        assert [d for d in ddls if "(status" in d], ddls
+        assert not [d for d in ddls if "dom" in d or "array_position" in d], ddls
+        for rec, qids in c.execute("SELECT rec_id, query_ids FROM optidb.recommend() "
+                                   "WHERE kind LIKE '%%index'").fetchall():
+            for qid in qids:
+                c.execute("SELECT * FROM optidb.simulate(%s, %s)", (qid, rec))
+                c.execute("SELECT * FROM optidb.simulate(%s, %s, 'real')", (qid, rec))
+    w.assert_unharmed()
+
+
+def test_real_mode_builds_with_a_search_path_nobody_can_shadow(world):
+    """Round 2, finding 3: the index was built as the table owner in mallory's recorded
+    search_path (m first), so her m.lower, created after the advice, ran as the owner."""
+    w = world
+    make_customers(w)
+    with w.conn("mallory") as c:
+        c.execute("SET search_path = m, pg_catalog, public")
+        for i in range(3):
+            c.execute("SELECT id FROM public.customers WHERE lower(email) = %s",
+                      (f"u{i}@x.org",))
+    scan(w, "adm")
+    with w.conn("adm") as c:
+        rec, qid, ddl = c.execute("SELECT rec_id, query_ids[1], ddl FROM optidb.recommend() "
+                                  "WHERE kind = 'expression_index'").fetchone()
+        assert "(pg_catalog.lower(email))" in ddl, ddl
+    w.as_mallory("""
+        CREATE FUNCTION m.lower(text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $f$
+        BEGIN PERFORM m.harm('shadowed-lower'); RETURN pg_catalog.lower($1); END $f$""")
+    with w.conn("adm") as c:
+        c.execute("SELECT * FROM optidb.simulate(%s, %s, 'real')", (qid, rec))
+    w.assert_unharmed()
+
+
+def test_a_statement_on_a_temporary_table_is_not_replayed_on_a_look_alike(world):
+    """Round 2, finding 4: the superuser's statement on its temporary table was replayed in its
+    recorded search_path, where the name found mallory's view instead."""
+    w = world
+    w.as_mallory("""
+        CREATE VIEW m.tmp_report AS SELECT m.harm_i('temp-look-alike') AS id, 'x'::text AS label;
+        GRANT SELECT ON m.tmp_report TO PUBLIC""")
+    with w.conn("postgres") as c:
+        c.execute('SET search_path = "$user", public, m')
+        c.execute("CREATE TEMP TABLE tmp_report AS "
+                  "SELECT g AS id, 'r' || g AS label FROM generate_series(1, 1000) g")
+        for i in range(3):
+            assert scalar(c, "SELECT count(*) FROM tmp_report WHERE id > %s", (i,)) == 1000 - i
+        scan(w, "adm")
+    with w.conn("adm") as c:
+        errors = [r[0] for r in c.execute(
+            "SELECT p.explain_error FROM optidb.plan p JOIN optidb.query q ON q.id = p.query_id "
+            "WHERE q.raw_sql LIKE '%%FROM tmp_report WHERE%%'")]
+        assert errors and all(e and "did not use when it ran" in e for e in errors), errors
+    w.assert_unharmed()
+
+
+def test_text_run_with_standard_conforming_strings_off_is_not_replayed(world):
+    """Round 2, finding 5: an application escaping input for standard_conforming_strings = off
+    had its sampled text re-read with it on, where mallory's input became SQL."""
+    w = world
+    make_customers(w)
+    attack = "' OR m.harm_i(chr(115)) = 1 --"
+    escaped = attack.replace("\\", "\\\\").replace("'", "\\'")
+    with w.conn("postgres") as app:
+        app.execute("SET standard_conforming_strings = off")
+        for _ in range(3):
+            assert app.execute(
+                f"SELECT id FROM public.customers WHERE email = '{escaped}'").fetchall() == []
+    w.assert_unharmed()  # the application itself was never at risk
+    scan(w, "adm")
+    with w.conn("postgres") as c:
+        kept = c.execute("SELECT s.sql_text FROM optidb.sample s JOIN optidb.query q "
+                         "ON q.id = s.query_id WHERE q.raw_sql LIKE '%%customers WHERE email%%'"
+                         ).fetchall()
+        assert kept and all(t is None for (t,) in kept), kept
+    w.assert_unharmed()
+
+
+def test_replayed_code_that_catches_cancels_is_stopped(world):
+    """Round 2, finding 6: optidb's time limits were query cancels; code catching
+    query_canceled kept the replay worker, and the admin's scan() waiting for it, forever."""
+    w = world
+    w.as_mallory("""
+        CREATE FUNCTION m.stubborn() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+        BEGIN
+          IF pg_catalog.current_setting('application_name') OPERATOR(pg_catalog.=) 'self' THEN
+            RETURN 1;
+          END IF;
+          LOOP
+            BEGIN PERFORM pg_catalog.pg_sleep(3600);
+            EXCEPTION WHEN query_canceled THEN NULL;
+            END;
+          END LOOP;
+        END $f$""")
+    with w.conn("mallory", application_name="self") as c:
+        for i in range(3):
+            c.execute("SELECT count(*) FROM public.shared_t WHERE v = %s AND m.stubborn() = 1",
+                      (i,))
+    with w.conn("adm") as c:
+        c.execute("SET statement_timeout = '120s'")  # a regression fails instead of hanging
+        c.execute("SET optidb.statement_timeout = '1s'")
+        started = time.monotonic()
+        c.execute("SELECT * FROM optidb.scan()")
+        assert time.monotonic() - started < 60
+        errors = [r[0] for r in c.execute(
+            "SELECT p.explain_error FROM optidb.plan p JOIN optidb.query q ON q.id = p.query_id "
+            "WHERE q.raw_sql LIKE '%%m.stubborn()%%'")]
+        assert errors and all(e and "time" in e for e in errors), errors
+        c.execute("SELECT * FROM optidb.snapshot()")
+        deadline = time.monotonic() + 10
+        while scalar(c, "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE backend_type = 'optidb replay'") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert scalar(c, "SELECT count(*) FROM pg_stat_activity "
+                         "WHERE backend_type = 'optidb replay'") == 0
+    w.assert_unharmed()
+
+
+def test_a_lock_held_on_a_readers_own_table_does_not_stall_scans(world):
+    """Round 2, finding 7: table sizes were read with locks and no timeout, so mallory's
+    ACCESS EXCLUSIVE lock on her own table stalled every scan() and snapshot()."""
+    w = world
+    w.as_mallory("CREATE TABLE m.t AS SELECT 1 AS x")
+    with w.conn("mallory") as hold, w.conn("adm") as a:
+        hold.execute("BEGIN")
+        hold.execute("LOCK TABLE m.t IN ACCESS EXCLUSIVE MODE")
+        a.execute("SET statement_timeout = '30s'")
+        a.execute("SELECT * FROM optidb.scan()")
+        a.execute("SELECT * FROM optidb.snapshot()")
+        assert scalar(a, "SELECT count(*) FROM optidb.schema_table WHERE relname = 't'") == 1
+        hold.execute("ROLLBACK")
+
+
+def test_advice_whose_simulations_cannot_run_is_not_rejected(world):
+    """Round 2, finding 8: with every worker slot taken by mallory's parallel queries, every
+    simulation failed and valid advice was marked rejected (and vanished from recommend())."""
+    w = world
+    make_customers(w)
+    with w.conn("victim") as c:
+        for i in range(3):
+            c.execute("SELECT id, email FROM public.customers WHERE status = %s", (i,))
+    scan(w, "adm")
+    find = ("SELECT id, status FROM optidb.recommendation "
+            "WHERE kind = 'missing_index' AND ddl LIKE '%%(status)%%'")
+    with w.conn("adm") as c:
+        rec, status = c.execute(find).fetchone()
+        assert status == "open"
+    w.as_mallory("CREATE TABLE m.big AS SELECT g FROM generate_series(1, 2000) g; "
+                 "ALTER TABLE m.big SET (parallel_workers = 8)")
+
+    def hog():
+        with contextlib.suppress(psycopg.Error), w.conn("mallory") as h:
+            h.execute("SET max_parallel_workers_per_gather = 8; SET parallel_setup_cost = 0; "
+                      "SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0")
+            h.execute("SELECT count(*) FROM m.big WHERE pg_sleep(0.1) IS NOT NULL")
+
+    hogs = [threading.Thread(target=hog, daemon=True) for _ in range(2)]
+    for t in hogs:
+        t.start()
+    try:
+        with w.conn("postgres") as su:
+            deadline = time.monotonic() + 10
+            while scalar(su, "SELECT count(*) < current_setting('max_worker_processes')::int "
+                             "FROM pg_stat_activity WHERE backend_type NOT IN "
+                             "('client backend', 'autovacuum launcher', 'autovacuum worker', "
+                             "'background writer', 'checkpointer', 'walwriter', "
+                             "'archiver', 'startup', 'walsender', 'walreceiver')") \
+                    and time.monotonic() < deadline:
+                time.sleep(0.1)
+        with w.conn("adm") as c:
+            c.execute("SELECT * FROM optidb.scan()")
+            error = scalar(c, "SELECT error FROM optidb.simulation WHERE rec_id = %s "
+                              "ORDER BY id DESC LIMIT 1", (rec,))
+            assert error and "slot" in error, error
+            assert c.execute(find).fetchone() == (rec, "open")
+            note = scalar(c, "SELECT note FROM optidb.recommend() WHERE rec_id = %s",
+                          (rec,))
+            assert note and "not proven" in note, note
+    finally:
+        with w.conn("postgres") as su:
+            su.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                       (w.roles["mallory"],))
+        for t in hogs:
+            t.join(30)
+
+
+def test_advice_names_the_schema_its_statement_read(world):
+    """Round 2, finding 1 (variant): plans named relations without their schema, so
+    mallory's statement on her look-alike m.customers was advised as public.customers and
+    merged with the superuser's statements on the real one."""
+    w = world
+    make_customers(w)
+    with w.conn("postgres") as su:
+        su.execute("REVOKE SELECT ON public.customers FROM PUBLIC")
+    w.as_mallory("CREATE TABLE m.customers AS SELECT g AS id, g % 300 AS status, "
+                 "'u' || g || '@x.org' AS email FROM generate_series(1, 50000) g; "
+                 "ANALYZE m.customers")
+    with w.conn("mallory") as c:
+        for i in range(3):
+            c.execute("SELECT id, email FROM m.customers WHERE status = %s", (i,))
+    with w.conn("postgres") as c:
+        for i in range(3):
+            c.execute("SELECT id, email FROM public.customers WHERE status = %s", (i,))
+    scan(w, "adm")
+    with w.conn("adm") as c:
+        mine = scalar(c, "SELECT id FROM optidb.query WHERE raw_sql LIKE '%%FROM m.customers%%'")
+        theirs = scalar(c, "SELECT id FROM optidb.query "
+                           "WHERE raw_sql LIKE '%%FROM public.customers%%'")
+        advice = c.execute("SELECT schemaname::text, query_ids FROM optidb.recommendation "
+                           "WHERE kind = 'missing_index' AND tablename = 'customers'").fetchall()
+        assert sorted(advice) == [("m", [mine]), ("public", [theirs])], advice
     w.assert_unharmed()

@@ -14,14 +14,53 @@ pub const MAX_US: f64 = 3_600_000_000.0;
 /// overflow bucket for 1 hour and more.
 pub const BUCKETS: usize = 1114;
 
-/// Bucket index of a latency in microseconds. Cheap: one `ln`.
+/// Bucket index of a latency in microseconds: floor(log_GAMMA(us / MIN_US)) + 1.
+///
+/// Recorded for every statement, so without `ln` (~45 instructions): log2 of the f64 is its
+/// exponent plus log2 of its mantissa, read from a table of 256 steps and interpolated linearly
+/// (error below 3e-6 in log2, a ten-thousandth of a bucket's width: only a value that close to a
+/// bucket boundary can land in the neighbouring bucket).
 #[inline]
 pub fn bucket_of(us: f64) -> usize {
     if us.is_nan() || us < MIN_US {
         return 0;
     }
-    let i = ((us / MIN_US).ln() / GAMMA.ln()) as usize + 1;
-    i.min(BUCKETS - 1)
+    let log2 = fast_log2(us / MIN_US);
+    ((log2 * (1.0 / LOG2_GAMMA)) as usize + 1).min(BUCKETS - 1)
+}
+
+/// log2(GAMMA), the width of one bucket in log2 units.
+const LOG2_GAMMA: f64 = 0.028_569_152_196_770_894; // log2(1.02)
+
+/// log2(1 + i/256) for i in 0..=256, computed at compile time: log2(1 + x) =
+/// 2 atanh(x / (2 + x)) / ln 2, whose series converges fast for x <= 1.
+const MANTISSA_LOG2: [f64; 257] = {
+    let mut table = [0.0; 257];
+    let mut i = 0;
+    while i <= 256 {
+        let x = i as f64 / 256.0;
+        let z = x / (2.0 + x);
+        let (mut term, mut sum, mut k) = (z, 0.0, 1.0);
+        while k < 60.0 {
+            sum += term / k;
+            term *= z * z;
+            k += 2.0;
+        }
+        table[i] = 2.0 * sum / std::f64::consts::LN_2;
+        i += 1;
+    }
+    table
+};
+
+/// log2(x) for finite x >= 1.
+#[inline]
+fn fast_log2(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 52) & 0x7FF) as i64 - 1023;
+    let step = ((bits >> 44) & 0xFF) as usize;
+    let within = (bits & ((1 << 44) - 1)) as f64 * (1.0 / (1u64 << 44) as f64);
+    let (lo, hi) = (MANTISSA_LOG2[step], MANTISSA_LOG2[step + 1]);
+    exponent as f64 + lo + (hi - lo) * within
 }
 
 /// The value a bucket stands for (its geometric midpoint), in microseconds.
@@ -201,6 +240,29 @@ mod tests {
         assert_eq!(h.count, values.len() as u64);
         assert_eq!(h.min_us, values[0]);
         assert_eq!(h.max_us, *values.last().unwrap());
+    }
+
+    #[test]
+    fn the_fast_bucket_index_is_the_exact_one_away_from_boundaries() {
+        let exact = |us: f64| ((us / MIN_US).ln() / GAMMA.ln()) as usize + 1;
+        let mut x = 1.0f64;
+        let mut checked = 0;
+        while x < MAX_US {
+            for v in [x, x * 1.0001, x * 1.003_7, x * 1.011, x * 1.017_3] {
+                let position = (v / MIN_US).ln() / GAMMA.ln();
+                let near_boundary = (position - position.round()).abs() < 1e-3;
+                if !near_boundary {
+                    assert_eq!(bucket_of(v), exact(v).min(BUCKETS - 1), "{v}");
+                    checked += 1;
+                }
+            }
+            x *= 1.013;
+        }
+        assert!(checked > 5_000, "{checked}");
+        assert!(fast_log2(1024.0) == 10.0 && (fast_log2(3.0) - 3f64.log2()).abs() < 3e-6);
+        for (i, v) in MANTISSA_LOG2.iter().enumerate() {
+            assert!((v - (1.0 + i as f64 / 256.0).log2()).abs() < 1e-12, "{i}");
+        }
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct SortNode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RelationScan {
     pub relation: String,
+    /// Its schema (plans EXPLAINed with VERBOSE name it).
+    #[serde(default)]
+    pub schema: Option<String>,
     pub node_type: String,
 }
 
@@ -150,6 +153,7 @@ fn walk(node: &Value, parent_is_limit: bool, parallel: f64, facts: &mut PlanFact
     if let Some(rel) = &relation {
         facts.relation_scans.push(RelationScan {
             relation: rel.clone(),
+            schema: text(node, "Schema"),
             node_type: node_type.clone(),
         });
     }

@@ -18,11 +18,13 @@ pub enum Target {
 }
 
 impl Target {
-    /// The text as it appears in CREATE INDEX (expressions need their own parentheses).
-    pub fn index_element(&self) -> String {
+    /// The text as it appears in CREATE INDEX (expressions need their own parentheses): a
+    /// column, or an expression of trusted built-ins only, schema-qualified
+    /// (crate::index_expression); None for any other expression, which optidb never indexes.
+    pub fn index_element(&self) -> Option<String> {
         match self {
-            Target::Column(c) => quote_ident(c),
-            Target::Expression(e) => format!("({e})"),
+            Target::Column(c) => Some(quote_ident(c)),
+            Target::Expression(e) => crate::index_expression::trusted(e).map(|q| format!("({q})")),
         }
     }
 
@@ -254,7 +256,7 @@ fn unqualify(node: &mut Node, alias: &str) {
 }
 
 /// Print one expression node as SQL by deparsing `SELECT <expr>`.
-fn deparse_expression(expr: &Node) -> Option<String> {
+pub(crate) fn deparse_expression(expr: &Node) -> Option<String> {
     let target = Node {
         node: Some(NodeEnum::ResTarget(Box::new(protobuf::ResTarget {
             val: Some(Box::new(expr.clone())),
@@ -282,35 +284,6 @@ fn deparse_expression(expr: &Node) -> Option<String> {
 }
 
 /// Quote an identifier the way PostgreSQL's quote_ident() does.
-/// The functions and operators an index expression calls, as written (`m.f`, `lower`, `||`),
-/// from its parse tree: what has to be trusted before anyone builds an index on it, since the
-/// table's owner evaluates it for every row. None when the expression does not parse.
-pub fn callables(expression: &str) -> Option<(Vec<String>, Vec<String>)> {
-    let parsed = pg_query::parse(&format!("SELECT {expression}")).ok()?;
-    let (mut functions, mut operators) = (Vec::new(), Vec::new());
-    let names = |list: &[Node]| -> String {
-        list.iter()
-            .filter_map(|n| match n.node.as_ref() {
-                Some(NodeEnum::String(s)) => Some(s.sval.clone()),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join(".")
-    };
-    for (node, ..) in parsed.protobuf.nodes() {
-        match node {
-            pg_query::NodeRef::FuncCall(f) => functions.push(names(&f.funcname)),
-            pg_query::NodeRef::AExpr(e) => operators.push(names(&e.name)),
-            _ => {}
-        }
-    }
-    functions.sort();
-    functions.dedup();
-    operators.sort();
-    operators.dedup();
-    Some((functions, operators))
-}
-
 pub fn quote_ident(name: &str) -> String {
     let plain = name
         .chars()
@@ -341,18 +314,6 @@ fn is_reserved(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_functions_and_operators_of_an_expression_are_named() {
-        let (functions, operators) =
-            callables("lower(m.normalize(email)) || coalesce(name, 'x')").unwrap();
-        assert_eq!(functions, vec!["lower", "m.normalize"]); // COALESCE is syntax, not a call
-        assert_eq!(operators, vec!["||"]);
-        let (functions, operators) = callables("(a OPERATOR(m.===) b)").unwrap();
-        assert!(functions.is_empty());
-        assert_eq!(operators, vec!["m.==="]);
-        assert!(callables("lower(").is_none());
-    }
 
     fn preds(cond: &str, alias: &str) -> Vec<(String, Operator)> {
         on_relation(cond, alias)
@@ -389,7 +350,10 @@ mod tests {
     fn expressions_become_expression_targets() {
         let p = on_relation("(lower(email) = $1)", "customers");
         assert_eq!(p[0].target, Target::Expression("lower(email)".into()));
-        assert_eq!(p[0].target.index_element(), "(lower(email))");
+        assert_eq!(
+            p[0].target.index_element().as_deref(),
+            Some("(pg_catalog.lower(email))")
+        );
         let q = on_relation("(lower((c.email)::text) = $1)", "c");
         assert_eq!(q[0].target, Target::Expression("lower(email::text)".into()));
     }

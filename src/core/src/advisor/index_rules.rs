@@ -123,7 +123,7 @@ fn candidate(
 
     let mut equalities: Vec<(Target, f64)> = Vec::new();
     for p in preds.iter().filter(|p| p.op == Operator::Eq) {
-        if !equalities.iter().any(|(t, _)| *t == p.target) {
+        if !equalities.iter().any(|(t, _)| *t == p.target) && p.target.index_element().is_some() {
             equalities.push((p.target.clone(), eq_selectivity(catalog, table, &p.target)));
         }
     }
@@ -137,7 +137,7 @@ fn candidate(
         }
         expected_rows *= sel;
         chosen.push(Chosen {
-            element: target.index_element(),
+            element: target.index_element()?,
             label: target.label().to_string(),
             selectivity: Some(*sel),
             role: "equality",
@@ -147,7 +147,7 @@ fn candidate(
     let sort_keys = limit_sort.and_then(|s| sort_columns(s, alias));
     let ranges: Vec<&Target> = preds
         .iter()
-        .filter(|p| p.op == Operator::Range)
+        .filter(|p| p.op == Operator::Range && p.target.index_element().is_some())
         .map(|p| &p.target)
         .filter(|t| !chosen.iter().any(|c| c.label == t.label()))
         .collect();
@@ -169,7 +169,7 @@ fn candidate(
         _ => {
             if let Some(range) = ranges.first().filter(|_| expected_rows > ENOUGH_ROWS) {
                 chosen.push(Chosen {
-                    element: range.index_element(),
+                    element: range.index_element()?,
                     label: range.label().to_string(),
                     selectivity: None,
                     role: "range",

@@ -134,8 +134,8 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// A relation named in a plan. Plans without VERBOSE omit the schema: prefer `public`, then
-    /// the only match.
+    /// A relation named in a plan, by schema when the plan names it (optidb EXPLAINs with
+    /// VERBOSE). Plans stored without it: prefer `public`, then the first match.
     pub fn table(&self, name: &str, schema: Option<&str>) -> Option<&Table> {
         let mut matches = self
             .tables

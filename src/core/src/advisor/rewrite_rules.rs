@@ -14,7 +14,7 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
     let plan = stmt.plan.as_ref();
     let first_table = plan
         .and_then(|p| p.relation_scans.first())
-        .and_then(|r| catalog.table(&r.relation, None));
+        .and_then(|r| catalog.table(&r.relation, r.schema.as_deref()));
     let (schema, table) = first_table
         .map(|t| (t.schema.clone(), t.name.clone()))
         .unwrap_or_default();
@@ -103,6 +103,9 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
             .map(|f| predicates::on_relation(f, alias))
             .unwrap_or_default();
         for p in preds.iter().filter(|p| p.op == Operator::Like) {
+            let Some(element) = p.target.index_element() else {
+                continue; // an expression optidb does not trust is never indexed
+            };
             let column = p.target.label().to_string();
             recs.push(Recommendation {
                 kind: Kind::Rewrite,
@@ -113,7 +116,7 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
                     "CREATE EXTENSION IF NOT EXISTS pg_trgm;\n\
                      CREATE INDEX CONCURRENTLY ON {} USING gin ({} gin_trgm_ops);",
                     t.qualified(),
-                    p.target.index_element()
+                    element
                 ),
                 index_sql: None,
                 rationale: format!(

@@ -218,7 +218,7 @@ fn function_on_column_gets_an_expression_index() {
     assert_eq!(e.len(), 1, "{recs:#?}");
     assert_eq!(
         e[0].index_sql.as_deref(),
-        Some("CREATE INDEX ON public.customers ((lower(email)))")
+        Some("CREATE INDEX ON public.customers ((pg_catalog.lower(email)))")
     );
 }
 
@@ -382,4 +382,32 @@ fn a_top_n_query_already_served_by_an_index_gets_nothing() {
          "Plans": [whole("customers", 1e5)]}]});
     let recs = advise(&[stmt(1, plan)], &catalog());
     assert!(recs.iter().all(|r| !r.kind.creates_index()), "{recs:#?}");
+}
+
+#[test]
+fn verbose_plans_pick_the_table_in_the_schema_they_name() {
+    // Two schemas with an `orders` each (a tenant per schema): the plan says which one.
+    let mut cat = catalog();
+    for schema in ["app1", "app2"] {
+        let mut t = table("orders", 1_000_000.0);
+        t.schema = schema.into();
+        cat.tables.push(t);
+        let mut c = column("orders", "customer_id", 100_000.0);
+        c.schema = schema.into();
+        cat.columns.push(c);
+    }
+    let verbose = json!({"Node Type": "Limit", "Plan Rows": 10, "Plans": [
+        {"Node Type": "Sort", "Plan Rows": 10, "Sort Key": ["o.created_at DESC"],
+         "Plans": [{"Node Type": "Seq Scan", "Relation Name": "orders", "Schema": "app2",
+                    "Alias": "o", "Plan Rows": 10.0, "Total Cost": 20000.0,
+                    "Output": ["o.id", "o.created_at"],
+                    "Filter": "(o.customer_id = $1)"}]}]});
+    let recs = advise(&[stmt(1, verbose)], &cat);
+    let advice: Vec<_> = recs.iter().filter(|r| r.kind.creates_index()).collect();
+    assert_eq!(advice.len(), 1, "{recs:#?}");
+    assert_eq!(advice[0].schema, "app2");
+    assert_eq!(
+        advice[0].index_sql.as_deref(),
+        Some("CREATE INDEX ON app2.orders (customer_id, created_at DESC)")
+    );
 }
