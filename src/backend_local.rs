@@ -31,3 +31,11 @@ impl<T: Copy> BackendLocal<T> {
         self.0.replace(empty)
     }
 }
+
+impl<T: Copy, const N: usize> BackendLocal<[T; N]> {
+    /// Element `i` of an array kept here (panics when out of bounds).
+    #[inline]
+    pub fn slot(&self, i: usize) -> &Cell<T> {
+        &self.0.as_array_of_cells()[i]
+    }
+}

@@ -39,11 +39,6 @@ static mut CALLBACK: pg_sys::ErrorContextCallback = pg_sys::ErrorContextCallback
 };
 
 /// `key` is now the statement in flight (a new one replaces an older one).
-#[allow(
-    ffi_unwind_calls,
-    reason = "GetCurrentSubTransactionId only returns a field of the transaction state and \
-              never raises"
-)]
 pub fn begin(key: Key) {
     let subtransaction = super::nesting::current_subtransaction();
     IN_FLIGHT.set(Some(InFlight {

@@ -278,11 +278,14 @@ unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) 
     // SAFETY: as executor_run.
     unsafe {
         let finish = PREV_FINISH.unwrap_or(raw::standard_ExecutorFinish);
-        // A plain SELECT has nothing left to do here (no AFTER triggers, no modifying WITH):
-        // nothing to watch.
+        // A plain SELECT has nothing left to run here (no AFTER triggers of its own, no
+        // modifying WITH; functions it called ran their queries during ExecutorRun): no
+        // statement can start inside, and no error of its own can occur.
         let stmt = (*query_desc).plannedstmt;
-        let top = top_level(query_desc)
-            && ((*stmt).commandType != pg_sys::CmdType::CMD_SELECT || (*stmt).hasModifyingCTE);
+        if (*stmt).commandType == pg_sys::CmdType::CMD_SELECT && !(*stmt).hasModifyingCTE {
+            return finish(query_desc);
+        }
+        let top = top_level(query_desc);
         nesting::in_executor(|| {
             if top {
                 failures::watching(|| finish(query_desc));
@@ -306,11 +309,12 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
         let queryid = query_id(query_desc);
         let timer = (*query_desc).totaltime;
         let level = nesting::level();
-        if queryid != 0 && !timer.is_null() && tracking(level) {
+        // The top-level statement was checked for tracking when it started.
+        let top = level == 0 && TOP.get() == query_desc;
+        if queryid != 0 && !timer.is_null() && (top || tracking(level)) {
             // Stop the timer (as pg_stat_statements does; it cannot raise once the run ended).
             raw::InstrEndLoop(timer);
-            let ns = ((*timer).total * 1e9) as u64;
-            let top = level == 0 && TOP.get() == query_desc;
+            let ns = nanoseconds((*timer).total);
             // The top-level statement's key was made when it started.
             let k = match top {
                 true => failures::finished(queryid).unwrap_or_else(|| key(queryid)),
@@ -332,8 +336,19 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
     }
 }
 
-/// Record one successful execution; the text (and, when `params` is given, a sample) is only
-/// built when it is needed, outside the table lock.
+/// Seconds as whole nanoseconds (0 for anything outside 0..292 years), with one conversion
+/// instruction where `as u64` needs a dozen (it runs for every statement).
+#[inline]
+fn nanoseconds(seconds: f64) -> u64 {
+    let ns = seconds * 1e9;
+    if (0.0..9.2e18).contains(&ns) {
+        // SAFETY: finite and within i64 (NaN fails the range check).
+        unsafe { ns.to_int_unchecked::<i64>() as u64 }
+    } else {
+        0
+    }
+}
+
 /// What a sample of an executor statement is taken from.
 #[derive(Clone, Copy)]
 struct Executed {
@@ -341,6 +356,8 @@ struct Executed {
     stmt: *const pg_sys::PlannedStmt,
 }
 
+/// Record one successful execution; the text (and, when `executed` is given, a sample) is only
+/// built when it is needed, outside the table lock.
 fn recorded(
     k: Key,
     ns: u64,
@@ -356,46 +373,57 @@ fn recorded(
         samples::statement_started_us,
     );
     if r.slowest || r.sample_due {
-        let started_us = samples::statement_started_us();
-        let text = text();
-        if r.slowest {
-            if let Some(t) = &text {
-                table::keep_slowest(k, ns, &t.shown);
-            }
-        }
-        if let Some(executed) = executed {
-            // Literal text read under standard_conforming_strings = off would be read
-            // differently by a replay: not kept then.
-            let replayable = text
-                .as_ref()
-                .filter(|t| t.replayable && samples::standard_strings());
-            // Parameter values of a statement about secrets are not kept.
-            let values =
-                replayable.is_some_and(|t| !optidb_core::redact::mentions_secret(&t.shown));
-            // SAFETY: the statement's own ParamListInfo and plan, outside any lock.
-            let (rendered, relations) = unsafe {
-                (
-                    samples::render(executed.params, values),
-                    samples::relations(executed.stmt),
-                )
-            };
-            samples::push(&Sample {
-                key: k,
-                elapsed_ns: ns,
-                started_us,
-                slowest: r.slowest,
-                typical: r.sample_due,
-                // SAFETY: in a backend, where the setting exists.
-                search_path: unsafe { samples::current_search_path() },
-                text: replayable.map(|t| t.shown.clone()),
-                params: rendered,
-                relations,
-            });
-        }
+        keep_text_and_sample(k, ns, r, text(), executed);
     }
     if r.found.evicted > 0 {
         table::log_evictions(samples::statement_started_us());
     }
+}
+
+/// The rare part of recording (a new slowest execution, or a sample due), out of line so the
+/// common path stays short.
+#[cold]
+#[inline(never)]
+fn keep_text_and_sample(
+    k: Key,
+    ns: u64,
+    r: table::Recorded,
+    text: Option<StatementText>,
+    executed: Option<Executed>,
+) {
+    let started_us = samples::statement_started_us();
+    if r.slowest {
+        if let Some(t) = &text {
+            table::keep_slowest(k, ns, &t.shown);
+        }
+    }
+    let Some(executed) = executed else { return };
+    // Literal text read under standard_conforming_strings = off would be read differently by
+    // a replay: not kept then.
+    let replayable = text
+        .as_ref()
+        .filter(|t| t.replayable && samples::standard_strings());
+    // Parameter values of a statement about secrets are not kept.
+    let values = replayable.is_some_and(|t| !optidb_core::redact::mentions_secret(&t.shown));
+    // SAFETY: the statement's own ParamListInfo and plan, outside any lock.
+    let (rendered, relations) = unsafe {
+        (
+            samples::render(executed.params, values),
+            samples::relations(executed.stmt),
+        )
+    };
+    samples::push(&Sample {
+        key: k,
+        elapsed_ns: ns,
+        started_us,
+        slowest: r.slowest,
+        typical: r.sample_due,
+        // SAFETY: in a backend, where the setting exists.
+        search_path: unsafe { samples::current_search_path() },
+        text: replayable.map(|t| t.shown.clone()),
+        params: rendered,
+        relations,
+    });
 }
 
 #[allow(clippy::too_many_arguments)]

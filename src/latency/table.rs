@@ -20,6 +20,7 @@
 //! user's session.
 
 use super::{lwlock, raw};
+use crate::backend_local::BackendLocal;
 use crate::gucs::Fault;
 use optidb_core::histogram::{self, BUCKETS};
 use pgrx::pg_sys;
@@ -96,9 +97,35 @@ struct Shared {
     /// f64 bits: the median usage at the last eviction. A new entry starts with it, so it is
     /// not the first to go at the next eviction.
     median_usage: AtomicU64,
+    /// Bumped (under the exclusive hold) whenever entries are removed: a backend's cached entry
+    /// pointers are valid while it has not changed, since dynahash never moves a live entry.
+    generation: AtomicU64,
 }
 
 static mut SHARED: *mut Shared = std::ptr::null_mut();
+
+/// One entry this backend found, with the table generation it was found in.
+#[derive(Clone, Copy)]
+struct CachedEntry {
+    key: Key,
+    entry: *const Entry,
+    generation: u64,
+}
+
+const ENTRY_CACHE_SLOTS: usize = 64;
+
+/// Entries this backend found lately, by queryid (direct-mapped).
+static ENTRY_CACHE: BackendLocal<[CachedEntry; ENTRY_CACHE_SLOTS]> = BackendLocal::new(
+    [CachedEntry {
+        key: Key {
+            queryid: 0,
+            userid: 0,
+            dbid: 0,
+        },
+        entry: std::ptr::null(),
+        generation: 0,
+    }; ENTRY_CACHE_SLOTS],
+);
 static mut TABLE: *mut pg_sys::HTAB = std::ptr::null_mut();
 static mut MAX_ENTRIES: i64 = 0;
 
@@ -151,6 +178,7 @@ pub unsafe fn attach() -> bool {
                     logged_eviction_at: AtomicI64::new(0),
                     unlogged_evictions: AtomicU64::new(0),
                     median_usage: AtomicU64::new(0),
+                    generation: AtomicU64::new(0),
                 },
             );
         }
@@ -233,6 +261,26 @@ impl Hold {
         unsafe { entry.as_ref() }
     }
 
+    /// As `find`, through this backend's cache of entries it found before (a statement's next
+    /// execution skips the hash lookup).
+    fn find_cached(&self, key: &Key) -> Option<&Entry> {
+        let generation = shared().generation.load(Ordering::Relaxed);
+        let slot = ENTRY_CACHE.slot(key.queryid as usize % ENTRY_CACHE_SLOTS);
+        let cached = slot.get();
+        if cached.generation == generation && cached.key == *key && !cached.entry.is_null() {
+            // SAFETY: found under a hold of the same generation: no entry was removed since,
+            // and dynahash never moves a live entry, so it is still this key's entry.
+            return Some(unsafe { &*cached.entry });
+        }
+        let entry = self.find(key)?;
+        slot.set(CachedEntry {
+            key: *key,
+            entry,
+            generation,
+        });
+        Some(entry)
+    }
+
     /// Every entry, valid while this hold lasts.
     #[allow(
         ffi_unwind_calls,
@@ -277,7 +325,7 @@ fn with_entry<R>(key: &Key, update: impl FnOnce(&Entry) -> R) -> (Option<R>, Fou
     }
     {
         let hold = Hold::shared();
-        if let Some(e) = hold.find(key) {
+        if let Some(e) = hold.find_cached(key) {
             return (Some(update(e)), found);
         }
     }
@@ -366,6 +414,7 @@ fn evict(hold: &Hold) -> usize {
     let victims = (scored.len() * EVICT_PERCENT / 100)
         .max(1)
         .min(scored.len());
+    shared().generation.fetch_add(1, Ordering::Relaxed);
     for (_, key) in &scored[..victims] {
         let mut found = false;
         // SAFETY: exclusive hold; HASH_REMOVE of an existing key never raises.
@@ -452,10 +501,8 @@ pub fn record_success(
     now: impl FnOnce() -> i64,
 ) -> Recorded {
     let (recorded, found) = with_entry(&key, |e| {
-        match fault {
-            Fault::None => {}
-            Fault::Panic => panic!("optidb.fault_injection = panic"),
-            Fault::Error => pgrx::error!("optidb.fault_injection = error"),
+        if fault != Fault::None {
+            inject(fault);
         }
         e.calls.fetch_add(1, Ordering::Relaxed);
         e.sum_ns.fetch_add(elapsed_ns, Ordering::Relaxed);
@@ -463,7 +510,7 @@ pub fn record_success(
         fetch_max(&e.max_ns, elapsed_ns);
         fetch_min(&e.interval_min_ns, elapsed_ns);
         fetch_max(&e.interval_max_ns, elapsed_ns);
-        e.buckets[histogram::bucket_of(elapsed_ns as f64 / 1000.0)].fetch_add(1, Ordering::Relaxed);
+        e.buckets[histogram::bucket_of_ns(elapsed_ns)].fetch_add(1, Ordering::Relaxed);
         let sample_due = sample_every_us > 0 && {
             let (now, due) = (now(), e.sample_due_us.load(Ordering::Relaxed));
             // One backend wins the sample of each interval.
@@ -486,6 +533,17 @@ pub fn record_success(
     Recorded {
         found,
         ..recorded.unwrap_or_default()
+    }
+}
+
+/// Fail as optidb.fault_injection says (tests), out of line: the common path stays short.
+#[cold]
+#[inline(never)]
+fn inject(fault: Fault) {
+    match fault {
+        Fault::None => {}
+        Fault::Panic => panic!("optidb.fault_injection = panic"),
+        Fault::Error => pgrx::error!("optidb.fault_injection = error"),
     }
 }
 

@@ -25,7 +25,22 @@ pub fn bucket_of(us: f64) -> usize {
     if us.is_nan() || us < MIN_US {
         return 0;
     }
-    let log2 = fast_log2(us / MIN_US);
+    bucket_of_log2(fast_log2(us / MIN_US))
+}
+
+/// `bucket_of` for a time in nanoseconds, as the hooks measure it: a multiplication where
+/// `bucket_of(ns / 1000)` divides (it runs for every statement).
+#[inline]
+pub fn bucket_of_ns(ns: u64) -> usize {
+    let scaled = ns as f64 * (1.0 / (1000.0 * MIN_US));
+    if scaled < 1.0 {
+        return 0;
+    }
+    bucket_of_log2(fast_log2(scaled))
+}
+
+#[inline]
+fn bucket_of_log2(log2: f64) -> usize {
     ((log2 * (1.0 / LOG2_GAMMA)) as usize + 1).min(BUCKETS - 1)
 }
 
@@ -211,6 +226,21 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nanoseconds_land_in_the_bucket_of_their_microseconds() {
+        let mut ns = 1u64;
+        while ns < 4_000_000_000_000 {
+            let (a, b) = (bucket_of_ns(ns), bucket_of(ns as f64 / 1000.0));
+            // The two differ only in the last bit of the scaled value: at most a neighbour,
+            // and only right at a boundary.
+            assert!(a.abs_diff(b) <= 1, "{ns} ns: {a} vs {b}");
+            ns = ns * 21 / 20 + 1;
+        }
+        assert_eq!(bucket_of_ns(999), 0);
+        assert_eq!(bucket_of_ns(1_000), 1);
+        assert_eq!(bucket_of_ns(u64::MAX), BUCKETS - 1);
+    }
 
     fn exact_percentile(sorted: &[f64], p: f64) -> f64 {
         let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
