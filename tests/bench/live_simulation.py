@@ -1,15 +1,17 @@
 """What real simulations and scans cost a live workload (driven by live_simulation_bench.sh).
 
-Each round runs the demo mix with pgbench for SECONDS under three conditions, in rotating order:
-  alone    the workload by itself;
-  control  plus 4 sessions looping a full scan and sort of orders (an index build's work,
-           without optidb: the CPU competition alone, which a 2-core VM cannot hide);
-  optidb   plus 3 sessions each looping optidb.simulate(q, r, 'real') over the open index
-           recommendations, and one looping optidb.scan().
+Each round runs the demo mix with pgbench for SECONDS under four conditions, in rotating order:
+  alone       the workload by itself;
+  burst       plus, one second in, 3 real simulations at once (optidb.simulate(q, r, 'real') on
+              three different recommendations) and a scan(): the issue's scenario;
+  continuous  plus 3 sessions looping real simulations and one looping scan() for the whole
+              run (limits raised): a stress far beyond what the defaults allow;
+  control     plus 4 sessions looping a full scan and sort of orders (an index build's work,
+              without optidb: the CPU competition alone, which a 2-core VM cannot hide).
 It prints the workload's throughput and mean latency per condition (medians over rounds), the
-ratio optidb/control (what optidb's locks, builds and workers add beyond CPU competition), the
-workload's lock waits seen by sampling pg_stat_activity every 10 ms, the simulations' outcomes
-by SQLSTATE, and whether any deadlock was reported.
+workload's lock waits (pg_stat_activity sampled every 10 ms: share of samples, and the longest
+wait seen), the background calls' wall times and outcomes by SQLSTATE, and the deadlocks
+PostgreSQL counted.
 
 Usage: live_simulation.py PORT DB SECONDS ROUNDS PGBENCH_ARGS..."""
 
@@ -43,19 +45,26 @@ if not pairs:
 print(f"simulating {len(pairs)} recommendations: " + ", ".join(f"({q}, {r})" for r, q, _ in pairs))
 
 
-def loop(stop, body, outcomes):
+def loop(stop, body, outcomes, once=False):
     with connect() as c:
+        # Raised for both: the rate limit is per minute and the conditions follow each other.
         c.execute("SET optidb.max_concurrent_simulations = 3")
         c.execute("SET optidb.real_simulations_per_minute = 10000")
         c.execute("SET statement_timeout = '60s'")
         i = 0
+        if once:
+            time.sleep(1)
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 body(c, i)
                 outcomes["ok"] += 1
             except psycopg.Error as e:
                 outcomes[e.sqlstate or "client"] += 1
+            outcomes["ms"] = max(outcomes["ms"], round(1000 * (time.monotonic() - started)))
             i += 1
+            if once:
+                return
 
 
 def simulate(c, i):
@@ -76,19 +85,30 @@ def lock_sampler(stop, waits):
     with connect() as c:
         while not stop.is_set():
             row = c.execute(
-                "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*) "
+                "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*), "
+                "coalesce(max(extract(epoch FROM now() - query_start) * 1000) "
+                "FILTER (WHERE wait_event_type = 'Lock'), 0) "
                 "FROM pg_stat_activity WHERE application_name = 'pgbench' "
                 "AND state = 'active'").fetchone()
             waits["lock"] += row[0]
             waits["active"] += row[1]
+            waits["longest_ms"] = max(waits["longest_ms"], round(row[2]))
             time.sleep(0.01)
+
+
+def offset(body, k):
+    return lambda c, i: body(c, i + k)
 
 
 def run(condition):
     stop = threading.Event()
     outcomes, waits = Counter(), Counter()
-    bodies = {"alone": [], "control": [busy] * 4, "optidb": [simulate] * 3 + [scan]}[condition]
-    threads = [threading.Thread(target=loop, args=(stop, b, outcomes)) for b in bodies]
+    bodies = {"alone": [], "control": [busy] * 4, "continuous": [simulate] * 3 + [scan],
+              "burst": [simulate] * 3 + [scan]}[condition]
+    once = condition == "burst"
+    # Each session starts at another recommendation.
+    threads = [threading.Thread(target=loop, args=(stop, offset(b, k), outcomes, once))
+               for k, b in enumerate(bodies)]
     threads.append(threading.Thread(target=lock_sampler, args=(stop, waits)))
     for t in threads:
         t.start()
@@ -103,31 +123,32 @@ def run(condition):
     return tps, latency, outcomes, waits
 
 
-conditions = ["alone", "control", "optidb"]
+conditions = ["alone", "burst", "continuous", "control"]
 results = {c: [] for c in conditions}
 totals = {c: Counter() for c in conditions}
 lock_share = {c: [] for c in conditions}
 for r in range(rounds):
-    for k in range(3):
-        condition = conditions[(r + k) % 3]
+    for k in range(len(conditions)):
+        condition = conditions[(r + k) % len(conditions)]
         tps, latency, outcomes, waits = run(condition)
         results[condition].append((tps, latency))
-        totals[condition].update(outcomes)
+        totals[condition].update({k: v for k, v in outcomes.items() if k != "ms"})
+        totals[condition]["longest call ms"] = max(totals[condition]["longest call ms"],
+                                                   outcomes["ms"])
+        totals[condition]["longest lock wait ms"] = max(
+            totals[condition]["longest lock wait ms"], waits["longest_ms"])
         lock_share[condition].append(waits["lock"] / max(waits["active"], 1))
         print(f"round {r + 1} {condition}: {tps:.1f} tps, {latency:.2f} ms mean latency, "
-              f"background {dict(outcomes)}", flush=True)
+              f"background {dict(outcomes)}, longest lock wait {waits['longest_ms']} ms",
+              flush=True)
 
 med = {c: (statistics.median(t for t, _ in results[c]),
            statistics.median(l for _, l in results[c])) for c in conditions}
 for c in conditions:
-    print(f"{c:8s} median {med[c][0]:.1f} tps, {med[c][1]:.2f} ms mean latency, workload "
-          f"sessions waiting on a lock {100 * statistics.median(lock_share[c]):.2f}% of samples")
-print(f"throughput optidb/alone {med['optidb'][0] / med['alone'][0]:.3f}, "
-      f"control/alone {med['control'][0] / med['alone'][0]:.3f}, "
-      f"optidb/control {med['optidb'][0] / med['control'][0]:.3f}")
-print(f"latency optidb/control {med['optidb'][1] / med['control'][1]:.3f}")
-print(f"real simulations and scans run: {dict(totals['optidb'])}")
+    print(f"{c:10s} median {med[c][0]:6.1f} tps ({med[c][0] / med['alone'][0]:.3f} of alone), "
+          f"{med[c][1]:7.2f} ms mean latency; workload waiting on a lock in "
+          f"{100 * statistics.median(lock_share[c]):.2f}% of samples; {dict(totals[c])}")
 with connect() as c:
     deadlocks = c.execute("SELECT deadlocks FROM pg_stat_database "
                           "WHERE datname = current_database()").fetchone()[0]
-print(f"deadlocks reported in this database since its statistics were reset: {deadlocks}")
+print(f"deadlocks counted in this database since its statistics were reset: {deadlocks}")

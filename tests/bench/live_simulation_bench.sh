@@ -6,15 +6,9 @@
 #   SECONDS_PER_RUN=20 ROUNDS=3 tests/bench/live_simulation_bench.sh
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
-demo="$OPTIDB_ROOT/tests/demo"
-scripts=()
-for f in "$demo"/workload/*.sql; do
-    weight=$(sed -n 's/^-- weight: *\([0-9]*\).*/\1/p' "$f")
-    scripts+=(-f "$f@${weight:-1}")
-done
-chmod -R a+rX "$demo"
+demo_mix
 pg -d "$OPTIDB_DB" -qc "CREATE EXTENSION IF NOT EXISTS optidb"
 "$OPTIDB_ROOT/target/venv/bin/python" "$OPTIDB_ROOT/tests/bench/live_simulation.py" \
     "$OPTIDB_PGPORT" "$OPTIDB_DB" "${SECONDS_PER_RUN:-20}" "${ROUNDS:-3}" \
     runuser -u postgres -- "$PGBIN/pgbench" -n -h "$OPTIDB_PGSOCKET" -p "$OPTIDB_PGPORT" \
-    -c 2 -j 2 "${scripts[@]}" "$OPTIDB_DB"
+    -c 2 -j 2 "${DEMO_MIX[@]}" "$OPTIDB_DB"

@@ -105,6 +105,13 @@ def make_customers(w):
         su.execute("ANALYZE public.customers")
 
 
+def advice_serving(c, text):
+    """(rec_id, query_id) of a recommendation serving the statement whose text has `text`."""
+    return c.execute("SELECT r.rec_id, q.id FROM optidb.recommend() r "
+                     "JOIN optidb.query q ON q.id = ANY (r.query_ids) "
+                     "WHERE strpos(q.raw_sql, %s) > 0 LIMIT 1", (text,)).fetchone()
+
+
 def scan(w, who):
     with w.conn(who) as c:
         c.execute("SELECT * FROM optidb.scan()")
@@ -298,9 +305,7 @@ def test_no_lock_or_hypothetical_index_stays_behind_in_the_callers_session(world
             c.execute("SELECT m.nontx(), count(*) FROM public.shared_t WHERE v = %s", (i,))
     with w.conn("adm") as c:
         c.execute("SELECT * FROM optidb.scan()")
-        rec, qid = c.execute("SELECT r.rec_id, q.id FROM optidb.recommend() r "
-                             "JOIN optidb.query q ON q.id = ANY (r.query_ids) "
-                             "WHERE q.raw_sql LIKE '%m.nontx()%' LIMIT 1").fetchone()
+        rec, qid = advice_serving(c, "m.nontx()")
         c.execute("SELECT * FROM optidb.simulate(%s, %s, 'real')", (qid, rec))
         assert scalar(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                          "AND pid = pg_backend_pid()") == 0
@@ -331,9 +336,7 @@ def test_replayed_code_cannot_stretch_real_modes_time_limits(world):
             c.execute("SELECT m.slow(), count(*) FROM public.shared_t WHERE v = %s", (i,))
     with w.conn("adm") as c:
         c.execute("SELECT * FROM optidb.scan()")
-        rec, qid = c.execute("SELECT r.rec_id, q.id FROM optidb.recommend() r "
-                             "JOIN optidb.query q ON q.id = ANY (r.query_ids) "
-                             "WHERE q.raw_sql LIKE '%m.slow()%' LIMIT 1").fetchone()
+        rec, qid = advice_serving(c, "m.slow()")
         started = time.monotonic()
         c.execute("SELECT * FROM optidb.simulate(%s, %s, 'real')", (qid, rec))
         assert time.monotonic() - started < 15

@@ -22,3 +22,15 @@ as_postgres() {
 pg() {
     as_postgres "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -h "$OPTIDB_PGSOCKET" -p "$OPTIDB_PGPORT" "$@"
 }
+
+# The demo query mix as pgbench arguments (-f file@weight, from each file's `-- weight:`
+# header), in the array DEMO_MIX; the files are made readable for pgbench (run as postgres).
+demo_mix() {
+    DEMO_MIX=()
+    local f weight
+    for f in "$OPTIDB_ROOT"/tests/demo/workload/*.sql; do
+        weight=$(sed -n 's/^-- weight: *\([0-9]*\).*/\1/p' "$f")
+        DEMO_MIX+=(-f "$f@${weight:-1}")
+    done
+    chmod -R a+rX "$OPTIDB_ROOT/tests/demo"
+}

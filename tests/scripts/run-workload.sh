@@ -21,13 +21,7 @@ if [ "${SKIP_DEMO_LOAD:-0}" != 1 ]; then
     pg -d "$OPTIDB_DB" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null
 fi
 
-scripts=()
-for f in "$demo"/workload/*.sql; do
-    weight=$(sed -n 's/^-- weight: *\([0-9]*\).*/\1/p' "$f")
-    scripts+=(-f "$f@${weight:-1}")
-done
-# pgbench runs as postgres and must read the scripts.
-chmod -R a+rX "$demo"
+demo_mix
 
 pgbench() {
     as_postgres "$PGBIN/pgbench" -n -h "$OPTIDB_PGSOCKET" -p "$OPTIDB_PGPORT" "$@" "$OPTIDB_DB"
@@ -37,4 +31,4 @@ for f in "$demo"/workload/*.sql; do
     pgbench -t 1 -f "$f" >/dev/null
 done
 log "running the weighted mix for ${seconds}s on 2 clients"
-pgbench -c 2 -j 2 -T "$seconds" "${scripts[@]}" | grep -E '^(number of transactions actually processed|tps)' || true
+pgbench -c 2 -j 2 -T "$seconds" "${DEMO_MIX[@]}" | grep -E '^(number of transactions actually processed|tps)' || true
