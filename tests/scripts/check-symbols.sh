@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Fails if the built library defines PostgreSQL internals itself (libpg_query's copies leaking
 # past the link wrapper): the backend would crash on its first SPI call.
+# Usage: check-symbols.sh [LIBRARY...]   (default: the debug and release builds in target/)
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 status=0
 found=0
-for so in "$OPTIDB_ROOT"/target/{debug,release}/liboptidb.so; do
+libraries=("$@")
+[ $# -gt 0 ] || libraries=("$OPTIDB_ROOT"/target/{debug,release}/liboptidb.so)
+for so in "${libraries[@]}"; do
     [ -f "$so" ] || continue
     found=1
     # nm output is kept in a variable: `nm | grep -q` would fail on SIGPIPE under pipefail.

@@ -3,31 +3,35 @@
 #   1. cargo fmt --check and clippy (no warnings),
 #   2. core unit tests (plain `cargo test`, no server),
 #   3. #[pg_test] SQL-surface tests inside a real backend (`cargo pgrx test`),
-#   4. the symbol-isolation check on the built library, pgspot on the installed extension script,
-#   5. end-to-end tests (pytest) against a real cluster with the demo workload committed.
+#   4. the Debian package: built, installed with dpkg, README quick start on a fresh cluster,
+#   5. the symbol-isolation check on the built library, pgspot on the installed extension script,
+#   6. end-to-end tests (pytest) against a real cluster with the demo workload committed.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$OPTIDB_ROOT"
 
 "$OPTIDB_ROOT/tests/scripts/setup-machine.sh"
 
-log "1/5 cargo fmt --check and clippy"
+log "1/6 cargo fmt --check and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-log "2/5 core unit tests"
+log "2/6 core unit tests"
 cargo test -p optidb-core --quiet
 
-log "3/5 #[pg_test] tests in a real backend"
+log "3/6 #[pg_test] tests in a real backend"
 pgrx_data=/tmp/optidb-pgrx-test
 rm -rf "$pgrx_data"
 mkdir -p "$pgrx_data"
 chown postgres "$pgrx_data"
 cargo pgrx test pg15 --runas postgres --pgdata "$pgrx_data/data"
 
-log "4/5 build, install, symbol check, pgspot"
+log "4/6 the Debian package (dpkg -i, preloaded, README quick start)"
+"$OPTIDB_ROOT/tests/scripts/test-package.sh"
+
+log "5/6 build, install, symbol check, pgspot"
 "$OPTIDB_ROOT/tests/scripts/install-extension.sh"
 "$OPTIDB_ROOT/tests/scripts/lint-sql.sh"
 
-log "5/5 end-to-end tests against a real cluster"
+log "6/6 end-to-end tests against a real cluster"
 "$OPTIDB_ROOT/tests/scripts/e2e.sh"
