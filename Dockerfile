@@ -11,15 +11,16 @@ RUN cargo install cargo-pgrx --version 0.18.0 --locked \
     && cargo pgrx init --pg15 /usr/lib/postgresql/15/bin/pg_config
 WORKDIR /src
 COPY . .
-RUN cargo pgrx package --pg-config /usr/lib/postgresql/15/bin/pg_config \
-    && tests/scripts/check-symbols.sh
+# The same Debian package the test suite installs (release build, upgrade scripts).
+RUN bash tests/scripts/package.sh
 
 FROM debian:12
 RUN apt-get update && apt-get install -y --no-install-recommends \
         postgresql-15 postgresql-contrib postgresql-15-hypopg postgresql-15-cron \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/optidb-pg15/usr/ /usr/
-RUN echo "shared_preload_libraries = 'pg_stat_statements'" \
+COPY --from=build /src/target/optidb-postgresql-15_*_amd64.deb /tmp/
+RUN dpkg -i /tmp/optidb-postgresql-15_*_amd64.deb && rm /tmp/optidb-postgresql-15_*_amd64.deb \
+    && echo "shared_preload_libraries = 'pg_stat_statements,optidb,pg_cron'" \
         >> /usr/share/postgresql/postgresql.conf.sample
 USER postgres
 ENV PGDATA=/var/lib/postgresql/data
