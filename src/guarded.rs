@@ -78,7 +78,7 @@ impl std::fmt::Display for Failure {
 // First user-definable TimeoutId of utils/timeout.h (PG17 added TRANSACTION_TIMEOUT before it).
 #[cfg(any(feature = "pg15", feature = "pg16"))]
 const USER_TIMEOUT: i32 = 12;
-#[cfg(feature = "pg17")]
+#[cfg(any(feature = "pg17", feature = "pg18"))]
 const USER_TIMEOUT: i32 = 13;
 
 // utils/timeout.h is not in pgrx's bindings. Calls go through pg_guard_ffi_boundary so an

@@ -453,9 +453,7 @@ fn replay_of<'a>(context: &'a Context, s: &'a Statement, limit: Limit) -> Replay
 
 /// EXPLAIN ANALYZE in a read-only transaction state: nothing the statement calls can write.
 fn analyzed(replay: Replay) -> Result<explain::CapturedPlan, Failure> {
-    settings::with(&[Setting::user("transaction_read_only", "on")], || {
-        explain::plan(replay, Mode::Analyze)
-    })
+    settings::read_only(|| explain::plan(replay, Mode::Analyze))
 }
 
 /// EXPLAIN ANALYZE, CREATE INDEX (as the table's owner), EXPLAIN ANALYZE. The job runs in a

@@ -1,6 +1,7 @@
 //! Settings changed for one piece of work and restored after it: a GUC nest level of optidb's
 //! own (`NewGUCNestLevel`), popped however the work ends. The caller's session settings are
-//! never altered. This is the only way optidb changes a setting temporarily.
+//! never altered. This is the only way optidb changes a setting temporarily (`read_only`: the
+//! one setting PostgreSQL keeps out of nest levels).
 //!
 //! The level is popped as PostgreSQL's restricted operations pop theirs (REFRESH MATERIALIZED
 //! VIEW, VACUUM: `AtEOXact_GUC(false, ...)`): a plain SET run by code inside the work (a
@@ -92,5 +93,24 @@ pub fn with<R>(settings: &[Setting], work: impl FnOnce() -> R) -> R {
     // SAFETY: a guarded call popping the level pushed above, in the same (sub)transaction
     // (the module's rule); `false` undoes every setting made at or inside it.
     .finally(|| unsafe { pg_sys::AtEOXact_GUC(false, nest) })
+    .execute()
+}
+
+/// Run `work` in a read-only transaction state, as `SET TRANSACTION READ ONLY` would, and
+/// restore the previous state however it ends. The flag behind transaction_read_only is set
+/// directly: since PostgreSQL 16 that setting refuses a nest level ("cannot be set locally in
+/// functions"). Code inside `work` cannot turn it off: PostgreSQL refuses read-write mode
+/// inside a subtransaction or after the first snapshot.
+pub fn read_only<R>(work: impl FnOnce() -> R) -> R {
+    // SAFETY: XactReadOnly is this backend's own transaction flag, read and written only by
+    // this (single) thread; it is restored below however `work` ends.
+    let was = unsafe { pg_sys::XactReadOnly };
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        // SAFETY: as above.
+        unsafe { pg_sys::XactReadOnly = true };
+        work()
+    }))
+    // SAFETY: as above.
+    .finally(|| unsafe { pg_sys::XactReadOnly = was })
     .execute()
 }

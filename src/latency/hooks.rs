@@ -161,10 +161,22 @@ fn key(queryid: u64) -> Key {
     }
 }
 
+/// A queryid as optidb keys it: uint64 up to PostgreSQL 17, int64 (same bits) since 18.
+#[cfg(not(feature = "pg18"))]
+#[inline]
+fn qid(id: u64) -> u64 {
+    id
+}
+#[cfg(feature = "pg18")]
+#[inline]
+fn qid(id: i64) -> u64 {
+    id as u64
+}
+
 #[inline]
 unsafe fn query_id(query_desc: *mut pg_sys::QueryDesc) -> u64 {
     // SAFETY: the executor passes a valid QueryDesc with its PlannedStmt.
-    unsafe { (*(*query_desc).plannedstmt).queryId }
+    unsafe { qid((*(*query_desc).plannedstmt).queryId) }
 }
 
 #[allow(
@@ -181,7 +193,7 @@ unsafe extern "C-unwind" fn planner(
     // SAFETY: PREV_PLANNER is only written in _PG_init; `parse` is the Query being planned.
     unsafe {
         let plan = PREV_PLANNER.unwrap_or(raw::standard_planner);
-        let queryid = (*parse).queryId;
+        let queryid = qid((*parse).queryId);
         if queryid == 0 || nesting::level() != 0 || !recording() {
             return plan(parse, query_string, cursor_options, bound_params);
         }
@@ -249,6 +261,7 @@ fn top_level(query_desc: *mut pg_sys::QueryDesc) -> bool {
     reason = "calls the previous ExecutorRun hook: an ERROR must longjmp through unchanged, and \
               this frame holds nothing to drop (see raw.rs)"
 )]
+#[cfg(not(feature = "pg18"))]
 unsafe extern "C-unwind" fn executor_run(
     query_desc: *mut pg_sys::QueryDesc,
     direction: pg_sys::ScanDirection::Type,
@@ -264,6 +277,32 @@ unsafe extern "C-unwind" fn executor_run(
                 failures::watching(|| run(query_desc, direction, count, execute_once));
             } else {
                 run(query_desc, direction, count, execute_once);
+            }
+        });
+    }
+}
+
+/// PostgreSQL 18 dropped ExecutorRun's execute_once argument.
+#[cfg(feature = "pg18")]
+#[allow(
+    ffi_unwind_calls,
+    reason = "calls the previous ExecutorRun hook: an ERROR must longjmp through unchanged, and \
+              this frame holds nothing to drop (see raw.rs)"
+)]
+unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+) {
+    // SAFETY: the executor's arguments, passed on unchanged.
+    unsafe {
+        let run = PREV_RUN.unwrap_or(raw::standard_ExecutorRun);
+        let top = top_level(query_desc);
+        nesting::in_executor(|| {
+            if top {
+                failures::watching(|| run(query_desc, direction, count));
+            } else {
+                run(query_desc, direction, count);
             }
         });
     }
@@ -508,7 +547,7 @@ unsafe extern "C-unwind" fn process_utility(
 unsafe fn utility_query_id(pstmt: *mut pg_sys::PlannedStmt, query_string: *const i8) -> u64 {
     // SAFETY: the utility's own PlannedStmt and source text.
     unsafe {
-        let id = (*pstmt).queryId;
+        let id = qid((*pstmt).queryId);
         if id != 0 || query_string.is_null() || !pgss_loaded() {
             return id;
         }
@@ -526,7 +565,7 @@ unsafe fn utility_query_id(pstmt: *mut pg_sys::PlannedStmt, query_string: *const
             // Utilities are jumbled from their parse tree since PostgreSQL 16: use the id the
             // backend reported for its top-level statement.
             if nesting::level() == 0 {
-                pg_sys::pgstat_get_my_query_id()
+                qid(pg_sys::pgstat_get_my_query_id())
             } else {
                 0
             }

@@ -29,11 +29,18 @@ unsafe extern "C-unwind" {
         bound_params: ParamListInfo,
     ) -> *mut PlannedStmt;
     pub fn standard_ExecutorStart(query_desc: *mut QueryDesc, eflags: c_int);
+    #[cfg(not(feature = "pg18"))]
     pub fn standard_ExecutorRun(
         query_desc: *mut QueryDesc,
         direction: ScanDirection::Type,
         count: u64,
         execute_once: bool,
+    );
+    #[cfg(feature = "pg18")]
+    pub fn standard_ExecutorRun(
+        query_desc: *mut QueryDesc,
+        direction: ScanDirection::Type,
+        count: u64,
     );
     pub fn standard_ExecutorFinish(query_desc: *mut QueryDesc);
     pub fn standard_ExecutorEnd(query_desc: *mut QueryDesc);
@@ -58,8 +65,10 @@ unsafe extern "C-unwind" {
     pub fn GetCurrentStatementStartTimestamp() -> i64;
     /// The SQLSTATE of the error being reported; only valid inside an error context callback.
     pub fn geterrcode() -> c_int;
+    #[cfg(feature = "pg15")]
     /// What PostgreSQL 15 hashes a utility statement's text with to make its queryid.
     pub fn hash_bytes_extended(k: *const u8, keylen: c_int, seed: u64) -> u64;
+    #[cfg(feature = "pg15")]
     pub fn CleanQuerytext(
         query: *const c_char,
         location: *mut c_int,

@@ -1,5 +1,6 @@
-"""End-to-end fixtures: a real PostgreSQL 15 cluster started by tests/scripts/cluster.sh (the
-test runner exports OPTIDB_PGPORT/OPTIDB_PGSOCKET), real pg_stat_statements, committed data."""
+"""End-to-end fixtures: a real PostgreSQL cluster (15, or another major under
+tests/scripts/test-major.sh) started by tests/scripts/cluster.sh (the test runner exports
+OPTIDB_PGPORT/OPTIDB_PGSOCKET), real pg_stat_statements, committed data."""
 
 import contextlib
 import os
@@ -13,6 +14,18 @@ PORT = int(os.environ.get("OPTIDB_PGPORT", "55433"))
 SOCKET = os.environ.get("OPTIDB_PGSOCKET", "/tmp")
 DEMO_DB = os.environ.get("OPTIDB_DB", "optidb_e2e_demo")
 
+
+def pytest_configure(config):
+    # The other-major run (tests/scripts/test-major.sh) has neither extension nor libxml: it
+    # deselects these with -m. Every other run keeps them.
+    config.addinivalue_line("markers", "hypopg: needs the hypopg extension (simulations)")
+    config.addinivalue_line("markers", "pg_cron: needs pg_cron preloaded")
+    config.addinivalue_line("markers", "libxml: needs a server built with libxml (XMLTABLE)")
+
+
+# Set by tests/scripts/test-major.sh on a server without hypopg: fixtures leave it out and the
+# tests marked `hypopg` are deselected.
+HYPOPG = () if os.environ.get("OPTIDB_WITHOUT_HYPOPG") == "1" else ("hypopg",)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

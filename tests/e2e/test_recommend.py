@@ -46,6 +46,7 @@ def test_every_seeded_slow_pattern_gets_specific_advice(demo):
             assert ddl and rationale and 0 < confidence <= 1
 
 
+@pytest.mark.hypopg
 def test_index_advice_is_proven_by_simulation(demo):
     conn, _ = demo
     rows = conn.execute(
@@ -95,6 +96,7 @@ def index_rec(conn):
         "AND table_name = 'public.order_items'").fetchone()
 
 
+@pytest.mark.hypopg
 def test_simulate_reports_costs_and_plan_changes_and_cleans_up(demo):
     conn, _ = demo
     rec_id, qid = index_rec(conn)
@@ -128,6 +130,7 @@ def test_simulate_errors_are_clear(demo):
     assert "GIN" in str(e.value)
 
 
+@pytest.mark.hypopg
 def test_1000_simulations_leave_no_hypothetical_state(demo):
     conn, _ = demo
     rec_id, qid = index_rec(conn)

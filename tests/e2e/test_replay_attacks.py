@@ -17,7 +17,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import connect, new_database, scalar
+from conftest import HYPOPG, connect, new_database, scalar
 
 MARKERS = "/tmp/optidb_rt_pwned_"
 
@@ -73,7 +73,7 @@ def world():
         su.execute(f"CREATE ROLE \"{roles['victim']}\" LOGIN PASSWORD 'victim-secret'")
         su.execute("ALTER ROLE postgres PASSWORD 'superuser-secret'")
     try:
-        with new_database(extensions=("pg_stat_statements", "hypopg", "optidb")) as db:
+        with new_database(extensions=("pg_stat_statements", *HYPOPG, "optidb")) as db:
             with connect(db) as su:
                 su.execute(f"CREATE SCHEMA m AUTHORIZATION \"{roles['mallory']}\"")
                 su.execute(f"CREATE SCHEMA vs AUTHORIZATION \"{roles['victim']}\"")
@@ -81,7 +81,8 @@ def world():
                            "SELECT g AS id, g % 500 AS v FROM generate_series(1, 20000) g")
                 su.execute("GRANT SELECT ON public.shared_t TO PUBLIC")
                 su.execute("ANALYZE public.shared_t")
-                su.execute("GRANT SELECT ON hypopg_list_indexes TO PUBLIC")
+                if HYPOPG:
+                    su.execute("GRANT SELECT ON hypopg_list_indexes TO PUBLIC")
             w = World(db, roles)
             w.as_mallory(BASE.replace("MARKERS", MARKERS))
             with connect(db) as su:
@@ -117,6 +118,7 @@ def scan(w, who):
         c.execute("SELECT * FROM optidb.scan()")
 
 
+@pytest.mark.hypopg
 def test_a_setting_changed_by_replayed_code_does_not_outlive_the_replay(world):
     """Finding 1: a SET in an immutable function, folded while planning, survived the replay
     and sent optidb's own later SQL to mallory's look-alike `=` operator."""
@@ -142,6 +144,7 @@ def test_a_setting_changed_by_replayed_code_does_not_outlive_the_replay(world):
     w.assert_unharmed()
 
 
+@pytest.mark.libxml
 def test_the_callers_prepared_statements_are_untouched(world):
     """Finding 2: a domain CHECK evaluated while the statement was parsed replaced the caller's
     prepared statement with one that ran mallory's code as the caller."""
@@ -287,6 +290,7 @@ def test_advice_shared_with_another_roles_statement_is_not_shown_to_a_reader(wor
     w.assert_unharmed()
 
 
+@pytest.mark.hypopg
 def test_no_lock_or_hypothetical_index_stays_behind_in_the_callers_session(world):
     """Finding 9: a session advisory lock and hypothetical indexes taken by replayed code
     stayed in the admin's backend after the rolled-back real simulation."""
@@ -405,6 +409,7 @@ def test_declared_parameter_types_cannot_smuggle_commands(world):
 # Round 2: the replay-worker design attacked.
 
 
+@pytest.mark.hypopg
 def test_expressions_over_anyones_types_or_domains_are_never_advised(world):
     """Round 2, findings 1 and 2: a cast to mallory's domain hid her CHECK function from the
     trust check; it ran as the superuser when hypopg parsed the advised expression in the
@@ -564,6 +569,7 @@ def test_a_lock_held_on_a_readers_own_table_does_not_stall_scans(world):
         hold.execute("ROLLBACK")
 
 
+@pytest.mark.hypopg
 def test_advice_whose_simulations_cannot_run_is_not_rejected(world):
     """Round 2, finding 8: with every worker slot taken by mallory's parallel queries, every
     simulation failed and valid advice was marked rejected (and vanished from recommend())."""

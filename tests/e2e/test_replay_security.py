@@ -13,7 +13,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import connect, scalar
+from conftest import HYPOPG, connect, scalar
 
 SECRET_PASSWORD = "hunter2-do-not-leak"
 
@@ -80,7 +80,8 @@ def hostile(fresh_db):
     tag = uuid.uuid4().hex[:8]
     roles = {k: f"optidb_{k}_{tag}" for k in ("mallory", "admin", "gone")}
     su = fresh_db
-    su.execute("CREATE EXTENSION hypopg")
+    for ext in HYPOPG:
+        su.execute(f"CREATE EXTENSION {ext}")
     su.execute(f"CREATE ROLE \"{roles['mallory']}\" LOGIN IN ROLE optidb_reader")
     su.execute(f"CREATE ROLE \"{roles['admin']}\" LOGIN IN ROLE optidb_admin")
     su.execute(f"CREATE ROLE \"{roles['gone']}\" LOGIN")
@@ -156,7 +157,8 @@ def test_nothing_leaks_to_a_hostile_role_through_an_admins_scan(hostile):
         advice = c.execute("SELECT table_name, columns, improvement_pct FROM optidb.recommend() "
                            "WHERE table_name = 'm.big'").fetchall()
         assert ("m.big", ["v"]) in [(t, cols) for t, cols, _ in advice], advice
-        assert all(pct and pct > 30 for _, cols, pct in advice if cols == ["v"]), advice
+        if HYPOPG:
+            assert all(pct and pct > 30 for _, cols, pct in advice if cols == ["v"]), advice
     with connect(db) as su:
         gone = su.execute("SELECT p.explain_error FROM optidb.plan p JOIN optidb.query q "
                           "ON q.id = p.query_id WHERE q.raw_sql LIKE '%shared_t WHERE id%'"
@@ -165,6 +167,7 @@ def test_nothing_leaks_to_a_hostile_role_through_an_admins_scan(hostile):
 
 
 @pytest.mark.parametrize("caller", ["admin", "postgres"])
+@pytest.mark.hypopg
 def test_simulations_run_as_the_statement_owner_in_both_modes(hostile, caller):
     db, roles, marker = hostile["db"], hostile["roles"], hostile["marker"]
     user = roles.get(caller, caller)

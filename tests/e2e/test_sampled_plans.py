@@ -5,6 +5,8 @@ evidence says so."""
 
 import datetime
 
+import pytest
+
 from conftest import connect, scalar
 
 SCHEMA = """
@@ -33,6 +35,7 @@ def advice_for(conn, fragment):
                              "FROM optidb.recommend(%s)", (qid,)).fetchall()
 
 
+@pytest.mark.hypopg
 def test_range_predicates_are_judged_by_the_values_executions_use(fresh_db):
     """status = $1 AND created_at > $2: the generic plan guesses a third of a quarter of the
     table (8%: no index); executions look at the last day (0.1%)."""
@@ -77,6 +80,7 @@ def test_range_predicates_are_judged_by_the_values_executions_use(fresh_db):
     assert real[0] == "sampled" and real[3] is None and real[2] < real[1], real
 
 
+@pytest.mark.hypopg
 def test_a_top_n_query_gets_an_index_on_its_sort_keys(fresh_db):
     conn = fresh_db
     conn.execute("CREATE EXTENSION hypopg")

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from conftest import PORT, connect, new_database, own_cluster, scalar
+from conftest import HYPOPG, PORT, connect, new_database, own_cluster, scalar
 
 SCHEMA = """
 CREATE TABLE {s}.orders AS
@@ -81,7 +81,7 @@ def scenario(port, expected_sources):
             su.execute(f'CREATE ROLE "{name}" LOGIN')
         su.execute(f"ALTER ROLE \"{roles['alter']}\" SET search_path = app, public")
     try:
-        with new_database(port, ("pg_stat_statements", "hypopg", "optidb")) as public_db:
+        with new_database(port, ("pg_stat_statements", *HYPOPG, "optidb")) as public_db:
             with connect(public_db, port=port) as su:
                 su.execute(SCHEMA.format(s="public"))
                 su.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO PUBLIC")
@@ -91,7 +91,7 @@ def scenario(port, expected_sources):
             assert len(baseline) == len(STATEMENTS), baseline
             assert all(baseline.values()), baseline
 
-        with new_database(port, ("pg_stat_statements", "hypopg", "optidb")) as db:
+        with new_database(port, ("pg_stat_statements", *HYPOPG, "optidb")) as db:
             with connect(db, port=port) as su:
                 su.execute("CREATE SCHEMA app")
                 su.execute(SCHEMA.format(s="app"))

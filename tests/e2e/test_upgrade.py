@@ -89,7 +89,9 @@ def two_databases():
 
 
 def sharedir():
-    return subprocess.run(["pg_config", "--sharedir"], capture_output=True, text=True,
+    # The server's pg_config (test-major.sh points PG_CONFIG at another major's).
+    pg_config = os.environ.get("PG_CONFIG", "/usr/lib/postgresql/15/bin/pg_config")
+    return subprocess.run([pg_config, "--sharedir"], capture_output=True, text=True,
                           check=True).stdout.strip()
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from conftest import scalar
 
+pytestmark = pytest.mark.pg_cron
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORT = 55436
 DB = "optidb_worker"
