@@ -134,7 +134,7 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
     let outcome = PgTryBuilder::new(|| {
         guarded::run(Some(replay.limit), || {
             replay::as_owner_with(replay.context, Restriction::ParseOnly, || {
-                same_relations(replay.tables, replay.relations);
+                same_relations(replay.context.owner.oid, replay.tables, replay.relations);
                 let prepare = format!(
                     "PREPARE {name}{} AS {}",
                     declared_types(replay.param_types),
@@ -165,17 +165,35 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
 
 /// Raise unless every relation the statement names resolves, in this context, to one it used
 /// when it ran. A temporary table that is gone, or a look-alike created since in a schema of the
-/// recorded search_path, must not be planned in its place.
-fn same_relations(tables: &[String], relations: &[u32]) {
+/// recorded search_path, must not be planned in its place. Without a record, every relation must
+/// belong to roles the owner trusts (see `replay::untrusted_relations`).
+fn same_relations(owner: pg_sys::Oid, tables: &[String], relations: &[u32]) {
+    let names: Vec<String> = tables
+        .iter()
+        .map(|table| {
+            table
+                .split('.')
+                .map(pgrx::spi::quote_identifier)
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .collect();
     if relations.is_empty() {
+        // Nothing recorded what the statement used: only relations of roles its owner trusts.
+        if let Some(found) = replay::untrusted_relations(owner, &names).first() {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "relation {found} belongs to a role the statement's role does not trust, \
+                     and no sample recorded which relations the statement used: it is not \
+                     replayed"
+                )
+            );
+        }
         return;
     }
-    for table in tables {
-        let name = table
-            .split('.')
-            .map(pgrx::spi::quote_identifier)
-            .collect::<Vec<_>>()
-            .join(".");
+    for (table, name) in tables.iter().zip(names) {
         let resolved = Spi::get_one_with_args::<pg_sys::Oid>(
             "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
             &[name.into()],

@@ -442,6 +442,42 @@ fn resolves(ctx: &Context, table: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// The roles a replay as role `$2` trusts: superusers, and for an owner that is not one, the
+/// owner itself and the database's owner (`trusted` CTE, for the queries below).
+const TRUSTED_ROLES: &str = "WITH trusted AS ( \
+     SELECT r.oid FROM pg_catalog.pg_roles r \
+     WHERE r.rolsuper OR ((r.oid = $2 \
+             OR r.oid = (SELECT datdba FROM pg_catalog.pg_database \
+                         WHERE datname = pg_catalog.current_database())) \
+            AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $2)))";
+
+/// Of these (quoted) names, those that resolve in the current search_path to a relation whose
+/// owner the role `owner` does not trust. A statement replayed without a sample of the
+/// relations it used must not be planned over a look-alike someone else planted earlier in its
+/// path (in a schema named like the owner, which `"$user"` finds first). The relation's owner
+/// is what matters: only it can define what reading it runs (a view's body, its policies); a
+/// look-alike is owned by whoever created it, whoever owns the schema.
+pub fn untrusted_relations(owner: pg_sys::Oid, names: &[String]) -> Vec<String> {
+    let names = names.to_vec();
+    Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "{TRUSTED_ROLES} \
+                     SELECT u.name || ' (' || c.oid::pg_catalog.regclass::text || ')' \
+                     FROM pg_catalog.unnest($1::text[]) AS u(name) \
+                     JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name) \
+                     WHERE c.relowner NOT IN (SELECT oid FROM trusted)"
+                ),
+                None,
+                &[names.into(), owner.into()],
+            )
+            .unwrap_or_else(|e| error!("{e}"))
+            .filter_map(|row| row.get::<String>(1).ok().flatten())
+            .collect()
+    })
+}
+
 /// Schemas the owner may use and trusts that hold a relation of every one of these names.
 ///
 /// Trusted: the schema and every one of those relations belong to the owner itself, to a
@@ -455,12 +491,8 @@ fn schemas_holding_all(ctx: &Context, tables: &[String]) -> Vec<String> {
     Spi::connect(|client| {
         client
             .select(
-                "WITH trusted AS ( \
-                     SELECT r.oid FROM pg_catalog.pg_roles r \
-                     WHERE r.rolsuper OR ((r.oid = $2 \
-                             OR r.oid = (SELECT datdba FROM pg_catalog.pg_database \
-                                         WHERE datname = pg_catalog.current_database())) \
-                            AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $2))) \
+                &format!(
+                    "{TRUSTED_ROLES} \
                  SELECT n.nspname::text FROM pg_catalog.pg_namespace n \
                  JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
                  WHERE c.relname = ANY ($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
@@ -471,7 +503,8 @@ fn schemas_holding_all(ctx: &Context, tables: &[String]) -> Vec<String> {
                    AND pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') \
                  GROUP BY n.nspname \
                  HAVING count(DISTINCT c.relname) = pg_catalog.cardinality($1) \
-                 ORDER BY 1",
+                 ORDER BY 1"
+                ),
                 None,
                 &[names.into(), owner.into()],
             )

@@ -649,3 +649,48 @@ def test_advice_names_the_schema_its_statement_read(world):
                            "WHERE kind = 'missing_index' AND tablename = 'customers'").fetchall()
         assert sorted(advice) == [("m", [mine]), ("public", [theirs])], advice
     w.assert_unharmed()
+
+
+def test_an_unsampled_statement_is_not_replayed_over_a_look_alike_in_its_users_schema(world):
+    """Round 3, finding A08: a superuser's statement with no sample (recording off in its
+    session) was replayed in PostgreSQL's default path "$user", public, where mallory's schema
+    named `postgres` now held a view `shared_t` over her function: it ran as the superuser."""
+    w = world
+    with w.conn("postgres") as su:
+        su.execute(f"GRANT CREATE ON DATABASE \"{w.db}\" TO \"{w.roles['mallory']}\"")
+        su.execute("SET optidb.enabled = off")
+        for i in range(3):
+            su.execute("SELECT count(*) FROM shared_t WHERE v = %s", (i,))
+    w.as_mallory("""
+        CREATE SCHEMA postgres;
+        CREATE VIEW postgres.shared_t AS SELECT m.harm_i('user-schema') AS v, 1 AS id;
+        GRANT USAGE ON SCHEMA postgres TO PUBLIC;
+        GRANT SELECT ON postgres.shared_t TO PUBLIC""")
+    scan(w, "adm")
+    with w.conn("adm") as c:
+        errors = [r[0] for r in c.execute(
+            "SELECT p.explain_error FROM optidb.plan p JOIN optidb.query q ON q.id = p.query_id "
+            "WHERE q.raw_sql LIKE '%%FROM shared_t WHERE v%%'")]
+        assert errors and all(e and "does not trust" in e for e in errors), errors
+    w.assert_unharmed()
+
+
+def test_a_statement_nested_thousands_deep_does_not_take_the_server_down(world):
+    """Round 3, finding A02-A05: libpg_query recursed without a depth check and overflowed the
+    backend's stack on a 4,000-term expression any role can run: snapshot() (the worker's job)
+    and scan() crashed the whole cluster."""
+    w = world
+    deep = "SELECT id FROM public.shared_t WHERE (v" + "+v" * 4000 + ") = 7"
+    with w.conn("mallory") as c:
+        c.execute(deep)
+    with w.conn("adm") as c:
+        c.execute("SELECT * FROM optidb.snapshot()")
+        c.execute("SELECT * FROM optidb.scan()")
+        stored = scalar(c, "SELECT count(*) FROM optidb.query WHERE raw_sql LIKE %s",
+                        ("%+v+v+v+v%",))
+        assert stored == 1
+    with w.conn("postgres") as su:
+        # No backend crashed: the postmaster would have restarted every session.
+        started = scalar(su, "SELECT pg_postmaster_start_time() < now() - interval '1 second'")
+        assert started
+        assert scalar(su, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'checkpointer'") == 1

@@ -84,7 +84,7 @@ const OPERATORS: &[&str] = &["+", "-", "*", "/", "%", "||", "->", "->>", "#>", "
 /// The expression, with every function, type and operator schema-qualified, when it only uses
 /// built-ins from the lists above; None otherwise (or when it does not parse).
 pub fn trusted(expression: &str) -> Option<String> {
-    let parsed = pg_query::parse(&format!("SELECT {expression}")).ok()?;
+    let parsed = crate::parser::parse(&format!("SELECT {expression}")).ok()?;
     let stmt = parsed.protobuf.stmts.first()?.stmt.as_ref()?;
     let Some(NodeEnum::SelectStmt(select)) = stmt.node.as_ref() else {
         return None;

@@ -5,6 +5,7 @@ pub mod advisor;
 pub mod bottleneck;
 pub mod histogram;
 pub mod index_expression;
+pub mod parser;
 pub mod plan_choice;
 pub mod plan_diff;
 pub mod plan_facts;

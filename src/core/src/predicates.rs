@@ -58,7 +58,7 @@ pub struct Predicate {
 pub fn on_relation(condition: &str, alias: &str) -> Vec<Predicate> {
     // EXPLAIN names subplans ("(hashed SubPlan 1)") in conditions; they are not SQL.
     let condition = subplan_reference().replace_all(condition, "NULL");
-    let Ok(parsed) = pg_query::parse(&format!("SELECT WHERE {condition}")) else {
+    let Ok(parsed) = crate::parser::parse(&format!("SELECT WHERE {condition}")) else {
         return Vec::new();
     };
     let Some(NodeEnum::SelectStmt(select)) = parsed
@@ -272,14 +272,14 @@ pub(crate) fn deparse_expression(expr: &Node) -> Option<String> {
         }))),
     };
     let tree = protobuf::ParseResult {
-        version: pg_query::parse("SELECT").ok()?.protobuf.version,
+        version: crate::parser::parse("SELECT").ok()?.protobuf.version,
         stmts: vec![protobuf::RawStmt {
             stmt: Some(Box::new(select)),
             stmt_location: 0,
             stmt_len: 0,
         }],
     };
-    let text = pg_query::deparse(&tree).ok()?;
+    let text = crate::parser::deparse(&tree).ok()?;
     text.strip_prefix("SELECT ").map(str::to_string)
 }
 
@@ -302,7 +302,7 @@ pub fn quote_ident(name: &str) -> String {
 
 fn is_reserved(name: &str) -> bool {
     // A keyword as an identifier must be quoted; ask the scanner rather than keep a list.
-    pg_query::scan(name)
+    crate::parser::scan(name)
         .ok()
         .and_then(|s| s.tokens.first().map(|t| t.keyword_kind))
         .is_some_and(|k| {

@@ -89,7 +89,7 @@ pub fn analyze(sql: &str) -> Result<StatementInfo, ParseFailure> {
         info.param_types = param_types;
         return Ok(info);
     }
-    let parsed = pg_query::parse(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let parsed = crate::parser::parse(sql).map_err(|e| ParseFailure(e.to_string()))?;
     let stmts = &parsed.protobuf.stmts;
     if stmts.len() != 1 {
         return Err(ParseFailure(format!(
@@ -100,7 +100,7 @@ pub fn analyze(sql: &str) -> Result<StatementInfo, ParseFailure> {
     let node = stmts[0].stmt.as_ref().and_then(|s| s.node.as_ref());
     let (kind, explainable) = classify(node);
 
-    let fingerprint = pg_query::fingerprint(sql)
+    let fingerprint = crate::parser::fingerprint(sql)
         .map_err(|e| ParseFailure(e.to_string()))?
         .hex;
     let normalized = canonical_text(sql)?;
@@ -136,7 +136,7 @@ pub fn analyze(sql: &str) -> Result<StatementInfo, ParseFailure> {
 /// For `PREPARE name [(type, ...)] AS stmt`: `stmt`'s text and the declared types. Found with
 /// PostgreSQL's own scanner (the first AS outside parentheses), so quoted names cannot fool it.
 fn unwrap_prepare(sql: &str) -> Result<Option<(String, Vec<String>)>, ParseFailure> {
-    let scanned = pg_query::scan(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let scanned = crate::parser::scan(sql).map_err(|e| ParseFailure(e.to_string()))?;
     let tokens = &scanned.tokens;
     if tokens.first().map(|t| t.token) != Some(Token::Prepare as i32) {
         return Ok(None);
@@ -185,15 +185,15 @@ fn locks_rows(parsed: &pg_query::ParseResult) -> bool {
 /// whitespace and fixes keyword case. If the deparser cannot print a construct, the
 /// normalized (but not reprinted) text is the fallback.
 fn canonical_text(sql: &str) -> Result<String, ParseFailure> {
-    let normalized = pg_query::normalize(sql).map_err(|e| ParseFailure(e.to_string()))?;
-    let reprinted = pg_query::parse(&normalized)
+    let normalized = crate::parser::normalize(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let reprinted = crate::parser::parse(&normalized)
         .and_then(|p| p.deparse())
         .unwrap_or_else(|_| normalized.trim().to_string());
     Ok(reprinted)
 }
 
 fn max_param(sql: &str) -> Result<usize, ParseFailure> {
-    let scanned = pg_query::scan(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let scanned = crate::parser::scan(sql).map_err(|e| ParseFailure(e.to_string()))?;
     let max = scanned
         .tokens
         .iter()
@@ -232,7 +232,7 @@ const TYPE_KEYWORDS: &[&str] = &[
 /// which is not valid SQL, so such text can never be PREPAREd. This rewrites each `type $n` back
 /// into the equivalent `$n::type`; everything else is left byte for byte.
 pub fn repair_typed_params(sql: &str) -> Result<String, ParseFailure> {
-    let scanned = pg_query::scan(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let scanned = crate::parser::scan(sql).map_err(|e| ParseFailure(e.to_string()))?;
     let tokens = &scanned.tokens;
     let mut out = String::with_capacity(sql.len() + 16);
     let mut copied = 0usize;
