@@ -113,6 +113,13 @@ def advice_serving(c, text):
                      "WHERE strpos(q.raw_sql, %s) > 0 LIMIT 1", (text,)).fetchone()
 
 
+def plan_errors(c, fragment):
+    """explain_error of every plan captured for statements whose text contains `fragment`."""
+    return [r[0] for r in c.execute(
+        "SELECT p.explain_error FROM optidb.plan p JOIN optidb.query q ON q.id = p.query_id "
+        "WHERE strpos(q.raw_sql, %s) > 0", (fragment,))]
+
+
 def scan(w, who):
     with w.conn(who) as c:
         c.execute("SELECT * FROM optidb.scan()")
@@ -485,9 +492,7 @@ def test_a_statement_on_a_temporary_table_is_not_replayed_on_a_look_alike(world)
             assert scalar(c, "SELECT count(*) FROM tmp_report WHERE id > %s", (i,)) == 1000 - i
         scan(w, "adm")
     with w.conn("adm") as c:
-        errors = [r[0] for r in c.execute(
-            "SELECT p.explain_error FROM optidb.plan p JOIN optidb.query q ON q.id = p.query_id "
-            "WHERE q.raw_sql LIKE '%%FROM tmp_report WHERE%%'")]
+        errors = plan_errors(c, "FROM tmp_report WHERE")
         assert errors and all(e and "did not use when it ran" in e for e in errors), errors
     w.assert_unharmed()
 
@@ -540,9 +545,7 @@ def test_replayed_code_that_catches_cancels_is_stopped(world):
         started = time.monotonic()
         c.execute("SELECT * FROM optidb.scan()")
         assert time.monotonic() - started < 60
-        errors = [r[0] for r in c.execute(
-            "SELECT p.explain_error FROM optidb.plan p JOIN optidb.query q ON q.id = p.query_id "
-            "WHERE q.raw_sql LIKE '%%m.stubborn()%%'")]
+        errors = plan_errors(c, "m.stubborn()")
         assert errors and all(e and "time" in e for e in errors), errors
         c.execute("SELECT * FROM optidb.snapshot()")
         deadline = time.monotonic() + 10
@@ -668,9 +671,7 @@ def test_an_unsampled_statement_is_not_replayed_over_a_look_alike_in_its_users_s
         GRANT SELECT ON postgres.shared_t TO PUBLIC""")
     scan(w, "adm")
     with w.conn("adm") as c:
-        errors = [r[0] for r in c.execute(
-            "SELECT p.explain_error FROM optidb.plan p JOIN optidb.query q ON q.id = p.query_id "
-            "WHERE q.raw_sql LIKE '%%FROM shared_t WHERE v%%'")]
+        errors = plan_errors(c, "FROM shared_t WHERE v")
         assert errors and all(e and "does not trust" in e for e in errors), errors
     w.assert_unharmed()
 
