@@ -4,8 +4,12 @@
 --   optidb_reader  sees the statements of roles it is a member of (and their metrics, plans,
 --                  latency, recommendations, simulations), catalog facts and logs.
 --   optidb_admin   sees everything, runs scan/snapshot/refresh/prune/simulate (real mode too).
---                  It is a member of optidb_reader and of pg_read_all_stats (scan() must read
---                  every role's pg_stat_statements text).
+--                  It is a member of optidb_reader and of pg_read_all_stats. It reads the meta
+--                  tables but cannot write them: what scan() stores (statement texts, their
+--                  roles, search_paths, index DDL) is replayed as other roles, so only optidb's
+--                  own functions write it. Those that write are SECURITY DEFINER (owned by the
+--                  superuser who created the extension, search_path pinned) and EXECUTE on them
+--                  is what admits a caller.
 --   pg_read_all_stats members see every statement, as in pg_stat_statements.
 -- The roles are created by sql/bootstrap.sql and the rule is optidb.can_see()
 -- (src/visibility.rs); roles are cluster-wide: created once, they outlive DROP EXTENSION.
@@ -16,7 +20,7 @@
 SET LOCAL search_path TO pg_catalog, pg_temp;
 
 -- RLS on every meta table, FORCED so the owner is filtered too unless it is a superuser, and
--- admins read and write everything. The array is every table of the schema: a table missing
+-- admins read everything. The array is every table of the schema: a table missing
 -- from it has no RLS, which the test suite checks for.
 DO $rls$
 DECLARE
@@ -29,7 +33,7 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER TABLE optidb.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE pg_catalog.format('ALTER TABLE optidb.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE pg_catalog.format(
-            'CREATE POLICY admin_all ON optidb.%I TO optidb_admin USING (true) WITH CHECK (true)', t);
+            'CREATE POLICY admin_reads_all ON optidb.%I FOR SELECT TO optidb_admin USING (true)', t);
     END LOOP;
 END
 $rls$;
@@ -70,8 +74,9 @@ GRANT USAGE ON SCHEMA optidb TO optidb_reader;
 GRANT SELECT ON optidb.query, optidb.metric, optidb.plan, optidb.latency, optidb.simulation,
     optidb.recommendation, optidb.schema_table, optidb.schema_index, optidb.schema_column,
     optidb.scan_log, optidb.refresh_log, optidb.sample TO optidb_reader;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA optidb TO optidb_admin;
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA optidb TO optidb_admin;
+-- Read-only for admins too: optidb_admin must not become the roles whose statements optidb
+-- replays by rewriting what it replays.
+GRANT SELECT ON ALL TABLES IN SCHEMA optidb TO optidb_admin;
 -- Materialized views are not RLS-capable: only the security-barrier views reach them.
 REVOKE ALL ON optidb.mv_query_metrics, optidb.mv_query_metrics_hourly,
     optidb.mv_query_metrics_daily, optidb.mv_table_metrics FROM PUBLIC, optidb_reader, optidb_admin;

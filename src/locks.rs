@@ -2,8 +2,9 @@
 //!
 //! Row locks rather than advisory locks: any role may take any advisory lock key, so a reader
 //! could stall every scan and refresh, or use up the real-simulation slots, by holding
-//! optidb's keys. Locking a row of optidb.job_lock needs UPDATE on it, which only optidb_admin
-//! (and superusers) have. Waits are bounded by optidb.lock_timeout.
+//! optidb's keys. Locking a row of optidb.job_lock needs UPDATE on it, which only its owner
+//! has: optidb's SECURITY DEFINER functions (and superusers). Waits are bounded by
+//! optidb.lock_timeout.
 
 use crate::guarded::{self, Failure};
 use crate::gucs;

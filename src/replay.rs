@@ -22,6 +22,7 @@
 
 use crate::guarded::{self, Failure};
 use crate::settings::{self, Setting};
+use optidb_core::search_path;
 use optidb_core::statement::{self, StatementInfo};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -334,12 +335,13 @@ pub fn resolve(
     })?;
     if let Some(path) = recorded {
         return Ok(Context {
+            search_path: without_untrusted_user_schema(&path, &owner),
             owner,
-            search_path: path,
             path_source: "recorded",
         });
     }
     let (search_path, path_source) = configured_path(owner.oid);
+    let search_path = without_untrusted_user_schema(&search_path, &owner);
     let ctx = Context {
         owner,
         search_path,
@@ -388,6 +390,26 @@ pub fn resolve(
             several.join(", ")
         ))),
     }
+}
+
+/// `path` with `"$user"` spelled out as the owner's schema when that schema belongs to a role
+/// the owner trusts, and left out otherwise: a schema named like the owner that someone else
+/// created (CREATE on the database is enough) would otherwise come first and stand in for the
+/// statement's relations and for names inside its functions' bodies, run with the owner's
+/// rights. Paths optidb's hooks record since 0.4.0 hold no `"$user"` (they list the schemas
+/// found when the statement ran).
+fn without_untrusted_user_schema(path: &str, owner: &Owner) -> String {
+    let trusted = Spi::get_one_with_args::<bool>(
+        &format!(
+            "{TRUSTED_ROLES} SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace \
+             WHERE nspname = $1 AND nspowner IN (SELECT oid FROM trusted))"
+        ),
+        &[owner.name.clone().into(), owner.oid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    search_path::expand_user(path, &owner.name, trusted).unwrap_or_else(|| path.to_string())
 }
 
 /// The search_path a new session of `role` in this database starts with, and where it comes

@@ -31,6 +31,10 @@ use pgrx::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// How long past the build's and the measured run's timeouts a real simulation may still hold
+/// its lock before its worker is terminated (the caller polls every 100 ms).
+const DEADLINE_SLACK_MS: u64 = 1000;
+
 /// Room for the answer: plans of one batch (a few kB to a few hundred kB each).
 const ANSWER_BYTES: usize = 64 << 20;
 
@@ -142,7 +146,10 @@ pub fn run(context: &Context, jobs: Vec<Job>) -> Vec<Result<Answer, Failure>> {
     }
 }
 
-/// The shared segment: [request length][request][answer state][answer length][answer].
+/// The shared segment: [request length][request][answer state][answer length][deadline]
+/// [answer]. The deadline (milliseconds since the epoch, 0: none) is set by the worker while a
+/// real simulation holds a lock that blocks writers of the owner's table; the caller terminates
+/// the worker once it passes, whatever the replayed code does with cancels.
 struct Segment {
     seg: *mut pg_sys::dsm_segment,
     base: *mut u8,
@@ -153,6 +160,14 @@ const DONE: u64 = 0x6f70_7469_646f_6e65; // "optidone"
 impl Segment {
     fn answer_at(request_len: usize) -> usize {
         (8 + request_len).next_multiple_of(8)
+    }
+
+    fn deadline_at(request_len: usize) -> usize {
+        Self::answer_at(request_len) + 16
+    }
+
+    fn answer_bytes_at(request_len: usize) -> usize {
+        Self::answer_at(request_len) + 24
     }
 
     fn read_u64(&self, at: usize) -> u64 {
@@ -179,7 +194,7 @@ impl Segment {
 fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure> {
     let bytes = serde_json::to_vec(request).expect("a request serializes");
     let answer_at = Segment::answer_at(bytes.len());
-    let size = answer_at + 16 + ANSWER_BYTES;
+    let size = Segment::answer_bytes_at(bytes.len()) + ANSWER_BYTES;
     // SAFETY: a new segment owned by the current resource owner (detached at transaction end,
     // also on error); its handle is what the worker attaches to.
     let segment = unsafe {
@@ -192,6 +207,8 @@ fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure>
     segment.write_u64(0, bytes.len() as u64);
     segment.write_bytes(8, &bytes);
     segment.write_u64(answer_at, 0);
+    let deadline_at = Segment::deadline_at(bytes.len());
+    segment.write_u64(deadline_at, 0);
     // SAFETY: reads the segment's handle.
     let handle = unsafe { pg_sys::dsm_segment_handle(segment.seg) };
     let worker = BackgroundWorkerBuilder::new("optidb replay")
@@ -221,12 +238,13 @@ fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure>
     // A cancel while waiting must not leave the worker running on its own.
     let terminate = TerminateOnDrop(pid);
     let budget = budget_ms(request);
-    let finished = wait_or_terminate(&worker, pid, budget);
+    let finished = wait_or_terminate(&worker, pid, budget, || segment.read_u64(deadline_at));
     std::mem::forget(terminate);
     finished?;
     let answer = if segment.read_u64(answer_at) == DONE {
         let len = segment.read_u64(answer_at + 8) as usize;
-        serde_json::from_slice(segment.bytes(answer_at + 16, len.min(ANSWER_BYTES)))
+        let at = Segment::answer_bytes_at(bytes.len());
+        serde_json::from_slice(segment.bytes(at, len.min(ANSWER_BYTES)))
             .map_err(|e| Failure::new("XX000", format!("unreadable replay answer: {e}")))
     } else {
         Err(Failure::new(
@@ -257,12 +275,14 @@ fn budget_ms(request: &Request) -> i64 {
     jobs + 10_000
 }
 
-/// Wait until the worker exits, terminating it once `budget_ms` have passed. Interruptible: a
-/// cancel of the caller raises here (and TerminateOnDrop ends the worker).
+/// Wait until the worker exits, terminating it once `budget_ms` have passed or the deadline it
+/// announced (`deadline()`, epoch milliseconds, 0: none) is behind. Interruptible: a cancel of
+/// the caller raises here (and TerminateOnDrop ends the worker).
 fn wait_or_terminate(
     worker: &pgrx::bgworkers::DynamicBackgroundWorker,
     pid: pg_sys::pid_t,
     budget_ms: i64,
+    deadline: impl Fn() -> u64,
 ) -> Result<(), Failure> {
     use pgrx::bgworkers::BackgroundWorkerStatus;
     let started = std::time::Instant::now();
@@ -275,7 +295,9 @@ fn wait_or_terminate(
             }
             _ => {}
         }
-        if !terminated && started.elapsed().as_millis() as i64 > budget_ms {
+        let announced = deadline();
+        let past_deadline = announced != 0 && epoch_ms() > announced;
+        if !terminated && (past_deadline || started.elapsed().as_millis() as i64 > budget_ms) {
             drop(TerminateOnDrop(pid)); // SIGTERM
             terminated = true;
         }
@@ -299,6 +321,12 @@ fn wait_or_terminate(
         });
     }
     Ok(())
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Terminates the worker with this pid when dropped, i.e. while a cancel of the caller unwinds
@@ -357,11 +385,18 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
             search_path: request.search_path.clone(),
             path_source: "recorded",
         };
+        let deadline_at = Segment::deadline_at(len);
+        let announce = |deadline: u64| segment.write_u64(deadline_at, deadline);
         own_work::run(|| {
             request
                 .jobs
                 .iter()
-                .map(|job| execute(&context, &request.limits, job))
+                .map(|job| {
+                    let answer = execute(&context, &request.limits, job, &announce);
+                    // The job's subtransaction is rolled back: its locks are gone.
+                    announce(0);
+                    answer
+                })
                 .collect::<Vec<_>>()
         })
     });
@@ -369,7 +404,7 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
     let answer_at = Segment::answer_at(len);
     if bytes.len() <= ANSWER_BYTES {
         segment.write_u64(answer_at + 8, bytes.len() as u64);
-        segment.write_bytes(answer_at + 16, &bytes);
+        segment.write_bytes(Segment::answer_bytes_at(len), &bytes);
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         segment.write_u64(answer_at, DONE);
     } else {
@@ -382,7 +417,12 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
 
 /// One job, in a subtransaction that is always rolled back: nothing it did stays, even in
 /// this worker's own session.
-fn execute(context: &Context, limits: &Limits, job: &Job) -> Result<Answer, Failure> {
+fn execute(
+    context: &Context,
+    limits: &Limits,
+    job: &Job,
+    announce: &(dyn Fn(u64) + std::panic::RefUnwindSafe),
+) -> Result<Answer, Failure> {
     let lock = format!("{}ms", limits.lock.ms);
     guarded::run_rolled_back(None, || {
         // A lock held by anyone (the caller included) is waited for at most this long.
@@ -417,7 +457,7 @@ fn execute(context: &Context, limits: &Limits, job: &Job) -> Result<Answer, Fail
                     })?,
                     ..builder_context(context)
                 };
-                real(replay, &builder, index_sql, limits)
+                real(replay, &builder, index_sql, limits, announce)
             }
         })
     })?
@@ -458,13 +498,21 @@ fn analyzed(replay: Replay) -> Result<explain::CapturedPlan, Failure> {
 
 /// EXPLAIN ANALYZE, CREATE INDEX (as the table's owner), EXPLAIN ANALYZE. The job runs in a
 /// rolled-back subtransaction: the index and everything else go away with it.
+///
+/// From the build on, the job holds a lock that blocks writers of the table until the
+/// subtransaction ends. Both steps have their own timeout, but replayed code can catch the
+/// cancel that enforces one (EXCEPTION WHEN query_canceled), so the job announces the latest
+/// moment it may still hold the lock (`announce`) and the caller terminates the worker past it:
+/// writers wait at most the build's timeout plus the statement's, plus DEADLINE_SLACK_MS.
 fn real(
     replay: Replay,
     builder: &Context,
     index_sql: &str,
     limits: &Limits,
+    announce: &(dyn Fn(u64) + std::panic::RefUnwindSafe),
 ) -> Result<Answer, Failure> {
     let before = analyzed(replay)?;
+    announce(epoch_ms() + limits.build.ms as u64 + limits.statement.ms as u64 + DEADLINE_SLACK_MS);
     guarded::run(Some(limits.build), || {
         replay::as_owner(builder, || {
             Spi::run(index_sql).unwrap_or_else(|e| error!("{e}"))

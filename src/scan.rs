@@ -17,7 +17,9 @@ use std::time::Instant;
 /// Entries read beyond `top`, so boilerplate the parser drops does not shrink the result.
 const HEADROOM: i64 = 50;
 
-#[pg_extern(volatile, parallel_unsafe)]
+/// SECURITY DEFINER, as snapshot() and prune(): the meta tables are written by optidb's
+/// functions only (what they hold is replayed as other roles); EXECUTE admits the caller.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn scan(
     top: default!(i32, 100),
@@ -48,7 +50,7 @@ fn scan(
 
 /// The light half of scan(), run by the background worker on every snapshot interval: store
 /// pg_stat_statements and latency deltas and catalog facts; no EXPLAIN, no advice.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn snapshot(
     top: default!(i32, 100),
@@ -66,7 +68,7 @@ fn snapshot(
 }
 
 /// Delete history older than optidb.retention days; returns the rows deleted.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn prune() -> i64 {
     own_work::run(prune_history)

@@ -36,11 +36,3 @@ unsafe fn member_of_admin(role: pg_sys::Oid) -> bool {
         admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(role, admin)
     }
 }
-
-/// May the current user run optidb's administrative functions (real-mode simulation)?
-/// The one admin check: superusers and members of optidb_admin.
-pub fn is_admin() -> bool {
-    // SAFETY: GetUserId is a guarded read of this backend's current user; member_of_admin
-    // needs a backend in a transaction, which every caller (an optidb SQL function) is.
-    unsafe { member_of_admin(pg_sys::GetUserId()) }
-}

@@ -285,15 +285,38 @@ pub fn drain(dbid: u32) -> Vec<Sample> {
         .collect()
 }
 
-/// The search_path in effect, as set (possibly with "$user").
+/// The search_path in effect, as the schemas it found (pg_catalog included, quoted, in order):
+/// `"$user"` and names of schemas that do not exist are resolved now, so a replay cannot find
+/// a schema someone creates later (a look-alike named like the role, say). The session's own
+/// temporary schema is left out: no other session can see it.
 ///
 /// # Safety
-/// In a backend, where the setting exists.
+/// In a backend, inside a transaction (the executor hooks are).
 pub unsafe fn current_search_path() -> Option<String> {
-    // SAFETY: PostgreSQL keeps the setting's current value in this global.
+    const FIRST_TRY: usize = 16;
+    // SAFETY: fetch_search_path_array fills at most `len` oids and returns how many the path
+    // has; get_namespace_name returns NULL for a schema dropped meanwhile (skipped) and
+    // quote_identifier returns its argument or a palloc'd copy, read before the next call.
     unsafe {
-        let p = pg_sys::namespace_search_path;
-        (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        let mut oids = vec![pg_sys::InvalidOid; FIRST_TRY];
+        let n = pg_sys::fetch_search_path_array(oids.as_mut_ptr(), FIRST_TRY as i32).max(0);
+        if n as usize > FIRST_TRY {
+            oids.resize(n as usize, pg_sys::InvalidOid);
+            pg_sys::fetch_search_path_array(oids.as_mut_ptr(), n);
+        }
+        oids.truncate(n as usize);
+        let names: Vec<String> = oids
+            .into_iter()
+            .filter_map(|oid| {
+                let name = pg_sys::get_namespace_name(oid);
+                (!name.is_null()).then(|| {
+                    CStr::from_ptr(pg_sys::quote_identifier(name))
+                        .to_string_lossy()
+                        .into_owned()
+                })
+            })
+            .collect();
+        (!names.is_empty()).then(|| names.join(", "))
     }
 }
 

@@ -167,3 +167,29 @@ def test_security_definer_functions_pin_search_path(fresh_db):
         "SELECT relname FROM pg_class WHERE relnamespace = 'optidb'::regnamespace "
         "AND relkind = 'r' AND NOT (relrowsecurity AND relforcerowsecurity)").fetchall()
     assert forced == [], f"tables without forced RLS: {forced}"
+
+
+def test_admins_read_optidbs_tables_and_only_its_own_functions_write_them(cast):
+    """What the tables hold (statement texts and roles, search_paths, index DDL) is replayed as
+    other roles: no role but the owner may write them, and the functions that write are
+    SECURITY DEFINER with a pinned search_path."""
+    db, roles, _ = cast
+    with connect(db) as su:
+        writers = su.execute(
+            "SELECT c.relname || ' ' || a.grantee::regrole::text || ' ' || a.privilege_type "
+            "FROM pg_class c, aclexplode(c.relacl) a WHERE c.relnamespace = 'optidb'::regnamespace "
+            "AND a.grantee <> c.relowner AND a.privilege_type <> 'SELECT'").fetchall()
+        assert writers == [], writers
+        definers = {r[0] for r in su.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'optidb'::regnamespace "
+            "AND prosecdef")}
+        assert definers == {"scan", "snapshot", "prune", "refresh", "simulate"}, definers
+    with connect(db, user=roles["carol"]) as c:
+        assert scalar(c, "SELECT count(*) FROM optidb.query") > 0
+        for sql in ("UPDATE optidb.query SET raw_sql = 'SELECT 1'",
+                    "UPDATE optidb.recommendation SET index_sql = 'SELECT 1'",
+                    "DELETE FROM optidb.sample",
+                    "INSERT INTO optidb.query (fingerprint, userid, dbid, kind) "
+                    "VALUES ('x', 10, 1, 'select')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(sql)

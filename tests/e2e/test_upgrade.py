@@ -24,7 +24,10 @@ CURRENT = re.search(r'^version = "([^"]+)"', open(os.path.join(ROOT, "Cargo.toml
 # One line per schema fact; two schemas are the same when these sets are equal.
 DESCRIBE = r"""
 SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' rls=' || c.relrowsecurity || '/' ||
-       c.relforcerowsecurity || ' acl=' || coalesce(c.relacl::text, '')
+       c.relforcerowsecurity || ' acl=' ||
+       -- No ACL means the default one (what a grant and its revoke leave spelled out).
+       coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char",
+                                     c.relowner))::text
 FROM pg_class c WHERE c.relnamespace = 'optidb'::regnamespace
 UNION ALL
 SELECT 'col ' || c.relname || '.' || a.attname || ' #' || a.attnum || ' ' ||

@@ -12,4 +12,5 @@ pub mod plan_facts;
 pub mod predicates;
 pub mod redact;
 pub mod schedule;
+pub mod search_path;
 pub mod statement;
