@@ -30,8 +30,6 @@ CREATE TABLE optidb.query (
     last_seen   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     UNIQUE (fingerprint, userid, dbid)
 );
-COMMENT ON TABLE optidb.query IS
-    'Statements seen in pg_stat_statements, one row per fingerprint, role and database';
 
 -- Last cumulative pg_stat_statements counters per entry, so each scan stores deltas.
 -- Not dumped: it describes this server's pg_stat_statements, not history.
@@ -199,7 +197,6 @@ CREATE TABLE optidb.scan_log (
     elapsed_ms     double precision NOT NULL,
     kind           text NOT NULL DEFAULT 'scan' CHECK (kind IN ('scan', 'snapshot'))
 );
-COMMENT ON TABLE optidb.scan_log IS 'One row per scan() or snapshot() run';
 
 -- One row per materialized view refresh by optidb.refresh(). A refresh that failed (timed out,
 -- or raised an error) was rolled back, so the view kept its previous contents; error says why.
@@ -312,23 +309,8 @@ CREATE TABLE optidb.job_lock (
 );
 INSERT INTO optidb.job_lock (name) VALUES ('refresh'), ('snapshot');
 
--- pg_dump keeps the history (not the pgss baseline, which only makes sense on this server).
-SELECT pg_catalog.pg_extension_config_dump('optidb.query', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.metric', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.plan', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.scan_log', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.recommendation', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.latency', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.simulation', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.recommendation_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.simulation_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.query_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.plan_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.scan_log_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.refresh_log', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.refresh_log_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.sample', '');
-SELECT pg_catalog.pg_extension_config_dump('optidb.sample_id_seq', '');
+-- What pg_dump keeps of each table, its comment, grants and row-level security: declared once
+-- in src/surface.rs and applied by optidb.apply_surface() (end of sql/security.sql).
 
 -- Least privilege: nothing is readable until a role is granted access (sql/security.sql).
 REVOKE ALL ON ALL TABLES IN SCHEMA optidb FROM PUBLIC;

@@ -4,7 +4,9 @@
 -- 0.4.0: optidb_admin reads the meta tables but no longer writes them. What they hold (statement
 -- texts and their roles, search_paths, index DDL) is replayed as other roles, so an admin who
 -- could rewrite it could run any SQL as any statement's owner or table's owner. The functions
--- that write are SECURITY DEFINER instead (search_path pinned), admitted by EXECUTE.
+-- that write are SECURITY DEFINER instead (search_path pinned), admitted by EXECUTE. Grants,
+-- policies, dump registration and comments now come from one registry (src/surface.rs),
+-- applied by optidb.apply_surface().
 
 -- Resolve every name below in pg_catalog first (what pgspot checks for).
 SET LOCAL search_path TO pg_catalog, pg_temp;
@@ -21,8 +23,6 @@ BEGIN
                              'refresh_log', 'pgss_state', 'latency_state', 'sample',
                              'job_lock'] LOOP
         EXECUTE pg_catalog.format('DROP POLICY admin_all ON optidb.%I', t);
-        EXECUTE pg_catalog.format(
-            'CREATE POLICY admin_reads_all ON optidb.%I FOR SELECT TO optidb_admin USING (true)', t);
     END LOOP;
 END
 $policies$;
@@ -31,5 +31,27 @@ ALTER FUNCTION optidb.scan(integer) SECURITY DEFINER;
 ALTER FUNCTION optidb.snapshot(integer) SECURITY DEFINER;
 ALTER FUNCTION optidb.prune() SECURITY DEFINER;
 ALTER FUNCTION optidb.simulate(bigint, bigint, text) SECURITY DEFINER;
+
+CREATE FUNCTION optidb.surface() RETURNS TABLE (
+    "kind" TEXT,
+    "name" TEXT,
+    "access" TEXT,
+    "dumped" bool,
+    "description" TEXT
+)
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'surface_wrapper';
+
+CREATE FUNCTION optidb.apply_surface("missing_ok" bool) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'apply_surface_wrapper';
+
+REVOKE EXECUTE ON FUNCTION optidb.surface(), optidb.apply_surface(boolean) FROM PUBLIC;
+-- missing_ok: a newer library may list objects a later upgrade script creates.
+SELECT optidb.apply_surface(true);
 
 SET LOCAL search_path TO optidb, pg_temp;

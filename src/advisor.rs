@@ -7,6 +7,7 @@ use crate::hypopg::{self, Hypopg};
 use crate::{replay, replay_worker, simulate};
 use optidb_core::advisor::{self, Catalog, Column, Index, Recommendation, Statement, Table};
 use optidb_core::plan_facts::PlanFacts;
+use optidb_core::vocabulary::{SimulationMode, Status};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use std::collections::HashMap;
@@ -27,9 +28,9 @@ pub fn refresh() -> Refreshed {
     let recs = advisor::advise(&statements, &catalog);
     let keys: Vec<String> = recs.iter().map(Recommendation::key).collect();
     Spi::run_with_args(
-        "UPDATE optidb.recommendation SET status = 'stale', updated_at = pg_catalog.now() \
-         WHERE status <> 'stale' AND rec_key <> ALL ($1)",
-        &[keys.into()],
+        "UPDATE optidb.recommendation SET status = $2, updated_at = pg_catalog.now() \
+         WHERE status <> $2 AND rec_key <> ALL ($1)",
+        &[keys.into(), Status::Stale.as_str().into()],
     )
     .unwrap_or_else(|e| error!("{e}"));
 
@@ -64,18 +65,18 @@ pub fn refresh() -> Refreshed {
             )
             .unwrap_or_else(|e| error!("{e}"));
             match best {
-                Some(pct) if pct < SHOW_THRESHOLD_PCT => "rejected",
-                _ => "open",
+                Some(pct) if pct < SHOW_THRESHOLD_PCT => Status::Rejected,
+                _ => Status::Open,
             }
         } else {
-            "open"
+            Status::Open
         };
         Spi::run_with_args(
             "UPDATE optidb.recommendation SET status = $2 WHERE id = $1",
-            &[(*id).into(), status.into()],
+            &[(*id).into(), status.as_str().into()],
         )
         .unwrap_or_else(|e| error!("{e}"));
-        if status == "open" {
+        if status == Status::Open {
             open += 1;
         }
     }
@@ -119,7 +120,7 @@ fn simulate_all(
     }
     for (id, runs) in &done {
         for (query_id, s) in runs {
-            s.store(*id, *query_id, "hypopg");
+            s.store(*id, *query_id, SimulationMode::Hypopg);
         }
     }
     done

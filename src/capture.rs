@@ -12,6 +12,7 @@ use crate::replay_worker::{self, Answer, Job, Statement};
 use optidb_core::plan_choice;
 use optidb_core::plan_facts;
 use optidb_core::statement::StatementInfo;
+use optidb_core::vocabulary::PlanKind;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -26,7 +27,7 @@ pub struct Target {
 
 /// One plan (or failure) of a capture, ready to store.
 struct Row {
-    kind: &'static str,
+    kind: PlanKind,
     sample: Option<Sampled>,
     outcome: Result<CapturedPlan, Failure>,
     basis: bool,
@@ -36,7 +37,7 @@ struct Row {
 struct Pending {
     query_id: i64,
     context: Context,
-    plans: Vec<(&'static str, Option<Sampled>, Statement)>,
+    plans: Vec<(PlanKind, Option<Sampled>, Statement)>,
 }
 
 /// Capture the plans of these statements (skipping those that cannot be EXPLAINed). Returns
@@ -61,7 +62,7 @@ pub fn capture_all(targets: &[Target], captured_at: &TimestampWithTimeZone) -> (
             Err(failure) => {
                 failed += 1;
                 let row = Row {
-                    kind: "generic",
+                    kind: PlanKind::Generic,
                     sample: None,
                     outcome: Err(failure),
                     basis: true,
@@ -117,11 +118,11 @@ fn plans_for(
     query_id: i64,
     info: &StatementInfo,
     relations: &[u32],
-) -> Vec<(&'static str, Option<Sampled>, Statement)> {
-    let mut plans = vec![("generic", None, generic_statement(info, relations))];
+) -> Vec<(PlanKind, Option<Sampled>, Statement)> {
+    let mut plans = vec![(PlanKind::Generic, None, generic_statement(info, relations))];
     let typical = replay::typical_sample(query_id);
     let slowest = replay::slowest_sample(query_id).filter(|s| Some(s) != typical.as_ref());
-    for (kind, sample) in [("typical", typical), ("slowest", slowest)] {
+    for (kind, sample) in [(PlanKind::Typical, typical), (PlanKind::Slowest, slowest)] {
         if let Some(s) = sample {
             let statement = s.statement(info, relations);
             plans.push((kind, Some(s), statement));
@@ -177,7 +178,10 @@ impl Sampled {
 fn choose_basis(query_id: i64, rows: &mut [Row]) -> plan_choice::Choice {
     let rows_of = |r: &Row| r.outcome.as_ref().ok().map(|p| p.facts.est_rows);
     let generic = rows.first().and_then(rows_of);
-    let typical = rows.iter().find(|r| r.kind == "typical").and_then(rows_of);
+    let typical = rows
+        .iter()
+        .find(|r| r.kind == PlanKind::Typical)
+        .and_then(rows_of);
     let observed = Spi::get_one_with_args::<f64>(
         "SELECT sum(rows)::float8 / NULLIF(sum(calls), 0) FROM optidb.metric WHERE query_id = $1",
         &[query_id.into()],
@@ -196,9 +200,9 @@ fn choose_basis(query_id: i64, rows: &mut [Row]) -> plan_choice::Choice {
     };
     for r in rows.iter_mut() {
         r.basis = if choice.custom {
-            r.kind == "typical"
+            r.kind == PlanKind::Typical
         } else {
-            r.kind == "generic"
+            r.kind == PlanKind::Generic
         };
     }
     choice
@@ -226,7 +230,7 @@ fn store(
             // Why this plan: cited by bottlenecks() and query().
             map.insert(
                 "basis".into(),
-                serde_json::json!({"plan": row.kind, "reason": choice.reason}),
+                serde_json::json!({"plan": row.kind.as_str(), "reason": choice.reason}),
             );
         }
         let sample = row.sample.as_ref();
@@ -265,8 +269,8 @@ fn store(
                 facts.map(|f| f.filters.clone()).into(),
                 facts_json.map(JsonB).into(),
                 context.map(|c| c.search_path.clone()).into(),
-                context.map(|c| c.path_source).into(),
-                row.kind.into(),
+                context.map(|c| c.path_source.as_str()).into(),
+                row.kind.as_str().into(),
                 sample.and_then(|s| s.sample_id).into(),
                 sample.map(|s| s.param_types.clone()).into(),
                 sample.map(|s| s.values.clone()).into(),

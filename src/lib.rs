@@ -24,6 +24,7 @@ mod replay_worker;
 mod scan;
 mod settings;
 mod simulate;
+mod surface;
 mod visibility;
 mod worker;
 

@@ -186,7 +186,7 @@ mod tests {
         let context = crate::replay::Context {
             owner: crate::replay::owner(probe).unwrap(),
             search_path: "pg_catalog".into(),
-            path_source: "recorded",
+            path_source: optidb_core::vocabulary::PathSource::Recorded,
         };
         let (mut user_before, mut security_before) = (pg_sys::InvalidOid, 0);
         // SAFETY: a guarded call that writes this backend's user and security context into the

@@ -24,6 +24,7 @@ use crate::guarded::{self, Failure};
 use crate::settings::{self, Setting};
 use optidb_core::search_path;
 use optidb_core::statement::{self, StatementInfo};
+use optidb_core::vocabulary::{PathSource, SampleKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::panic::AssertUnwindSafe;
@@ -43,7 +44,7 @@ pub struct Owner {
 pub struct Context {
     pub owner: Owner,
     pub search_path: String,
-    pub path_source: &'static str,
+    pub path_source: PathSource,
 }
 
 /// A stored statement, ready to be replayed.
@@ -161,13 +162,13 @@ ORDER BY CASE WHEN $3::float8 IS NOT NULL
          s.elapsed_ms DESC, s.started_at DESC
 LIMIT 5";
 
-fn samples(query_id: i64, kind: &str, near_ms: Option<f64>) -> Option<Sampled> {
+fn samples(query_id: i64, kind: SampleKind, near_ms: Option<f64>) -> Option<Sampled> {
     Spi::connect(|client| {
         client
             .select(
                 SAMPLES_SQL,
                 None,
-                &[query_id.into(), kind.into(), near_ms.into()],
+                &[query_id.into(), kind.as_str().into(), near_ms.into()],
             )
             .unwrap_or_else(|e| error!("{e}"))
             .filter_map(|row| {
@@ -189,12 +190,12 @@ pub fn typical_sample(query_id: i64) -> Option<Sampled> {
         .next()
         .and_then(|(_, m)| m.stats)
         .map(|s| s.median_ms);
-    samples(query_id, "typical", median)
+    samples(query_id, SampleKind::Typical, median)
 }
 
 /// The slowest sampled execution.
 pub fn slowest_sample(query_id: i64) -> Option<Sampled> {
-    samples(query_id, "slowest", None)
+    samples(query_id, SampleKind::Slowest, None)
 }
 
 /// The typical plan of the statement's latest capture: what it was made for, and whether
@@ -337,7 +338,7 @@ pub fn resolve(
         return Ok(Context {
             search_path: without_untrusted_user_schema(&path, &owner),
             owner,
-            path_source: "recorded",
+            path_source: PathSource::Recorded,
         });
     }
     let (search_path, path_source) = configured_path(owner.oid);
@@ -364,7 +365,7 @@ pub fn resolve(
                 pgrx::spi::quote_identifier(schema),
                 ctx.search_path
             ),
-            path_source: "inferred",
+            path_source: PathSource::Inferred,
             ..ctx
         }),
         [] => Err(not_resolved(format!(
@@ -376,7 +377,7 @@ pub fn resolve(
             unresolved.join(", "),
             ctx.search_path,
             ctx.owner.name,
-            ctx.path_source.replace('_', " ")
+            ctx.path_source.as_str().replace('_', " ")
         ))),
         several => Err(not_resolved(format!(
             "relation(s) {} do not resolve under the search_path {} of role {} ({}) and exist \
@@ -386,7 +387,7 @@ pub fn resolve(
             unresolved.join(", "),
             ctx.search_path,
             ctx.owner.name,
-            ctx.path_source.replace('_', " "),
+            ctx.path_source.as_str().replace('_', " "),
             several.join(", ")
         ))),
     }
@@ -414,7 +415,7 @@ fn without_untrusted_user_schema(path: &str, owner: &Owner) -> String {
 
 /// The search_path a new session of `role` in this database starts with, and where it comes
 /// from: the most specific ALTER ROLE/DATABASE ... SET wins, as at login.
-fn configured_path(role: pg_sys::Oid) -> (String, &'static str) {
+fn configured_path(role: pg_sys::Oid) -> (String, PathSource) {
     let found = Spi::get_two_with_args::<String, String>(
         "SELECT substr(c, length('search_path=') + 1), \
                 CASE WHEN s.setrole <> 0 AND s.setdatabase <> 0 THEN 'role_database_setting' \
@@ -430,16 +431,11 @@ fn configured_path(role: pg_sys::Oid) -> (String, &'static str) {
         &[role.into(), unsafe { pg_sys::MyDatabaseId }.into()],
     );
     match found {
-        Ok((Some(path), Some(source))) => (path, source_name(&source)),
-        _ => (SERVER_DEFAULT_PATH.to_string(), "server_default"),
-    }
-}
-
-fn source_name(source: &str) -> &'static str {
-    match source {
-        "role_database_setting" => "role_database_setting",
-        "role_setting" => "role_setting",
-        _ => "database_setting",
+        Ok((Some(path), Some(source))) => (
+            path,
+            PathSource::parse(&source).unwrap_or(PathSource::DatabaseSetting),
+        ),
+        _ => (SERVER_DEFAULT_PATH.to_string(), PathSource::ServerDefault),
     }
 }
 

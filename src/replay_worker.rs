@@ -383,7 +383,7 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
         let context = Context {
             owner,
             search_path: request.search_path.clone(),
-            path_source: "recorded",
+            path_source: optidb_core::vocabulary::PathSource::Recorded,
         };
         let deadline_at = Segment::deadline_at(len);
         let announce = |deadline: u64| segment.write_u64(deadline_at, deadline);

@@ -9,6 +9,7 @@ use crate::locks::{self, Lock};
 use crate::pgss::{self, Counters, Entry};
 use crate::{advisor, capture, catalog, gucs, latency, own_work, replay};
 use optidb_core::statement::{self, StatementKind};
+use optidb_core::vocabulary::ScanKind;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use std::collections::HashMap;
@@ -85,9 +86,10 @@ enum Pass {
 impl Pass {
     fn as_str(self) -> &'static str {
         match self {
-            Pass::Snapshot => "snapshot",
-            Pass::Scan => "scan",
+            Pass::Snapshot => ScanKind::Snapshot,
+            Pass::Scan => ScanKind::Scan,
         }
+        .as_str()
     }
 }
 

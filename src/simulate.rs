@@ -26,6 +26,7 @@ use crate::replay_worker::{self, Answer, Job, Statement};
 use crate::settings::{self, Setting};
 use crate::{gucs, own_work};
 use optidb_core::plan_diff;
+use optidb_core::vocabulary::{SimulationBasis, SimulationMode};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -69,7 +70,7 @@ type SampledValues = Option<Vec<Option<String>>>;
 
 /// One simulated plan: the generic one, or the one for the sampled values.
 pub struct Run {
-    pub plan_kind: &'static str,
+    pub plan_kind: SimulationBasis,
     pub values: SampledValues,
     pub outcome: Result<Outcome, Failure>,
 }
@@ -85,7 +86,7 @@ impl Simulated {
     pub fn failed(failure: Failure) -> Simulated {
         Simulated {
             runs: vec![Run {
-                plan_kind: "generic",
+                plan_kind: SimulationBasis::Generic,
                 values: None,
                 outcome: Err(failure),
             }],
@@ -97,12 +98,12 @@ impl Simulated {
         &self.runs[self.basis]
     }
 
-    fn run(&self, plan_kind: &str) -> Option<&Run> {
+    fn run(&self, plan_kind: SimulationBasis) -> Option<&Run> {
         self.runs.iter().find(|r| r.plan_kind == plan_kind)
     }
 
     /// Store every run; returns the id of the basis row.
-    pub fn store(&self, rec_id: i64, query_id: i64, mode: &str) -> i64 {
+    pub fn store(&self, rec_id: i64, query_id: i64, mode: SimulationMode) -> i64 {
         let ids: Vec<i64> = self
             .runs
             .iter()
@@ -114,23 +115,23 @@ impl Simulated {
 
 /// The plans a simulation compares, as (plan kind, values, statement): the generic plan, and
 /// the plan for the statement's typical sampled execution when one was captured.
-fn plans(stmt: &Stored) -> Vec<(&'static str, SampledValues, Statement)> {
+fn plans(stmt: &Stored) -> Vec<(SimulationBasis, SampledValues, Statement)> {
     let relations = &stmt.relations;
     let mut plans = vec![(
-        "generic",
+        SimulationBasis::Generic,
         None,
         capture::generic_statement(&stmt.info, relations),
     )];
     if let Some(s) = &stmt.sampled {
         let statement = s.statement(&stmt.info, relations);
-        plans.push(("sampled", Some(s.values.clone()), statement));
+        plans.push((SimulationBasis::Sampled, Some(s.values.clone()), statement));
     }
     plans
 }
 
 /// A simulation waiting for its worker: its jobs, and how to read their answers.
 pub struct Pending {
-    kinds: Vec<(&'static str, SampledValues)>,
+    kinds: Vec<(SimulationBasis, SampledValues)>,
     sampled_is_basis: bool,
     measure: Measure,
 }
@@ -218,7 +219,7 @@ impl Figures {
     }
 }
 
-fn store(rec_id: i64, query_id: i64, mode: &str, run: &Run) -> i64 {
+fn store(rec_id: i64, query_id: i64, mode: SimulationMode, run: &Run) -> i64 {
     let f = Figures::of(&run.outcome);
     let plans = run
         .outcome
@@ -234,7 +235,7 @@ fn store(rec_id: i64, query_id: i64, mode: &str, run: &Run) -> i64 {
         &[
             rec_id.into(),
             query_id.into(),
-            mode.into(),
+            mode.as_str().into(),
             f.before_cost.into(),
             f.after_cost.into(),
             f.improvement_pct.into(),
@@ -244,7 +245,7 @@ fn store(rec_id: i64, query_id: i64, mode: &str, run: &Run) -> i64 {
             before_plan.into(),
             after_plan.into(),
             f.error.into(),
-            run.plan_kind.into(),
+            run.plan_kind.as_str().into(),
             run.values.clone().into(),
         ],
     )
@@ -432,13 +433,13 @@ fn simulate(
         name!(sampled_values, Option<Vec<Option<String>>>),
     ),
 > {
-    if mode != "hypopg" && mode != "real" {
+    let Some(mode) = SimulationMode::parse(mode) else {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("unknown simulation mode \"{mode}\""),
             Some("Use mode => 'hypopg' (hypothetical index, costs) or 'real' (admins only)."),
         );
-    }
+    };
     let row = own_work::run(|| {
         let rec = load_recommendation(rec_id);
         let stmt = replay::load(query_id).unwrap_or_else(|| {
@@ -449,7 +450,7 @@ fn simulate(
             )
         });
         let simulated = match (&stmt, mode) {
-            (Ok(stmt), "real") => simulate_real(stmt, &rec),
+            (Ok(stmt), SimulationMode::Real) => simulate_real(stmt, &rec),
             (Ok(stmt), _) => with_hypothetical_index(&hypopg::require(), stmt, &rec.index_sql),
             (Err(failure), _) => Simulated::failed(failure.clone()),
         };
@@ -466,7 +467,7 @@ fn simulate(
             id,
             rec_id,
             query_id,
-            mode.to_string(),
+            mode.as_str().to_string(),
             f.before_cost,
             f.after_cost,
             f.improvement_pct,
@@ -474,10 +475,12 @@ fn simulate(
             f.after_ms,
             f.node_changes,
             f.error,
-            basis.plan_kind.to_string(),
-            pct("generic"),
-            pct("sampled"),
-            simulated.run("sampled").and_then(|r| r.values.clone()),
+            basis.plan_kind.as_str().to_string(),
+            pct(SimulationBasis::Generic),
+            pct(SimulationBasis::Sampled),
+            simulated
+                .run(SimulationBasis::Sampled)
+                .and_then(|r| r.values.clone()),
         )
     });
     TableIterator::once(row)

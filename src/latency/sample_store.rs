@@ -2,6 +2,7 @@
 //! optidb tracks; per statement the slowest one and the latest KEEP_TYPICAL typical ones stay.
 
 use super::{samples, stats};
+use optidb_core::vocabulary::SampleKind;
 use pgrx::prelude::*;
 
 const KEEP_TYPICAL: i64 = 5;
@@ -35,7 +36,10 @@ pub fn store() -> usize {
         let types: Vec<pg_sys::Oid> = s.params.iter().map(|p| p.type_oid.into()).collect();
         let relations: Vec<pg_sys::Oid> = s.relations.iter().map(|r| (*r).into()).collect();
         // A sample can be both the slowest so far and a typical one (the first execution).
-        let kinds = [("typical", s.typical), ("slowest", s.slowest)];
+        let kinds = [
+            (SampleKind::Typical, s.typical),
+            (SampleKind::Slowest, s.slowest),
+        ];
         for (kind, _) in kinds.into_iter().filter(|(_, is)| *is) {
             Spi::run_with_args(
                 "INSERT INTO optidb.sample (query_id, started_at, kind, elapsed_ms, search_path, \
@@ -46,7 +50,7 @@ pub fn store() -> usize {
                 &[
                     (*query_id).into(),
                     (s.started_us as f64 / 1e6).into(),
-                    kind.into(),
+                    kind.as_str().into(),
                     (s.elapsed_ns as f64 / 1e6).into(),
                     s.search_path.clone().into(),
                     s.text.clone().into(),

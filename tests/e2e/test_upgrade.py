@@ -25,9 +25,11 @@ CURRENT = re.search(r'^version = "([^"]+)"', open(os.path.join(ROOT, "Cargo.toml
 DESCRIBE = r"""
 SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' rls=' || c.relrowsecurity || '/' ||
        c.relforcerowsecurity || ' acl=' ||
-       -- No ACL means the default one (what a grant and its revoke leave spelled out).
-       coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char",
-                                     c.relowner))::text
+       -- No ACL means the default one (what a grant and its revoke leave spelled out); the
+       -- order of grants is not part of the schema.
+       (SELECT string_agg(i::text, ',' ORDER BY i::text)
+        FROM unnest(coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's'
+                                                       ELSE 'r' END::"char", c.relowner))) i)
 FROM pg_class c WHERE c.relnamespace = 'optidb'::regnamespace
 UNION ALL
 SELECT 'col ' || c.relname || '.' || a.attname || ' #' || a.attnum || ' ' ||
@@ -51,7 +53,8 @@ UNION ALL
 SELECT 'fn ' || p.oid::regprocedure || ' -> ' || pg_get_function_result(p.oid) || ' secdef=' ||
        p.prosecdef || ' vol=' || p.provolatile::text || ' par=' || p.proparallel::text || ' strict=' ||
        p.proisstrict || ' config=' || coalesce(p.proconfig::text, '') || ' acl=' ||
-       coalesce(p.proacl::text, '') || ' src=' || p.prosrc
+       coalesce((SELECT string_agg(i::text, ',' ORDER BY i::text) FROM unnest(p.proacl) i), '') ||
+       ' src=' || p.prosrc
 FROM pg_proc p WHERE p.pronamespace = 'optidb'::regnamespace
 UNION ALL
 SELECT 'policy ' || c.relname || '.' || p.polname || ' ' || p.polcmd::text || ' ' ||

@@ -14,3 +14,4 @@ pub mod redact;
 pub mod schedule;
 pub mod search_path;
 pub mod statement;
+pub mod vocabulary;

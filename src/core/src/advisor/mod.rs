@@ -12,31 +12,26 @@ use crate::plan_facts::PlanFacts;
 use serde::Serialize;
 use serde_json::Value;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    MissingIndex,
-    CompositeIndex,
-    ExpressionIndex,
-    Stats,
-    Rewrite,
-    RedundantIndex,
-    UnusedIndex,
+crate::vocabulary! {
+    /// optidb.recommendation.kind.
+    pub enum Kind {
+        MissingIndex => "missing_index",
+        CompositeIndex => "composite_index",
+        ExpressionIndex => "expression_index",
+        Stats => "stats",
+        Rewrite => "rewrite",
+        RedundantIndex => "redundant_index",
+        UnusedIndex => "unused_index",
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::MissingIndex => "missing_index",
-            Kind::CompositeIndex => "composite_index",
-            Kind::ExpressionIndex => "expression_index",
-            Kind::Stats => "stats",
-            Kind::Rewrite => "rewrite",
-            Kind::RedundantIndex => "redundant_index",
-            Kind::UnusedIndex => "unused_index",
-        }
-    }
-
     /// Confidence before simulation: missing > composite > expression > stats > rewrite >
     /// redundant > unused. Index advice is the most mechanical and the easiest to verify.
     pub fn base_confidence(self) -> f64 {
