@@ -336,13 +336,13 @@ pub fn resolve(
     })?;
     if let Some(path) = recorded {
         return Ok(Context {
-            search_path: without_untrusted_user_schema(&path, &owner),
+            search_path: without_untrusted_user_schema(&path, &owner)?,
             owner,
             path_source: PathSource::Recorded,
         });
     }
     let (search_path, path_source) = configured_path(owner.oid);
-    let search_path = without_untrusted_user_schema(&search_path, &owner);
+    let search_path = without_untrusted_user_schema(&search_path, &owner)?;
     let ctx = Context {
         owner,
         search_path,
@@ -399,7 +399,8 @@ pub fn resolve(
 /// statement's relations and for names inside its functions' bodies, run with the owner's
 /// rights. Paths optidb's hooks record since 0.4.0 hold no `"$user"` (they list the schemas
 /// found when the statement ran).
-fn without_untrusted_user_schema(path: &str, owner: &Owner) -> String {
+/// A path optidb cannot read the way PostgreSQL does is not replayed at all.
+fn without_untrusted_user_schema(path: &str, owner: &Owner) -> Result<String, Failure> {
     let trusted = Spi::get_one_with_args::<bool>(
         &format!(
             "{TRUSTED_ROLES} SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace \
@@ -410,7 +411,12 @@ fn without_untrusted_user_schema(path: &str, owner: &Owner) -> String {
     .ok()
     .flatten()
     .unwrap_or(false);
-    search_path::expand_user(path, &owner.name, trusted).unwrap_or_else(|| path.to_string())
+    search_path::expand_user(path, &owner.name, trusted).ok_or_else(|| {
+        not_resolved(format!(
+            "the search_path {path} of role {} cannot be read: the statement is not replayed",
+            owner.name
+        ))
+    })
 }
 
 /// The search_path a new session of `role` in this database starts with, and where it comes

@@ -350,6 +350,11 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
     // SAFETY: standard background worker start-up: a resource owner for the segment mapping,
     // then the segment the caller created (it outlives us: the caller waits for our exit).
     let segment = unsafe {
+        // SIGTERM (the budget, the real-mode deadline, a canceled caller) must end the worker at
+        // its next interrupt check, as in a backend: PostgreSQL's default handler for background
+        // workers raises FATAL inside the signal handler, which a replayed statement caught in a
+        // critical section (writing WAL) turned into a PANIC that restarted the whole server.
+        set_sigterm_handler();
         pg_sys::BackgroundWorkerUnblockSignals();
         pg_sys::CurrentResourceOwner =
             pg_sys::ResourceOwnerCreate(std::ptr::null_mut(), c"optidb replay".as_ptr());
@@ -415,6 +420,25 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
     }
 }
 
+/// SIGTERM sets ProcDiePending (PostgreSQL's `die`), like a backend's.
+///
+/// # Safety
+/// At worker start, before signals are unblocked.
+unsafe fn set_sigterm_handler() {
+    const SIGTERM: std::ffi::c_int = 15;
+    // The handler itself, not pgrx's guarded wrapper of it: a signal handler must be the C one.
+    unsafe extern "C-unwind" {
+        fn die(signal: std::ffi::c_int);
+    }
+    // SAFETY: installs PostgreSQL's own handler for this process's SIGTERM.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(SIGTERM, Some(die));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(SIGTERM, Some(die));
+    }
+}
+
 /// One job, in a subtransaction that is always rolled back: nothing it did stays, even in
 /// this worker's own session.
 fn execute(
@@ -427,19 +451,19 @@ fn execute(
     guarded::run_rolled_back(None, || {
         // A lock held by anyone (the caller included) is waited for at most this long.
         settings::with(&[Setting::user("lock_timeout", &lock)], || match job {
-            Job::Plan(s) => explain::plan(replay_of(context, s, limits.statement), Mode::Costs)
-                .map(|p| Answer::Plan(p.json)),
+            Job::Plan(s) => {
+                planned(replay_of(context, s, limits.statement)).map(|p| Answer::Plan(p.json))
+            }
             Job::Hypothetical {
                 statement,
                 index_sql,
                 hypopg_schema,
             } => {
                 let replay = replay_of(context, statement, limits.statement);
-                let before = explain::plan(replay, Mode::Costs)?;
+                let before = planned(replay)?;
                 let hypopg = Hypopg::in_schema(hypopg_schema);
-                let after = hypopg.with_index(&builder_context(context), index_sql, || {
-                    explain::plan(replay, Mode::Costs)
-                })??;
+                let after = hypopg
+                    .with_index(&builder_context(context), index_sql, || planned(replay))??;
                 Ok(Answer::Compared {
                     before: before.json,
                     after: after.json,
@@ -489,6 +513,13 @@ fn replay_of<'a>(context: &'a Context, s: &'a Statement, limit: Limit) -> Replay
         },
         limit,
     }
+}
+
+/// EXPLAIN in a read-only transaction state: functions the planner calls (folding immutable
+/// ones, estimating with stable ones) cannot write either, e.g. fill the disk with WAL until the
+/// worker is terminated.
+fn planned(replay: Replay) -> Result<explain::CapturedPlan, Failure> {
+    settings::read_only(|| explain::plan(replay, Mode::Costs))
 }
 
 /// EXPLAIN ANALYZE in a read-only transaction state: nothing the statement calls can write.

@@ -20,7 +20,7 @@ pub fn entries(path: &str) -> Option<Vec<Entry>> {
     let mut out = Vec::new();
     let mut chars = path.chars().peekable();
     loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+        while chars.peek().is_some_and(|c| is_space(*c)) {
             chars.next();
         }
         if chars.peek().is_none() {
@@ -47,7 +47,7 @@ pub fn entries(path: &str) -> Option<Vec<Entry>> {
         } else {
             let mut name = String::new();
             while let Some(&c) = chars.peek() {
-                if c == ',' || c.is_whitespace() {
+                if c == ',' || is_space(c) {
                     break;
                 }
                 name.push(c.to_ascii_lowercase());
@@ -63,15 +63,20 @@ pub fn entries(path: &str) -> Option<Vec<Entry>> {
         } else {
             Entry::Schema(name)
         });
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+        while chars.peek().is_some_and(|c| is_space(*c)) {
             chars.next();
         }
         match chars.next() {
             None => return Some(out),
-            Some(',') if chars.clone().any(|c| !c.is_whitespace()) => {}
+            Some(',') if chars.clone().any(|c| !is_space(c)) => {}
             Some(_) => return None,
         }
     }
+}
+
+/// PostgreSQL's `scanner_isspace`: only these separate names (a no-break space is part of one).
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c')
 }
 
 /// `name` as an identifier in a setting: quoted unless it is plain lower case.
@@ -126,6 +131,11 @@ mod tests {
         assert_eq!(entries("a b"), None);
         assert_eq!(entries("\"unterminated"), None);
         assert_eq!(entries("\"\""), None);
+        // A no-break space is not a separator for PostgreSQL: one (odd) name.
+        assert_eq!(
+            entries("pub\u{a0}lic").unwrap(),
+            vec![Entry::Schema("pub\u{a0}lic".into())]
+        );
     }
 
     #[test]
