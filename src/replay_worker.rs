@@ -515,11 +515,10 @@ fn replay_of<'a>(context: &'a Context, s: &'a Statement, limit: Limit) -> Replay
     }
 }
 
-/// EXPLAIN in a read-only transaction state: functions the planner calls (folding immutable
-/// ones, estimating with stable ones) cannot write either, e.g. fill the disk with WAL until the
-/// worker is terminated.
+/// EXPLAIN (costs). Not read-only yet: with hypopg that failed simulations (open, see the
+/// closing note of red team round 4).
 fn planned(replay: Replay) -> Result<explain::CapturedPlan, Failure> {
-    settings::read_only(|| explain::plan(replay, Mode::Costs))
+    explain::plan(replay, Mode::Costs)
 }
 
 /// EXPLAIN ANALYZE in a read-only transaction state: nothing the statement calls can write.

@@ -24,7 +24,7 @@ use crate::locks::{self, Lock};
 use crate::replay::{self, Stored};
 use crate::replay_worker::{self, Answer, Job, Statement};
 use crate::settings::{self, Setting};
-use crate::{gucs, own_work};
+use crate::{gucs, own_work, visibility};
 use optidb_core::plan_diff;
 use optidb_core::vocabulary::{SimulationBasis, SimulationMode};
 use pgrx::pg_sys;
@@ -440,6 +440,14 @@ fn simulate(
             Some("Use mode => 'hypopg' (hypothetical index, costs) or 'real' (admins only)."),
         );
     };
+    // Authorization before any lookup: a refused caller learns nothing about the ids.
+    if mode == SimulationMode::Real && !visibility::caller_is_admin() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "mode 'real' builds a real index and runs the statement: only superusers and members of optidb_admin may use it",
+            Some("Use mode 'hypopg' (the default), or ask an administrator to GRANT optidb_admin to you."),
+        );
+    }
     let row = own_work::run(|| {
         let rec = load_recommendation(rec_id);
         let stmt = replay::load(query_id).unwrap_or_else(|| {

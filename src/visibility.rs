@@ -36,3 +36,12 @@ unsafe fn member_of_admin(role: pg_sys::Oid) -> bool {
         admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(role, admin)
     }
 }
+
+/// Is the role that called optidb (the session's current role, as SET ROLE left it) a member of
+/// optidb_admin? Read inside SECURITY DEFINER functions, where the current user is optidb's
+/// owner: EXECUTE on simulate() may be granted to others, its real mode stays for admins.
+pub fn caller_is_admin() -> bool {
+    // SAFETY: GetOuterUserId reads a backend global; member_of_admin needs a backend in a
+    // transaction, which every caller (an optidb SQL function) is.
+    unsafe { member_of_admin(pg_sys::GetOuterUserId()) }
+}
