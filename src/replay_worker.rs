@@ -451,19 +451,19 @@ fn execute(
     guarded::run_rolled_back(None, || {
         // A lock held by anyone (the caller included) is waited for at most this long.
         settings::with(&[Setting::user("lock_timeout", &lock)], || match job {
-            Job::Plan(s) => {
-                planned(replay_of(context, s, limits.statement)).map(|p| Answer::Plan(p.json))
-            }
+            Job::Plan(s) => explain::plan(replay_of(context, s, limits.statement), Mode::Costs)
+                .map(|p| Answer::Plan(p.json)),
             Job::Hypothetical {
                 statement,
                 index_sql,
                 hypopg_schema,
             } => {
                 let replay = replay_of(context, statement, limits.statement);
-                let before = planned(replay)?;
+                let before = explain::plan(replay, Mode::Costs)?;
                 let hypopg = Hypopg::in_schema(hypopg_schema);
-                let after = hypopg
-                    .with_index(&builder_context(context), index_sql, || planned(replay))??;
+                let after = hypopg.with_index(&builder_context(context), index_sql, || {
+                    explain::plan(replay, Mode::Costs)
+                })??;
                 Ok(Answer::Compared {
                     before: before.json,
                     after: after.json,
@@ -513,12 +513,6 @@ fn replay_of<'a>(context: &'a Context, s: &'a Statement, limit: Limit) -> Replay
         },
         limit,
     }
-}
-
-/// EXPLAIN (costs). Not read-only yet: with hypopg that failed simulations (open, see the
-/// closing note of red team round 4).
-fn planned(replay: Replay) -> Result<explain::CapturedPlan, Failure> {
-    explain::plan(replay, Mode::Costs)
 }
 
 /// EXPLAIN ANALYZE in a read-only transaction state: nothing the statement calls can write.
