@@ -67,7 +67,7 @@ CREATE TABLE optidb.metric (
 );
 CREATE INDEX metric_captured_at ON optidb.metric (captured_at);
 
--- Sampled executions, recorded by optidb's hooks (src/latency/samples.rs): the search_path and
+-- Sampled executions, recorded by optidb's hooks (src/postgres/latency/samples.rs): the search_path and
 -- the real parameter values a statement ran with, so it can be planned as it really runs. Per
 -- statement the slowest one and the latest typical ones are kept. User data: visible, like the
 -- statement, only to those who may see it (row-level security).
@@ -111,7 +111,7 @@ CREATE TABLE optidb.plan (
     filters              text[],
     facts                jsonb,
     -- The context the statement was replayed in (as its owner, query.userid): the search_path
-    -- and where it came from (src/replay.rs). NULL when no context could be established.
+    -- and where it came from (src/postgres/replay.rs). NULL when no context could be established.
     search_path          text,
     path_source          text CHECK (path_source IN ('recorded', 'role_database_setting',
                              'role_setting', 'database_setting', 'server_default', 'inferred')),
@@ -301,7 +301,7 @@ CREATE TABLE optidb.latency_state (
     PRIMARY KEY (queryid, userid, dbid)
 );
 
--- The locks that keep optidb's jobs apart (src/locks.rs): a row per job, locked FOR UPDATE.
+-- The locks that keep optidb's jobs apart (src/postgres/locks.rs): a row per job, locked FOR UPDATE.
 -- Only optidb_admin may lock them (readers have no UPDATE), unlike advisory lock keys. Not
 -- dumped: CREATE EXTENSION makes the rows.
 CREATE TABLE optidb.job_lock (
@@ -310,13 +310,13 @@ CREATE TABLE optidb.job_lock (
 INSERT INTO optidb.job_lock (name) VALUES ('refresh'), ('snapshot');
 
 -- What pg_dump keeps of each table, its comment, grants and row-level security: declared once
--- in src/surface.rs and applied by optidb.apply_surface() (end of sql/security.sql).
+-- in src/api/surface.rs and applied by optidb.apply_surface() (end of sql/security.sql).
 
 -- Least privilege: nothing is readable until a role is granted access (sql/security.sql).
 REVOKE ALL ON ALL TABLES IN SCHEMA optidb FROM PUBLIC;
 
 -- Roles (cluster-wide: created once, they outlive DROP EXTENSION); what they see is decided by
--- optidb.can_see() (src/visibility.rs) in the policies of sql/security.sql.
+-- optidb.can_see() (src/api/visibility.rs) in the policies of sql/security.sql.
 DO $roles$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'optidb_reader') THEN

@@ -12,7 +12,7 @@
 --                  is what admits a caller.
 --   pg_read_all_stats members see every statement, as in pg_stat_statements.
 -- The roles are created by sql/bootstrap.sql and the rule is optidb.can_see()
--- (src/visibility.rs); roles are cluster-wide: created once, they outlive DROP EXTENSION.
+-- (src/api/visibility.rs); roles are cluster-wide: created once, they outlive DROP EXTENSION.
 
 -- Resolve every name of the policies below in pg_catalog first (what pgspot checks for); the
 -- end of this file restores the extension's own search_path for the generated definitions.
@@ -21,7 +21,7 @@ SET LOCAL search_path TO pg_catalog, pg_temp;
 
 -- Functions: EXECUTE only through the roles. Grants, row-level security (enabled and forced on
 -- every meta table: admins read everything; readers by each table's rule), pg_dump registration
--- and comments all come from the registry in src/surface.rs; tests/e2e/test_surface.py fails on
+-- and comments all come from the registry in src/api/surface.rs; tests/e2e/test_surface.py fails on
 -- any function, table or view it does not classify.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA optidb FROM PUBLIC;
 SELECT optidb.apply_surface(false);

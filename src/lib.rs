@@ -1,32 +1,12 @@
-//! optidb: the PostgreSQL-facing layer. Each module is one concern; the logic they call lives in
-//! the server-independent `optidb-core` crate (src/core).
+//! optidb: the PostgreSQL-facing layer, in two parts. `api`: the SQL functions users call (one
+//! module per surface). `postgres`: the plumbing they run on (hooks and shared memory, SPI rows,
+//! the background and replay workers, settings, replays as statement owners). The logic both
+//! call lives in the server-independent `optidb-core` crate (src/core).
 
 use pgrx::prelude::*;
 
-mod advisor;
-mod backend_local;
-mod bottlenecks;
-mod capture;
-mod catalog;
-mod errors;
-mod explain;
-mod guarded;
-mod gucs;
-mod hypopg;
-mod latency;
-mod locks;
-mod own_work;
-mod pgss;
-mod recommend;
-mod refresh;
-mod replay;
-mod replay_worker;
-mod scan;
-mod settings;
-mod simulate;
-mod surface;
-mod visibility;
-mod worker;
+mod api;
+mod postgres;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -45,18 +25,18 @@ pgrx::extension_sql_file!("../sql/security.sql", name = "security", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    gucs::init();
+    postgres::gucs::init();
     // Timing needs shared memory and hooks in every backend: only possible when preloaded.
     // Without it the SQL functions still work; optidb.memory() says what to change.
     // SAFETY: a plain global of this process that PostgreSQL sets while it loads
     // shared_preload_libraries; _PG_init runs on the process's only thread.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        gucs::init_preloaded();
+        postgres::gucs::init_preloaded();
         // SAFETY: install's precondition holds: this is _PG_init while shared_preload_libraries
         // is processed (checked just above), in the postmaster (or a single-user backend),
         // which is single-threaded and has run no statement yet.
-        unsafe { latency::hooks::install() };
-        worker::register();
+        unsafe { postgres::latency::hooks::install() };
+        postgres::worker::register();
     }
     // Once every setting is defined: any other optidb.* setting is a typo, which PostgreSQL
     // then reports and refuses (it removes placeholders made before this call).

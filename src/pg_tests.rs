@@ -76,27 +76,28 @@ mod tests {
     }
 
     /// The current user's own context (for plans of statements it runs itself).
-    fn my_context() -> crate::replay::Context {
+    fn my_context() -> crate::postgres::replay::Context {
         // SAFETY: a guarded read of this backend's current user (a test runs in a transaction).
         let me = unsafe { pg_sys::GetUserId() };
-        crate::replay::resolve(me, Some("public".into()), &[]).unwrap_or_else(|f| panic!("{f}"))
+        crate::postgres::replay::resolve(me, Some("public".into()), &[])
+            .unwrap_or_else(|f| panic!("{f}"))
     }
 
     fn generic_plan(
         sql: &str,
         count: usize,
-    ) -> Result<crate::explain::CapturedPlan, crate::guarded::Failure> {
+    ) -> Result<crate::postgres::explain::CapturedPlan, crate::postgres::guarded::Failure> {
         let context = my_context();
-        let replay = crate::explain::Replay {
+        let replay = crate::postgres::explain::Replay {
             context: &context,
             sql,
             param_types: &[],
             tables: &[],
             relations: &[],
-            values: crate::explain::Values::Generic { count },
-            limit: crate::gucs::statement_limit(),
+            values: crate::postgres::explain::Values::Generic { count },
+            limit: crate::postgres::gucs::statement_limit(),
         };
-        crate::explain::plan(replay, crate::explain::Mode::Costs)
+        crate::postgres::explain::plan(replay, crate::postgres::explain::Mode::Costs)
     }
 
     #[pg_test]
@@ -152,16 +153,16 @@ mod tests {
         let context = my_context();
         let sql = "SELECT * FROM t_orders WHERE id < $1";
         let values = [Some("5".to_string())];
-        let replay = crate::explain::Replay {
+        let replay = crate::postgres::explain::Replay {
             context: &context,
             sql,
             param_types: &[],
             tables: &[],
             relations: &[],
-            values: crate::explain::Values::Sampled(&values),
-            limit: crate::gucs::statement_limit(),
+            values: crate::postgres::explain::Values::Sampled(&values),
+            limit: crate::postgres::gucs::statement_limit(),
         };
-        let custom = crate::explain::plan(replay, crate::explain::Mode::Costs)
+        let custom = crate::postgres::explain::plan(replay, crate::postgres::explain::Mode::Costs)
             .unwrap_or_else(|f| panic!("{f}"));
         let filter = custom.facts.seq_scans[0].filter.clone().unwrap_or_default();
         assert!(filter.contains("< 5"), "{filter}");
@@ -183,8 +184,8 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let context = crate::replay::Context {
-            owner: crate::replay::owner(probe).unwrap(),
+        let context = crate::postgres::replay::Context {
+            owner: crate::postgres::replay::owner(probe).unwrap(),
             search_path: "pg_catalog".into(),
             path_source: optidb_core::vocabulary::PathSource::Recorded,
         };
@@ -194,8 +195,8 @@ mod tests {
         unsafe { pg_sys::GetUserIdAndSecContext(&mut user_before, &mut security_before) };
         let path_before = Spi::get_one::<String>("SHOW search_path").unwrap();
         // Inside: the probe role, restricted, its search_path; it may not read t_orders.
-        let inside = crate::guarded::run(None, || {
-            crate::replay::as_owner(&context, || {
+        let inside = crate::postgres::guarded::run(None, || {
+            crate::postgres::replay::as_owner(&context, || {
                 let who = Spi::get_one::<String>("SELECT current_user::text").unwrap();
                 let path = Spi::get_one::<String>("SHOW search_path").unwrap();
                 // SAFETY: a guarded read of this backend's security context flags.
@@ -207,8 +208,10 @@ mod tests {
         assert_eq!(inside.0.as_deref(), Some("optidb_replay_probe"));
         assert_eq!(inside.1.as_deref(), Some("pg_catalog"));
         assert!(inside.2);
-        let failed = crate::guarded::run(None, || {
-            crate::replay::as_owner(&context, || Spi::run("SELECT * FROM public.t_orders"))
+        let failed = crate::postgres::guarded::run(None, || {
+            crate::postgres::replay::as_owner(&context, || {
+                Spi::run("SELECT * FROM public.t_orders")
+            })
         });
         let err = failed
             .expect_err("the probe role cannot read t_orders")
@@ -222,5 +225,51 @@ mod tests {
             Spi::get_one::<String>("SHOW search_path").unwrap(),
             path_before
         );
+    }
+
+    /// optidb's own queries are read by column name: a dropped cast, a renamed column or an
+    /// unexpected NULL is an error naming the column, never a silent zero.
+    #[pg_test]
+    fn rows_read_by_name_fail_loudly_on_a_mismatch() {
+        use crate::postgres::guarded::Failure;
+        let read = |sql: &'static str| {
+            crate::postgres::guarded::run(None, move || {
+                crate::postgres::rows::select("broken on purpose", sql, &[], |row| {
+                    row.get::<i64>("calls")
+                })
+            })
+        };
+        assert_eq!(read("SELECT 7::int8 AS calls").ok(), Some(vec![7]));
+        for (sql, sqlstate, words) in [
+            (
+                "SELECT 7::int4 AS calls",
+                "42804",
+                &["\"calls\"", "integer", "i64"][..],
+            ),
+            (
+                "SELECT 7::int8 AS n_calls",
+                "42703",
+                &["no column \"calls\""][..],
+            ),
+            (
+                "SELECT NULL::int8 AS calls",
+                "22004",
+                &["\"calls\"", "NULL"][..],
+            ),
+        ] {
+            match read(sql) {
+                Err(Failure::Error {
+                    sqlstate: got,
+                    message,
+                }) => {
+                    assert_eq!(got, sqlstate, "{sql}: {message}");
+                    assert!(message.contains("broken on purpose"), "{message}");
+                    for word in words {
+                        assert!(message.contains(word), "{sql}: {message} lacks {word}");
+                    }
+                }
+                other => panic!("{sql} was read: {other:?}"),
+            }
+        }
     }
 }

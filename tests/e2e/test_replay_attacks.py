@@ -710,6 +710,40 @@ def test_names_in_a_functions_body_do_not_find_a_schema_created_after_the_statem
     w.assert_unharmed()
 
 
+@pytest.mark.parametrize("configured", ["app, public", '"$user", app, public'])
+def test_a_configured_schema_created_after_the_statement_is_not_searched(world, configured):
+    """Round 4, finding N2: the superuser's configured path names `app`, which does not exist;
+    its statement has no sample. mallory creates `app` (and `postgres`, for "$user") later with
+    a look-alike of the function the statement calls unqualified: the replay ran it as the
+    superuser. A path that was not recorded keeps only schemas of roles the owner trusts."""
+    w = world
+    make_customers(w)
+    with w.conn("postgres") as su:
+        su.execute(f"GRANT CREATE ON DATABASE \"{w.db}\" TO \"{w.roles['mallory']}\"")
+        su.execute(f"ALTER ROLE postgres IN DATABASE \"{w.db}\" SET search_path = {configured}")
+        su.execute("CREATE FUNCTION public.cnt2(int) RETURNS int LANGUAGE sql IMMUTABLE "
+                   "AS 'SELECT $1 * 2'")
+    with w.conn("postgres") as su:
+        su.execute("SET optidb.enabled = off")
+        for i in range(3):
+            su.execute("SELECT count(*) FROM public.customers WHERE status = cnt2(%s)", (i,))
+    for schema in ("app", "postgres"):
+        w.as_mallory(f"""
+            CREATE SCHEMA {schema};
+            GRANT USAGE ON SCHEMA {schema} TO PUBLIC;
+            CREATE FUNCTION {schema}.cnt2(int) RETURNS int LANGUAGE sql IMMUTABLE
+              AS $$ SELECT m.harm_i('configured-{schema}') * $1 $$;
+            GRANT EXECUTE ON FUNCTION {schema}.cnt2(int) TO PUBLIC""")
+    scan(w, "adm")
+    with w.conn("adm") as c:
+        assert plan_errors(c, "status = cnt2(") == [None]
+        assert c.execute("SELECT p.search_path, p.path_source FROM optidb.plan p "
+                         "JOIN optidb.query q ON q.id = p.query_id "
+                         "WHERE strpos(q.raw_sql, 'status = cnt2(') > 0").fetchall() == [
+            ("public", "role_database_setting")]
+    w.assert_unharmed()
+
+
 def test_real_mode_releases_writers_in_time_even_when_replayed_code_catches_cancels(world):
     """Round 3, finding A10: in the measured run after the build, mallory's code caught every
     cancel, so the build's lock blocked writers of the superuser's table until the worker's
@@ -758,6 +792,48 @@ def test_real_mode_releases_writers_in_time_even_when_replayed_code_catches_canc
         # Bound: build (2 s) + statement (1 s) + 1 s, polled; the old budget was 2*1+2+lock+10.
         assert blocked < 7, f"a writer waited {blocked:.1f} s"
         assert done["row"][0] and "time" in done["row"][0], done
+    w.assert_unharmed()
+
+
+def test_ending_a_replay_that_writes_does_not_restart_the_server(world):
+    """Round 4, finding N1: mallory's immutable function, folded when a replay plans her
+    statement, keeps writing to her own table and catches every cancel, so optidb ends the
+    replay worker with SIGTERM. With the default background-worker handler the FATAL was raised
+    inside the signal handler; landing in a WAL critical section it became a PANIC and the
+    whole cluster restarted. The worker now ends at its next interrupt check."""
+    w = world
+    make_customers(w)
+    w.as_mallory("""
+        CREATE TABLE m.sink (g int, pad text);
+        CREATE FUNCTION m.boom_v(int) RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+        BEGIN
+          IF (SELECT backend_type FROM pg_catalog.pg_stat_activity
+              WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid())
+             OPERATOR(pg_catalog.<>) 'optidb replay' THEN
+            RETURN $1;
+          END IF;
+          LOOP
+            BEGIN
+              INSERT INTO m.sink SELECT g, pg_catalog.repeat(pg_catalog.md5(g::text), 30)
+              FROM pg_catalog.generate_series(1, 100000000) g;
+            EXCEPTION WHEN query_canceled THEN NULL;
+            END;
+          END LOOP;
+        END $f$;
+        CREATE FUNCTION m.boom(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+        BEGIN RETURN (SELECT m.boom_v($1)); END $f$""")
+    with w.conn("mallory") as c:
+        for i in range(3):
+            c.execute("SELECT count(*) FROM public.customers WHERE status = m.boom(%s)", (i,))
+    with w.conn("postgres") as su:
+        started = scalar(su, "SELECT pg_postmaster_start_time()")
+    with w.conn("adm") as c:
+        c.execute("SET optidb.statement_timeout = 1")
+        c.execute("SELECT * FROM optidb.scan()")
+        errors = plan_errors(c, "status = m.boom(")
+    assert errors and all(e for e in errors), errors
+    with w.conn("postgres") as su:
+        assert scalar(su, "SELECT pg_postmaster_start_time()") == started, "the server restarted"
     w.assert_unharmed()
 
 

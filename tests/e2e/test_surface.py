@@ -1,4 +1,4 @@
-"""optidb's SQL surface against its registry (src/surface.rs, listed by optidb.surface()): every
+"""optidb's SQL surface against its registry (src/api/surface.rs, listed by optidb.surface()): every
 function, table and view of the schema is classified there, and the catalog says what the
 registry says: EXECUTE by audience, comments, forced row-level security, reader policies and
 grants by reader rule, pg_dump registration; enumerated columns' CHECK constraints allow exactly
@@ -28,7 +28,7 @@ def test_every_function_is_classified_commented_and_granted_by_audience(fresh_db
         "has_function_privilege('public', p.oid, 'EXECUTE') "
         "FROM pg_proc p WHERE p.pronamespace = 'optidb'::regnamespace")}
     registered = names(surface, "function")
-    assert set(functions) - registered == set(), "functions nobody classified in src/surface.rs"
+    assert set(functions) - registered == set(), "functions nobody classified in src/api/surface.rs"
     assert registered - set(functions) == set(), "registry entries without a function"
     for name, (comment, reader, admin, public) in functions.items():
         audience, _, description = surface[("function", name)]
@@ -50,7 +50,7 @@ def test_every_relation_is_classified_with_its_rls_grants_and_dump(fresh_db, sur
         "AND c.relkind IN ('r', 'p', 'v', 'm')")}
     kinds = {"r": "table", "p": "table", "v": "view", "m": "materialized view"}
     classified = {name for (k, name) in surface if k in kinds.values()}
-    assert set(relations) - classified == set(), "relations nobody classified in src/surface.rs"
+    assert set(relations) - classified == set(), "relations nobody classified in src/api/surface.rs"
     for name, (relkind, rls, forced, comment, reader, admin, admin_writes, dumped) in \
             relations.items():
         access, should_dump, description = surface[(kinds[relkind], name)]

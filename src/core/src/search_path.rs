@@ -6,17 +6,18 @@
 //! statement's role that someone else created after the statement ran (it needs no more than
 //! CREATE on the database) and run that someone's look-alike relations and functions with the
 //! role's rights, including names resolved inside the bodies of the statement's functions.
-//! `expand_user` replaces `$user` with the schema's name only when the caller vouched for it.
+//! `trusted_only` keeps `$user`, and the schemas of a path that was not recorded, only when
+//! the caller vouched for them.
 
 /// One entry of the path: a schema name, or `$user`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
+pub enum Element {
     Schema(String),
     User,
 }
 
-/// The entries of a search_path setting, or None when it is not valid syntax.
-pub fn entries(path: &str) -> Option<Vec<Entry>> {
+/// The elements of a search_path setting, or None when it is not valid syntax.
+pub fn elements(path: &str) -> Option<Vec<Element>> {
     let mut out = Vec::new();
     let mut chars = path.chars().peekable();
     loop {
@@ -59,9 +60,9 @@ pub fn entries(path: &str) -> Option<Vec<Entry>> {
             name
         };
         out.push(if name == "$user" {
-            Entry::User
+            Element::User
         } else {
-            Entry::Schema(name)
+            Element::Schema(name)
         });
         while chars.peek().is_some_and(|c| is_space(*c)) {
             chars.next();
@@ -95,14 +96,34 @@ pub fn quote(name: &str) -> String {
     }
 }
 
-/// The path with `$user` replaced by the role's schema `role` when `keep_user_schema`, dropped
-/// otherwise; every other entry is kept, quoted where needed. None when `path` is not valid.
-pub fn expand_user(path: &str, role: &str, keep_user_schema: bool) -> Option<String> {
-    let kept: Vec<String> = entries(path)?
+/// The schema each entry names, `$user` spelled out as `role`. None when `path` is not valid.
+pub fn schema_names(path: &str, role: &str) -> Option<Vec<String>> {
+    Some(
+        elements(path)?
+            .into_iter()
+            .map(|e| match e {
+                Element::Schema(s) => s,
+                Element::User => role.to_string(),
+            })
+            .collect(),
+    )
+}
+
+/// The path a replay as `role` may use, quoted where needed: `$user` becomes `role`'s schema
+/// when `trusted` vouches for it and is dropped otherwise; other schemas are kept when the path
+/// was `recorded` (found when the statement ran) or `trusted` vouches for them, and `pg_temp`
+/// (the replaying session's own temporary schema) always. None when `path` is not valid.
+pub fn trusted_only(
+    path: &str,
+    role: &str,
+    recorded: bool,
+    trusted: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let kept: Vec<String> = elements(path)?
         .into_iter()
         .filter_map(|e| match e {
-            Entry::Schema(s) => Some(quote(&s)),
-            Entry::User => keep_user_schema.then(|| quote(role)),
+            Element::User => trusted(role).then(|| quote(role)),
+            Element::Schema(s) => (recorded || s == "pg_temp" || trusted(&s)).then(|| quote(&s)),
         })
         .collect();
     Some(kept.join(", "))
@@ -115,46 +136,58 @@ mod tests {
     #[test]
     fn splits_like_postgres() {
         assert_eq!(
-            entries("\"$user\", public").unwrap(),
-            vec![Entry::User, Entry::Schema("public".into())]
+            elements("\"$user\", public").unwrap(),
+            vec![Element::User, Element::Schema("public".into())]
         );
         assert_eq!(
-            entries(" App ,\"My \"\"Schema\"\"\",$user").unwrap(),
+            elements(" App ,\"My \"\"Schema\"\"\",$user").unwrap(),
             vec![
-                Entry::Schema("app".into()),
-                Entry::Schema("My \"Schema\"".into()),
-                Entry::User
+                Element::Schema("app".into()),
+                Element::Schema("My \"Schema\"".into()),
+                Element::User
             ]
         );
-        assert_eq!(entries("").unwrap(), vec![]);
-        assert_eq!(entries("a,"), None);
-        assert_eq!(entries("a b"), None);
-        assert_eq!(entries("\"unterminated"), None);
-        assert_eq!(entries("\"\""), None);
+        assert_eq!(elements("").unwrap(), vec![]);
+        assert_eq!(elements("a,"), None);
+        assert_eq!(elements("a b"), None);
+        assert_eq!(elements("\"unterminated"), None);
+        assert_eq!(elements("\"\""), None);
         // A no-break space is not a separator for PostgreSQL: one (odd) name.
         assert_eq!(
-            entries("pub\u{a0}lic").unwrap(),
-            vec![Entry::Schema("pub\u{a0}lic".into())]
+            elements("pub\u{a0}lic").unwrap(),
+            vec![Element::Schema("pub\u{a0}lic".into())]
         );
     }
 
     #[test]
-    fn user_schema_is_kept_only_when_vouched_for() {
+    fn only_vouched_for_schemas_are_kept() {
+        let alice_only = |s: &str| s == "alice" || s == "public";
         assert_eq!(
-            expand_user("\"$user\", public", "alice", true).unwrap(),
+            trusted_only("\"$user\", public", "alice", false, alice_only).unwrap(),
             "alice, public"
         );
         assert_eq!(
-            expand_user("\"$user\", public", "alice", false).unwrap(),
+            trusted_only("\"$user\", public", "bob", false, alice_only).unwrap(),
             "public"
         );
         assert_eq!(
-            expand_user("$user, \"Sales\"", "Bob", true).unwrap(),
+            trusted_only("$user, \"Sales\"", "Bob", false, |_| true).unwrap(),
             "\"Bob\", \"Sales\""
         );
+        // A configured schema nobody vouches for (it may not exist yet) is left out...
         assert_eq!(
-            expand_user("app, public", "x", false).unwrap(),
+            trusted_only("app, public, pg_temp", "x", false, alice_only).unwrap(),
+            "public, pg_temp"
+        );
+        // ...but a recorded one was found when the statement ran; "$user" is vetted anyway.
+        assert_eq!(
+            trusted_only("app, $user, public", "x", true, |_| false).unwrap(),
             "app, public"
+        );
+        assert_eq!(trusted_only("a b", "x", true, |_| true), None);
+        assert_eq!(
+            schema_names("$user, \"A\", b", "x").unwrap(),
+            vec!["x", "A", "b"]
         );
     }
 
@@ -162,7 +195,10 @@ mod tests {
     fn quoting_round_trips() {
         for name in ["public", "Sales", "my schema", "a\"b", "_x1", "1abc"] {
             let quoted = quote(name);
-            assert_eq!(entries(&quoted).unwrap(), vec![Entry::Schema(name.into())]);
+            assert_eq!(
+                elements(&quoted).unwrap(),
+                vec![Element::Schema(name.into())]
+            );
         }
     }
 }

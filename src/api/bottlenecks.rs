@@ -1,0 +1,268 @@
+//! `optidb.bottlenecks()` and `optidb.query(id)`: what is slow and why, from stored facts only
+//! (metric deltas, the latest captured plan, catalog sizes). The reasoning itself lives in
+//! `optidb_core::bottleneck`.
+
+use crate::postgres::errors::{raise, require_positive};
+use crate::postgres::own_work;
+use crate::postgres::rows;
+use optidb_core::bottleneck::{self, Diagnosis, StatementMetrics, TableSize};
+use optidb_core::plan_facts::PlanFacts;
+use optidb_core::vocabulary::Status;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::json;
+
+/// One statement's totals over all stored snapshots, with its latest plan facts.
+struct Observed {
+    query_id: i64,
+    fingerprint: String,
+    query: Option<String>,
+    metrics: StatementMetrics,
+    plan: Option<PlanFacts>,
+    plan_captured_at: Option<String>,
+    /// DDL of the most confident open recommendation for this statement.
+    ddl: Option<String>,
+    /// Which plan the facts come from (generic, or typical: a sampled execution's values) and
+    /// why, with the values.
+    plan_basis: serde_json::Value,
+}
+
+const OBSERVED_SQL: &str = "
+WITH totals AS (
+    SELECT query_id, sum(calls)::int8 AS calls, sum(total_ms) AS total_ms, sum(rows)::int8 AS rows,
+           sum(shared_blks_hit)::int8 AS hit, sum(shared_blks_read)::int8 AS read,
+           sum(temp_blks_written)::int8 AS twritten
+    FROM optidb.metric GROUP BY query_id
+), grand AS (SELECT sum(total_ms) AS total FROM totals)
+SELECT q.id AS query_id, q.fingerprint, COALESCE(q.norm_sql, q.raw_sql) AS query, t.calls,
+       t.total_ms, t.rows, t.hit, t.read, t.twritten,
+       COALESCE(t.total_ms / NULLIF(g.total, 0), 0) AS share_of_total,
+       p.facts, p.captured_at::text AS plan_captured_at, r.ddl, p.plan_kind, p.param_values
+FROM totals t
+JOIN optidb.query q ON q.id = t.query_id
+CROSS JOIN grand g
+LEFT JOIN LATERAL (
+    SELECT facts, captured_at, plan_kind, param_values FROM optidb.plan
+    WHERE query_id = q.id AND plan_json IS NOT NULL AND basis
+    ORDER BY captured_at DESC, id DESC LIMIT 1) p ON true
+LEFT JOIN LATERAL (
+    SELECT ddl FROM optidb.recommendation
+    WHERE status = $3 AND q.id = ANY (query_ids)
+    ORDER BY confidence DESC, est_saved_ms DESC NULLS LAST LIMIT 1) r ON true
+WHERE t.calls > 0 AND ($1::int8 IS NULL OR q.id = $1)
+ORDER BY t.total_ms DESC, q.id
+LIMIT $2";
+
+fn observed(only: Option<i64>, limit: i64) -> Vec<Observed> {
+    rows::select(
+        "observed statements",
+        OBSERVED_SQL,
+        &[only.into(), limit.into(), Status::Open.as_str().into()],
+        |row| {
+            let facts = row.opt::<JsonB>("facts").map(|j| j.0);
+            Observed {
+                query_id: row.get("query_id"),
+                fingerprint: row.get("fingerprint"),
+                query: row.opt("query"),
+                metrics: StatementMetrics {
+                    calls: row.get("calls"),
+                    total_ms: row.get("total_ms"),
+                    rows: row.get("rows"),
+                    shared_blks_hit: row.get("hit"),
+                    shared_blks_read: row.get("read"),
+                    temp_blks_written: row.get("twritten"),
+                    share_of_total: row.get("share_of_total"),
+                },
+                plan: row.json("facts"),
+                plan_captured_at: row.opt("plan_captured_at"),
+                ddl: row.opt("ddl"),
+                plan_basis: json!({
+                    "plan": row.opt::<String>("plan_kind"),
+                    "values": row.opt::<Vec<Option<String>>>("param_values"),
+                    "reason": facts.and_then(|f| f.pointer("/basis/reason").cloned()),
+                }),
+            }
+        },
+    )
+}
+
+/// Estimated rows of every user table, as of the last scan.
+fn table_sizes() -> Vec<TableSize> {
+    rows::select(
+        "table sizes",
+        // Live tuples count too: a table whose statistics are stale may hold far more rows
+        // than the planner's estimate says (NULL: never analyzed nor counted).
+        "SELECT relname::text, GREATEST(rows_est, n_live_tup) AS rows_est \
+         FROM optidb.schema_table",
+        &[],
+        |row| TableSize {
+            relation: row.get("relname"),
+            rows_est: row.opt("rows_est").unwrap_or(0.0),
+        },
+    )
+}
+
+fn evidence(o: &Observed, d: &Diagnosis) -> serde_json::Value {
+    json!({
+        "reasons": d.reasons,
+        "metrics": {
+            "calls": o.metrics.calls,
+            "total_ms": o.metrics.total_ms,
+            "mean_ms": o.metrics.mean_ms(),
+            "rows": o.metrics.rows,
+            "shared_blks_hit": o.metrics.shared_blks_hit,
+            "shared_blks_read": o.metrics.shared_blks_read,
+            "temp_blks_written": o.metrics.temp_blks_written,
+            "share_of_total": o.metrics.share_of_total,
+        },
+        "plan_captured_at": o.plan_captured_at,
+        "plan_basis": o.plan_basis,
+        "seq_scans": o.plan.as_ref().map(|p| &p.seq_scans),
+    })
+}
+
+/// The statements with the largest total execution time, each with the reasons it is slow.
+// pgrx must see the TableIterator spelled out (a type alias does not resolve to SQL columns).
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn bottlenecks(
+    lim: default!(i32, 20),
+) -> TableIterator<
+    'static,
+    (
+        name!(query_id, i64),
+        name!(fingerprint, String),
+        name!(query, Option<String>),
+        name!(calls, i64),
+        name!(mean_ms, f64),
+        name!(p95_ms, Option<f64>),
+        name!(p99_ms, Option<f64>),
+        name!(total_ms, f64),
+        name!(share_pct, f64),
+        name!(reason, String),
+        name!(evidence, JsonB),
+        name!(ddl, Option<String>),
+        name!(confidence, f64),
+    ),
+> {
+    require_positive("lim", lim);
+    TableIterator::new(own_work::run(|| rows(lim)))
+}
+
+type BottleneckRow = (
+    i64,
+    String,
+    Option<String>,
+    i64,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    f64,
+    f64,
+    String,
+    JsonB,
+    Option<String>,
+    f64,
+);
+
+fn rows(lim: i32) -> Vec<BottleneckRow> {
+    let tables = table_sizes();
+    observed(None, lim as i64)
+        .into_iter()
+        .map(|o| {
+            let d = bottleneck::diagnose(&o.metrics, o.plan.as_ref(), &tables);
+            let latency = latency_stats(o.query_id);
+            (
+                o.query_id,
+                o.fingerprint.clone(),
+                o.query.clone(),
+                o.metrics.calls,
+                o.metrics.mean_ms(),
+                latency.as_ref().map(|s| s.p95_ms),
+                latency.as_ref().map(|s| s.p99_ms),
+                o.metrics.total_ms,
+                o.metrics.share_of_total * 100.0,
+                d.summary(),
+                JsonB(evidence(&o, &d)),
+                o.ddl.clone(),
+                d.confidence,
+            )
+        })
+        .collect()
+}
+
+/// Percentiles from optidb's own histograms over all stored history, when it has any.
+fn latency_stats(query_id: i64) -> Option<optidb_core::histogram::Stats> {
+    crate::postgres::latency::history::merged(Some(query_id), None, None, None)
+        .into_iter()
+        .next()
+        .and_then(|(_, m)| m.stats)
+}
+
+const DETAIL_SQL: &str = "
+SELECT pg_catalog.jsonb_build_object(
+    'query_id', q.id, 'fingerprint', q.fingerprint, 'queryids', q.queryids, 'kind', q.kind,
+    'query', q.norm_sql, 'raw_sql', q.raw_sql, 'parse_error', q.parse_error, 'tables', q.tables,
+    'slowest_sql', q.slowest_sql, 'slowest_ms', q.slowest_ms,
+    'first_seen', q.first_seen, 'last_seen', q.last_seen,
+    'metrics', (SELECT pg_catalog.jsonb_build_object(
+                    'calls', sum(calls), 'total_ms', sum(total_ms),
+                    'mean_ms', sum(total_ms) / NULLIF(sum(calls), 0), 'rows', sum(rows),
+                    'shared_blks_hit', sum(shared_blks_hit),
+                    'shared_blks_read', sum(shared_blks_read),
+                    'temp_blks_written', sum(temp_blks_written), 'snapshots', count(*),
+                    'first_capture', min(captured_at), 'last_capture', max(captured_at))
+                FROM optidb.metric m WHERE m.query_id = q.id),
+    'history', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                    'captured_at', h.captured_at, 'calls', h.calls, 'total_ms', h.total_ms,
+                    'mean_ms', h.mean_ms) ORDER BY h.captured_at DESC)
+                FROM (SELECT * FROM optidb.metric m WHERE m.query_id = q.id
+                      ORDER BY captured_at DESC LIMIT 50) h),
+    'plan', (SELECT pg_catalog.jsonb_build_object(
+                 'captured_at', p.captured_at, 'explain_error', p.explain_error,
+                 'search_path', p.search_path, 'path_source', p.path_source,
+                 'plan_kind', p.plan_kind, 'param_values', p.param_values,
+                 'total_cost', p.total_cost, 'facts', p.facts, 'plan', p.plan_json)
+             FROM optidb.plan p WHERE p.query_id = q.id
+             ORDER BY p.captured_at DESC, p.basis DESC, p.id DESC LIMIT 1),
+    'plans', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                  'plan_kind', p.plan_kind, 'basis', p.basis, 'param_values', p.param_values,
+                  'total_cost', p.total_cost, 'est_rows', p.est_rows,
+                  'had_seq_scan', p.had_seq_scan, 'explain_error', p.explain_error)
+                  ORDER BY p.basis DESC, p.plan_kind)
+              FROM optidb.plan p WHERE p.query_id = q.id
+                AND p.captured_at = (SELECT max(captured_at) FROM optidb.plan
+                                     WHERE query_id = q.id)),
+    'samples', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                    'kind', s.kind, 'started_at', s.started_at, 'elapsed_ms', s.elapsed_ms,
+                    'search_path', s.search_path, 'sql_text', s.sql_text,
+                    'param_values', s.param_values, 'values_known', s.values_known)
+                    ORDER BY s.started_at DESC)
+                FROM optidb.sample s WHERE s.query_id = q.id))
+FROM optidb.query q WHERE q.id = $1";
+
+/// Everything optidb stored about one statement, as jsonb.
+#[pg_extern(name = "query", stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn query_detail(id: i64) -> JsonB {
+    own_work::run(|| detail(id))
+}
+
+fn detail(id: i64) -> JsonB {
+    let detail =
+        rows::value::<JsonB>("statement detail", DETAIL_SQL, &[id.into()]).unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+                format!("optidb has no statement with id {id}"),
+                Some("Run SELECT optidb.scan(); then pick a query_id from optidb.bottlenecks()."),
+            )
+        });
+    let mut value = detail.0;
+    let diagnosis = observed(Some(id), 1)
+        .first()
+        .map(|o| bottleneck::diagnose(&o.metrics, o.plan.as_ref(), &table_sizes()));
+    value["diagnosis"] = serde_json::to_value(diagnosis).unwrap_or_default();
+    value["latency"] = serde_json::to_value(latency_stats(id)).unwrap_or_default();
+    JsonB(value)
+}

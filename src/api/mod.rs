@@ -1,0 +1,13 @@
+//! The SQL surface: every function a user (or optidb's own SQL) calls, one module per concern.
+//! `advisor` is scan()'s advice step (it stores and simulates recommendations).
+//! Who may call each one, and what it says in `\df+`, is declared in `surface`.
+
+pub mod advisor;
+pub mod bottlenecks;
+pub mod latency;
+pub mod recommend;
+pub mod refresh;
+pub mod scan;
+pub mod simulate;
+pub mod surface;
+pub mod visibility;

@@ -1,0 +1,510 @@
+//! The SQL surface in one place: who may call each function, who may read each relation and
+//! how, what pg_dump keeps, and the text `\df+`, `\dd` and `\d+` show. `optidb.apply_surface()`
+//! turns it into GRANTs, row-level security policies, `pg_extension_config_dump` registrations
+//! and COMMENTs (run by the install script, sql/security.sql, and by upgrade scripts), and
+//! `optidb.surface()` lists it, so tests/e2e/test_surface.py can check the catalog against it:
+//! a function, table or view nobody classified here fails the suite instead of silently getting
+//! no access, no RLS or no backup.
+
+use crate::postgres::errors::raise;
+use crate::postgres::rows;
+use optidb_core::vocabulary;
+use pgrx::prelude::*;
+
+/// Who may call a function.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// optidb_reader (and so optidb_admin, a member of it).
+    Reader,
+    /// optidb_admin only.
+    Admin,
+    /// Nobody but the extension's owner (the install and upgrade scripts, the views).
+    Internal,
+}
+
+impl Audience {
+    fn as_str(self) -> &'static str {
+        match self {
+            Audience::Reader => "reader",
+            Audience::Admin => "admin",
+            Audience::Internal => "internal",
+        }
+    }
+}
+
+pub struct Function {
+    /// As `regprocedure` prints it.
+    pub signature: &'static str,
+    pub audience: Audience,
+    pub comment: &'static str,
+}
+
+/// Which rows of a table optidb_reader sees (optidb_admin sees every row of every table).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// Rows of statements it may see (the `query` table itself: by its role).
+    OwnStatements,
+    /// Rows whose `query_id` is a statement it may see.
+    ByStatement,
+    /// Advice whose every statement it may see (schema-level advice serves none: visible).
+    Advice,
+    /// Every row: no statement text in it.
+    All,
+    /// Column statistics of columns it may read, as pg_stats shows them.
+    ReadableColumns,
+    /// Nothing: admin-only bookkeeping.
+    None,
+}
+
+impl Readers {
+    fn as_str(self) -> &'static str {
+        match self {
+            Readers::OwnStatements => "own_statements",
+            Readers::ByStatement => "by_statement",
+            Readers::Advice => "advice",
+            Readers::All => "all",
+            Readers::ReadableColumns => "readable_columns",
+            Readers::None => "none",
+        }
+    }
+
+    /// The reader policy's name and USING expression (every name schema-qualified).
+    fn policy(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Readers::OwnStatements => Some(("reader_own", "optidb.can_see(userid)")),
+            Readers::ByStatement => Some((
+                "reader_own",
+                "EXISTS (SELECT FROM optidb.query q WHERE q.id OPERATOR(pg_catalog.=) query_id)",
+            )),
+            Readers::Advice => Some((
+                "reader_own",
+                "NOT EXISTS (SELECT FROM pg_catalog.unnest(query_ids) AS served(id) \
+                 WHERE NOT EXISTS (SELECT FROM optidb.query q \
+                                   WHERE q.id OPERATOR(pg_catalog.=) served.id))",
+            )),
+            Readers::All => Some(("reader_all", "true")),
+            Readers::ReadableColumns => Some((
+                "reader_readable",
+                "pg_catalog.has_column_privilege(relid, attname::text, 'SELECT')",
+            )),
+            Readers::None => None,
+        }
+    }
+}
+
+/// What becomes of a table's rows in pg_dump.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// History and advice: dumped with its identity sequences (pg_extension_config_dump).
+    Dumped,
+    /// Not dumped: the reason (part of the table's comment), e.g. a cache scan() rebuilds.
+    NotDumped(&'static str),
+}
+
+pub struct Table {
+    pub name: &'static str,
+    pub readers: Readers,
+    pub kept: Kept,
+    pub comment: &'static str,
+}
+
+/// Views readers query (security barrier over the materialized views, filtered by can_see).
+const READER_VIEWS: [&str; 4] = [
+    "query_metrics",
+    "query_metrics_hourly",
+    "query_metrics_daily",
+    "table_metrics",
+];
+
+/// Materialized views: not RLS-capable, so nobody but the owner reads them directly.
+const MATERIALIZED_VIEWS: [&str; 4] = [
+    "mv_query_metrics",
+    "mv_query_metrics_hourly",
+    "mv_query_metrics_daily",
+    "mv_table_metrics",
+];
+
+pub const FUNCTIONS: &[Function] = &[
+    Function {
+        signature: "optidb.bottlenecks(integer)",
+        audience: Audience::Reader,
+        comment: "The statements with the largest total execution time, each with reason, evidence, DDL and confidence",
+    },
+    Function {
+        signature: "optidb.query(bigint)",
+        audience: Audience::Reader,
+        comment: "Everything optidb knows about one statement (jsonb): text, metrics, latency, plans, samples, advice, simulations",
+    },
+    Function {
+        signature: "optidb.recommend(bigint)",
+        audience: Audience::Reader,
+        comment: "Open recommendations (all, or those serving one statement) with DDL, rationale, evidence and simulated gain",
+    },
+    Function {
+        signature: "optidb.execution_time_stats(bigint,timestamp with time zone,timestamp with time zone)",
+        audience: Audience::Reader,
+        comment: "Execution-time statistics per statement over a time range, from optidb's own histograms",
+    },
+    Function {
+        signature: "optidb.can_see(oid)",
+        audience: Audience::Reader,
+        comment: "True when the current user may see statements of role owner (member of it, of optidb_admin or of pg_read_all_stats)",
+    },
+    Function {
+        signature: "optidb.surface()",
+        audience: Audience::Reader,
+        comment: "optidb's SQL surface: each function's audience, each table's reader rule and whether pg_dump keeps it, each enumerated column's values",
+    },
+    Function {
+        signature: "optidb.scan(integer)",
+        audience: Audience::Admin,
+        comment: "Store pg_stat_statements and latency deltas, catalog facts and samples, capture plans as each statement's owner and refresh advice",
+    },
+    Function {
+        signature: "optidb.snapshot(integer)",
+        audience: Audience::Admin,
+        comment: "The light half of scan(): store pg_stat_statements and latency deltas, catalog facts and samples",
+    },
+    Function {
+        signature: "optidb.prune()",
+        audience: Audience::Admin,
+        comment: "Delete history older than optidb.retention days; returns the rows deleted",
+    },
+    Function {
+        signature: "optidb.refresh(text)",
+        audience: Audience::Admin,
+        comment: "Refresh the materialized metric views (all, or the one named), each within optidb.refresh_timeout",
+    },
+    Function {
+        signature: "optidb.simulate(bigint,bigint,text)",
+        audience: Audience::Admin,
+        comment: "Try a recommendation on a statement before touching anything: hypothetical index (hypopg) or a real one, rolled back",
+    },
+    Function {
+        signature: "optidb.latency_counters()",
+        audience: Audience::Admin,
+        comment: "The live shared-memory latency counters of this database (no history)",
+    },
+    Function {
+        signature: "optidb.memory()",
+        audience: Audience::Admin,
+        comment: "optidb's own shared memory: entries used, capacity, bytes, evictions",
+    },
+    Function {
+        signature: "optidb.latency_rollup(text)",
+        audience: Audience::Admin,
+        comment: "Latency history merged per statement and hour or day (what the metric views are built from)",
+    },
+    Function {
+        signature: "optidb.query_metrics_by(text)",
+        audience: Audience::Admin,
+        comment: "pg_stat_statements metrics and latency per statement and hour or day (body of the hourly and daily views)",
+    },
+    Function {
+        signature: "optidb.apply_surface(boolean)",
+        audience: Audience::Internal,
+        comment: "Install and upgrade scripts only: grants, row-level security, dump registration and comments from optidb's surface registry",
+    },
+];
+
+const CACHE: &str = "not dumped: a cache of the catalog that every scan() rebuilds";
+
+pub const TABLES: &[Table] = &[
+    Table {
+        name: "query",
+        readers: Readers::OwnStatements,
+        kept: Kept::Dumped,
+        comment: "One row per distinct statement (fingerprint, role, database) seen in pg_stat_statements",
+    },
+    Table {
+        name: "metric",
+        readers: Readers::ByStatement,
+        kept: Kept::Dumped,
+        comment: "Per-snapshot deltas of pg_stat_statements counters per statement",
+    },
+    Table {
+        name: "sample",
+        readers: Readers::ByStatement,
+        kept: Kept::Dumped,
+        comment: "Sampled executions: text as run, search_path, parameter values and relations used (user data, visible like the statement)",
+    },
+    Table {
+        name: "plan",
+        readers: Readers::ByStatement,
+        kept: Kept::Dumped,
+        comment: "EXPLAIN captures (generic and custom plans) and the facts derived from them, or why a statement could not be explained",
+    },
+    Table {
+        name: "latency",
+        readers: Readers::ByStatement,
+        kept: Kept::Dumped,
+        comment: "Per-snapshot deltas of optidb's own execution-time histograms per statement",
+    },
+    Table {
+        name: "simulation",
+        readers: Readers::ByStatement,
+        kept: Kept::Dumped,
+        comment: "Before/after of one recommendation on one statement (hypothetical or real index)",
+    },
+    Table {
+        name: "recommendation",
+        readers: Readers::Advice,
+        kept: Kept::Dumped,
+        comment: "Advice derived by scan(): DDL, rationale, evidence, confidence, status",
+    },
+    Table {
+        name: "scan_log",
+        readers: Readers::All,
+        kept: Kept::Dumped,
+        comment: "One row per scan() or snapshot() run",
+    },
+    Table {
+        name: "refresh_log",
+        readers: Readers::All,
+        kept: Kept::Dumped,
+        comment: "One row per materialized view refresh by refresh()",
+    },
+    Table {
+        name: "schema_table",
+        readers: Readers::All,
+        kept: Kept::NotDumped(CACHE),
+        comment: "Catalog facts per table: size, rows, scans, vacuum and analyze times",
+    },
+    Table {
+        name: "schema_index",
+        readers: Readers::All,
+        kept: Kept::NotDumped(CACHE),
+        comment: "Catalog facts per index: definition, columns, size, scans",
+    },
+    Table {
+        name: "schema_column",
+        readers: Readers::ReadableColumns,
+        kept: Kept::NotDumped(CACHE),
+        comment: "Column statistics from pg_stats (no values), used to judge selectivity",
+    },
+    Table {
+        name: "pgss_state",
+        readers: Readers::None,
+        kept: Kept::NotDumped(
+            "not dumped: this server's last pg_stat_statements counters, the baseline the next snapshot() starts from",
+        ),
+        comment: "Last cumulative pg_stat_statements counters per entry",
+    },
+    Table {
+        name: "latency_state",
+        readers: Readers::None,
+        kept: Kept::NotDumped(
+            "not dumped: this server's last shared-memory latency counters, the baseline the next snapshot() starts from",
+        ),
+        comment: "Last cumulative latency counters per entry",
+    },
+    Table {
+        name: "job_lock",
+        readers: Readers::None,
+        kept: Kept::NotDumped("not dumped: CREATE EXTENSION makes its rows"),
+        comment: "The row locks that keep optidb's jobs apart",
+    },
+];
+
+/// Each enumerated column's allowed values, from the Rust types the code uses; the test
+/// compares them with the tables' CHECK constraints.
+fn enumerations() -> Vec<(&'static str, Vec<&'static str>)> {
+    vocabulary::COLUMNS
+        .iter()
+        .map(|(column, values)| (*column, values()))
+        .collect()
+}
+
+/// The registry as rows: kind (function, table, view, materialized view, enum), name, who may
+/// use it and how (audience or reader rule), whether pg_dump keeps it, comment or values.
+#[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn surface() -> TableIterator<
+    'static,
+    (
+        name!(kind, String),
+        name!(name, String),
+        name!(access, String),
+        name!(dumped, Option<bool>),
+        name!(description, String),
+    ),
+> {
+    let functions = FUNCTIONS.iter().map(|f| {
+        (
+            "function".to_string(),
+            f.signature.to_string(),
+            f.audience.as_str().to_string(),
+            None,
+            f.comment.to_string(),
+        )
+    });
+    let tables = TABLES.iter().map(|t| {
+        (
+            "table".to_string(),
+            format!("optidb.{}", t.name),
+            t.readers.as_str().to_string(),
+            Some(t.kept == Kept::Dumped),
+            table_comment(t),
+        )
+    });
+    let views = READER_VIEWS.iter().map(|v| {
+        (
+            "view".to_string(),
+            format!("optidb.{v}"),
+            "own_statements".to_string(),
+            None,
+            String::new(),
+        )
+    });
+    let materialized = MATERIALIZED_VIEWS.iter().map(|v| {
+        (
+            "materialized view".to_string(),
+            format!("optidb.{v}"),
+            "none".to_string(),
+            None,
+            String::new(),
+        )
+    });
+    let enums = enumerations().into_iter().map(|(column, values)| {
+        (
+            "enum".to_string(),
+            format!("optidb.{column}"),
+            String::new(),
+            None,
+            values.join(","),
+        )
+    });
+    let rows: Vec<_> = functions
+        .chain(tables)
+        .chain(views)
+        .chain(materialized)
+        .chain(enums)
+        .collect();
+    TableIterator::new(rows)
+}
+
+fn table_comment(t: &Table) -> String {
+    match t.kept {
+        Kept::Dumped => t.comment.to_string(),
+        Kept::NotDumped(why) => format!("{} ({why})", t.comment),
+    }
+}
+
+/// Make the catalog match the registry: EXECUTE by audience, SELECT and row-level security by
+/// reader rule, pg_dump registration, comments. Idempotent. `missing_ok`: skip objects that do
+/// not exist yet (an upgrade script run by a newer library, before the later script creates
+/// them); the install script passes false, so a registry entry without its object fails it.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn apply_surface(missing_ok: bool) {
+    let exists = |sql: &str, name: &str| {
+        rows::value::<bool>("surface object exists", sql, &[name.into()]).unwrap_or(false)
+    };
+    let missing = |what: &str| {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("optidb's surface registry names {what}, which does not exist"),
+            Some("Add the object to the install script or remove it from src/api/surface.rs."),
+        )
+    };
+    run("GRANT USAGE ON SCHEMA optidb TO optidb_reader");
+    for f in FUNCTIONS {
+        if !exists(
+            "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+            f.signature,
+        ) {
+            if missing_ok {
+                continue;
+            }
+            missing(f.signature);
+        }
+        let sig = f.signature;
+        run(&format!("REVOKE ALL ON FUNCTION {sig} FROM PUBLIC"));
+        run(&format!(
+            "COMMENT ON FUNCTION {sig} IS {}",
+            spi::quote_literal(f.comment)
+        ));
+        match f.audience {
+            Audience::Reader => run(&format!("GRANT EXECUTE ON FUNCTION {sig} TO optidb_reader")),
+            Audience::Admin => run(&format!("GRANT EXECUTE ON FUNCTION {sig} TO optidb_admin")),
+            Audience::Internal => {}
+        }
+    }
+    for t in TABLES {
+        let table = format!("optidb.{}", spi::quote_identifier(t.name));
+        if !exists(REGCLASS_EXISTS, &table) {
+            if missing_ok {
+                continue;
+            }
+            missing(&table);
+        }
+        run(&format!("REVOKE ALL ON {table} FROM PUBLIC"));
+        run(&format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"));
+        run(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"));
+        // Admins read everything and write nothing: what optidb stores is replayed as other
+        // roles, so only its own (SECURITY DEFINER) functions write it.
+        run(&format!("GRANT SELECT ON {table} TO optidb_admin"));
+        run(&format!("DROP POLICY IF EXISTS admin_reads_all ON {table}"));
+        run(&format!(
+            "CREATE POLICY admin_reads_all ON {table} FOR SELECT TO optidb_admin USING (true)"
+        ));
+        for name in ["reader_own", "reader_all", "reader_readable"] {
+            run(&format!("DROP POLICY IF EXISTS {name} ON {table}"));
+        }
+        if let Some((name, using)) = t.readers.policy() {
+            run(&format!("GRANT SELECT ON {table} TO optidb_reader"));
+            run(&format!(
+                "CREATE POLICY {name} ON {table} FOR SELECT TO optidb_reader USING ({using})"
+            ));
+        }
+        if t.kept == Kept::Dumped {
+            run(&format!(
+                "SELECT pg_catalog.pg_extension_config_dump({}, '')",
+                spi::quote_literal(&table)
+            ));
+            // Its identity sequences too, or restored rows collide with the next ids.
+            let sequences: Vec<String> = rows::select(
+                "identity sequences",
+                "SELECT pg_catalog.pg_get_serial_sequence($1, a.attname::text) AS sequence \
+                 FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attidentity <> ''",
+                &[table.clone().into()],
+                |row| row.get("sequence"),
+            );
+            for sequence in sequences {
+                run(&format!(
+                    "SELECT pg_catalog.pg_extension_config_dump({}, '')",
+                    spi::quote_literal(&sequence)
+                ));
+            }
+        }
+        run(&format!(
+            "COMMENT ON TABLE {table} IS {}",
+            spi::quote_literal(table_comment(t))
+        ));
+    }
+    for view in READER_VIEWS {
+        if missing_ok && !exists(REGCLASS_EXISTS, &format!("optidb.{view}")) {
+            continue;
+        }
+        run(&format!(
+            "REVOKE ALL ON optidb.{view} FROM PUBLIC, optidb_admin"
+        ));
+        run(&format!("GRANT SELECT ON optidb.{view} TO optidb_reader"));
+    }
+    for view in MATERIALIZED_VIEWS {
+        if missing_ok && !exists(REGCLASS_EXISTS, &format!("optidb.{view}")) {
+            continue;
+        }
+        run(&format!(
+            "REVOKE ALL ON optidb.{view} FROM PUBLIC, optidb_reader, optidb_admin"
+        ));
+    }
+}
+
+const REGCLASS_EXISTS: &str = "SELECT pg_catalog.to_regclass($1) IS NOT NULL";
+
+fn run(sql: &str) {
+    Spi::run(sql).unwrap_or_else(|e| error!("{sql}: {e}"));
+}

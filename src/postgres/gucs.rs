@@ -1,0 +1,325 @@
+//! optidb's settings (all `optidb.*`). Each is private to this module and read through an
+//! accessor, so the rest of the code never touches GUC plumbing.
+
+use crate::postgres::guarded::{Limit, TimeoutSetting};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use std::ffi::CString;
+
+static EXPLAIN_TOP_K: GucSetting<i32> = GucSetting::<i32>::new(20);
+static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2_000);
+static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+static TRACK_NESTED: GucSetting<bool> = GucSetting::<bool>::new(false);
+static TRACK_UTILITY: GucSetting<bool> = GucSetting::<bool>::new(true);
+static FAULT_INJECTION: GucSetting<Fault> = GucSetting::<Fault>::new(Fault::None);
+
+/// A fault the statement hooks raise inside their bookkeeping, while they hold the latency
+/// table's lock: for tests that prove a panic or an ERROR there leaves no lock held.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Fault {
+    None,
+    Panic,
+    Error,
+}
+static SAMPLE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+static MAX_STATEMENTS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
+static REAL_SIMULATION_MAX_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static SNAPSHOT_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+static REFRESH_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+static REFRESH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+static REAL_SIMULATION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static MAX_CONCURRENT_SIMULATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
+static REAL_SIMULATIONS_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(10);
+
+/// Settings every backend has, whether or not optidb is preloaded.
+pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"optidb.enabled",
+        c"Record execution times and failures of statements.",
+        c"Off stops recording; stored history and the SQL functions are unaffected.",
+        &ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"optidb.track_nested",
+        c"Also time statements run inside functions (nested statements).",
+        c"Off: only top-level statements are timed, like pg_stat_statements.track = top.",
+        &TRACK_NESTED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"optidb.track_utility",
+        c"Also time utility statements (DDL, COPY, EXPLAIN, CALL, DO, ...).",
+        c"Like pg_stat_statements.track_utility. EXECUTE, PREPARE and DEALLOCATE are never timed themselves: the statement an EXECUTE runs is.",
+        &TRACK_UTILITY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.sample_interval",
+        c"How often a statement's execution is sampled (its search_path and parameter values).",
+        c"The first execution of each statement and every new slowest one are sampled too; 0 turns sampling off.",
+        &SAMPLE_INTERVAL_S,
+        0,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_enum_guc(
+        c"optidb.fault_injection",
+        c"For tests only: make statement recording panic or raise an ERROR while it holds its lock.",
+        c"none (the default), panic or error. The statement itself is unaffected; recording stops in that session.",
+        &FAULT_INJECTION,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.retention",
+        c"Days of history (metric deltas, latency histograms) scan() keeps.",
+        c"Older rows are deleted in batches by each scan().",
+        &RETENTION_DAYS,
+        1,
+        3650,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.explain_top_k",
+        c"How many of the slowest statements scan() captures a generic plan for.",
+        c"Each capture is one PREPARE plus EXPLAIN in the calling backend; 0 disables plans.",
+        &EXPLAIN_TOP_K,
+        0,
+        1_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.statement_timeout",
+        c"Time limit for each statement optidb runs on its own behalf (EXPLAIN captures).",
+        c"A capture that takes longer is recorded as timed out and skipped; the scan goes on.",
+        &STATEMENT_TIMEOUT_MS,
+        1,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.real_simulation_max_bytes",
+        c"Largest table (with its indexes) simulate(mode => 'real') builds a real index on.",
+        c"Building an index takes a lock that blocks writes to the table until the simulation ends.",
+        &REAL_SIMULATION_MAX_MB,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.real_simulation_timeout",
+        c"Time limit for building the real index of simulate(mode => 'real').",
+        c"The build blocks writes to its table; with the measured run (optidb.statement_timeout) this bounds how long.",
+        &REAL_SIMULATION_TIMEOUT_MS,
+        1,
+        3_600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.max_concurrent_simulations",
+        c"How many simulate(mode => 'real') may run at the same time in a database.",
+        c"A further one fails with SQLSTATE 53400 instead of queueing.",
+        &MAX_CONCURRENT_SIMULATIONS,
+        1,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.real_simulations_per_minute",
+        c"How many simulate(mode => 'real') may start per minute in a database.",
+        c"A further one fails with SQLSTATE 53400; counted from optidb.simulation.",
+        &REAL_SIMULATIONS_PER_MINUTE,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.snapshot_interval",
+        c"How often the background worker runs optidb.snapshot().",
+        c"Each snapshot stores pg_stat_statements and latency deltas since the previous one.",
+        &SNAPSHOT_INTERVAL_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.refresh_interval",
+        c"How often the background worker runs optidb.refresh() and optidb.prune().",
+        c"Readers see metrics as of the last refresh.",
+        &REFRESH_INTERVAL_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.lock_timeout",
+        c"Longest wait for the lock that keeps two optidb.refresh() runs apart.",
+        c"A refresh that cannot get it in time fails with SQLSTATE 55P03.",
+        &LOCK_TIMEOUT_MS,
+        1,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.refresh_timeout",
+        c"Time limit for refreshing one materialized view.",
+        c"A refresh that takes longer is rolled back (the previous contents stay) and logged as failed.",
+        &REFRESH_TIMEOUT_MS,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+}
+
+/// Settings that only make sense at server start (PGC_POSTMASTER): PostgreSQL refuses to define
+/// them once the server runs, so they exist only when optidb is in shared_preload_libraries.
+/// Without preloading, their defaults apply (nothing reads them then).
+pub fn init_preloaded() {
+    GucRegistry::define_int_guc(
+        c"optidb.max_statements",
+        c"Statements the shared latency table holds (each about 4.6 kB).",
+        c"When full, the least used entry is evicted and counted in optidb.memory.",
+        &MAX_STATEMENTS,
+        100,
+        100_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"optidb.database",
+        c"Database the optidb background worker connects to.",
+        c"optidb must be installed there (CREATE EXTENSION optidb); the worker idles otherwise.",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+}
+
+pub fn database() -> String {
+    DATABASE
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "postgres".into())
+}
+
+pub fn snapshot_interval_s() -> i32 {
+    SNAPSHOT_INTERVAL_S.get()
+}
+
+pub fn refresh_interval_s() -> i32 {
+    REFRESH_INTERVAL_S.get()
+}
+
+pub fn lock_timeout_ms() -> i32 {
+    LOCK_TIMEOUT_MS.get()
+}
+
+/// The longest wait for a lock optidb takes (refresh, replays, real simulations).
+pub fn lock_limit() -> Limit {
+    Limit {
+        ms: LOCK_TIMEOUT_MS.get(),
+        setting: TimeoutSetting::Lock,
+    }
+}
+
+pub fn refresh_limit() -> Limit {
+    Limit {
+        ms: REFRESH_TIMEOUT_MS.get(),
+        setting: TimeoutSetting::Refresh,
+    }
+}
+
+// These two are read by the statement hooks on every statement. `get()` re-checks that it runs
+// on the backend's main thread each time; the hooks only ever run there, so read the value
+// PostgreSQL maintains directly.
+pub fn enabled() -> bool {
+    // SAFETY: the variable PostgreSQL's GUC machinery writes for this setting (registered in
+    // `init`), a plain bool of this backend. It is only read or written on the backend's
+    // main thread, which is the only thread optidb's code runs on.
+    unsafe { *ENABLED.as_ptr() }
+}
+
+pub fn track_nested() -> bool {
+    // SAFETY: as in `enabled`.
+    unsafe { *TRACK_NESTED.as_ptr() }
+}
+
+/// Read on every recorded statement: without pgrx's per-read thread check, as `enabled`.
+pub fn fault_injection() -> Fault {
+    // SAFETY: as in `enabled`; for an enum setting the variable holds the ordinal, an i32.
+    match unsafe { *FAULT_INJECTION.as_ptr() } {
+        0 => Fault::None,
+        1 => Fault::Panic,
+        _ => Fault::Error,
+    }
+}
+
+pub fn track_utility() -> bool {
+    // SAFETY: as in `enabled`.
+    unsafe { *TRACK_UTILITY.as_ptr() }
+}
+
+/// Microseconds between samples of one statement; 0 when sampling is off.
+pub fn sample_interval_us() -> i64 {
+    // SAFETY: as in `enabled` (an i32 setting).
+    unsafe { *SAMPLE_INTERVAL_S.as_ptr() as i64 * 1_000_000 }
+}
+
+pub fn max_statements() -> i32 {
+    MAX_STATEMENTS.get()
+}
+
+pub fn retention_days() -> i32 {
+    RETENTION_DAYS.get()
+}
+
+pub fn real_simulation_max_bytes() -> i64 {
+    REAL_SIMULATION_MAX_MB.get() as i64 * 1024 * 1024
+}
+
+pub fn explain_top_k() -> i32 {
+    EXPLAIN_TOP_K.get()
+}
+
+/// The time limit of a real simulation's index build.
+pub fn real_simulation_limit() -> Limit {
+    Limit {
+        ms: REAL_SIMULATION_TIMEOUT_MS.get(),
+        setting: TimeoutSetting::RealSimulation,
+    }
+}
+
+pub fn max_concurrent_simulations() -> i32 {
+    MAX_CONCURRENT_SIMULATIONS.get()
+}
+
+pub fn real_simulations_per_minute() -> i32 {
+    REAL_SIMULATIONS_PER_MINUTE.get()
+}
+
+/// The time limit of each statement optidb runs on its own behalf (EXPLAIN captures).
+pub fn statement_limit() -> Limit {
+    Limit {
+        ms: STATEMENT_TIMEOUT_MS.get(),
+        setting: TimeoutSetting::Statement,
+    }
+}

@@ -1,0 +1,88 @@
+//! hypopg. Hypothetical indexes live in backend memory, outside any transaction, so every one
+//! optidb creates is dropped by oid whatever happens next (success, error, cancel), with
+//! interrupts held while dropping (guarded::cleanup); no hypopg_reset(). optidb uses them only
+//! in its replay workers (src/postgres/replay_worker.rs), never in a user's session.
+
+use crate::postgres::errors::raise;
+use crate::postgres::guarded::{self, Failure};
+use crate::postgres::replay::{self, Context};
+use crate::postgres::rows;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use std::panic::UnwindSafe;
+
+pub struct Hypopg {
+    /// Quoted, for SQL text.
+    schema: String,
+    name: String,
+}
+
+/// hypopg's schema in this database, if the extension is installed.
+pub fn locate() -> Option<Hypopg> {
+    rows::value::<String>(
+        "hypopg schema",
+        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'",
+        &[],
+    )
+    .map(|schema| Hypopg::in_schema(&schema))
+}
+
+pub fn require() -> Hypopg {
+    locate().unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "the hypopg extension is not installed in this database",
+            Some("Install the hypopg package for your PostgreSQL version, then run CREATE EXTENSION hypopg;"),
+        )
+    })
+}
+
+impl Hypopg {
+    /// hypopg installed in `schema` (as `locate` found it in the caller's database).
+    pub fn in_schema(schema: &str) -> Hypopg {
+        Hypopg {
+            schema: quote_identifier(schema),
+            name: schema.to_string(),
+        }
+    }
+
+    /// The schema's name, unquoted (what a replay worker is told).
+    pub fn schema_name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Create the hypothetical index `index_sql` (a plain CREATE INDEX) in the statement's
+    /// context (its expressions resolve as the statement's do), run `work` while it exists, and
+    /// drop it again in every case.
+    pub fn with_index<R>(
+        &self,
+        context: &Context,
+        index_sql: &str,
+        work: impl FnOnce() -> R + UnwindSafe,
+    ) -> Result<R, Failure> {
+        let create = format!(
+            "SELECT indexrelid FROM {}.hypopg_create_index($1)",
+            self.schema
+        );
+        let oid = guarded::run(None, || {
+            replay::as_owner(context, || {
+                Spi::get_one_with_args::<pg_sys::Oid>(&create, &[index_sql.into()])
+                    .unwrap_or_else(|e| error!("{e}"))
+            })
+        })?
+        .ok_or_else(|| Failure::Error {
+            sqlstate: "XX000".into(),
+            message: "hypopg_create_index returned no index".into(),
+        })?;
+        let drop = format!("SELECT {}.hypopg_drop_index($1)", self.schema);
+        Ok(PgTryBuilder::new(work)
+            .finally(|| {
+                guarded::cleanup(|| {
+                    Spi::run_with_args(&drop, &[oid.into()]).ok();
+                })
+            })
+            .execute())
+    }
+}

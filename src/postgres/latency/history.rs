@@ -1,0 +1,290 @@
+//! optidb.latency, the history of optidb's own execution-time histograms: each snapshot stores
+//! what the shared-memory table counted since the previous one (and the new baselines), and
+//! `merged` reads any time range of it back as statistics.
+
+use super::table::{self, EntryCopy};
+use crate::postgres::pgss;
+use crate::postgres::rows::{self, Row};
+use optidb_core::histogram::{Histogram, Stats, BUCKETS};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use std::collections::HashMap;
+
+/// Cumulative counters stored at the previous snapshot.
+struct Baseline {
+    calls: u64,
+    errors: u64,
+    sum_ns: u64,
+    classes: HashMap<String, u64>,
+    buckets: Vec<u64>,
+}
+
+/// What happened to one statement between two snapshots.
+#[derive(Default)]
+struct Delta {
+    calls: u64,
+    errors: u64,
+    classes: HashMap<String, u64>,
+    hist: Histogram,
+}
+
+fn baselines(dbid: u32) -> HashMap<(i64, u32), Baseline> {
+    rows::select(
+        "latency baselines",
+        "SELECT queryid, userid::int8 AS userid, calls, errors, sum_ns, error_classes, buckets, \
+                counts \
+         FROM optidb.latency_state WHERE dbid = $1::int8::oid",
+        &[(dbid as i64).into()],
+        |row| {
+            let mut buckets = vec![0u64; BUCKETS];
+            let idx: Vec<i32> = row.get("buckets");
+            let counts: Vec<i64> = row.get("counts");
+            for (b, c) in idx.iter().zip(&counts) {
+                if let Some(slot) = usize::try_from(*b).ok().and_then(|b| buckets.get_mut(b)) {
+                    *slot = *c as u64;
+                }
+            }
+            (
+                (row.get("queryid"), row.get::<i64>("userid") as u32),
+                Baseline {
+                    calls: row.get::<i64>("calls") as u64,
+                    errors: row.get::<i64>("errors") as u64,
+                    sum_ns: row.get::<i64>("sum_ns") as u64,
+                    classes: row.json("error_classes").unwrap_or_default(),
+                    buckets,
+                },
+            )
+        },
+    )
+    .into_iter()
+    .collect()
+}
+
+/// Counters only grow between resets; if any went down (crash, eviction and re-insert) the
+/// whole current value is new.
+fn delta(now: &EntryCopy, base: Option<&Baseline>) -> Delta {
+    let grew = |b: &Baseline| {
+        now.calls >= b.calls
+            && now.errors >= b.errors
+            && now.sum_ns >= b.sum_ns
+            && now
+                .buckets
+                .iter()
+                .zip(&b.buckets)
+                .all(|(n, o)| *n as u64 >= *o)
+    };
+    let base = base.filter(|b| grew(b));
+    let mut hist = Histogram::default();
+    for (i, n) in now.buckets.iter().enumerate() {
+        hist.counts[i] = *n as u64 - base.map_or(0, |b| b.buckets[i]);
+    }
+    let calls = now.calls - base.map_or(0, |b| b.calls);
+    hist.count = calls;
+    hist.sum_us = (now.sum_ns - base.map_or(0, |b| b.sum_ns)) as f64 / 1000.0;
+    hist.min_us = now.interval_min_ns as f64 / 1000.0;
+    hist.max_us = now.interval_max_ns as f64 / 1000.0;
+    let classes = now
+        .error_classes
+        .iter()
+        .map(|(c, n)| {
+            let before = base.and_then(|b| b.classes.get(c)).copied().unwrap_or(0);
+            (c.clone(), n.saturating_sub(before))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    Delta {
+        calls,
+        errors: now.errors - base.map_or(0, |b| b.errors),
+        classes,
+        hist,
+    }
+}
+
+/// Copy what happened since the previous snapshot into optidb.latency, for statements optidb
+/// tracks (those in optidb.pgss_state). Returns the number of history rows written.
+pub fn store_deltas(captured_at: &TimestampWithTimeZone) -> usize {
+    // SAFETY: a plain global of this backend, set when it connected to its database, before
+    // any statement runs.
+    let dbid = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    let entries = table::read_all(Some(dbid), true);
+    if entries.is_empty() {
+        return 0;
+    }
+    let base = baselines(dbid);
+    let owners = pgss::owners(dbid);
+
+    let mut per_query: HashMap<i64, Delta> = HashMap::new();
+    for e in &entries {
+        let key = (e.key.queryid as i64, e.key.userid);
+        if let (Some(query_id), Some((ns, text))) = (owners.get(&key), &e.slowest) {
+            Spi::run_with_args(
+                "UPDATE optidb.query SET slowest_sql = $2, slowest_ms = $3 \
+                 WHERE id = $1 AND (slowest_ms IS NULL OR slowest_ms < $3)",
+                &[
+                    (*query_id).into(),
+                    text.clone().into(),
+                    (*ns as f64 / 1e6).into(),
+                ],
+            )
+            .unwrap_or_else(|e| error!("{e}"));
+        }
+        let d = delta(e, base.get(&key));
+        if d.calls + d.errors == 0 {
+            continue;
+        }
+        let Some(query_id) = owners.get(&key) else {
+            continue;
+        };
+        let acc = per_query.entry(*query_id).or_default();
+        acc.calls += d.calls;
+        acc.errors += d.errors;
+        for (c, n) in d.classes {
+            *acc.classes.entry(c).or_default() += n;
+        }
+        if d.calls > 0 {
+            acc.hist.merge(&d.hist);
+        }
+    }
+    for (query_id, d) in &per_query {
+        let (idx, counts) = d.hist.sparse();
+        // Extremes are only known when a call of this interval recorded them.
+        let has_extremes = d.calls > 0 && d.hist.min_us <= d.hist.max_us;
+        Spi::run_with_args(
+            "INSERT INTO optidb.latency (query_id, captured_at, calls, errors, error_classes, \
+                 sum_us, min_us, max_us, buckets, counts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (query_id, captured_at) DO NOTHING",
+            &[
+                (*query_id).into(),
+                (*captured_at).into(),
+                (d.calls as i64).into(),
+                (d.errors as i64).into(),
+                JsonB(serde_json::to_value(&d.classes).unwrap_or_default()).into(),
+                d.hist.sum_us.into(),
+                has_extremes.then_some(d.hist.min_us).into(),
+                has_extremes.then_some(d.hist.max_us).into(),
+                idx.into(),
+                counts.into(),
+            ],
+        )
+        .unwrap_or_else(|e| error!("storing latency history failed: {e}"));
+    }
+    store_baselines(&entries);
+    per_query.len()
+}
+
+fn store_baselines(entries: &[EntryCopy]) {
+    for e in entries {
+        let (idx, counts): (Vec<i32>, Vec<i64>) = e
+            .buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| (i as i32, *c as i64))
+            .unzip();
+        let classes: HashMap<&str, u64> = e
+            .error_classes
+            .iter()
+            .map(|(c, n)| (c.as_str(), *n))
+            .collect();
+        Spi::run_with_args(
+            "INSERT INTO optidb.latency_state AS s (queryid, userid, dbid, calls, errors, \
+                 error_classes, sum_ns, buckets, counts) \
+             VALUES ($1, $2::int8::oid, $3::int8::oid, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (queryid, userid, dbid) DO UPDATE SET calls = excluded.calls, \
+                 errors = excluded.errors, error_classes = excluded.error_classes, \
+                 sum_ns = excluded.sum_ns, buckets = excluded.buckets, counts = excluded.counts",
+            &[
+                (e.key.queryid as i64).into(),
+                (e.key.userid as i64).into(),
+                (e.key.dbid as i64).into(),
+                (e.calls as i64).into(),
+                (e.errors as i64).into(),
+                JsonB(serde_json::to_value(classes).unwrap_or_default()).into(),
+                (e.sum_ns as i64).into(),
+                idx.into(),
+                counts.into(),
+            ],
+        )
+        .unwrap_or_else(|e| error!("storing latency baselines failed: {e}"));
+    }
+}
+
+/// Merged statistics of one statement over a time range (or one period of it).
+pub struct Merged {
+    pub stats: Option<Stats>,
+    pub errors: i64,
+}
+
+/// One group of history rows: a statement, and the start of its period when rolled up by
+/// hour or day.
+pub type GroupKey = (i64, Option<TimestampWithTimeZone>);
+
+/// History rows fetched per round trip: bounds memory for any length of history.
+const FETCH_BATCH: i64 = 10_000;
+
+/// Merge stored histograms per statement over [start, end] (NULL bounds are open), and per
+/// UTC `grain` ("hour" or "day") when given. Rows stream through a cursor in key order, so
+/// only one group is held in memory at a time.
+pub fn merged(
+    query_id: Option<i64>,
+    start: Option<TimestampWithTimeZone>,
+    end: Option<TimestampWithTimeZone>,
+    grain: Option<&str>,
+) -> Vec<(GroupKey, Merged)> {
+    Spi::connect(|client| {
+        let mut out: Vec<(GroupKey, Merged)> = Vec::new();
+        let mut current: Option<(GroupKey, Histogram, i64)> = None;
+        let finish = |group: Option<(GroupKey, Histogram, i64)>, out: &mut Vec<_>| {
+            if let Some((key, hist, errors)) = group {
+                out.push((
+                    key,
+                    Merged {
+                        stats: hist.stats(),
+                        errors,
+                    },
+                ));
+            }
+        };
+        let mut cursor = client.open_cursor(
+            "SELECT query_id, \
+                    CASE WHEN $4::text IS NOT NULL \
+                         THEN pg_catalog.date_trunc($4, captured_at, 'UTC') END AS period, \
+                    errors, sum_us, min_us, max_us, buckets, counts \
+             FROM optidb.latency \
+             WHERE ($1::int8 IS NULL OR query_id = $1) \
+               AND ($2::timestamptz IS NULL OR captured_at >= $2) \
+               AND ($3::timestamptz IS NULL OR captured_at <= $3) \
+             ORDER BY 1, 2",
+            &[query_id.into(), start.into(), end.into(), grain.into()],
+        );
+        loop {
+            let batch = cursor.fetch(FETCH_BATCH).unwrap_or_else(|e| error!("{e}"));
+            let fetched = batch.len();
+            for tuple in batch {
+                let row = Row::new(&tuple, "latency history");
+                let key: GroupKey = (row.get("query_id"), row.opt("period"));
+                if current.as_ref().is_none_or(|(k, _, _)| *k != key) {
+                    finish(current.take(), &mut out);
+                    current = Some((key, Histogram::default(), 0));
+                }
+                let (_, hist, errors) = current.as_mut().expect("set above");
+                *errors += row.get::<i64>("errors");
+                hist.add_sparse(
+                    &row.get::<Vec<i32>>("buckets"),
+                    &row.get::<Vec<i64>>("counts"),
+                    row.get("sum_us"),
+                    // NULL: no execution in the interval had its time measured.
+                    row.opt("min_us").unwrap_or(f64::INFINITY),
+                    row.opt("max_us").unwrap_or(0.0),
+                );
+            }
+            if fetched < FETCH_BATCH as usize {
+                break;
+            }
+        }
+        finish(current.take(), &mut out);
+        out
+    })
+}

@@ -1,0 +1,15 @@
+//! Execution-time statistics recorded by optidb itself: the shared-memory table (`table`) and
+//! sample ring (`samples`), the hooks that feed them (`hooks`, with `nesting` and `failures`),
+//! their persistence (`dump`) and their history in optidb.latency (`history`). The SQL
+//! functions over them are in `crate::api::latency`.
+
+mod dump;
+mod failures;
+pub mod history;
+pub mod hooks;
+mod lwlock;
+mod nesting;
+mod raw;
+pub mod sample_store;
+pub mod samples;
+pub mod table;

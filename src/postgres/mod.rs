@@ -1,0 +1,22 @@
+//! PostgreSQL plumbing under the SQL surface: executor hooks and shared memory (`latency`), SPI
+//! rows read by name (`rows`), errors, settings (`gucs`, `settings`), locks, the background
+//! worker, and replaying statements as their owners (`replay`, `replay_worker`, `explain`,
+//! `capture`, `hypopg`), and the readers of pg_stat_statements and the catalog.
+
+pub mod backend_local;
+pub mod capture;
+pub mod catalog;
+pub mod errors;
+pub mod explain;
+pub mod guarded;
+pub mod gucs;
+pub mod hypopg;
+pub mod latency;
+pub mod locks;
+pub mod own_work;
+pub mod pgss;
+pub mod replay;
+pub mod replay_worker;
+pub mod rows;
+pub mod settings;
+pub mod worker;

@@ -1,0 +1,228 @@
+//! Reading pg_stat_statements: checking it is usable (with a message that says exactly what to
+//! change when it is not) and fetching the current database's top entries with the baseline
+//! optidb stored for each at the previous scan.
+
+use crate::postgres::errors::raise;
+use crate::postgres::rows::{self, Row};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use std::collections::HashMap;
+
+/// Where pg_stat_statements lives (its schema, already quoted for use in SQL text).
+pub struct PgssView {
+    schema: String,
+}
+
+impl PgssView {
+    pub fn statements(&self) -> String {
+        format!("{}.pg_stat_statements", self.schema)
+    }
+
+    pub fn info(&self) -> String {
+        format!("{}.pg_stat_statements_info", self.schema)
+    }
+}
+
+const SETUP_HINT: &str = "Add shared_preload_libraries = 'pg_stat_statements' to postgresql.conf \
+     (keep any libraries already listed), restart PostgreSQL, then run \
+     CREATE EXTENSION pg_stat_statements; in this database.";
+
+/// Fail with SQLSTATE 55000 unless pg_stat_statements is both preloaded and installed here.
+pub fn locate() -> PgssView {
+    // Read in C, not with current_setting(): that needs pg_read_all_settings, which
+    // optidb_admin does not have (and does not need just to learn this).
+    // SAFETY: a guarded call with a NUL-terminated name; missing_ok makes an unknown name come
+    // back as NULL (checked). A non-null result points to the setting's NUL-terminated value,
+    // which cannot change while this runs, and is copied at once.
+    let preload = unsafe {
+        let value = pg_sys::GetConfigOption(c"shared_preload_libraries".as_ptr(), true, false);
+        if value.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(value)
+                .to_string_lossy()
+                .into_owned()
+        }
+    };
+    let preloaded = preload
+        .split(',')
+        .map(|lib| lib.trim().trim_matches('"'))
+        .any(|lib| lib == "pg_stat_statements" || lib.ends_with("/pg_stat_statements"));
+    if !preloaded {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_stat_statements is not loaded: it must be listed in shared_preload_libraries",
+            Some(SETUP_HINT),
+        );
+    }
+    let schema = Spi::get_one::<String>(
+        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+         WHERE e.extname = 'pg_stat_statements'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "the pg_stat_statements extension is not installed in this database",
+            Some("Run CREATE EXTENSION pg_stat_statements; in this database, then retry."),
+        )
+    });
+    PgssView {
+        schema: quote_identifier(schema),
+    }
+}
+
+/// Cumulative counters of one pg_stat_statements entry (or of its stored baseline).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    pub calls: i64,
+    pub total_ms: f64,
+    pub rows: i64,
+    pub shared_blks_hit: i64,
+    pub shared_blks_read: i64,
+    pub temp_blks_read: i64,
+    pub temp_blks_written: i64,
+}
+
+impl Counters {
+    /// What happened since `baseline`. Counters only grow between resets, so if any went down
+    /// the entry was reset or evicted and re-created: the whole current value is new work.
+    /// This is what keeps deltas from ever being negative.
+    pub fn since(&self, baseline: Option<&Counters>) -> Counters {
+        let Some(b) = baseline else { return *self };
+        let went_down = self.calls < b.calls
+            || self.total_ms < b.total_ms
+            || self.rows < b.rows
+            || self.shared_blks_hit < b.shared_blks_hit
+            || self.shared_blks_read < b.shared_blks_read
+            || self.temp_blks_read < b.temp_blks_read
+            || self.temp_blks_written < b.temp_blks_written;
+        if went_down {
+            return *self;
+        }
+        Counters {
+            calls: self.calls - b.calls,
+            total_ms: self.total_ms - b.total_ms,
+            rows: self.rows - b.rows,
+            shared_blks_hit: self.shared_blks_hit - b.shared_blks_hit,
+            shared_blks_read: self.shared_blks_read - b.shared_blks_read,
+            temp_blks_read: self.temp_blks_read - b.temp_blks_read,
+            temp_blks_written: self.temp_blks_written - b.temp_blks_written,
+        }
+    }
+
+    pub fn add(&mut self, other: &Counters) {
+        self.calls += other.calls;
+        self.total_ms += other.total_ms;
+        self.rows += other.rows;
+        self.shared_blks_hit += other.shared_blks_hit;
+        self.shared_blks_read += other.shared_blks_read;
+        self.temp_blks_read += other.temp_blks_read;
+        self.temp_blks_written += other.temp_blks_written;
+    }
+}
+
+/// One pg_stat_statements entry of the current database.
+pub struct PgssEntry {
+    pub queryid: i64,
+    pub userid: i64,
+    pub dbid: i64,
+    pub toplevel: bool,
+    pub text: String,
+    pub current: Counters,
+    /// optidb's stored baseline for this entry, if it was seen before.
+    pub known_query_id: Option<i64>,
+    pub baseline: Option<Counters>,
+}
+
+/// Statements that only manage the session are never worth a row; this cheap text filter trims
+/// them before the parser classifies what is left (and recognises statements about optidb).
+const SKIP_PATTERN: &str = r"^\s*(begin|commit|rollback|end|abort|start\s+transaction|savepoint|release|set|reset|show|discard|deallocate|listen|unlisten|notify)\M";
+
+/// The top `limit` entries of this database by total execution time. `reset_since_last` drops
+/// stored baselines (pg_stat_statements_reset() was called since the previous scan).
+pub fn read_top(view: &PgssView, limit: i64, reset_since_last: bool) -> Vec<PgssEntry> {
+    let sql = format!(
+        "SELECT s.queryid, s.userid::int8 AS userid, s.dbid::int8 AS dbid, s.toplevel, s.query, \
+                s.calls, s.total_exec_time, s.rows, s.shared_blks_hit, s.shared_blks_read, \
+                s.temp_blks_read, s.temp_blks_written, \
+                b.query_id, b.calls AS base_calls, b.total_exec_time AS base_total_exec_time, \
+                b.rows AS base_rows, b.shared_blks_hit AS base_shared_blks_hit, \
+                b.shared_blks_read AS base_shared_blks_read, \
+                b.temp_blks_read AS base_temp_blks_read, \
+                b.temp_blks_written AS base_temp_blks_written \
+         FROM {view} s \
+         LEFT JOIN optidb.pgss_state b \
+           ON b.queryid = s.queryid AND b.userid = s.userid AND b.dbid = s.dbid \
+          AND b.toplevel = s.toplevel \
+         WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database \
+                         WHERE datname = pg_catalog.current_database()) \
+           AND s.queryid IS NOT NULL \
+           AND s.query !~* $1 \
+         ORDER BY s.total_exec_time DESC \
+         LIMIT $2",
+        view = view.statements()
+    );
+    // Column names of the counters, as pg_stat_statements and optidb.pgss_state name them.
+    let counters = |row: &Row, prefix: &str| Counters {
+        calls: row.get(&format!("{prefix}calls")),
+        total_ms: row.get(&format!("{prefix}total_exec_time")),
+        rows: row.get(&format!("{prefix}rows")),
+        shared_blks_hit: row.get(&format!("{prefix}shared_blks_hit")),
+        shared_blks_read: row.get(&format!("{prefix}shared_blks_read")),
+        temp_blks_read: row.get(&format!("{prefix}temp_blks_read")),
+        temp_blks_written: row.get(&format!("{prefix}temp_blks_written")),
+    };
+    rows::select(
+        "pg_stat_statements top entries",
+        &sql,
+        &[SKIP_PATTERN.into(), limit.into()],
+        |row| {
+            let known_query_id = row.opt::<i64>("query_id");
+            PgssEntry {
+                queryid: row.get("queryid"),
+                userid: row.get("userid"),
+                dbid: row.get("dbid"),
+                toplevel: row.get("toplevel"),
+                // NULL for a role that may not see other roles' texts: kept as no text.
+                text: row.opt("query").unwrap_or_default(),
+                current: counters(row, ""),
+                baseline: known_query_id
+                    .filter(|_| !reset_since_last)
+                    .map(|_| counters(row, "base_")),
+                known_query_id,
+            }
+        },
+    )
+}
+
+/// pg_stat_statements_info.stats_reset: changes whenever all entries were reset.
+pub fn stats_reset(view: &PgssView) -> Option<String> {
+    rows::value(
+        "pg_stat_statements reset",
+        &format!("SELECT stats_reset::text FROM {}", view.info()),
+        &[],
+    )
+}
+
+/// The statement (optidb.query id) each (queryid, userid) of database `dbid` belongs to, for
+/// the statements optidb tracks (those in optidb.pgss_state).
+pub fn owners(dbid: u32) -> HashMap<(i64, u32), i64> {
+    rows::select(
+        "statement of each latency entry",
+        "SELECT DISTINCT ON (queryid, userid) queryid, userid::int8 AS userid, query_id \
+         FROM optidb.pgss_state WHERE dbid = $1::int8::oid",
+        &[(dbid as i64).into()],
+        |row| {
+            (
+                (row.get("queryid"), row.get::<i64>("userid") as u32),
+                row.get("query_id"),
+            )
+        },
+    )
+    .into_iter()
+    .collect()
+}

@@ -1,0 +1,543 @@
+//! Replaying a user's statement (EXPLAIN, hypothetical and real simulations) in the context it
+//! ran in, never in the caller's: as the role that ran it, inside a security-restricted
+//! operation, with the search_path it ran with.
+//!
+//! Why: planning evaluates functions (immutable ones are folded, stable ones are called to
+//! estimate selectivity of a custom plan) and EXPLAIN ANALYZE runs everything. Replayed as
+//! whoever calls scan() or simulate(), a statement's functions would run with that caller's
+//! privileges: a plain role could read pg_authid or run a shell command through an admin's
+//! scan. PostgreSQL runs maintenance work on other roles' objects the same way
+//! (REFRESH MATERIALIZED VIEW, VACUUM, ANALYZE): `SetUserIdAndSecContext(owner,
+//! SECURITY_RESTRICTED_OPERATION)` plus a GUC nest level, so the statement can do exactly what
+//! its owner could, minus SET ROLE, temporary tables and the like, and the caller lends nothing.
+//!
+//! Where the search_path comes from, in order (stored with every plan as `path_source`):
+//! 1. `recorded`: what optidb's hooks saw when the statement ran (optidb preloaded);
+//! 2. `role_database_setting`, `role_setting`, `database_setting`: ALTER ROLE/DATABASE ... SET
+//!    search_path (pg_db_role_setting), the way a new session of the owner would get it;
+//! 3. `server_default`: PostgreSQL's built-in `"$user", public`;
+//! 4. `inferred`: when the relations the statement names do not all resolve under 2/3, the one
+//!    schema in which every unresolved relation exists is put first. Several candidates, or
+//!    none, is an explanation stored with the statement, never a guess.
+
+use crate::postgres::guarded::{self, Failure};
+use crate::postgres::rows;
+use crate::postgres::settings::{self, Setting};
+use optidb_core::search_path;
+use optidb_core::statement::{self, StatementInfo};
+use optidb_core::vocabulary::{PathSource, PlanKind, SampleKind};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::panic::AssertUnwindSafe;
+
+/// PostgreSQL's built-in search_path (the boot value of the setting).
+const SERVER_DEFAULT_PATH: &str = "\"$user\", public";
+
+/// The role a statement runs as.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub oid: pg_sys::Oid,
+    pub name: String,
+}
+
+/// Everything a replay needs besides the statement text.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub owner: Owner,
+    pub search_path: String,
+    pub path_source: PathSource,
+}
+
+/// A stored statement, ready to be replayed.
+pub struct Stored {
+    pub info: StatementInfo,
+    pub context: Context,
+    /// The relations the statement used when it was sampled (empty: unknown).
+    pub relations: Vec<u32>,
+    /// The typical sampled execution its latest plans were captured for, if any.
+    pub sampled: Option<Sampled>,
+    /// Advice rests on the custom plan of `sampled` (else on the generic plan).
+    pub sampled_is_basis: bool,
+}
+
+/// A sampled execution ready to be planned with its values: its own text (the statement a
+/// PREPARE prepares, for an SQL-level EXECUTE), the parameter types to declare and the values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub sample_id: Option<i64>,
+    pub sql: String,
+    pub param_types: Vec<String>,
+    pub values: Vec<Option<String>>,
+}
+
+impl Sampled {
+    /// From a sample's text, built-in parameter types (schema-qualified names, None for one
+    /// that is not built in) and values: None unless the text is one explainable statement
+    /// with as many placeholders as values.
+    fn new(
+        sample_id: Option<i64>,
+        text: &str,
+        types: Vec<Option<String>>,
+        values: Vec<Option<String>>,
+    ) -> Option<Sampled> {
+        let (_, info) = preparable(text).ok()?;
+        if info.placeholders != values.len() {
+            return None;
+        }
+        // The types the client bound, when every one is known; else the PREPARE's own.
+        let param_types = match types.into_iter().collect::<Option<Vec<String>>>() {
+            Some(t) if !t.is_empty() => t,
+            _ => info.param_types,
+        };
+        Some(Sampled {
+            sample_id,
+            sql: info.text,
+            param_types,
+            values,
+        })
+    }
+}
+
+/// Statement `query_id` of optidb.query, ready to replay. None when there is no such statement
+/// (or the caller may not see it); Err when it cannot be replayed, with the reason.
+pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
+    let (raw_sql, userid) = rows::first(
+        "statement to replay",
+        "SELECT raw_sql, userid FROM optidb.query WHERE id = $1",
+        &[query_id.into()],
+        |row| {
+            (
+                row.get::<String>("raw_sql"),
+                row.get::<pg_sys::Oid>("userid"),
+            )
+        },
+    )?;
+    Some(preparable(&raw_sql).and_then(|(_, info)| {
+        let recorded = recorded(query_id);
+        let (path, relations) = recorded.map(|r| (r.search_path, r.relations)).unzip();
+        let context = resolve(userid, path, &info.tables)?;
+        let (sampled, sampled_is_basis) = latest_typical_plan(query_id).unzip();
+        Ok(Stored {
+            info,
+            context,
+            relations: relations.unwrap_or_default(),
+            sampled,
+            sampled_is_basis: sampled_is_basis.unwrap_or(false),
+        })
+    }))
+}
+
+/// What optidb's hooks recorded of the statement's latest sampled execution.
+pub struct Recorded {
+    pub search_path: String,
+    /// The relations its plan used (empty when there were too many to keep).
+    pub relations: Vec<u32>,
+}
+
+pub fn recorded(query_id: i64) -> Option<Recorded> {
+    rows::first(
+        "recorded search_path",
+        "SELECT search_path, relation_oids FROM optidb.sample \
+         WHERE query_id = $1 AND search_path IS NOT NULL \
+         ORDER BY started_at DESC LIMIT 1",
+        &[query_id.into()],
+        |row| Recorded {
+            search_path: row.get("search_path"),
+            relations: row
+                .opt::<Vec<Option<pg_sys::Oid>>>("relation_oids")
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .map(|r| r.to_u32())
+                .collect(),
+        },
+    )
+}
+
+/// Text, built-in parameter types (NULL for others) and values of samples of one statement.
+const SAMPLES_SQL: &str = "
+SELECT s.id, s.sql_text,
+       ARRAY(SELECT CASE WHEN t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
+                         THEN 'pg_catalog.' || pg_catalog.quote_ident(t.typname::text) END
+             FROM pg_catalog.unnest(s.param_types) WITH ORDINALITY AS u(type, n)
+             LEFT JOIN pg_catalog.pg_type t ON t.oid = u.type ORDER BY u.n) AS param_types,
+       s.param_values
+FROM optidb.sample s
+WHERE s.query_id = $1 AND s.kind = $2 AND s.values_known AND s.sql_text IS NOT NULL
+ORDER BY CASE WHEN $3::float8 IS NOT NULL
+              THEN abs(ln(greatest(s.elapsed_ms, 0.001) / greatest($3, 0.001))) END,
+         s.elapsed_ms DESC, s.started_at DESC
+LIMIT 5";
+
+fn samples(query_id: i64, kind: SampleKind, near_ms: Option<f64>) -> Option<Sampled> {
+    rows::select(
+        "samples of a statement",
+        SAMPLES_SQL,
+        &[query_id.into(), kind.as_str().into(), near_ms.into()],
+        |row| {
+            Sampled::new(
+                Some(row.get("id")),
+                &row.get::<String>("sql_text"),
+                row.get("param_types"),
+                row.get("param_values"),
+            )
+        },
+    )
+    .into_iter()
+    .flatten()
+    .next()
+}
+
+/// The typical sampled execution: the one whose time is closest to the statement's median.
+pub fn typical_sample(query_id: i64) -> Option<Sampled> {
+    let median = crate::postgres::latency::history::merged(Some(query_id), None, None, None)
+        .into_iter()
+        .next()
+        .and_then(|(_, m)| m.stats)
+        .map(|s| s.median_ms);
+    samples(query_id, SampleKind::Typical, median)
+}
+
+/// The slowest sampled execution.
+pub fn slowest_sample(query_id: i64) -> Option<Sampled> {
+    samples(query_id, SampleKind::Slowest, None)
+}
+
+/// The typical plan of the statement's latest capture: what it was made for, and whether
+/// advice rests on it.
+fn latest_typical_plan(query_id: i64) -> Option<(Sampled, bool)> {
+    rows::first(
+        "latest typical plan",
+        "SELECT sample_id, sql_text, param_types, param_values, basis FROM optidb.plan \
+         WHERE query_id = $1 AND plan_kind = $2 AND plan_json IS NOT NULL \
+           AND sql_text IS NOT NULL AND param_values IS NOT NULL \
+           AND captured_at = (SELECT max(captured_at) FROM optidb.plan WHERE query_id = $1) \
+         LIMIT 1",
+        &[query_id.into(), PlanKind::Typical.as_str().into()],
+        |row| {
+            (
+                Sampled {
+                    sample_id: row.opt("sample_id"),
+                    sql: row.get("sql_text"),
+                    param_types: row.opt("param_types").unwrap_or_default(),
+                    values: row.get("param_values"),
+                },
+                row.get("basis"),
+            )
+        },
+    )
+}
+
+fn not_explainable(message: String) -> Failure {
+    Failure::Error {
+        sqlstate: "0A000".into(),
+        message,
+    }
+}
+
+/// The statement text as it can be PREPAREd (pg_stat_statements' typed-literal artifacts
+/// repaired), with what its parse tree says (`info.text` is what to PREPARE: for a PREPARE,
+/// the statement it prepares); refused (0A000) unless it is one statement that can be
+/// EXPLAINed.
+pub fn preparable(raw_sql: &str) -> Result<(String, StatementInfo), Failure> {
+    let text = statement::repair_typed_params(raw_sql).map_err(|e| not_explainable(e.0))?;
+    let info = statement::analyze(&text).map_err(|e| not_explainable(e.0))?;
+    if !info.explainable {
+        return Err(not_explainable(format!(
+            "a {} statement cannot be EXPLAINed",
+            info.kind.as_str()
+        )));
+    }
+    Ok((text, info))
+}
+
+/// How far the owner's identity goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Restriction {
+    /// Parse analysis only (PREPARE, which PostgreSQL refuses inside a security-restricted
+    /// operation): names resolve with the owner's privileges, no code of the statement runs
+    /// (functions are only looked up; planning and execution come later), and SET ROLE is
+    /// refused (SECURITY_LOCAL_USERID_CHANGE).
+    ParseOnly,
+    /// Planning and execution: a security-restricted operation, as REFRESH MATERIALIZED VIEW.
+    Restricted,
+}
+
+/// Run `work` as the context's owner, restricted, with its search_path. The caller's identity,
+/// security context and settings are restored however `work` ends.
+pub fn as_owner<R>(ctx: &Context, work: impl FnOnce() -> R) -> R {
+    as_owner_with(ctx, Restriction::Restricted, work)
+}
+
+/// `as_owner` with the restriction chosen: `ParseOnly` is for PREPARE alone.
+pub fn as_owner_with<R>(ctx: &Context, restriction: Restriction, work: impl FnOnce() -> R) -> R {
+    let flag = match restriction {
+        Restriction::ParseOnly => pg_sys::SECURITY_LOCAL_USERID_CHANGE,
+        Restriction::Restricted => pg_sys::SECURITY_RESTRICTED_OPERATION,
+    };
+    let (mut saved_user, mut saved_security) = (pg_sys::InvalidOid, 0);
+    // SAFETY: guarded calls on this backend's own identity. GetUserIdAndSecContext writes the
+    // caller's user and security context into the two locals; SetUserIdAndSecContext then
+    // switches to the owner's role (an oid found in pg_roles by `owner`) with the restriction
+    // added to the caller's flags, and `finally` below restores the saved pair however `work`
+    // ends, as PostgreSQL's own security-restricted operations do.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_security);
+        pg_sys::SetUserIdAndSecContext(ctx.owner.oid, saved_security | flag as i32);
+    }
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        settings::with(&[Setting::user("search_path", &ctx.search_path)], work)
+    }))
+    // SAFETY: a guarded call restoring the user and security context saved above.
+    .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_security) })
+    .execute()
+}
+
+/// The role with this oid, if it still exists.
+pub fn owner(oid: pg_sys::Oid) -> Option<Owner> {
+    rows::value::<String>(
+        "role name",
+        "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $1",
+        &[oid.into()],
+    )
+    .map(|name| Owner { oid, name })
+}
+
+/// The statement's role is gone (42704, undefined object).
+fn skipped(message: String) -> Failure {
+    Failure::Error {
+        sqlstate: "42704".into(),
+        message,
+    }
+}
+
+/// Relations the statement names do not resolve (42P01, undefined table).
+fn not_resolved(message: String) -> Failure {
+    Failure::Error {
+        sqlstate: "42P01".into(),
+        message,
+    }
+}
+
+/// The context to replay a statement of role `userid` in. `recorded` is the search_path optidb's
+/// hooks saw; `tables` the relations the statement names (as written, from its parse tree),
+/// used to check and infer the search_path when none was recorded.
+pub fn resolve(
+    userid: pg_sys::Oid,
+    recorded: Option<String>,
+    tables: &[String],
+) -> Result<Context, Failure> {
+    let owner = owner(userid).ok_or_else(|| {
+        skipped(format!(
+            "the role (oid {}) that ran this statement no longer exists: it is not replayed",
+            userid.to_u32()
+        ))
+    })?;
+    if let Some(path) = recorded {
+        return Ok(Context {
+            search_path: trusted_path(&path, &owner, true)?,
+            owner,
+            path_source: PathSource::Recorded,
+        });
+    }
+    let (search_path, path_source) = configured_path(owner.oid);
+    let search_path = trusted_path(&search_path, &owner, false)?;
+    let ctx = Context {
+        owner,
+        search_path,
+        path_source,
+    };
+    let unqualified: Vec<&String> = tables.iter().filter(|t| !t.contains('.')).collect();
+    let unresolved: Vec<String> = unqualified
+        .iter()
+        .filter(|t| !resolves(&ctx, t))
+        .map(|t| t.to_string())
+        .collect();
+    if unresolved.is_empty() {
+        return Ok(ctx);
+    }
+    let schemas = schemas_holding_all(&ctx, &unresolved);
+    match schemas.as_slice() {
+        [schema] => Ok(Context {
+            search_path: format!(
+                "{}, {}",
+                pgrx::spi::quote_identifier(schema),
+                ctx.search_path
+            ),
+            path_source: PathSource::Inferred,
+            ..ctx
+        }),
+        [] => Err(not_resolved(format!(
+            "relation(s) {} do not resolve under the search_path {} of role {} ({}) and no \
+             schema it may use and trusts (owned, with the relations, by the role itself, a \
+             superuser or the database owner) holds all of them: the statement cannot be \
+             replayed. Set the role's search_path (ALTER ROLE ... SET search_path), or preload \
+             optidb so it records the search_path each statement runs with",
+            unresolved.join(", "),
+            ctx.search_path,
+            ctx.owner.name,
+            ctx.path_source.as_str().replace('_', " ")
+        ))),
+        several => Err(not_resolved(format!(
+            "relation(s) {} do not resolve under the search_path {} of role {} ({}) and exist \
+             in several schemas ({}): which one the statement used is unknown. Set the role's \
+             search_path (ALTER ROLE ... SET search_path), or preload optidb so it records the \
+             search_path each statement runs with",
+            unresolved.join(", "),
+            ctx.search_path,
+            ctx.owner.name,
+            ctx.path_source.as_str().replace('_', " "),
+            several.join(", ")
+        ))),
+    }
+}
+
+/// The path a replay may use: `recorded` (the schemas the statement found when it ran) as it
+/// is, a configured or default one with only the schemas that exist and belong to a role the
+/// owner trusts. Why: a configured path can name a schema that did not exist when the
+/// statement ran (`app, public` with no `app`, or `"$user"`); whoever creates it later (CREATE
+/// on the database is enough) would stand in for the statement's relations and functions and
+/// for names inside its functions' bodies, run with the owner's rights. `"$user"` in a path
+/// recorded before 0.4.0 follows the same rule. A path optidb cannot read the way PostgreSQL
+/// does is not replayed at all.
+fn trusted_path(path: &str, owner: &Owner, recorded: bool) -> Result<String, Failure> {
+    let names = search_path::schema_names(path, &owner.name).unwrap_or_default();
+    let trusted = trusted_schemas(owner, &names);
+    search_path::trusted_only(path, &owner.name, recorded, |s| {
+        trusted.iter().any(|t| t == s)
+    })
+    .ok_or_else(|| {
+        not_resolved(format!(
+            "the search_path {path} of role {} cannot be read: the statement is not replayed",
+            owner.name
+        ))
+    })
+}
+
+/// Of these schema names, those that exist and belong to a role the owner trusts.
+fn trusted_schemas(owner: &Owner, names: &[String]) -> Vec<String> {
+    rows::select(
+        "trusted schemas",
+        &format!(
+            "{TRUSTED_ROLES} SELECT n.nspname::text AS schema FROM pg_catalog.pg_namespace n \
+             WHERE n.nspname = ANY ($1) AND n.nspowner IN (SELECT oid FROM trusted)"
+        ),
+        &[names.to_vec().into(), owner.oid.into()],
+        |row| row.get("schema"),
+    )
+}
+
+/// The search_path a new session of `role` in this database starts with, and where it comes
+/// from: the most specific ALTER ROLE/DATABASE ... SET wins, as at login.
+fn configured_path(role: pg_sys::Oid) -> (String, PathSource) {
+    let found = rows::first(
+        "configured search_path",
+        "SELECT substr(c, length('search_path=') + 1) AS path, \
+                CASE WHEN s.setrole <> 0 AND s.setdatabase <> 0 THEN 'role_database_setting' \
+                     WHEN s.setrole <> 0 THEN 'role_setting' ELSE 'database_setting' END \
+                  AS source \
+         FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) AS c \
+         WHERE c LIKE 'search\\_path=%' \
+           AND (s.setrole = $1 OR s.setrole = 0) \
+           AND (s.setdatabase = $2 OR s.setdatabase = 0) \
+         ORDER BY (s.setrole <> 0 AND s.setdatabase <> 0) DESC, (s.setrole <> 0) DESC \
+         LIMIT 1",
+        // SAFETY: a plain global of this backend, set when it connected to its database,
+        // before any statement runs.
+        &[role.into(), unsafe { pg_sys::MyDatabaseId }.into()],
+        |row| (row.get::<String>("path"), row.get::<String>("source")),
+    );
+    match found {
+        Some((path, source)) => (
+            path,
+            PathSource::parse(&source).unwrap_or(PathSource::DatabaseSetting),
+        ),
+        None => (SERVER_DEFAULT_PATH.to_string(), PathSource::ServerDefault),
+    }
+}
+
+/// Does `table` (unqualified) resolve in this context? Checked as the owner, so schemas it has
+/// no USAGE on are skipped exactly as when the statement runs. to_regclass runs no user code.
+fn resolves(ctx: &Context, table: &str) -> bool {
+    let name = table.to_string();
+    guarded::run(
+        None,
+        AssertUnwindSafe(|| {
+            as_owner(ctx, || {
+                rows::value::<bool>(
+                    "relation resolves",
+                    "SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($1)) IS NOT NULL",
+                    &[name.clone().into()],
+                )
+                .unwrap_or(false)
+            })
+        }),
+    )
+    .unwrap_or(false)
+}
+
+/// The roles a replay as role `$2` trusts: superusers, and for an owner that is not one, the
+/// owner itself and the database's owner; `pg_database_owner` (which owns `public` since
+/// PostgreSQL 15) stands for the database's owner (`trusted` CTE, for the queries below).
+const TRUSTED_ROLES: &str = "WITH owner_roles AS ( \
+     SELECT r.oid FROM pg_catalog.pg_roles r \
+     WHERE r.rolsuper OR ((r.oid = $2 \
+             OR r.oid = (SELECT datdba FROM pg_catalog.pg_database \
+                         WHERE datname = pg_catalog.current_database())) \
+            AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $2))), \
+   trusted AS ( \
+     SELECT oid FROM owner_roles \
+     UNION ALL \
+     SELECT 'pg_database_owner'::pg_catalog.regrole::pg_catalog.oid \
+     WHERE (SELECT datdba FROM pg_catalog.pg_database \
+            WHERE datname = pg_catalog.current_database()) IN (SELECT oid FROM owner_roles))";
+
+/// Of these (quoted) names, those that resolve in the current search_path to a relation whose
+/// owner the role `owner` does not trust. A statement replayed without a sample of the
+/// relations it used must not be planned over a look-alike someone else planted earlier in its
+/// path (in a schema named like the owner, which `"$user"` finds first). The relation's owner
+/// is what matters: only it can define what reading it runs (a view's body, its policies); a
+/// look-alike is owned by whoever created it, whoever owns the schema.
+pub fn untrusted_relations(owner: pg_sys::Oid, names: &[String]) -> Vec<String> {
+    rows::select(
+        "untrusted relations",
+        &format!(
+            "{TRUSTED_ROLES} \
+             SELECT u.name || ' (' || c.oid::pg_catalog.regclass::text || ')' AS relation \
+             FROM pg_catalog.unnest($1::text[]) AS u(name) \
+             JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name) \
+             WHERE c.relowner NOT IN (SELECT oid FROM trusted)"
+        ),
+        &[names.to_vec().into(), owner.into()],
+        |row| row.get("relation"),
+    )
+}
+
+/// Schemas the owner may use and trusts that hold a relation of every one of these names.
+///
+/// Trusted: the schema and every one of those relations belong to the owner itself, to a
+/// superuser or to the database's owner. Anyone else's schema could hold look-alikes planted
+/// to be replayed with the owner's rights (a view over a hostile function standing in for a
+/// temporary table that is gone), so it is never guessed; a superuser's statements are only
+/// ever placed in superusers' schemas.
+fn schemas_holding_all(ctx: &Context, tables: &[String]) -> Vec<String> {
+    rows::select(
+        "schemas holding the relations",
+        &format!(
+            "{TRUSTED_ROLES} \
+             SELECT n.nspname::text AS schema FROM pg_catalog.pg_namespace n \
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
+             WHERE c.relname = ANY ($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'optidb') \
+               AND n.nspname !~ '^pg_(toast|temp)' \
+               AND n.nspowner IN (SELECT oid FROM trusted) \
+               AND c.relowner IN (SELECT oid FROM trusted) \
+               AND pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') \
+             GROUP BY n.nspname \
+             HAVING count(DISTINCT c.relname) = pg_catalog.cardinality($1) \
+             ORDER BY 1"
+        ),
+        &[tables.to_vec().into(), ctx.owner.oid.into()],
+        |row| row.get("schema"),
+    )
+}

@@ -1,0 +1,551 @@
+//! Replays run in a backend of their own: a dynamic background worker started for one statement
+//! owner's batch of jobs (EXPLAIN, hypothetical-index and real-index simulations), which exits
+//! when the batch is done.
+//!
+//! Why not in the caller's backend: planning and running a statement runs its functions, and
+//! even as their owner inside a security-restricted operation they would see and touch the
+//! caller's session: its settings (a SET outlives the replay), prepared statements, cursors,
+//! temporary schema (searched first for relations), session_user, custom settings, advisory
+//! locks and hypothetical indexes. The worker shares none of that. It connects to the
+//! database, becomes the owner (session and current user, so row-level security written with
+//! session_user sees the owner too), and runs every job as the owner inside a
+//! security-restricted operation with the statement's search_path (src/postgres/replay.rs), each job in
+//! a subtransaction that is rolled back. Whatever the statement's code does to the worker's
+//! session ends with the worker.
+//!
+//! The request and the answer travel through a dynamic shared memory segment the caller
+//! creates (JSON: the jobs, then the plans or failures). Limits are read by the caller before
+//! any of the statement's code runs, and travel with the request. If the caller is canceled,
+//! the worker is terminated. Each batch needs a free background worker slot
+//! (max_worker_processes); without one the batch fails with a message that says so.
+
+use crate::postgres::explain::{self, Mode, Replay, Values};
+use crate::postgres::guarded::{self, Failure, Limit};
+use crate::postgres::gucs;
+use crate::postgres::hypopg::Hypopg;
+use crate::postgres::own_work;
+use crate::postgres::replay::{self, Context};
+use crate::postgres::settings::{self, Setting};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How long past the build's and the measured run's timeouts a real simulation may still hold
+/// its lock before its worker is terminated (the caller polls every 100 ms).
+const DEADLINE_SLACK_MS: u64 = 1000;
+
+/// Room for the answer: plans of one batch (a few kB to a few hundred kB each).
+const ANSWER_BYTES: usize = 64 << 20;
+
+/// A statement to plan: its text, the types to declare, and its values (None: generic plan,
+/// NULL for each of `placeholders` parameters).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Statement {
+    pub sql: String,
+    pub param_types: Vec<String>,
+    pub values: Option<Vec<Option<String>>>,
+    pub placeholders: usize,
+    /// The relations it names (as written), and the ones it used when it ran (empty:
+    /// unknown): a replay that resolves a name elsewhere is refused.
+    pub tables: Vec<String>,
+    pub relations: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Job {
+    /// EXPLAIN (costs).
+    Plan(Statement),
+    /// EXPLAIN, hypothetical index, EXPLAIN (hypopg in `hypopg_schema`).
+    Hypothetical {
+        statement: Statement,
+        index_sql: String,
+        hypopg_schema: String,
+    },
+    /// EXPLAIN ANALYZE, CREATE INDEX as `builder` (the table's owner), EXPLAIN ANALYZE; all
+    /// rolled back. Read-only statements only (the caller checked).
+    Real {
+        statement: Statement,
+        index_sql: String,
+        builder: u32,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answer {
+    Plan(Value),
+    Compared { before: Value, after: Value },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Limits {
+    statement: Limit,
+    build: Limit,
+    lock: Limit,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    database: u32,
+    owner: u32,
+    search_path: String,
+    limits: Limits,
+    jobs: Vec<Job>,
+}
+
+/// Run each item's jobs as its context's owner; items with the same owner and search_path
+/// share one worker. Answers come back per item, one per job, in order.
+pub fn run_batches(items: Vec<(Context, Vec<Job>)>) -> Vec<Vec<Result<Answer, Failure>>> {
+    let mut groups: Vec<(Context, Vec<usize>)> = Vec::new();
+    for (i, (context, _)) in items.iter().enumerate() {
+        let same =
+            |c: &Context| c.owner.oid == context.owner.oid && c.search_path == context.search_path;
+        match groups.iter_mut().find(|(c, _)| same(c)) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((context.clone(), vec![i])),
+        }
+    }
+    let sizes: Vec<usize> = items.iter().map(|(_, jobs)| jobs.len()).collect();
+    let mut jobs: Vec<Option<Vec<Job>>> = items.into_iter().map(|(_, j)| Some(j)).collect();
+    let mut answers: Vec<Vec<Result<Answer, Failure>>> = vec![Vec::new(); sizes.len()];
+    for (context, members) in groups {
+        let batch: Vec<Job> = members
+            .iter()
+            .flat_map(|i| jobs[*i].take().unwrap_or_default())
+            .collect();
+        let mut results = run(&context, batch).into_iter();
+        for i in members {
+            answers[i] = results.by_ref().take(sizes[i]).collect();
+        }
+    }
+    answers
+}
+
+/// Run `jobs` as `context`'s owner in a worker of their own; one answer per job.
+pub fn run(context: &Context, jobs: Vec<Job>) -> Vec<Result<Answer, Failure>> {
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let count = jobs.len();
+    let request = Request {
+        // SAFETY: the current database's oid, set at connection.
+        database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        owner: context.owner.oid.to_u32(),
+        search_path: context.search_path.clone(),
+        limits: Limits {
+            statement: gucs::statement_limit(),
+            build: gucs::real_simulation_limit(),
+            lock: gucs::lock_limit(),
+        },
+        jobs,
+    };
+    match in_worker(&request) {
+        Ok(answers) if answers.len() == count => answers,
+        Ok(_) => vec![Err(Failure::new("XX000", "the replay worker answered wrongly")); count],
+        Err(failure) => vec![Err(failure); count],
+    }
+}
+
+/// The shared segment: [request length][request][answer state][answer length][deadline]
+/// [answer]. The deadline (milliseconds since the epoch, 0: none) is set by the worker while a
+/// real simulation holds a lock that blocks writers of the owner's table; the caller terminates
+/// the worker once it passes, whatever the replayed code does with cancels.
+struct Segment {
+    seg: *mut pg_sys::dsm_segment,
+    base: *mut u8,
+}
+
+const DONE: u64 = 0x6f70_7469_646f_6e65; // "optidone"
+
+impl Segment {
+    fn answer_at(request_len: usize) -> usize {
+        (8 + request_len).next_multiple_of(8)
+    }
+
+    fn deadline_at(request_len: usize) -> usize {
+        Self::answer_at(request_len) + 16
+    }
+
+    fn answer_bytes_at(request_len: usize) -> usize {
+        Self::answer_at(request_len) + 24
+    }
+
+    fn read_u64(&self, at: usize) -> u64 {
+        // SAFETY: `at` is inside the segment (callers use offsets of the layout above).
+        unsafe { std::ptr::read_unaligned(self.base.add(at).cast::<u64>()) }
+    }
+
+    fn write_u64(&self, at: usize, v: u64) {
+        // SAFETY: as read_u64.
+        unsafe { std::ptr::write_unaligned(self.base.add(at).cast::<u64>(), v) }
+    }
+
+    fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        // SAFETY: callers stay inside the segment's size.
+        unsafe { std::slice::from_raw_parts(self.base.add(at), len) }
+    }
+
+    fn write_bytes(&self, at: usize, bytes: &[u8]) {
+        // SAFETY: callers stay inside the segment's size.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(at), bytes.len()) }
+    }
+}
+
+fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure> {
+    let bytes = serde_json::to_vec(request).expect("a request serializes");
+    let answer_at = Segment::answer_at(bytes.len());
+    let size = Segment::answer_bytes_at(bytes.len()) + ANSWER_BYTES;
+    // SAFETY: a new segment owned by the current resource owner (detached at transaction end,
+    // also on error); its handle is what the worker attaches to.
+    let segment = unsafe {
+        let seg = pg_sys::dsm_create(size, 0);
+        Segment {
+            seg,
+            base: pg_sys::dsm_segment_address(seg).cast(),
+        }
+    };
+    segment.write_u64(0, bytes.len() as u64);
+    segment.write_bytes(8, &bytes);
+    segment.write_u64(answer_at, 0);
+    let deadline_at = Segment::deadline_at(bytes.len());
+    segment.write_u64(deadline_at, 0);
+    // SAFETY: reads the segment's handle.
+    let handle = unsafe { pg_sys::dsm_segment_handle(segment.seg) };
+    let worker = BackgroundWorkerBuilder::new("optidb replay")
+        .set_type("optidb replay")
+        .set_library("optidb")
+        .set_function("optidb_replay_main")
+        .set_argument(Some(pg_sys::Datum::from(handle)))
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::ConsistentState)
+        .set_restart_time(None)
+        // SAFETY: this backend's pid.
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .map_err(|_| {
+            Failure::new(
+                "53400",
+                "no background worker slot is free to replay the statement (every one of \
+                 max_worker_processes is in use): retry, or raise max_worker_processes",
+            )
+        })?;
+    let pid = worker.wait_for_startup().map_err(|status| {
+        Failure::new(
+            "58000",
+            format!("the replay worker did not start ({status:?}); see the server log"),
+        )
+    })?;
+    // A cancel while waiting must not leave the worker running on its own.
+    let terminate = TerminateOnDrop(pid);
+    let budget = budget_ms(request);
+    let finished = wait_or_terminate(&worker, pid, budget, || segment.read_u64(deadline_at));
+    std::mem::forget(terminate);
+    finished?;
+    let answer = if segment.read_u64(answer_at) == DONE {
+        let len = segment.read_u64(answer_at + 8) as usize;
+        let at = Segment::answer_bytes_at(bytes.len());
+        serde_json::from_slice(segment.bytes(at, len.min(ANSWER_BYTES)))
+            .map_err(|e| Failure::new("XX000", format!("unreadable replay answer: {e}")))
+    } else {
+        Err(Failure::new(
+            "58000",
+            "the replay worker ended without an answer (see the server log)",
+        ))
+    };
+    // SAFETY: our own segment, not used after this.
+    unsafe { pg_sys::dsm_detach(segment.seg) };
+    answer
+}
+
+/// The longest a batch may take: each job's own limits, plus time to start. The statement's
+/// code can catch the cancel that enforces a limit inside the worker (a PL/pgSQL EXCEPTION WHEN
+/// query_canceled); it cannot catch being terminated, which is what happens past this budget.
+fn budget_ms(request: &Request) -> i64 {
+    let l = &request.limits;
+    let (statement, build, lock) = (l.statement.ms as i64, l.build.ms as i64, l.lock.ms as i64);
+    let jobs: i64 = request
+        .jobs
+        .iter()
+        .map(|job| match job {
+            Job::Plan(_) => statement,
+            Job::Hypothetical { .. } => 3 * statement,
+            Job::Real { .. } => 2 * statement + build + lock,
+        })
+        .sum();
+    jobs + 10_000
+}
+
+/// Wait until the worker exits, terminating it once `budget_ms` have passed or the deadline it
+/// announced (`deadline()`, epoch milliseconds, 0: none) is behind. Interruptible: a cancel of
+/// the caller raises here (and TerminateOnDrop ends the worker).
+fn wait_or_terminate(
+    worker: &pgrx::bgworkers::DynamicBackgroundWorker,
+    pid: pg_sys::pid_t,
+    budget_ms: i64,
+    deadline: impl Fn() -> u64,
+) -> Result<(), Failure> {
+    use pgrx::bgworkers::BackgroundWorkerStatus;
+    let started = std::time::Instant::now();
+    let mut terminated = false;
+    loop {
+        match worker.pid() {
+            Err(BackgroundWorkerStatus::Stopped) => break,
+            Err(BackgroundWorkerStatus::PostmasterDied) => {
+                return Err(Failure::new("58000", "the postmaster died during a replay"))
+            }
+            _ => {}
+        }
+        let announced = deadline();
+        let past_deadline = announced != 0 && epoch_ms() > announced;
+        if !terminated && (past_deadline || started.elapsed().as_millis() as i64 > budget_ms) {
+            drop(TerminateOnDrop(pid)); // SIGTERM
+            terminated = true;
+        }
+        // SAFETY: this backend's latch (set by the postmaster when the worker's state changes,
+        // since we are its notify_pid); the calls are guarded and only wait.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                100,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+    }
+    if terminated {
+        return Err(Failure::TimedOut {
+            after_ms: budget_ms as i32,
+            setting: crate::postgres::guarded::TimeoutSetting::Statement,
+        });
+    }
+    Ok(())
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Terminates the worker with this pid when dropped, i.e. while a cancel of the caller unwinds
+/// (the worker is still running then: its pid cannot have been reused).
+struct TerminateOnDrop(pg_sys::pid_t);
+
+impl Drop for TerminateOnDrop {
+    fn drop(&mut self) {
+        unsafe extern "C" {
+            fn kill(pid: pg_sys::pid_t, sig: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        // SAFETY: SIGTERM to our own worker, which ends it (FATAL); kill never raises.
+        unsafe { kill(self.0, 15) };
+    }
+}
+
+/// The worker: attach the segment, connect, become the owner, run the jobs, answer, exit.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
+    // SAFETY: standard background worker start-up: a resource owner for the segment mapping,
+    // then the segment the caller created (it outlives us: the caller waits for our exit).
+    let segment = unsafe {
+        // SIGTERM (the budget, the real-mode deadline, a canceled caller) must end the worker at
+        // its next interrupt check, as in a backend: PostgreSQL's default handler for background
+        // workers raises FATAL inside the signal handler, which a replayed statement caught in a
+        // critical section (writing WAL) turned into a PANIC that restarted the whole server.
+        set_sigterm_handler();
+        pg_sys::BackgroundWorkerUnblockSignals();
+        pg_sys::CurrentResourceOwner =
+            pg_sys::ResourceOwnerCreate(std::ptr::null_mut(), c"optidb replay".as_ptr());
+        let seg = pg_sys::dsm_attach(arg.value() as pg_sys::dsm_handle);
+        if seg.is_null() {
+            return;
+        }
+        Segment {
+            seg,
+            base: pg_sys::dsm_segment_address(seg).cast(),
+        }
+    };
+    let len = segment.read_u64(0) as usize;
+    let Ok(request) = serde_json::from_slice::<Request>(segment.bytes(8, len)) else {
+        return;
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(request.database.into()),
+        Some(pg_sys::BOOTSTRAP_SUPERUSERID.into()),
+    );
+    let answers = BackgroundWorker::transaction(|| {
+        let owner = pg_sys::Oid::from(request.owner);
+        let Some(owner) = replay::owner(owner) else {
+            let gone = Failure::new("42704", "the statement's role no longer exists");
+            return vec![Err(gone); request.jobs.len()];
+        };
+        // The owner is the session user too, as in a session of its own. It cannot change
+        // back: every job runs in a security-restricted operation.
+        // SAFETY: a role that exists; sets this session's identity.
+        unsafe { pg_sys::SetSessionAuthorization(owner.oid, false) };
+        let context = Context {
+            owner,
+            search_path: request.search_path.clone(),
+            path_source: optidb_core::vocabulary::PathSource::Recorded,
+        };
+        let deadline_at = Segment::deadline_at(len);
+        let announce = |deadline: u64| segment.write_u64(deadline_at, deadline);
+        own_work::run(|| {
+            request
+                .jobs
+                .iter()
+                .map(|job| {
+                    let answer = execute(&context, &request.limits, job, &announce);
+                    // The job's subtransaction is rolled back: its locks are gone.
+                    announce(0);
+                    answer
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    let bytes = serde_json::to_vec(&answers).expect("answers serialize");
+    let answer_at = Segment::answer_at(len);
+    if bytes.len() <= ANSWER_BYTES {
+        segment.write_u64(answer_at + 8, bytes.len() as u64);
+        segment.write_bytes(Segment::answer_bytes_at(len), &bytes);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        segment.write_u64(answer_at, DONE);
+    } else {
+        pgrx::log!(
+            "optidb replay: answer of {} bytes does not fit",
+            bytes.len()
+        );
+    }
+}
+
+/// SIGTERM sets ProcDiePending (PostgreSQL's `die`), like a backend's.
+///
+/// # Safety
+/// At worker start, before signals are unblocked.
+unsafe fn set_sigterm_handler() {
+    const SIGTERM: std::ffi::c_int = 15;
+    // The handler itself, not pgrx's guarded wrapper of it: a signal handler must be the C one.
+    unsafe extern "C-unwind" {
+        fn die(signal: std::ffi::c_int);
+    }
+    // SAFETY: installs PostgreSQL's own handler for this process's SIGTERM.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(SIGTERM, Some(die));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(SIGTERM, Some(die));
+    }
+}
+
+/// One job, in a subtransaction that is always rolled back: nothing it did stays, even in
+/// this worker's own session.
+fn execute(
+    context: &Context,
+    limits: &Limits,
+    job: &Job,
+    announce: &(dyn Fn(u64) + std::panic::RefUnwindSafe),
+) -> Result<Answer, Failure> {
+    let lock = format!("{}ms", limits.lock.ms);
+    guarded::run_rolled_back(None, || {
+        // A lock held by anyone (the caller included) is waited for at most this long.
+        settings::with(&[Setting::user("lock_timeout", &lock)], || match job {
+            Job::Plan(s) => explain::plan(replay_of(context, s, limits.statement), Mode::Costs)
+                .map(|p| Answer::Plan(p.json)),
+            Job::Hypothetical {
+                statement,
+                index_sql,
+                hypopg_schema,
+            } => {
+                let replay = replay_of(context, statement, limits.statement);
+                let before = explain::plan(replay, Mode::Costs)?;
+                let hypopg = Hypopg::in_schema(hypopg_schema);
+                let after = hypopg.with_index(&builder_context(context), index_sql, || {
+                    explain::plan(replay, Mode::Costs)
+                })??;
+                Ok(Answer::Compared {
+                    before: before.json,
+                    after: after.json,
+                })
+            }
+            Job::Real {
+                statement,
+                index_sql,
+                builder,
+            } => {
+                let replay = replay_of(context, statement, limits.statement);
+                let builder = Context {
+                    owner: replay::owner(pg_sys::Oid::from(*builder)).ok_or_else(|| {
+                        Failure::new("42704", "the table's owner no longer exists")
+                    })?,
+                    ..builder_context(context)
+                };
+                real(replay, &builder, index_sql, limits, announce)
+            }
+        })
+    })?
+}
+
+/// The context an index is made in: the same role, but only pg_catalog on the search_path.
+/// optidb's index text names every function, type and operator with its schema and the table
+/// with its own (optidb_core::index_expression), so nothing else needs resolving, and nothing a
+/// statement's search_path holds can stand in for a built-in.
+fn builder_context(context: &Context) -> Context {
+    Context {
+        search_path: "pg_catalog, pg_temp".into(),
+        ..context.clone()
+    }
+}
+
+fn replay_of<'a>(context: &'a Context, s: &'a Statement, limit: Limit) -> Replay<'a> {
+    Replay {
+        context,
+        sql: &s.sql,
+        param_types: &s.param_types,
+        tables: &s.tables,
+        relations: &s.relations,
+        values: match &s.values {
+            Some(v) => Values::Sampled(v),
+            None => Values::Generic {
+                count: s.placeholders,
+            },
+        },
+        limit,
+    }
+}
+
+/// EXPLAIN ANALYZE in a read-only transaction state: nothing the statement calls can write.
+fn analyzed(replay: Replay) -> Result<explain::CapturedPlan, Failure> {
+    settings::read_only(|| explain::plan(replay, Mode::Analyze))
+}
+
+/// EXPLAIN ANALYZE, CREATE INDEX (as the table's owner), EXPLAIN ANALYZE. The job runs in a
+/// rolled-back subtransaction: the index and everything else go away with it.
+///
+/// From the build on, the job holds a lock that blocks writers of the table until the
+/// subtransaction ends. Both steps have their own timeout, but replayed code can catch the
+/// cancel that enforces one (EXCEPTION WHEN query_canceled), so the job announces the latest
+/// moment it may still hold the lock (`announce`) and the caller terminates the worker past it:
+/// writers wait at most the build's timeout plus the statement's, plus DEADLINE_SLACK_MS.
+fn real(
+    replay: Replay,
+    builder: &Context,
+    index_sql: &str,
+    limits: &Limits,
+    announce: &(dyn Fn(u64) + std::panic::RefUnwindSafe),
+) -> Result<Answer, Failure> {
+    let before = analyzed(replay)?;
+    announce(epoch_ms() + limits.build.ms as u64 + limits.statement.ms as u64 + DEADLINE_SLACK_MS);
+    guarded::run(Some(limits.build), || {
+        replay::as_owner(builder, || {
+            Spi::run(index_sql).unwrap_or_else(|e| error!("{e}"))
+        })
+    })?;
+    let after = analyzed(replay)?;
+    Ok(Answer::Compared {
+        before: before.json,
+        after: after.json,
+    })
+}

@@ -1,0 +1,155 @@
+//! Rows of optidb's own queries read by column name, never by position with defaults.
+//!
+//! Why: a reordered SELECT list or a dropped cast used to come back as zeros (every positional
+//! `get` fell back to a default), so a broken query looked like an idle database. Here a
+//! missing column, a type that differs from what the Rust side reads, or a NULL where a value
+//! is required raises an error that names the query, the column and both types: these are
+//! bugs in optidb, and they must show as such.
+
+use crate::postgres::errors::raise;
+use pgrx::datum::{FromDatum, IntoDatum, TryFromDatumError};
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::prelude::*;
+use pgrx::spi::{SpiError, SpiErrorCodes, SpiHeapTupleData};
+
+const HINT: &str = "This is a bug in optidb: please report it with the statement that raised it.";
+
+/// One row of a result, with the name of the query it came from (for errors).
+pub struct Row<'a, 'conn> {
+    tuple: &'a SpiHeapTupleData<'conn>,
+    query: &'a str,
+}
+
+impl<'a, 'conn> Row<'a, 'conn> {
+    /// A row of a result read some other way (a cursor's batch).
+    pub fn new(tuple: &'a SpiHeapTupleData<'conn>, query: &'a str) -> Self {
+        Row { tuple, query }
+    }
+
+    /// The value of `column`; NULL is an error.
+    pub fn get<T: FromDatum + IntoDatum>(&self, column: &str) -> T {
+        self.opt(column).unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                format!(
+                    "column \"{column}\" of optidb's query \"{}\" is NULL where a value is \
+                     required",
+                    self.query
+                ),
+                Some(HINT),
+            )
+        })
+    }
+
+    /// The value of `column`, None for NULL.
+    pub fn opt<T: FromDatum + IntoDatum>(&self, column: &str) -> Option<T> {
+        self.tuple
+            .get_by_name::<T, _>(column)
+            .unwrap_or_else(|e| self.mismatch(column, e))
+    }
+
+    /// A json or jsonb `column` read into `T`, None for NULL.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, column: &str) -> Option<T> {
+        let value = self.opt::<pgrx::JsonB>(column)?.0;
+        Some(serde_json::from_value(value).unwrap_or_else(|e| {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+                format!(
+                    "column \"{column}\" of optidb's query \"{}\" does not hold the JSON \
+                     optidb expects: {e}",
+                    self.query
+                ),
+                Some(HINT),
+            )
+        }))
+    }
+
+    fn mismatch(&self, column: &str, error: SpiError) -> ! {
+        let query = self.query;
+        match error {
+            SpiError::SpiError(SpiErrorCodes::NoAttribute) => raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                format!("optidb's query \"{query}\" returns no column \"{column}\""),
+                Some(HINT),
+            ),
+            SpiError::DatumError(TryFromDatumError::IncompatibleTypes {
+                rust_type,
+                datum_type,
+                ..
+            }) => raise(
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!(
+                    "column \"{column}\" of optidb's query \"{query}\" is of type \
+                     {datum_type}, read as the Rust type {rust_type}"
+                ),
+                Some(HINT),
+            ),
+            other => raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("reading column \"{column}\" of optidb's query \"{query}\": {other}"),
+                Some(HINT),
+            ),
+        }
+    }
+}
+
+/// Every row of `sql`, decoded by `decode`. `query` names the query in errors.
+pub fn select<T>(
+    query: &str,
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+    decode: impl Fn(&Row) -> T,
+) -> Vec<T> {
+    Spi::connect(|client| {
+        let table = client
+            .select(sql, None, args)
+            .unwrap_or_else(|e| spi_failed(query, e));
+        table
+            .map(|tuple| decode(&Row::new(&tuple, query)))
+            .collect()
+    })
+}
+
+/// The first row of `sql`, decoded by `decode`; None when it returns no row.
+pub fn first<T>(
+    query: &str,
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+    decode: impl Fn(&Row) -> T,
+) -> Option<T> {
+    Spi::connect(|client| {
+        let mut table = client
+            .select(sql, Some(1), args)
+            .unwrap_or_else(|e| spi_failed(query, e));
+        table.next().map(|tuple| decode(&Row::new(&tuple, query)))
+    })
+}
+
+/// The single value `sql` returns: None for no row or NULL. Run like Spi::get_one (it may
+/// modify data: `DELETE ... RETURNING`).
+pub fn value<T: FromDatum + IntoDatum>(
+    query: &str,
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Option<T> {
+    Spi::connect_mut(|client| {
+        let mut table = client
+            .update(sql, Some(1), args)
+            .unwrap_or_else(|e| spi_failed(query, e));
+        let tuple = table.next()?;
+        let row = Row::new(&tuple, query);
+        row.tuple
+            .get::<T>(1)
+            .unwrap_or_else(|e| row.mismatch("(its only column)", e))
+    })
+}
+
+/// SPI refused to run one of optidb's queries (errors raised by the query itself, with their
+/// own SQLSTATE, never come here: they propagate unchanged).
+pub fn spi_failed(query: &str, error: SpiError) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("optidb's query \"{query}\" could not be run: {error}"),
+        Some(HINT),
+    )
+}

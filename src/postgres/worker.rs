@@ -1,0 +1,145 @@
+//! The optidb background worker: keeps history and metric views current with no manual call.
+//!
+//! Registered from `_PG_init` when optidb is preloaded. It connects to `optidb.database` and
+//! runs, each in its own transaction, the same SQL functions pg_cron could run instead:
+//! `optidb.snapshot()` every `optidb.snapshot_interval`, `optidb.refresh()` and `optidb.prune()`
+//! every `optidb.refresh_interval`, on a fixed grid (optidb_core::schedule: no drift).
+//!
+//! - A failing job is rolled back, logged, and the worker carries on.
+//! - SIGHUP reloads the configuration (new intervals apply at once); SIGTERM ends the worker
+//!   with exit code 1, so the postmaster starts it again after `RESTART_AFTER` unless the
+//!   server is shutting down. After a backend crash the postmaster restarts it the same way.
+//! - Nothing runs while the server is in recovery (a standby), while `optidb.enabled` is off,
+//!   or while the database lacks the extension.
+//! - It shows in pg_stat_activity as backend_type "optidb worker", its query being the job.
+
+use crate::postgres::guarded;
+use crate::postgres::gucs;
+use crate::postgres::rows;
+use optidb_core::schedule::Schedule;
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+const RESTART_AFTER: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Job {
+    Snapshot,
+    Refresh,
+    Retention,
+}
+
+impl Job {
+    fn sql(self) -> &'static str {
+        match self {
+            Job::Snapshot => "SELECT optidb.snapshot()",
+            Job::Refresh => "SELECT optidb.refresh()",
+            Job::Retention => "SELECT optidb.prune()",
+        }
+    }
+
+    fn interval(self) -> Duration {
+        let secs = match self {
+            Job::Snapshot => gucs::snapshot_interval_s(),
+            Job::Refresh | Job::Retention => gucs::refresh_interval_s(),
+        };
+        Duration::from_secs(secs.max(1) as u64)
+    }
+
+    const ALL: [Job; 3] = [Job::Snapshot, Job::Refresh, Job::Retention];
+}
+
+/// From `_PG_init`, while shared_preload_libraries is being processed.
+pub fn register() {
+    BackgroundWorkerBuilder::new("optidb worker")
+        .set_type("optidb worker")
+        .set_library("optidb")
+        .set_function("optidb_worker_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(RESTART_AFTER))
+        .load();
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn optidb_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = gucs::database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    log!("optidb worker started in database \"{database}\"");
+
+    let started = Instant::now();
+    let jobs: Vec<(Job, Duration)> = Job::ALL.iter().map(|j| (*j, j.interval())).collect();
+    let mut schedule = Schedule::new(&jobs, started.elapsed());
+    let mut idle_reason: Option<&'static str> = None;
+    while BackgroundWorker::wait_latch(Some(schedule.wait(started.elapsed()))) {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: a guarded call on the worker's only thread, between jobs and outside any
+            // transaction: where PostgreSQL's own processes reload the configuration on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            for job in Job::ALL {
+                schedule.set_interval(job, job.interval());
+            }
+        }
+        for job in schedule.take_due(started.elapsed()) {
+            let reason = run_job(job);
+            if reason != idle_reason {
+                if let Some(why) = reason {
+                    log!("optidb worker is idle: {why}");
+                }
+                idle_reason = reason;
+            }
+        }
+    }
+    log!("optidb worker stopping");
+    // Non-zero: the postmaster restarts us after RESTART_AFTER, unless it is shutting down.
+    // SAFETY: a guarded call that ends the process, outside any transaction; it runs
+    // PostgreSQL's exit callbacks and never returns, so the locals of this frame are never
+    // dropped, which only leaves memory the exiting process gives back anyway.
+    unsafe { pg_sys::proc_exit(1) };
+}
+
+/// Run one job in its own transaction. Returns why nothing ran, if nothing could.
+fn run_job(job: Job) -> Option<&'static str> {
+    let sql = job.sql();
+    let reason = BackgroundWorker::transaction(|| {
+        // SAFETY: a guarded call inside the job's transaction; it only reads shared state.
+        if unsafe { pg_sys::RecoveryInProgress() } {
+            return Some("the server is in recovery (standby)");
+        }
+        if !gucs::enabled() {
+            return Some("optidb.enabled is off");
+        }
+        let installed = rows::value::<bool>(
+            "optidb installed",
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'optidb')",
+            &[],
+        )
+        .unwrap_or(false);
+        if !installed {
+            return Some("optidb is not installed in optidb.database (CREATE EXTENSION optidb)");
+        }
+        report_activity(pg_sys::BackendState::STATE_RUNNING, sql);
+        if let Err(failure) = guarded::run(None, || {
+            Spi::run(sql).unwrap_or_else(|e| error!("{e}"));
+        }) {
+            log!("optidb worker: {sql} failed, will retry next interval: {failure}");
+        }
+        None
+    });
+    report_activity(pg_sys::BackendState::STATE_IDLE, "");
+    reason
+}
+
+fn report_activity(state: pg_sys::BackendState::Type, what: &str) {
+    let text = CString::new(what).unwrap_or_default();
+    // SAFETY: a guarded call with a NUL-terminated string that outlives it (PostgreSQL copies
+    // it into this backend's status entry); the worker is connected, so that entry exists.
+    unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
+}
