@@ -130,7 +130,8 @@ fn simulate_all(
 }
 
 fn upsert(rec: &Recommendation) -> i64 {
-    Spi::get_one_with_args::<i64>(
+    rows::value::<i64>(
+        "store recommendation",
         "INSERT INTO optidb.recommendation AS r (rec_key, kind, schemaname, tablename, columns, \
              ddl, index_sql, rationale, evidence, confidence, risk, query_ids, simulable, \
              not_simulable_reason) \
@@ -159,7 +160,6 @@ fn upsert(rec: &Recommendation) -> i64 {
             rec.not_simulable_reason.clone().into(),
         ],
     )
-    .unwrap_or_else(|e| rows::spi_failed("store recommendation", e))
     .unwrap_or_else(|| error!("storing a recommendation returned no id"))
 }
 

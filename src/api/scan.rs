@@ -241,7 +241,8 @@ fn register_query(entry: &PgssEntry) -> Option<i64> {
             Vec::new(),
         ),
     };
-    Spi::get_one_with_args::<i64>(
+    rows::value::<i64>(
+        "register statement",
         "INSERT INTO optidb.query AS q \
              (fingerprint, queryids, userid, dbid, kind, raw_sql, norm_sql, parse_error, tables) \
          VALUES ($1, ARRAY[$2::int8], $3::oid, $4::oid, $5, $6, $7, $8, $9) \
@@ -262,7 +263,6 @@ fn register_query(entry: &PgssEntry) -> Option<i64> {
             tables.into(),
         ],
     )
-    .unwrap_or_else(|e| rows::spi_failed("register statement", e))
 }
 
 /// Store every entry's new baseline and, per statement, the sum of its entries' deltas.

@@ -230,7 +230,8 @@ fn store(rec_id: i64, query_id: i64, mode: SimulationMode, run: &Run) -> i64 {
         .ok()
         .map(|o| (JsonB(o.before.json.clone()), JsonB(o.after.json.clone())));
     let (before_plan, after_plan) = plans.unzip();
-    Spi::get_one_with_args::<i64>(
+    rows::value::<i64>(
+        "store simulation",
         "INSERT INTO optidb.simulation (rec_id, query_id, mode, before_cost, after_cost, \
              improvement_pct, before_ms, after_ms, node_changes, before_plan, after_plan, error, \
              plan_kind, param_values) \
@@ -252,9 +253,7 @@ fn store(rec_id: i64, query_id: i64, mode: SimulationMode, run: &Run) -> i64 {
             run.values.clone().into(),
         ],
     )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| error!("storing a simulation failed"))
+    .unwrap_or_else(|| error!("storing a simulation returned no id"))
 }
 
 /// The recommendation a simulation tries.

@@ -3,7 +3,6 @@
 use pgrx::pg_sys::elog::PgLogLevel;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::prelude::Spi;
 
 /// Raise an ERROR; never returns. Unwinds like any pgrx error, so Rust destructors run and the
 /// backend stays up.
@@ -32,11 +31,11 @@ pub fn require_positive(name: &str, value: i32) {
 
 /// Raise P0002 unless optidb has a statement with this id; `hint` says where to find ids.
 pub fn require_known_query(id: i64, hint: &str) {
-    let known = Spi::get_one_with_args::<bool>(
+    let known = crate::postgres::rows::value::<bool>(
+        "statement exists",
         "SELECT EXISTS (SELECT 1 FROM optidb.query WHERE id = $1)",
         &[id.into()],
     )
-    .unwrap_or_else(|e| crate::postgres::rows::spi_failed("statement exists", e))
     .unwrap_or(false);
     if !known {
         raise(

@@ -56,13 +56,13 @@ pub fn locate() -> PgssView {
             Some(SETUP_HINT),
         );
     }
-    let schema = Spi::get_one::<String>(
+    let schema = rows::value::<String>(
+        "pg_stat_statements schema",
         "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
          WHERE e.extname = 'pg_stat_statements'",
+        &[],
     )
-    .ok()
-    .flatten()
     .unwrap_or_else(|| {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -146,7 +146,7 @@ pub fn value<T: FromDatum + IntoDatum>(
 
 /// SPI refused to run one of optidb's queries (errors raised by the query itself, with their
 /// own SQLSTATE, never come here: they propagate unchanged).
-pub fn spi_failed(query: &str, error: SpiError) -> ! {
+fn spi_failed(query: &str, error: SpiError) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         format!("optidb's query \"{query}\" could not be run: {error}"),
