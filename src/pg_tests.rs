@@ -240,11 +240,13 @@ mod tests {
             })
         };
         assert_eq!(read("SELECT 7::int8 AS calls").ok(), Some(vec![7]));
+        assert_eq!(read("SELECT 7::int4 AS calls").ok(), Some(vec![7]));
         for (sql, sqlstate, words) in [
+            // sum(bigint) without its ::int8 is numeric (a narrower integer only widens).
             (
-                "SELECT 7::int4 AS calls",
+                "SELECT sum(7::int8) AS calls",
                 "42804",
-                &["\"calls\"", "integer", "i64"][..],
+                &["\"calls\"", "numeric", "i64"][..],
             ),
             (
                 "SELECT 7::int8 AS n_calls",

@@ -420,7 +420,7 @@ fn trusted_schemas(owner: &Owner, names: &[String]) -> Vec<String> {
         "trusted schemas",
         &format!(
             "{TRUSTED_ROLES} SELECT n.nspname::text AS schema FROM pg_catalog.pg_namespace n \
-             WHERE n.nspname = ANY ($1) AND n.nspowner IN (SELECT oid FROM trusted)"
+             WHERE n.nspname = ANY ($1) AND {TRUSTED_SCHEMA}"
         ),
         &[names.to_vec().into(), owner.oid.into()],
         |row| row.get("schema"),
@@ -440,7 +440,8 @@ fn configured_path(role: pg_sys::Oid) -> (String, PathSource) {
          WHERE c LIKE 'search\\_path=%' \
            AND (s.setrole = $1 OR s.setrole = 0) \
            AND (s.setdatabase = $2 OR s.setdatabase = 0) \
-         ORDER BY (s.setrole <> 0 AND s.setdatabase <> 0) DESC, (s.setrole <> 0) DESC \
+         ORDER BY (s.setrole <> 0 AND s.setdatabase <> 0) DESC, (s.setrole <> 0) DESC, \
+                  (s.setdatabase <> 0) DESC \
          LIMIT 1",
         // SAFETY: a plain global of this backend, set when it connected to its database,
         // before any statement runs.
@@ -492,6 +493,17 @@ const TRUSTED_ROLES: &str = "WITH owner_roles AS ( \
      WHERE (SELECT datdba FROM pg_catalog.pg_database \
             WHERE datname = pg_catalog.current_database()) IN (SELECT oid FROM owner_roles))";
 
+/// A schema `n` a replay may search (with `TRUSTED_ROLES`): owned by a trusted role, where no
+/// one else may create objects (CREATE granted to PUBLIC or to any other role would let that
+/// one plant look-alikes later), and not some session's temporary schema (owned by the
+/// bootstrap superuser, written by whoever owns that session).
+const TRUSTED_SCHEMA: &str = "(n.nspowner IN (SELECT oid FROM trusted) \
+     AND n.nspname !~ '^pg_(toast_)?temp_' \
+     AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(COALESCE(n.nspacl, \
+                                   pg_catalog.acldefault('n', n.nspowner))) a \
+                     WHERE a.privilege_type = 'CREATE' \
+                       AND a.grantee NOT IN (SELECT oid FROM trusted)))";
+
 /// Of these (quoted) names, those that resolve in the current search_path to a relation whose
 /// owner the role `owner` does not trust. A statement replayed without a sample of the
 /// relations it used must not be planned over a look-alike someone else planted earlier in its
@@ -516,7 +528,7 @@ pub fn untrusted_relations(owner: pg_sys::Oid, names: &[String]) -> Vec<String> 
 /// Schemas the owner may use and trusts that hold a relation of every one of these names.
 ///
 /// Trusted: the schema and every one of those relations belong to the owner itself, to a
-/// superuser or to the database's owner. Anyone else's schema could hold look-alikes planted
+/// superuser or to the database's owner, and nobody else may create in it. Anyone else's schema could hold look-alikes planted
 /// to be replayed with the owner's rights (a view over a hostile function standing in for a
 /// temporary table that is gone), so it is never guessed; a superuser's statements are only
 /// ever placed in superusers' schemas.
@@ -530,7 +542,7 @@ fn schemas_holding_all(ctx: &Context, tables: &[String]) -> Vec<String> {
              WHERE c.relname = ANY ($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
                AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'optidb') \
                AND n.nspname !~ '^pg_(toast|temp)' \
-               AND n.nspowner IN (SELECT oid FROM trusted) \
+               AND {TRUSTED_SCHEMA} \
                AND c.relowner IN (SELECT oid FROM trusted) \
                AND pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') \
              GROUP BY n.nspname \

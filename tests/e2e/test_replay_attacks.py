@@ -710,16 +710,19 @@ def test_names_in_a_functions_body_do_not_find_a_schema_created_after_the_statem
     w.assert_unharmed()
 
 
-@pytest.mark.parametrize("configured", ["app, public", '"$user", app, public'])
+@pytest.mark.parametrize("configured", ["app, public", '"$user", app, public', "scratch, public"])
 def test_a_configured_schema_created_after_the_statement_is_not_searched(world, configured):
     """Round 4, finding N2: the superuser's configured path names `app`, which does not exist;
     its statement has no sample. mallory creates `app` (and `postgres`, for "$user") later with
     a look-alike of the function the statement calls unqualified: the replay ran it as the
-    superuser. A path that was not recorded keeps only schemas of roles the owner trusts."""
+    superuser. A path that was not recorded keeps only schemas of roles the owner trusts.
+    Round 5, R2: the superuser's own `scratch`, where anyone may create, is no better."""
     w = world
     make_customers(w)
     with w.conn("postgres") as su:
         su.execute(f"GRANT CREATE ON DATABASE \"{w.db}\" TO \"{w.roles['mallory']}\"")
+        su.execute("CREATE SCHEMA scratch")
+        su.execute("GRANT USAGE, CREATE ON SCHEMA scratch TO PUBLIC")
         su.execute(f"ALTER ROLE postgres IN DATABASE \"{w.db}\" SET search_path = {configured}")
         su.execute("CREATE FUNCTION public.cnt2(int) RETURNS int LANGUAGE sql IMMUTABLE "
                    "AS 'SELECT $1 * 2'")
@@ -727,10 +730,11 @@ def test_a_configured_schema_created_after_the_statement_is_not_searched(world, 
         su.execute("SET optidb.enabled = off")
         for i in range(3):
             su.execute("SELECT count(*) FROM public.customers WHERE status = cnt2(%s)", (i,))
-    for schema in ("app", "postgres"):
-        w.as_mallory(f"""
+    for schema in ("app", "postgres", "scratch"):
+        create = "" if schema == "scratch" else f"""
             CREATE SCHEMA {schema};
-            GRANT USAGE ON SCHEMA {schema} TO PUBLIC;
+            GRANT USAGE ON SCHEMA {schema} TO PUBLIC;"""
+        w.as_mallory(f"""{create}
             CREATE FUNCTION {schema}.cnt2(int) RETURNS int LANGUAGE sql IMMUTABLE
               AS $$ SELECT m.harm_i('configured-{schema}') * $1 $$;
             GRANT EXECUTE ON FUNCTION {schema}.cnt2(int) TO PUBLIC""")
