@@ -401,17 +401,19 @@ pub fn resolve(
 /// recorded before 0.4.0 follows the same rule. A path optidb cannot read the way PostgreSQL
 /// does is not replayed at all.
 fn trusted_path(path: &str, owner: &Owner, recorded: bool) -> Result<String, Failure> {
-    let names = search_path::schema_names(path, &owner.name).unwrap_or_default();
-    let trusted = trusted_schemas(owner, &names);
-    search_path::trusted_only(path, &owner.name, recorded, |s| {
-        trusted.iter().any(|t| t == s)
-    })
-    .ok_or_else(|| {
+    let elements = search_path::elements(path).ok_or_else(|| {
         not_resolved(format!(
             "the search_path {path} of role {} cannot be read: the statement is not replayed",
             owner.name
         ))
-    })
+    })?;
+    let trusted = trusted_schemas(owner, &search_path::schema_names(&elements, &owner.name));
+    Ok(search_path::trusted_only(
+        &elements,
+        &owner.name,
+        recorded,
+        |s| trusted.iter().any(|t| t == s),
+    ))
 }
 
 /// Of these schema names, those that exist and belong to a role the owner trusts.
@@ -480,18 +482,18 @@ fn resolves(ctx: &Context, table: &str) -> bool {
 /// The roles a replay as role `$2` trusts: superusers, and for an owner that is not one, the
 /// owner itself and the database's owner; `pg_database_owner` (which owns `public` since
 /// PostgreSQL 15) stands for the database's owner (`trusted` CTE, for the queries below).
-const TRUSTED_ROLES: &str = "WITH owner_roles AS ( \
+const TRUSTED_ROLES: &str = "WITH db AS ( \
+     SELECT datdba FROM pg_catalog.pg_database \
+     WHERE datname = pg_catalog.current_database()), \
+   owner_roles AS ( \
      SELECT r.oid FROM pg_catalog.pg_roles r \
-     WHERE r.rolsuper OR ((r.oid = $2 \
-             OR r.oid = (SELECT datdba FROM pg_catalog.pg_database \
-                         WHERE datname = pg_catalog.current_database())) \
+     WHERE r.rolsuper OR ((r.oid = $2 OR r.oid = (SELECT datdba FROM db)) \
             AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $2))), \
    trusted AS ( \
      SELECT oid FROM owner_roles \
      UNION ALL \
      SELECT 'pg_database_owner'::pg_catalog.regrole::pg_catalog.oid \
-     WHERE (SELECT datdba FROM pg_catalog.pg_database \
-            WHERE datname = pg_catalog.current_database()) IN (SELECT oid FROM owner_roles))";
+     WHERE (SELECT datdba FROM db) IN (SELECT oid FROM owner_roles))";
 
 /// A schema `n` a replay may search (with `TRUSTED_ROLES`): owned by a trusted role, where no
 /// one else may create objects (CREATE granted to PUBLIC or to any other role would let that

@@ -100,14 +100,7 @@ pub fn select<T>(
     args: &[pgrx::datum::DatumWithOid],
     decode: impl Fn(&Row) -> T,
 ) -> Vec<T> {
-    Spi::connect(|client| {
-        let table = client
-            .select(sql, None, args)
-            .unwrap_or_else(|e| spi_failed(query, e));
-        table
-            .map(|tuple| decode(&Row::new(&tuple, query)))
-            .collect()
-    })
+    rows_of(query, sql, None, args, decode)
 }
 
 /// The first row of `sql`, decoded by `decode`; None when it returns no row.
@@ -117,11 +110,22 @@ pub fn first<T>(
     args: &[pgrx::datum::DatumWithOid],
     decode: impl Fn(&Row) -> T,
 ) -> Option<T> {
+    rows_of(query, sql, Some(1), args, decode).pop()
+}
+
+fn rows_of<T>(
+    query: &str,
+    sql: &str,
+    limit: Option<i64>,
+    args: &[pgrx::datum::DatumWithOid],
+    decode: impl Fn(&Row) -> T,
+) -> Vec<T> {
     Spi::connect(|client| {
-        let mut table = client
-            .select(sql, Some(1), args)
-            .unwrap_or_else(|e| spi_failed(query, e));
-        table.next().map(|tuple| decode(&Row::new(&tuple, query)))
+        client
+            .select(sql, limit.map(|l| l as _), args)
+            .unwrap_or_else(|e| spi_failed(query, e))
+            .map(|tuple| decode(&Row::new(&tuple, query)))
+            .collect()
     })
 }
 

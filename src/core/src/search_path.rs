@@ -96,37 +96,35 @@ pub fn quote(name: &str) -> String {
     }
 }
 
-/// The schema each entry names, `$user` spelled out as `role`. None when `path` is not valid.
-pub fn schema_names(path: &str, role: &str) -> Option<Vec<String>> {
-    Some(
-        elements(path)?
-            .into_iter()
-            .map(|e| match e {
-                Element::Schema(s) => s,
-                Element::User => role.to_string(),
-            })
-            .collect(),
-    )
+/// The schema each element names, `$user` spelled out as `role`.
+pub fn schema_names(elements: &[Element], role: &str) -> Vec<String> {
+    elements
+        .iter()
+        .map(|e| match e {
+            Element::Schema(s) => s.clone(),
+            Element::User => role.to_string(),
+        })
+        .collect()
 }
 
 /// The path a replay as `role` may use, quoted where needed: `$user` becomes `role`'s schema
 /// when `trusted` vouches for it and is dropped otherwise; other schemas are kept when the path
 /// was `recorded` (found when the statement ran) or `trusted` vouches for them, and `pg_temp`
-/// (the replaying session's own temporary schema) always. None when `path` is not valid.
+/// (the replaying session's own temporary schema) always.
 pub fn trusted_only(
-    path: &str,
+    elements: &[Element],
     role: &str,
     recorded: bool,
     trusted: impl Fn(&str) -> bool,
-) -> Option<String> {
-    let kept: Vec<String> = elements(path)?
-        .into_iter()
+) -> String {
+    let kept: Vec<String> = elements
+        .iter()
         .filter_map(|e| match e {
             Element::User => trusted(role).then(|| quote(role)),
-            Element::Schema(s) => (recorded || s == "pg_temp" || trusted(&s)).then(|| quote(&s)),
+            Element::Schema(s) => (recorded || s == "pg_temp" || trusted(s)).then(|| quote(s)),
         })
         .collect();
-    Some(kept.join(", "))
+    kept.join(", ")
 }
 
 #[cfg(test)]
@@ -162,31 +160,33 @@ mod tests {
     #[test]
     fn only_vouched_for_schemas_are_kept() {
         let alice_only = |s: &str| s == "alice" || s == "public";
+        let kept = |path: &str, role: &str, recorded: bool, trusted: &dyn Fn(&str) -> bool| {
+            trusted_only(&elements(path).unwrap(), role, recorded, trusted)
+        };
         assert_eq!(
-            trusted_only("\"$user\", public", "alice", false, alice_only).unwrap(),
+            kept("\"$user\", public", "alice", false, &alice_only),
             "alice, public"
         );
         assert_eq!(
-            trusted_only("\"$user\", public", "bob", false, alice_only).unwrap(),
+            kept("\"$user\", public", "bob", false, &alice_only),
             "public"
         );
         assert_eq!(
-            trusted_only("$user, \"Sales\"", "Bob", false, |_| true).unwrap(),
+            kept("$user, \"Sales\"", "Bob", false, &|_| true),
             "\"Bob\", \"Sales\""
         );
         // A configured schema nobody vouches for (it may not exist yet) is left out...
         assert_eq!(
-            trusted_only("app, public, pg_temp", "x", false, alice_only).unwrap(),
+            kept("app, public, pg_temp", "x", false, &alice_only),
             "public, pg_temp"
         );
         // ...but a recorded one was found when the statement ran; "$user" is vetted anyway.
         assert_eq!(
-            trusted_only("app, $user, public", "x", true, |_| false).unwrap(),
+            kept("app, $user, public", "x", true, &|_| false),
             "app, public"
         );
-        assert_eq!(trusted_only("a b", "x", true, |_| true), None);
         assert_eq!(
-            schema_names("$user, \"A\", b", "x").unwrap(),
+            schema_names(&elements("$user, \"A\", b").unwrap(), "x"),
             vec!["x", "A", "b"]
         );
     }
