@@ -88,7 +88,10 @@ CREATE TABLE optidb.sample (
     -- The relations its plan used: a replay must resolve the statement's names to these.
     relation_oids oid[]      NOT NULL DEFAULT '{}',
     CHECK (pg_catalog.cardinality(param_types) OPERATOR(pg_catalog.=)
-           pg_catalog.cardinality(param_values))
+           pg_catalog.cardinality(param_values)),
+    -- The OIDs of the search_path's schemas, in its order (0.5.0; NULL in older samples): a
+    -- replay uses a recorded name only while it still denotes the schema the statement found.
+    search_path_oids oid[]
 );
 CREATE INDEX sample_query ON optidb.sample (query_id, started_at DESC);
 

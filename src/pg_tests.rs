@@ -79,8 +79,11 @@ mod tests {
     fn my_context() -> crate::postgres::replay::Context {
         // SAFETY: a guarded read of this backend's current user (a test runs in a transaction).
         let me = unsafe { pg_sys::GetUserId() };
-        crate::postgres::replay::resolve(me, Some("public".into()), &[])
-            .unwrap_or_else(|f| panic!("{f}"))
+        let public = crate::postgres::replay::RecordedPath {
+            text: "public".into(),
+            schema_oids: Some(vec![pg_sys::PG_PUBLIC_NAMESPACE]),
+        };
+        crate::postgres::replay::resolve(me, Some(public), &[]).unwrap_or_else(|f| panic!("{f}"))
     }
 
     fn generic_plan(

@@ -51,7 +51,7 @@ pub fn capture_all(targets: &[Target], captured_at: &TimestampWithTimeZone) -> (
             continue;
         };
         let (path, relations) = replay::recorded(t.query_id)
-            .map(|r| (r.search_path, r.relations))
+            .map(|r| (r.path, r.relations))
             .unzip();
         match replay::resolve(t.userid, path, &info.tables) {
             Ok(context) => pending.push(Pending {

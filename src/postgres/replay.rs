@@ -12,7 +12,8 @@
 //! its owner could, minus SET ROLE, temporary tables and the like, and the caller lends nothing.
 //!
 //! Where the search_path comes from, in order (stored with every plan as `path_source`):
-//! 1. `recorded`: what optidb's hooks saw when the statement ran (optidb preloaded);
+//! 1. `recorded`: what optidb's hooks saw when the statement ran (optidb preloaded), each schema
+//!    used only while its name still denotes the schema found then (same OID);
 //! 2. `role_database_setting`, `role_setting`, `database_setting`: ALTER ROLE/DATABASE ... SET
 //!    search_path (pg_db_role_setting), the way a new session of the owner would get it;
 //! 3. `server_default`: PostgreSQL's built-in `"$user", public`;
@@ -114,7 +115,7 @@ pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
     )?;
     Some(preparable(&raw_sql).and_then(|(_, info)| {
         let recorded = recorded(query_id);
-        let (path, relations) = recorded.map(|r| (r.search_path, r.relations)).unzip();
+        let (path, relations) = recorded.map(|r| (r.path, r.relations)).unzip();
         let context = resolve(userid, path, &info.tables)?;
         let (sampled, sampled_is_basis) = latest_typical_plan(query_id).unzip();
         Ok(Stored {
@@ -129,20 +130,36 @@ pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
 
 /// What optidb's hooks recorded of the statement's latest sampled execution.
 pub struct Recorded {
-    pub search_path: String,
+    pub path: RecordedPath,
     /// The relations its plan used (empty when there were too many to keep).
     pub relations: Vec<u32>,
+}
+
+/// A search_path as the hooks recorded it: the schemas the statement found, by name, and (in
+/// samples taken since 0.5.0) by OID in the same order.
+pub struct RecordedPath {
+    pub text: String,
+    pub schema_oids: Option<Vec<u32>>,
 }
 
 pub fn recorded(query_id: i64) -> Option<Recorded> {
     rows::first(
         "recorded search_path",
-        "SELECT search_path, relation_oids FROM optidb.sample \
+        "SELECT search_path, search_path_oids, relation_oids FROM optidb.sample \
          WHERE query_id = $1 AND search_path IS NOT NULL \
          ORDER BY started_at DESC LIMIT 1",
         &[query_id.into()],
         |row| Recorded {
-            search_path: row.get("search_path"),
+            path: RecordedPath {
+                text: row.get("search_path"),
+                schema_oids: row
+                    .opt::<Vec<Option<pg_sys::Oid>>>("search_path_oids")
+                    .map(|oids| {
+                        oids.into_iter()
+                            .map(|o| o.map_or(0, |o| o.to_u32()))
+                            .collect()
+                    }),
+            },
             relations: row
                 .opt::<Vec<Option<pg_sys::Oid>>>("relation_oids")
                 .unwrap_or_default()
@@ -324,7 +341,7 @@ fn not_resolved(message: String) -> Failure {
 /// used to check and infer the search_path when none was recorded.
 pub fn resolve(
     userid: pg_sys::Oid,
-    recorded: Option<String>,
+    recorded: Option<RecordedPath>,
     tables: &[String],
 ) -> Result<Context, Failure> {
     let owner = owner(userid).ok_or_else(|| {
@@ -334,14 +351,19 @@ pub fn resolve(
         ))
     })?;
     if let Some(path) = recorded {
+        // A sample from before 0.5.0 has no OIDs: its path is vetted like a configured one.
+        let vouch = match &path.schema_oids {
+            Some(oids) => Vouch::SameSchemas(oids),
+            None => Vouch::TrustedOwners,
+        };
         return Ok(Context {
-            search_path: trusted_path(&path, &owner, true)?,
+            search_path: trusted_path(&path.text, &owner, vouch)?,
             owner,
             path_source: PathSource::Recorded,
         });
     }
     let (search_path, path_source) = configured_path(owner.oid);
-    let search_path = trusted_path(&search_path, &owner, false)?;
+    let search_path = trusted_path(&search_path, &owner, Vouch::TrustedOwners)?;
     let ctx = Context {
         owner,
         search_path,
@@ -392,28 +414,50 @@ pub fn resolve(
     }
 }
 
-/// The path a replay may use: `recorded` (the schemas the statement found when it ran) as it
-/// is, a configured or default one with only the schemas that exist and belong to a role the
-/// owner trusts. Why: a configured path can name a schema that did not exist when the
-/// statement ran (`app, public` with no `app`, or `"$user"`); whoever creates it later (CREATE
-/// on the database is enough) would stand in for the statement's relations and functions and
-/// for names inside its functions' bodies, run with the owner's rights. `"$user"` in a path
-/// recorded before 0.4.0 follows the same rule. A path optidb cannot read the way PostgreSQL
-/// does is not replayed at all.
-fn trusted_path(path: &str, owner: &Owner, recorded: bool) -> Result<String, Failure> {
+/// Which schemas of a path a replay may search.
+enum Vouch<'a> {
+    /// A recorded path: a name only while it denotes the schema recorded at its place (these
+    /// OIDs, in path order). Its owner may drop it and someone else create one of that name.
+    SameSchemas(&'a [u32]),
+    /// A configured or default path: schemas that exist and belong to a role the owner trusts.
+    TrustedOwners,
+}
+
+/// The path a replay may use: only the schemas `vouch` vouches for. Why: a name can denote
+/// another schema at replay than when the statement ran (`app, public` with no `app` yet, or
+/// `"$user"`, or `app` dropped and recreated); whoever creates it (CREATE on the database is
+/// enough) would stand in for the statement's relations and functions and for names inside its
+/// functions' bodies, run with the owner's rights. A path optidb cannot read the way
+/// PostgreSQL does is not replayed at all.
+fn trusted_path(path: &str, owner: &Owner, vouch: Vouch) -> Result<String, Failure> {
     let elements = search_path::elements(path).ok_or_else(|| {
         not_resolved(format!(
             "the search_path {path} of role {} cannot be read: the statement is not replayed",
             owner.name
         ))
     })?;
-    let trusted = trusted_schemas(owner, &search_path::schema_names(&elements, &owner.name));
-    Ok(search_path::trusted_only(
-        &elements,
-        &owner.name,
-        recorded,
-        |s| trusted.iter().any(|t| t == s),
-    ))
+    let names = search_path::schema_names(&elements, &owner.name);
+    let trusted = match vouch {
+        Vouch::SameSchemas(oids) => schemas_still_named(&names, oids),
+        Vouch::TrustedOwners => trusted_schemas(owner, &names),
+    };
+    Ok(search_path::trusted_only(&elements, &owner.name, |s| {
+        trusted.iter().any(|t| t == s)
+    }))
+}
+
+/// Of these schema names, those that still denote the schema recorded at the same place.
+fn schemas_still_named(names: &[String], oids: &[u32]) -> Vec<String> {
+    let oids: Vec<pg_sys::Oid> = oids.iter().map(|o| (*o).into()).collect();
+    rows::select(
+        "recorded schemas",
+        "SELECT n.nspname::text AS schema \
+         FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), \
+                         pg_catalog.unnest($2::pg_catalog.oid[])) AS r(name, oid) \
+         JOIN pg_catalog.pg_namespace n ON n.oid = r.oid AND n.nspname = r.name",
+        &[names.to_vec().into(), oids.into()],
+        |row| row.get("schema"),
+    )
 }
 
 /// Of these schema names, those that exist and belong to a role the owner trusts.

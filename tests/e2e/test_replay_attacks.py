@@ -748,6 +748,52 @@ def test_a_configured_schema_created_after_the_statement_is_not_searched(world, 
     w.assert_unharmed()
 
 
+@pytest.mark.parametrize("recreated", [True, False])
+def test_a_recorded_schema_dropped_and_recreated_by_someone_else_is_not_searched(world, recreated):
+    """Round 5, finding R1: the superuser's sampled statement ran with `app, public`, `app`
+    being its own (empty) schema. It dropped `app`; mallory created another `app` with a
+    look-alike of the function the statement calls unqualified: the recorded path kept `app` by
+    name and her function ran as the superuser. A recorded name is now used only while it
+    denotes the schema recorded (same OID); left alone, `app` stays on the path."""
+    w = world
+    make_customers(w)
+    with w.conn("postgres") as su:
+        su.execute(f"GRANT CREATE ON DATABASE \"{w.db}\" TO \"{w.roles['mallory']}\"")
+        su.execute("CREATE SCHEMA app")
+        su.execute("CREATE FUNCTION public.cnt2(int) RETURNS int LANGUAGE sql IMMUTABLE "
+                   "AS 'SELECT $1 * 2'")
+        su.execute("SET search_path = app, public")
+        for i in range(3):
+            su.execute("SELECT count(*) FROM public.customers WHERE status = cnt2(%s)", (i,))
+        su.execute("RESET search_path")
+        if recreated:
+            su.execute("DROP SCHEMA app")
+    if recreated:
+        w.as_mallory("""
+            CREATE SCHEMA app;
+            GRANT USAGE ON SCHEMA app TO PUBLIC;
+            CREATE FUNCTION app.cnt2(int) RETURNS int LANGUAGE sql IMMUTABLE
+              AS $$ SELECT m.harm_i('recorded-app') * $1 $$;
+            GRANT EXECUTE ON FUNCTION app.cnt2(int) TO PUBLIC""")
+    scan(w, "adm")
+    with w.conn("adm") as c:
+        recorded = c.execute(
+            "SELECT DISTINCT s.search_path, s.search_path_oids::text[] FROM optidb.sample s "
+            "JOIN optidb.query q ON q.id = s.query_id "
+            "WHERE strpos(q.raw_sql, 'status = cnt2(') > 0").fetchall()
+        assert len(recorded) == 1 and recorded[0][0] == "pg_catalog, app, public", recorded
+        assert len(recorded[0][1]) == 3 and recorded[0][1][0] == "11", recorded
+        errors = plan_errors(c, "status = cnt2(")
+        assert errors and all(e is None for e in errors), errors
+        paths = {r for r in c.execute(
+            "SELECT p.search_path, p.path_source FROM optidb.plan p "
+            "JOIN optidb.query q ON q.id = p.query_id "
+            "WHERE strpos(q.raw_sql, 'status = cnt2(') > 0")}
+        expected = "pg_catalog, public" if recreated else "pg_catalog, app, public"
+        assert paths == {(expected, "recorded")}, paths
+    w.assert_unharmed()
+
+
 def test_real_mode_releases_writers_in_time_even_when_replayed_code_catches_cancels(world):
     """Round 3, finding A10: in the measured run after the build, mallory's code caught every
     cancel, so the build's lock blocked writers of the superuser's table until the worker's

@@ -6,8 +6,9 @@
 //! statement's role that someone else created after the statement ran (it needs no more than
 //! CREATE on the database) and run that someone's look-alike relations and functions with the
 //! role's rights, including names resolved inside the bodies of the statement's functions.
-//! `trusted_only` keeps `$user`, and the schemas of a path that was not recorded, only when
-//! the caller vouched for them.
+//! `trusted_only` keeps `$user` and each schema only when the caller vouched for it (for a
+//! recorded path: the name still denotes the schema the statement found; for a configured one:
+//! the schema exists and belongs to a role the statement's owner trusts).
 
 /// One entry of the path: a schema name, or `$user`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,20 +109,14 @@ pub fn schema_names(elements: &[Element], role: &str) -> Vec<String> {
 }
 
 /// The path a replay as `role` may use, quoted where needed: `$user` becomes `role`'s schema
-/// when `trusted` vouches for it and is dropped otherwise; other schemas are kept when the path
-/// was `recorded` (found when the statement ran) or `trusted` vouches for them, and `pg_temp`
-/// (the replaying session's own temporary schema) always.
-pub fn trusted_only(
-    elements: &[Element],
-    role: &str,
-    recorded: bool,
-    trusted: impl Fn(&str) -> bool,
-) -> String {
+/// when `trusted` vouches for it and is dropped otherwise; other schemas are kept when `trusted`
+/// vouches for them, and `pg_temp` (the replaying session's own temporary schema) always.
+pub fn trusted_only(elements: &[Element], role: &str, trusted: impl Fn(&str) -> bool) -> String {
     let kept: Vec<String> = elements
         .iter()
         .filter_map(|e| match e {
             Element::User => trusted(role).then(|| quote(role)),
-            Element::Schema(s) => (recorded || s == "pg_temp" || trusted(s)).then(|| quote(s)),
+            Element::Schema(s) => (s == "pg_temp" || trusted(s)).then(|| quote(s)),
         })
         .collect();
     kept.join(", ")
@@ -160,31 +155,25 @@ mod tests {
     #[test]
     fn only_vouched_for_schemas_are_kept() {
         let alice_only = |s: &str| s == "alice" || s == "public";
-        let kept = |path: &str, role: &str, recorded: bool, trusted: &dyn Fn(&str) -> bool| {
-            trusted_only(&elements(path).unwrap(), role, recorded, trusted)
+        let kept = |path: &str, role: &str, trusted: &dyn Fn(&str) -> bool| {
+            trusted_only(&elements(path).unwrap(), role, trusted)
         };
         assert_eq!(
-            kept("\"$user\", public", "alice", false, &alice_only),
+            kept("\"$user\", public", "alice", &alice_only),
             "alice, public"
         );
+        assert_eq!(kept("\"$user\", public", "bob", &alice_only), "public");
         assert_eq!(
-            kept("\"$user\", public", "bob", false, &alice_only),
-            "public"
-        );
-        assert_eq!(
-            kept("$user, \"Sales\"", "Bob", false, &|_| true),
+            kept("$user, \"Sales\"", "Bob", &|_| true),
             "\"Bob\", \"Sales\""
         );
-        // A configured schema nobody vouches for (it may not exist yet) is left out...
+        // A schema nobody vouches for (it may not exist yet, or is not the one recorded) is
+        // left out; pg_temp holds nothing a restricted replay may use anyway.
         assert_eq!(
-            kept("app, public, pg_temp", "x", false, &alice_only),
+            kept("app, public, pg_temp", "x", &alice_only),
             "public, pg_temp"
         );
-        // ...but a recorded one was found when the statement ran; "$user" is vetted anyway.
-        assert_eq!(
-            kept("app, $user, public", "x", true, &|_| false),
-            "app, public"
-        );
+        assert_eq!(kept("app, $user, public", "x", &|_| false), "");
         assert_eq!(
             schema_names(&elements("$user, \"A\", b").unwrap(), "x"),
             vec!["x", "A", "b"]

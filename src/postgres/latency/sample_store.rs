@@ -36,6 +36,11 @@ pub fn store() -> usize {
             .all(|p| !matches!(p.value, samples::Value::Unknown));
         let types: Vec<pg_sys::Oid> = s.params.iter().map(|p| p.type_oid.into()).collect();
         let relations: Vec<pg_sys::Oid> = s.relations.iter().map(|r| (*r).into()).collect();
+        let path = s.search_path.as_ref().map(|p| p.text.clone());
+        let path_oids: Option<Vec<pg_sys::Oid>> = s
+            .search_path
+            .as_ref()
+            .map(|p| p.oids.iter().map(|o| (*o).into()).collect());
         // A sample can be both the slowest so far and a typical one (the first execution).
         let kinds = [
             (SampleKind::Typical, s.typical),
@@ -44,21 +49,23 @@ pub fn store() -> usize {
         for (kind, _) in kinds.into_iter().filter(|(_, is)| *is) {
             Spi::run_with_args(
                 "INSERT INTO optidb.sample (query_id, started_at, kind, elapsed_ms, search_path, \
-                     sql_text, param_types, param_values, values_known, relation_oids) \
+                     sql_text, param_types, param_values, values_known, relation_oids, \
+                     search_path_oids) \
                  VALUES ($1, timestamptz '2000-01-01 00:00:00+00' \
                              + pg_catalog.make_interval(secs => $2), \
-                         $3, $4, $5, $6, $7, $8, $9, $10)",
+                         $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     (*query_id).into(),
                     (s.started_us as f64 / 1e6).into(),
                     kind.as_str().into(),
                     (s.elapsed_ns as f64 / 1e6).into(),
-                    s.search_path.clone().into(),
+                    path.clone().into(),
                     s.text.clone().into(),
                     types.clone().into(),
                     values.clone().into(),
                     (known && s.text.is_some()).into(),
                     relations.clone().into(),
+                    path_oids.clone().into(),
                 ],
             )
             .unwrap_or_else(|e| error!("storing a sample failed: {e}"));

@@ -24,6 +24,8 @@ use std::cell::UnsafeCell;
 use std::ffi::CStr;
 
 pub const PATH_BYTES: usize = 256;
+/// Schemas recorded per path; a longer path is not kept (nor is one over PATH_BYTES).
+pub const PATH_SCHEMAS: usize = 32;
 pub const PAYLOAD_BYTES: usize = 4096;
 pub const PARAM_BYTES: usize = 1024;
 
@@ -42,6 +44,15 @@ pub struct Param {
     pub value: Value,
 }
 
+/// The search_path a statement ran with: the schemas it found, by name (quoted, comma-separated,
+/// as a search_path setting) and by OID in the same order. A replay uses a name only while it
+/// still denotes the same schema: one dropped and recreated by someone else is a look-alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPath {
+    pub text: String,
+    pub oids: Vec<u32>,
+}
+
 /// One sampled execution.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -53,7 +64,7 @@ pub struct Sample {
     pub slowest: bool,
     /// Taken on the sampling schedule (the first execution, then one per interval).
     pub typical: bool,
-    pub search_path: Option<String>,
+    pub search_path: Option<SearchPath>,
     /// None when it was too long, or redacted (then it cannot be replayed).
     pub text: Option<String>,
     pub params: Vec<Param>,
@@ -74,6 +85,8 @@ struct SlotData {
     typical: bool,
     path_len: u16,
     path: [u8; PATH_BYTES],
+    path_oid_count: u16,
+    path_oids: [u32; PATH_SCHEMAS],
     payload_len: u32,
     payload: [u8; PAYLOAD_BYTES],
 }
@@ -211,11 +224,11 @@ pub fn push(sample: &Sample) {
     let payload = encode(sample.text.as_deref(), &sample.params, &sample.relations)
         .or_else(|| encode(None, &[], &sample.relations))
         .unwrap_or_else(|| encode(None, &[], &[]).expect("an empty payload fits"));
-    let path = sample
+    let (path, path_oids) = sample
         .search_path
-        .as_deref()
-        .filter(|p| p.len() <= PATH_BYTES)
-        .unwrap_or("");
+        .as_ref()
+        .filter(|p| p.text.len() <= PATH_BYTES && p.oids.len() <= PATH_SCHEMAS)
+        .map_or(("", &[][..]), |p| (p.text.as_str(), p.oids.as_slice()));
     // SAFETY: the ring's lock lives in shared memory.
     let _hold = unsafe { lwlock::Hold::exclusive(ring.lock) };
     // SAFETY: the exclusive hold is the permission to touch `next` and the slots.
@@ -231,6 +244,8 @@ pub fn push(sample: &Sample) {
         s.typical = sample.typical;
         s.path_len = path.len() as u16;
         s.path[..path.len()].copy_from_slice(path.as_bytes());
+        s.path_oid_count = path_oids.len() as u16;
+        s.path_oids[..path_oids.len()].copy_from_slice(path_oids);
         s.payload_len = payload.len() as u32;
         s.payload[..payload.len()].copy_from_slice(&payload);
     }
@@ -257,7 +272,10 @@ pub fn drain(dbid: u32) -> Vec<Sample> {
                 s.elapsed_ns,
                 s.started_us,
                 (s.slowest, s.typical),
-                s.path[..s.path_len as usize].to_vec(),
+                (
+                    s.path[..s.path_len as usize].to_vec(),
+                    s.path_oids[..s.path_oid_count as usize].to_vec(),
+                ),
                 s.payload[..s.payload_len as usize].to_vec(),
             ));
         }
@@ -266,7 +284,7 @@ pub fn drain(dbid: u32) -> Vec<Sample> {
     raw_samples
         .into_iter()
         .map(
-            |(key, elapsed_ns, started_us, (slowest, typical), path, payload)| {
+            |(key, elapsed_ns, started_us, (slowest, typical), (path, oids), payload)| {
                 let (text, params, relations) =
                     decode(&payload).unwrap_or((None, Vec::new(), Vec::new()));
                 Sample {
@@ -275,7 +293,10 @@ pub fn drain(dbid: u32) -> Vec<Sample> {
                     started_us,
                     slowest,
                     typical,
-                    search_path: String::from_utf8(path).ok().filter(|p| !p.is_empty()),
+                    search_path: String::from_utf8(path)
+                        .ok()
+                        .filter(|p| !p.is_empty())
+                        .map(|text| SearchPath { text, oids }),
                     text,
                     params,
                     relations,
@@ -285,14 +306,14 @@ pub fn drain(dbid: u32) -> Vec<Sample> {
         .collect()
 }
 
-/// The search_path in effect, as the schemas it found (pg_catalog included, quoted, in order):
-/// `"$user"` and names of schemas that do not exist are resolved now, so a replay cannot find
-/// a schema someone creates later (a look-alike named like the role, say). The session's own
-/// temporary schema is left out: no other session can see it.
+/// The search_path in effect, as the schemas it found (pg_catalog included, in order) by name
+/// and OID: `"$user"` and names of schemas that do not exist are resolved now, so a replay
+/// cannot find a schema someone creates later (a look-alike named like the role, say). The
+/// session's own temporary schema is left out: no other session can see it.
 ///
 /// # Safety
 /// In a backend, inside a transaction (the executor hooks are).
-pub unsafe fn current_search_path() -> Option<String> {
+pub unsafe fn current_search_path() -> Option<SearchPath> {
     const FIRST_TRY: usize = 16;
     // SAFETY: fetch_search_path_array fills at most `len` oids and returns how many the path
     // has; get_namespace_name returns NULL for a schema dropped meanwhile (skipped) and
@@ -305,18 +326,20 @@ pub unsafe fn current_search_path() -> Option<String> {
             pg_sys::fetch_search_path_array(oids.as_mut_ptr(), n);
         }
         oids.truncate(n as usize);
-        let names: Vec<String> = oids
+        let (names, oids): (Vec<String>, Vec<u32>) = oids
             .into_iter()
             .filter_map(|oid| {
                 let name = pg_sys::get_namespace_name(oid);
                 (!name.is_null()).then(|| {
-                    CStr::from_ptr(pg_sys::quote_identifier(name))
-                        .to_string_lossy()
-                        .into_owned()
+                    let quoted = CStr::from_ptr(pg_sys::quote_identifier(name));
+                    (quoted.to_string_lossy().into_owned(), oid.to_u32())
                 })
             })
-            .collect();
-        (!names.is_empty()).then(|| names.join(", "))
+            .unzip();
+        (!names.is_empty()).then(|| SearchPath {
+            text: names.join(", "),
+            oids,
+        })
     }
 }
 
