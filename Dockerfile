@@ -25,6 +25,13 @@ RUN dpkg -i /tmp/optidb-postgresql-15_*_amd64.deb && rm /tmp/optidb-postgresql-1
 USER postgres
 ENV PGDATA=/var/lib/postgresql/data
 # Local connections only (use `docker exec -it <container> psql`); open it up deliberately.
+# optidb's hooks record every statement; its worker snapshots, records health and evaluates the
+# alert rules in database postgres, where the extensions are created at build time.
 RUN /usr/lib/postgresql/15/bin/initdb -D "$PGDATA" -A peer \
-    && echo "listen_addresses = 'localhost'" >> "$PGDATA/postgresql.conf"
+    && printf "%s\n" "listen_addresses = 'localhost'" "optidb.database = 'postgres'" \
+        "cron.database_name = 'postgres'" >> "$PGDATA/postgresql.conf" \
+    && /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -w start \
+    && psql -d postgres -c "CREATE EXTENSION pg_stat_statements" -c "CREATE EXTENSION hypopg" \
+        -c "CREATE EXTENSION optidb" \
+    && /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -w stop
 CMD ["/usr/lib/postgresql/15/bin/postgres", "-D", "/var/lib/postgresql/data"]

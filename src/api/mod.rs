@@ -4,9 +4,12 @@
 
 pub mod advisor;
 pub mod bottlenecks;
+pub mod health;
 pub mod latency;
+pub mod metrics;
 pub mod recommend;
 pub mod refresh;
+pub mod report;
 pub mod scan;
 pub mod simulate;
 pub mod surface;

@@ -195,10 +195,17 @@ fn run(top: usize, pass: ScanKind) -> Summary {
 fn prune_history() -> i64 {
     const BATCH: i64 = 10_000;
     let mut total = 0;
-    for table in ["optidb.metric", "optidb.latency"] {
+    // Open alerts stay whatever their age (resolved_at is NULL).
+    let dated = [
+        ("optidb.metric", "captured_at"),
+        ("optidb.latency", "captured_at"),
+        ("optidb.health_history", "captured_at"),
+        ("optidb.alert", "resolved_at"),
+    ];
+    for (table, column) in dated {
         let sql = format!(
             "WITH old AS (SELECT ctid FROM {table} \
-                          WHERE captured_at < pg_catalog.now() - pg_catalog.make_interval(days => $1) \
+                          WHERE {column} < pg_catalog.now() - pg_catalog.make_interval(days => $1) \
                           LIMIT $2), \
                   gone AS (DELETE FROM {table} t USING old WHERE t.ctid = old.ctid RETURNING 1) \
              SELECT count(*) FROM gone"

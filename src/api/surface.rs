@@ -95,8 +95,10 @@ impl Readers {
 /// What becomes of a table's rows in pg_dump.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kept {
-    /// History and advice: dumped with its identity sequences (pg_extension_config_dump).
-    Dumped,
+    /// History, advice and settings: dumped with its identity sequences
+    /// (pg_extension_config_dump), the rows this filter keeps ('' for all; rows the install
+    /// script makes would collide with the restored ones).
+    Dumped(&'static str),
     /// Not dumped: the reason (part of the table's comment), e.g. a cache scan() rebuilds.
     NotDumped(&'static str),
 }
@@ -105,6 +107,9 @@ pub struct Table {
     pub name: &'static str,
     pub readers: Readers,
     pub kept: Kept,
+    /// optidb_admin may insert, update and delete its rows (settings, such as alert rules, that
+    /// nothing replays as another role); every other table only optidb's functions write.
+    pub admin_edits: bool,
     pub comment: &'static str,
 }
 
@@ -201,6 +206,31 @@ pub const FUNCTIONS: &[Function] = &[
         comment: "pg_stat_statements metrics and latency per statement and hour or day (body of the hourly and daily views)",
     },
     Function {
+        signature: "optidb.health()",
+        audience: Audience::Admin,
+        comment: "The database's health now: one row per figure (connections, locks, cache, transactions, vacuum, WAL, replication...) with a status from the alert rules",
+    },
+    Function {
+        signature: "optidb.record_health()",
+        audience: Audience::Admin,
+        comment: "Store the current health figures in optidb.health_history (the worker runs it every optidb.snapshot_interval)",
+    },
+    Function {
+        signature: "optidb.check_alerts()",
+        audience: Audience::Admin,
+        comment: "Evaluate the alert rules now: returns the alerts that fired or resolved; firing writes optidb.alert, sends NOTIFY optidb_alerts and logs a WARNING",
+    },
+    Function {
+        signature: "optidb.metrics(integer)",
+        audience: Audience::Admin,
+        comment: "Key figures in Prometheus text exposition format: health figures, open alerts, metric view ages and the top statements (low cardinality)",
+    },
+    Function {
+        signature: "optidb.report(integer,integer)",
+        audience: Audience::Admin,
+        comment: "One self-contained HTML page (inline CSS and SVG, no JavaScript): bottlenecks and advice, latency trends and histogram, errors, health, alerts, view freshness",
+    },
+    Function {
         signature: "optidb.apply_surface(boolean)",
         audience: Audience::Internal,
         comment: "Install and upgrade scripts only: grants, row-level security, dump registration and comments from optidb's surface registry",
@@ -213,73 +243,85 @@ pub const TABLES: &[Table] = &[
     Table {
         name: "query",
         readers: Readers::OwnStatements,
-        kept: Kept::Dumped,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
         comment: "One row per distinct statement (fingerprint, role, database) seen in pg_stat_statements",
     },
     Table {
         name: "metric",
         readers: Readers::ByStatement,
-        kept: Kept::Dumped,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
         comment: "Per-snapshot deltas of pg_stat_statements counters per statement",
     },
     Table {
         name: "sample",
         readers: Readers::ByStatement,
-        kept: Kept::Dumped,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
         comment: "Sampled executions: text as run, search_path, parameter values and relations used (user data, visible like the statement)",
     },
     Table {
         name: "plan",
         readers: Readers::ByStatement,
-        kept: Kept::Dumped,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
         comment: "EXPLAIN captures (generic and custom plans) and the facts derived from them, or why a statement could not be explained",
     },
     Table {
         name: "latency",
         readers: Readers::ByStatement,
-        kept: Kept::Dumped,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
         comment: "Per-snapshot deltas of optidb's own execution-time histograms per statement",
     },
     Table {
         name: "simulation",
         readers: Readers::ByStatement,
-        kept: Kept::Dumped,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
         comment: "Before/after of one recommendation on one statement (hypothetical or real index)",
     },
     Table {
         name: "recommendation",
         readers: Readers::Advice,
-        kept: Kept::Dumped,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
         comment: "Advice derived by scan(): DDL, rationale, evidence, confidence, status",
     },
     Table {
         name: "scan_log",
         readers: Readers::All,
-        kept: Kept::Dumped,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
         comment: "One row per scan() or snapshot() run",
     },
     Table {
         name: "refresh_log",
         readers: Readers::All,
-        kept: Kept::Dumped,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
         comment: "One row per materialized view refresh by refresh()",
     },
     Table {
         name: "schema_table",
         readers: Readers::All,
         kept: Kept::NotDumped(CACHE),
+        admin_edits: false,
         comment: "Catalog facts per table: size, rows, scans, vacuum and analyze times",
     },
     Table {
         name: "schema_index",
         readers: Readers::All,
         kept: Kept::NotDumped(CACHE),
+        admin_edits: false,
         comment: "Catalog facts per index: definition, columns, size, scans",
     },
     Table {
         name: "schema_column",
         readers: Readers::ReadableColumns,
         kept: Kept::NotDumped(CACHE),
+        admin_edits: false,
         comment: "Column statistics from pg_stats (no values), used to judge selectivity",
     },
     Table {
@@ -288,6 +330,7 @@ pub const TABLES: &[Table] = &[
         kept: Kept::NotDumped(
             "not dumped: this server's last pg_stat_statements counters, the baseline the next snapshot() starts from",
         ),
+        admin_edits: false,
         comment: "Last cumulative pg_stat_statements counters per entry",
     },
     Table {
@@ -296,12 +339,44 @@ pub const TABLES: &[Table] = &[
         kept: Kept::NotDumped(
             "not dumped: this server's last shared-memory latency counters, the baseline the next snapshot() starts from",
         ),
+        admin_edits: false,
         comment: "Last cumulative latency counters per entry",
+    },
+    Table {
+        name: "health_history",
+        readers: Readers::None,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
+        comment: "Health figures over time, one row per figure per optidb.record_health() (session details with query texts: admins only)",
+    },
+    Table {
+        name: "alert_rule",
+        readers: Readers::None,
+        kept: Kept::Dumped("WHERE NOT builtin"),
+        admin_edits: true,
+        comment: "Alert rules: metric, comparison, threshold, hold, clear_for, severity, enabled (optidb_admin edits them)",
+    },
+    Table {
+        name: "alert",
+        readers: Readers::None,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
+        comment: "Alerts, one per incident of a rule and subject: fired_at, resolved_at, value, peak, details",
+    },
+    Table {
+        name: "alert_state",
+        readers: Readers::None,
+        kept: Kept::NotDumped(
+            "not dumped: where each rule stands between evaluations; the next evaluation starts afresh",
+        ),
+        admin_edits: false,
+        comment: "Per rule and subject: since when its condition holds or has been clear, and its open alert",
     },
     Table {
         name: "job_lock",
         readers: Readers::None,
         kept: Kept::NotDumped("not dumped: CREATE EXTENSION makes its rows"),
+        admin_edits: false,
         comment: "The row locks that keep optidb's jobs apart",
     },
 ];
@@ -343,8 +418,12 @@ fn surface() -> TableIterator<
         (
             "table".to_string(),
             format!("optidb.{}", t.name),
-            t.readers.as_str().to_string(),
-            Some(t.kept == Kept::Dumped),
+            if t.admin_edits {
+                format!("{},admin_edits", t.readers.as_str())
+            } else {
+                t.readers.as_str().to_string()
+            },
+            Some(matches!(t.kept, Kept::Dumped(_))),
             table_comment(t),
         )
     });
@@ -386,7 +465,7 @@ fn surface() -> TableIterator<
 
 fn table_comment(t: &Table) -> String {
     match t.kept {
-        Kept::Dumped => t.comment.to_string(),
+        Kept::Dumped(_) => t.comment.to_string(),
         Kept::NotDumped(why) => format!("{} ({why})", t.comment),
     }
 }
@@ -449,6 +528,20 @@ fn apply_surface(missing_ok: bool) {
         run(&format!(
             "CREATE POLICY admin_reads_all ON {table} FOR SELECT TO optidb_admin USING (true)"
         ));
+        run(&format!("DROP POLICY IF EXISTS admin_edits ON {table}"));
+        if t.admin_edits {
+            run(&format!(
+                "GRANT INSERT, UPDATE, DELETE ON {table} TO optidb_admin"
+            ));
+            run(&format!(
+                "CREATE POLICY admin_edits ON {table} TO optidb_admin USING (true) WITH CHECK (true)"
+            ));
+            for sequence in identity_sequences(&table) {
+                run(&format!(
+                    "GRANT USAGE ON SEQUENCE {sequence} TO optidb_admin"
+                ));
+            }
+        }
         for name in ["reader_own", "reader_all", "reader_readable"] {
             run(&format!("DROP POLICY IF EXISTS {name} ON {table}"));
         }
@@ -458,21 +551,14 @@ fn apply_surface(missing_ok: bool) {
                 "CREATE POLICY {name} ON {table} FOR SELECT TO optidb_reader USING ({using})"
             ));
         }
-        if t.kept == Kept::Dumped {
+        if let Kept::Dumped(filter) = t.kept {
             run(&format!(
-                "SELECT pg_catalog.pg_extension_config_dump({}, '')",
-                spi::quote_literal(&table)
+                "SELECT pg_catalog.pg_extension_config_dump({}, {})",
+                spi::quote_literal(&table),
+                spi::quote_literal(filter)
             ));
             // Its identity sequences too, or restored rows collide with the next ids.
-            let sequences: Vec<String> = rows::select(
-                "identity sequences",
-                "SELECT pg_catalog.pg_get_serial_sequence($1, a.attname::text) AS sequence \
-                 FROM pg_catalog.pg_attribute a \
-                 WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attidentity <> ''",
-                &[table.clone().into()],
-                |row| row.get("sequence"),
-            );
-            for sequence in sequences {
+            for sequence in identity_sequences(&table) {
                 run(&format!(
                     "SELECT pg_catalog.pg_extension_config_dump({}, '')",
                     spi::quote_literal(&sequence)
@@ -501,6 +587,17 @@ fn apply_surface(missing_ok: bool) {
             "REVOKE ALL ON optidb.{view} FROM PUBLIC, optidb_reader, optidb_admin"
         ));
     }
+}
+
+fn identity_sequences(table: &str) -> Vec<String> {
+    rows::select(
+        "identity sequences",
+        "SELECT pg_catalog.pg_get_serial_sequence($1, a.attname::text) AS sequence \
+         FROM pg_catalog.pg_attribute a \
+         WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attidentity <> ''",
+        &[table.into()],
+        |row| row.get("sequence"),
+    )
 }
 
 const REGCLASS_EXISTS: &str = "SELECT pg_catalog.to_regclass($1) IS NOT NULL";

@@ -28,6 +28,7 @@ static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static SNAPSHOT_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 static REFRESH_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+static ALERT_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(10);
 static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 static REFRESH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
 static REAL_SIMULATION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
@@ -159,6 +160,16 @@ pub fn init() {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"optidb.alert_interval",
+        c"How often the background worker runs optidb.check_alerts().",
+        c"A rule's hold and clear_for are measured in evaluations this far apart.",
+        &ALERT_INTERVAL_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"optidb.refresh_interval",
         c"How often the background worker runs optidb.refresh() and optidb.prune().",
         c"Readers see metrics as of the last refresh.",
@@ -227,6 +238,10 @@ pub fn snapshot_interval_s() -> i32 {
 
 pub fn refresh_interval_s() -> i32 {
     REFRESH_INTERVAL_S.get()
+}
+
+pub fn alert_interval_s() -> i32 {
+    ALERT_INTERVAL_S.get()
 }
 
 pub fn lock_timeout_ms() -> i32 {

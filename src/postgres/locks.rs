@@ -20,6 +20,8 @@ pub enum Lock {
     Snapshot,
     /// One of optidb.max_concurrent_simulations slots for real simulations.
     RealSimulation(i32),
+    /// One alert evaluation at a time: two would both fire the same incident.
+    Alerts,
 }
 
 impl Lock {
@@ -27,6 +29,7 @@ impl Lock {
         match self {
             Lock::Refresh => "refresh".into(),
             Lock::Snapshot => "snapshot".into(),
+            Lock::Alerts => "alerts".into(),
             Lock::RealSimulation(slot) => format!("real_simulation_{slot}"),
         }
     }

@@ -3,6 +3,7 @@
 //! worker, and replaying statements as their owners (`replay`, `replay_worker`, `explain`,
 //! `capture`, `hypopg`), and the readers of pg_stat_statements and the catalog.
 
+pub mod alerts;
 pub mod backend_local;
 pub mod capture;
 pub mod catalog;
@@ -10,6 +11,7 @@ pub mod errors;
 pub mod explain;
 pub mod guarded;
 pub mod gucs;
+pub mod health;
 pub mod hypopg;
 pub mod latency;
 pub mod locks;

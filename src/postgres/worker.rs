@@ -2,8 +2,10 @@
 //!
 //! Registered from `_PG_init` when optidb is preloaded. It connects to `optidb.database` and
 //! runs, each in its own transaction, the same SQL functions pg_cron could run instead:
-//! `optidb.snapshot()` every `optidb.snapshot_interval`, `optidb.refresh()` and `optidb.prune()`
-//! every `optidb.refresh_interval`, on a fixed grid (optidb_core::schedule: no drift).
+//! `optidb.snapshot()` and `optidb.record_health()` every `optidb.snapshot_interval`,
+//! `optidb.check_alerts()` every `optidb.alert_interval`, `optidb.refresh()` and
+//! `optidb.prune()` every `optidb.refresh_interval`, on a fixed grid (optidb_core::schedule: no
+//! drift).
 //!
 //! - A failing job is rolled back, logged, and the worker carries on.
 //! - SIGHUP reloads the configuration (new intervals apply at once); SIGTERM ends the worker
@@ -30,6 +32,8 @@ const RESTART_AFTER: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Job {
     Snapshot,
+    Health,
+    Alerts,
     Refresh,
     Retention,
 }
@@ -38,6 +42,8 @@ impl Job {
     fn sql(self) -> &'static str {
         match self {
             Job::Snapshot => "SELECT optidb.snapshot()",
+            Job::Health => "SELECT optidb.record_health()",
+            Job::Alerts => "SELECT optidb.check_alerts()",
             Job::Refresh => "SELECT optidb.refresh()",
             Job::Retention => "SELECT optidb.prune()",
         }
@@ -45,13 +51,20 @@ impl Job {
 
     fn interval(self) -> Duration {
         let secs = match self {
-            Job::Snapshot => gucs::snapshot_interval_s(),
+            Job::Snapshot | Job::Health => gucs::snapshot_interval_s(),
+            Job::Alerts => gucs::alert_interval_s(),
             Job::Refresh | Job::Retention => gucs::refresh_interval_s(),
         };
         Duration::from_secs(secs.max(1) as u64)
     }
 
-    const ALL: [Job; 3] = [Job::Snapshot, Job::Refresh, Job::Retention];
+    const ALL: [Job; 5] = [
+        Job::Snapshot,
+        Job::Health,
+        Job::Alerts,
+        Job::Refresh,
+        Job::Retention,
+    ];
 }
 
 /// From `_PG_init`, while shared_preload_libraries is being processed.

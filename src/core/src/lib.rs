@@ -2,7 +2,9 @@
 //! The extension crate (`src/`) gathers inputs over SPI and calls into these modules.
 
 pub mod advisor;
+pub mod alerting;
 pub mod bottleneck;
+pub mod health;
 pub mod histogram;
 pub mod index_expression;
 pub mod parser;
@@ -10,7 +12,9 @@ pub mod plan_choice;
 pub mod plan_diff;
 pub mod plan_facts;
 pub mod predicates;
+pub mod prometheus;
 pub mod redact;
+pub mod report;
 pub mod schedule;
 pub mod search_path;
 pub mod statement;

@@ -85,6 +85,27 @@ vocabulary! {
     pub enum SimulationBasis { Generic => "generic", Sampled => "sampled" }
 }
 
+vocabulary! {
+    /// optidb.alert_rule.severity and optidb.alert.severity, mildest first.
+    pub enum Severity { Info => "info", Warning => "warning", Critical => "critical" }
+}
+
+vocabulary! {
+    /// optidb.alert_rule.comparison: how a rule compares a metric's value with its threshold.
+    pub enum Comparison { Above => ">", AtLeast => ">=", Below => "<", AtMost => "<=" }
+}
+
+impl Comparison {
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Comparison::Above => value > threshold,
+            Comparison::AtLeast => value >= threshold,
+            Comparison::Below => value < threshold,
+            Comparison::AtMost => value <= threshold,
+        }
+    }
+}
+
 /// Each enumerated column (`table.column`) and its words.
 pub type Column = (&'static str, fn() -> Vec<&'static str>);
 
@@ -97,6 +118,10 @@ pub const COLUMNS: &[Column] = &[
     ("recommendation.status", words::<Status>),
     ("simulation.mode", words::<SimulationMode>),
     ("simulation.plan_kind", words::<SimulationBasis>),
+    ("alert_rule.metric", words::<crate::health::Metric>),
+    ("alert_rule.comparison", words::<Comparison>),
+    ("alert_rule.severity", words::<Severity>),
+    ("alert.severity", words::<Severity>),
 ];
 
 #[cfg(test)]

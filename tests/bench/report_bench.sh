@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Benchmark (prints figures, asserts nothing): optidb.report() on a database with 5,000
+# statements and 30 days of history, and optidb.health(), each the median of several runs, with
+# baselines measured in the same run (bottlenecks(10) alone, which the report starts with; a
+# bare SELECT against pg_stat_activity for health()).
+#
+# History: pg_stat_statements deltas every hour for 30 days for all 5,000 statements (3.6M
+# rows); latency histograms every hour for the 100 busiest and daily for the others; health
+# figures every 5 minutes (216k rows); 300 alerts. Needs the project's cluster
+# (tests/scripts/cluster.sh start) and an installed release build.
+set -euo pipefail
+. "$(dirname "$0")/../scripts/env.sh"
+db=optidb_report_bench
+runs=${RUNS:-7}
+pg -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+log "generating history (a few minutes)"
+pg -d "$db" -q <<'SQL'
+CREATE EXTENSION pg_stat_statements;
+CREATE EXTENSION optidb;
+INSERT INTO optidb.query (fingerprint, userid, dbid, kind, raw_sql, norm_sql)
+SELECT 'bench' || g, 10, 1, 'select', 'SELECT * FROM t' || g || ' WHERE id = 1',
+       'SELECT * FROM t' || g || ' WHERE id = $1' FROM generate_series(1, 5000) g;
+INSERT INTO optidb.metric (query_id, captured_at, calls, total_ms, mean_ms, rows, shared_blks_hit,
+                           shared_blks_read, temp_blks_read, temp_blks_written)
+SELECT q.id, date_trunc('hour', now()) - h * interval '1 hour', 60, 60 * (1 + q.id % 50),
+       1 + q.id % 50, 60, 600, 6, 0, 0
+FROM optidb.query q, generate_series(0, 719) h;
+INSERT INTO optidb.latency (query_id, captured_at, calls, errors, sum_us, min_us, max_us, buckets, counts)
+SELECT q.id, date_trunc('hour', now()) - h * interval '1 hour', 60, q.id % 2, 60 * 4000.0, 900.0,
+       25000.0, ARRAY(SELECT b FROM generate_series(350, 409, 6) b),
+       ARRAY(SELECT 6::int8 FROM generate_series(1, 10))
+FROM optidb.query q, generate_series(0, 719) h WHERE q.id % 50 = 49;
+INSERT INTO optidb.latency (query_id, captured_at, calls, errors, sum_us, min_us, max_us, buckets, counts)
+SELECT q.id, date_trunc('day', now()) - d * interval '1 day' + interval '1 minute', 1440, 0,
+       1440 * 2000.0, 500.0, 9000.0, ARRAY(SELECT b FROM generate_series(300, 359, 6) b),
+       ARRAY(SELECT 144::int8 FROM generate_series(1, 10))
+FROM optidb.query q, generate_series(0, 29) d WHERE q.id % 50 <> 49;
+INSERT INTO optidb.health_history (captured_at, item, value, status)
+SELECT now() - m * interval '5 minutes', i.item, random() * 100, 'ok'
+FROM generate_series(0, 8639) m,
+     (SELECT unnest(string_to_array(description, ',')) AS item FROM optidb.surface()
+      WHERE name = 'optidb.alert_rule.metric') i
+WHERE i.item NOT IN ('high_confidence_recommendation', 'statement_p95_ratio');
+INSERT INTO optidb.alert (rule_id, rule_name, metric, severity, fired_at, resolved_at, value, details)
+SELECT r.id, r.name, r.metric, r.severity, now() - g * interval '2 hours',
+       now() - g * interval '2 hours' + interval '5 minutes', 6, '{}'
+FROM generate_series(1, 300) g, optidb.alert_rule r WHERE r.name = 'lock_wait';
+ANALYZE;
+SQL
+log "history: $(pg -d "$db" -qAtc "SELECT (SELECT count(*) FROM optidb.metric) || ' metric rows, ' ||
+  (SELECT count(*) FROM optidb.latency) || ' latency rows, ' ||
+  (SELECT count(*) FROM optidb.health_history) || ' health rows'")"
+pg -d "$db" -q -P pager=off -v runs="$runs" <<'SQL'
+SET bench.runs = :'runs';
+CREATE TEMP TABLE t (what text, ms float8);
+DO $$
+DECLARE t0 timestamptz; size int;
+BEGIN
+  FOR i IN 1..current_setting('bench.runs', true)::int LOOP
+    t0 := clock_timestamp();
+    size := length(optidb.report());
+    INSERT INTO t VALUES ('report() (7 days, top 10)', extract(epoch FROM clock_timestamp() - t0) * 1000);
+    t0 := clock_timestamp();
+    PERFORM length(optidb.report(days => 30));
+    INSERT INTO t VALUES ('report(days => 30)', extract(epoch FROM clock_timestamp() - t0) * 1000);
+    t0 := clock_timestamp();
+    PERFORM * FROM optidb.bottlenecks(10);
+    INSERT INTO t VALUES ('baseline: bottlenecks(10)', extract(epoch FROM clock_timestamp() - t0) * 1000);
+    t0 := clock_timestamp();
+    PERFORM * FROM optidb.health();
+    INSERT INTO t VALUES ('health()', extract(epoch FROM clock_timestamp() - t0) * 1000);
+    t0 := clock_timestamp();
+    PERFORM count(*) FROM pg_stat_activity;
+    INSERT INTO t VALUES ('baseline: count(*) FROM pg_stat_activity', extract(epoch FROM clock_timestamp() - t0) * 1000);
+    t0 := clock_timestamp();
+    PERFORM length(optidb.metrics());
+    INSERT INTO t VALUES ('metrics()', extract(epoch FROM clock_timestamp() - t0) * 1000);
+  END LOOP;
+  RAISE NOTICE 'report size: % bytes', size;
+END $$;
+SELECT what, count(*) AS runs,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1) AS median_ms,
+       round(max(ms)::numeric, 1) AS max_ms,
+       CASE WHEN what LIKE 'report%' THEN '< 1000 ms' WHEN what = 'health()' THEN '< 50 ms' END AS target
+FROM t GROUP BY what ORDER BY what;
+SQL
+pg -d postgres -qc "DROP DATABASE $db WITH (FORCE)"
