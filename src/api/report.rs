@@ -120,7 +120,8 @@ fn epoch_s(at: &TimestampWithTimeZone) -> Option<f64> {
     )
 }
 
-/// Decade buckets (under 0.1 ms, 1 ms, ... 10 s, and above) from optidb's fine histogram.
+/// 1-2-5 buckets (under 0.1 ms, 0.2 ms, 0.5 ms, 1 ms, ... 50 s, and above) from optidb's fine
+/// histogram.
 fn histogram(
     top: Option<&Bottleneck>,
     start: &TimestampWithTimeZone,
@@ -137,7 +138,10 @@ fn histogram(
         &[b.query_id.into(), (*start).into(), (*end).into()],
         |row| (row.get("bucket"), row.get("n")),
     );
-    let uppers_ms = [0.1, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, f64::INFINITY];
+    let uppers_ms: Vec<f64> = (-1..5)
+        .flat_map(|exp| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(exp)))
+        .chain([f64::INFINITY])
+        .collect();
     let mut buckets: Vec<Bucket> = uppers_ms
         .iter()
         .map(|&upper_ms| Bucket { upper_ms, count: 0 })

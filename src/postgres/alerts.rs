@@ -10,11 +10,12 @@ use crate::postgres::rows;
 use optidb_core::alerting::{self, Rule, Step, Tracked};
 use optidb_core::health::Metric;
 use optidb_core::vocabulary::{Comparison, Severity};
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-/// NOTIFY payloads must stay under 8000 bytes; details beyond this are cut.
+/// Details kept with an alert, at most (JSON text).
 const MAX_DETAILS_BYTES: usize = 4000;
 
 /// A value observed for one metric and subject ('' for the database as a whole).
@@ -345,7 +346,9 @@ fn store_state(rule_id: i64, subject: &str, state: &Tracked, alert_id: Option<i6
     .unwrap_or_else(|e| error!("storing alert state failed: {e}"));
 }
 
-/// NOTIFY optidb_alerts with a JSON payload; a WARNING line for a fired alert.
+/// NOTIFY optidb_alerts with a JSON payload; a WARNING line for a fired alert. The payload
+/// carries no details: any role connected to the database may LISTEN on any channel, and
+/// details name other sessions' statements. Admins read them in optidb.alert by alert_id.
 fn announce(e: &Event, r: &StoredRule) {
     let event = if e.step == Step::Fire {
         "fired"
@@ -362,7 +365,6 @@ fn announce(e: &Event, r: &StoredRule) {
         "value": e.value,
         "comparison": r.rule.comparison.as_str(),
         "threshold": r.rule.threshold,
-        "details": bounded(&e.details),
     });
     Spi::run_with_args(
         "SELECT pg_catalog.pg_notify('optidb_alerts', $1)",
@@ -376,7 +378,7 @@ fn announce(e: &Event, r: &StoredRule) {
         } else {
             format!(" ({})", e.subject)
         };
-        warning!(
+        let line = format!(
             "optidb alert {} fired: {} {}{subject} = {value} {} {} [{}]",
             e.alert_id,
             e.rule,
@@ -385,5 +387,18 @@ fn announce(e: &Event, r: &StoredRule) {
             r.rule.threshold,
             e.severity.as_str()
         );
+        warning!("{line}");
+        if !warnings_reach_server_log() {
+            log!("{line}");
+        }
     }
+}
+
+/// Whether log_min_messages lets WARNING into the server log. Set to `error` or `log` it does
+/// not, but LOG lines still go (LOG ranks between ERROR and FATAL there): the alert is then
+/// logged at LOG as well, so a server log never misses it.
+fn warnings_reach_server_log() -> bool {
+    // SAFETY: a plain global of this backend, read on its only thread.
+    let min = unsafe { pg_sys::log_min_messages } as u32;
+    min != pg_sys::LOG && min <= pg_sys::WARNING
 }

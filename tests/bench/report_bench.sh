@@ -6,7 +6,7 @@
 #
 # History: pg_stat_statements deltas every hour for 30 days for all 5,000 statements (3.6M
 # rows); latency histograms every hour for the 100 busiest and daily for the others; health
-# figures every 5 minutes (216k rows); 300 alerts. Needs the project's cluster
+# figures every 5 minutes (216k rows); 300 alerts; metric views refreshed. Needs the project's cluster
 # (tests/scripts/cluster.sh start) and an installed release build.
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
@@ -46,6 +46,7 @@ SELECT r.id, r.name, r.metric, r.severity, now() - g * interval '2 hours',
        now() - g * interval '2 hours' + interval '5 minutes', 6, '{}'
 FROM generate_series(1, 300) g, optidb.alert_rule r WHERE r.name = 'lock_wait';
 ANALYZE;
+SELECT count(*) FROM optidb.refresh();  -- metrics() reads the refreshed views
 SQL
 log "history: $(pg -d "$db" -qAtc "SELECT (SELECT count(*) FROM optidb.metric) || ' metric rows, ' ||
   (SELECT count(*) FROM optidb.latency) || ' latency rows, ' ||

@@ -63,6 +63,9 @@ def test_a_lock_wait_fires_once_reaches_a_listener_and_resolves_after_the_blocke
     adm.execute("UPDATE optidb.alert_rule SET clear_for = '1 s' WHERE name = 'lock_wait'")
     listener = connect(db, user=roles["adm"])
     listener.execute("LISTEN optidb_alerts")
+    # Any role may LISTEN on any channel: payloads must not carry other sessions' statements.
+    eavesdropper = connect(db, user=roles["mallory"])
+    eavesdropper.execute("LISTEN optidb_alerts")
 
     blocker = app_session(db, roles)
     blocker.autocommit = False
@@ -97,7 +100,11 @@ def test_a_lock_wait_fires_once_reaches_a_listener_and_resolves_after_the_blocke
         arrived = [n for n in notifications(listener) if n["rule"] == "lock_wait"]
         assert [(n["event"], n["alert_id"], n["severity"]) for n in arrived] == [
             ("fired", alert_id, "warning")], arrived
-        assert arrived[0]["details"]["waits"][0]["blocked_pid"] == blocked.info.backend_pid
+        assert "details" not in arrived[0]
+        overheard = [n.payload for n in eavesdropper.notifies(timeout=1, stop_after=5)]
+        assert overheard and not any("orders" in p or "LOCK" in p for p in overheard), overheard
+        assert scalar(adm, "SELECT details->'waits'->0->>'blocked_pid' FROM optidb.alert "
+                           "WHERE id = %s", (alert_id,)) == str(blocked.info.backend_pid)
         assert any(re.search(rf"optidb alert {alert_id} fired: lock_wait lock_wait_max_s", w)
                    for w in warnings), warnings
     finally:
@@ -120,7 +127,7 @@ def test_a_lock_wait_fires_once_reaches_a_listener_and_resolves_after_the_blocke
     log = os.path.join(os.environ.get("OPTIDB_PGDATA", "/tmp/optidb-e2e/data"), "server.log")
     if os.path.exists(log):
         assert f"optidb alert {alert_id} fired: lock_wait" in open(log, errors="replace").read()
-    for c in (adm, listener, blocker, blocked):
+    for c in (adm, listener, eavesdropper, blocker, blocked):
         c.close()
 
 
@@ -332,3 +339,19 @@ def test_the_readme_metrics_catalog_matches_the_code(world):
     defaults = readme.split("| default rule |", 1)[1].split("\n\n", 1)[0]
     documented = dict(re.findall(r"^\| `([a-z_0-9]+)` \| `([^`]+)`", defaults, re.M))
     assert documented == {k: v[0] for k, v in rules.items()}
+
+
+def test_prune_keeps_open_alerts_and_recent_health_only(world):
+    db, roles = world
+    with connect(db) as su:
+        su.execute("INSERT INTO optidb.health_history (captured_at, item, value, status) VALUES "
+                   "(now() - interval '40 days', 'lock_waits', 0, 'ok'), "
+                   "(now() - interval '1 day', 'lock_waits', 1, 'ok')")
+        su.execute("INSERT INTO optidb.alert (rule_name, metric, severity, fired_at, resolved_at) "
+                   "VALUES ('old', 'lock_waits', 'info', now() - interval '41 days', "
+                   "now() - interval '40 days'), "
+                   "('old_open', 'lock_waits', 'info', now() - interval '41 days', NULL)")
+    with connect(db, user=roles["adm"]) as adm:
+        assert scalar(adm, "SELECT optidb.prune()") == 2
+        assert scalar(adm, "SELECT count(*) FROM optidb.health_history") == 1
+        assert [r[0] for r in adm.execute("SELECT rule_name FROM optidb.alert")] == ["old_open"]

@@ -2,6 +2,7 @@
 survives a configuration reload, its own SIGTERM, a backend crash and failing jobs; pg_cron can
 drive the same jobs. Runs on a cluster of its own (restarts must not disturb other tests)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -148,6 +149,26 @@ def test_worker_keeps_views_current_and_survives_reload_sigterm_crash_and_failur
     log = open(os.path.join(data, "server.log")).read()
     assert "optidb worker started in database" in log
     assert "SELECT optidb.snapshot() failed, will retry next interval" in log
+
+
+def test_worker_records_health_and_fires_alerts_without_any_call(cluster):
+    with conn() as c:
+        c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        c.execute("CREATE EXTENSION IF NOT EXISTS optidb")
+        c.execute("ALTER SYSTEM SET optidb.alert_interval = '1s'")
+        c.execute("SELECT pg_reload_conf()")
+        c.execute("LISTEN optidb_alerts")
+        c.execute("INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, severity) "
+                  "VALUES ('worker_probe', 'database_bytes', '>', 0, 'info')")
+        alert = wait_for("an alert fired by the worker", lambda: scalar(
+            c, "SELECT max(id) FROM optidb.alert WHERE rule_name = 'worker_probe'"))
+        notes = [json.loads(n.payload) for n in c.notifies(timeout=5, stop_after=1)]
+        assert notes and notes[0]["alert_id"] == alert and notes[0]["event"] == "fired"
+        wait_for("health history recorded by the worker", lambda: scalar(
+            c, "SELECT count(DISTINCT captured_at) FROM optidb.health_history") >= 2)
+        c.execute("DELETE FROM optidb.alert_rule WHERE name = 'worker_probe'")
+    log = open(os.path.join(cluster[0], "server.log")).read()
+    assert f"optidb alert {alert} fired: worker_probe database_bytes" in log
 
 
 def test_worker_does_nothing_on_a_standby(cluster):

@@ -3,7 +3,10 @@
 
 pub mod advisor;
 pub mod alerting;
+pub mod anomaly;
+pub mod ask;
 pub mod bottleneck;
+pub mod family;
 pub mod health;
 pub mod histogram;
 pub mod index_expression;
