@@ -95,6 +95,24 @@ CREATE VIEW optidb.query_metrics_daily WITH (security_barrier) AS
 CREATE VIEW optidb.table_metrics WITH (security_barrier) AS
     SELECT * FROM optidb.mv_table_metrics;
 
+-- Per query family (0.5.0): the statements the caller may see, summed per family, with their
+-- anomaly tags.
+CREATE VIEW optidb.family_metrics WITH (security_barrier) AS
+SELECT f.id AS family_id, f.label, f.verb, f.tables,
+       count(*) AS statements,
+       sum(m.execution_count) AS execution_count,
+       sum(m.total_ms) AS total_ms,
+       sum(m.total_ms) / NULLIF(sum(m.execution_count), 0) AS mean_ms,
+       max(m.p95_ms) AS max_p95_ms,
+       (SELECT pg_catalog.array_agg(DISTINCT a.kind ORDER BY a.kind)
+        FROM optidb.anomaly a JOIN optidb.query aq ON aq.id = a.query_id
+        WHERE aq.family_id = f.id AND optidb.can_see(aq.userid)) AS anomalies,
+       max(m.last_updated) AS last_updated
+FROM optidb.query_metrics m
+JOIN optidb.query q ON q.id = m.query_id
+JOIN optidb.family f ON f.id = q.family_id
+GROUP BY f.id, f.label, f.verb, f.tables;
+
 COMMENT ON MATERIALIZED VIEW optidb.mv_query_metrics IS
     'Per statement over retained history; read it through optidb.query_metrics';
 COMMENT ON MATERIALIZED VIEW optidb.mv_query_metrics_hourly IS

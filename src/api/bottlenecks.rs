@@ -25,6 +25,9 @@ struct Observed {
     /// Which plan the facts come from (generic, or typical: a sampled execution's values) and
     /// why, with the values.
     plan_basis: serde_json::Value,
+    /// Its family (id, label) and anomaly tags (kind, evidence), as scan() stored them.
+    family: serde_json::Value,
+    anomalies: serde_json::Value,
 }
 
 const OBSERVED_SQL: &str = "
@@ -37,7 +40,13 @@ WITH totals AS (
 SELECT q.id AS query_id, q.fingerprint, COALESCE(q.norm_sql, q.raw_sql) AS query, t.calls,
        t.total_ms, t.rows, t.hit, t.read, t.twritten,
        COALESCE(t.total_ms / NULLIF(g.total, 0), 0) AS share_of_total,
-       p.facts, p.captured_at::text AS plan_captured_at, r.ddl, p.plan_kind, p.param_values
+       p.facts, p.captured_at::text AS plan_captured_at, r.ddl, p.plan_kind, p.param_values,
+       (SELECT pg_catalog.jsonb_build_object('id', f.id, 'label', f.label)
+        FROM optidb.family f WHERE f.id = q.family_id) AS family,
+       (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('kind', a.kind,
+                                    'detected_at', a.detected_at, 'evidence', a.evidence)
+                                    ORDER BY a.kind)
+        FROM optidb.anomaly a WHERE a.query_id = q.id) AS anomalies
 FROM totals t
 JOIN optidb.query q ON q.id = t.query_id
 CROSS JOIN grand g
@@ -81,6 +90,8 @@ fn observed(only: Option<i64>, limit: i64) -> Vec<Observed> {
                     "values": row.opt::<Vec<Option<String>>>("param_values"),
                     "reason": facts.and_then(|f| f.pointer("/basis/reason").cloned()),
                 }),
+                family: row.opt::<JsonB>("family").map_or(json!(null), |j| j.0),
+                anomalies: row.opt::<JsonB>("anomalies").map_or(json!([]), |j| j.0),
             }
         },
     )
@@ -118,6 +129,8 @@ fn evidence(o: &Observed, d: &Diagnosis) -> serde_json::Value {
         "plan_captured_at": o.plan_captured_at,
         "plan_basis": o.plan_basis,
         "seq_scans": o.plan.as_ref().map(|p| &p.seq_scans),
+        "family": o.family,
+        "anomalies": o.anomalies,
     })
 }
 
@@ -239,7 +252,14 @@ SELECT pg_catalog.jsonb_build_object(
                     'search_path', s.search_path, 'sql_text', s.sql_text,
                     'param_values', s.param_values, 'values_known', s.values_known)
                     ORDER BY s.started_at DESC)
-                FROM optidb.sample s WHERE s.query_id = q.id))
+                FROM optidb.sample s WHERE s.query_id = q.id),
+    'family', (SELECT pg_catalog.jsonb_build_object('id', f.id, 'label', f.label,
+                                                    'statements', f.statements)
+               FROM optidb.family f WHERE f.id = q.family_id),
+    'anomalies', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                      'kind', a.kind, 'detected_at', a.detected_at, 'evidence', a.evidence)
+                      ORDER BY a.kind)
+                  FROM optidb.anomaly a WHERE a.query_id = q.id))
 FROM optidb.query q WHERE q.id = $1";
 
 /// Everything optidb stored about one statement, as jsonb.

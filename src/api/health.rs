@@ -1,6 +1,6 @@
 //! Health and alerts at the SQL surface: `optidb.health()` (the picture now), `record_health()`
-//! (history, run by the worker) and `check_alerts()` (evaluate the rules, run by the worker
-//! and on demand).
+//! (history, run by the worker), `check_alerts()` (evaluate the rules, run by the worker and on
+//! demand) and `sample_waits()` (wait events of running statements, for lock contention).
 
 use crate::postgres::alerts::{self, Event};
 use crate::postgres::health;
@@ -120,4 +120,32 @@ fn check_alerts() -> TableIterator<
             JsonB(e.details),
         )
     }))
+}
+
+/// Store the wait events of statements running now (client sessions with a query id, waiting
+/// on anything but the client or idleness): the worker runs it every optidb.alert_interval,
+/// and scan() suspects lock contention from it. Returns the rows stored.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn sample_waits() -> i64 {
+    own_work::run(|| {
+        crate::postgres::rows::value::<i64>(
+            "sample waits",
+            "WITH stored AS ( \
+                 INSERT INTO optidb.wait_sample (captured_at, queryid, userid, wait_event_type, \
+                                                 wait_event, sessions) \
+                 SELECT pg_catalog.now(), query_id, usesysid, wait_event_type, wait_event, \
+                        count(*) \
+                 FROM pg_catalog.pg_stat_activity \
+                 WHERE state = 'active' AND query_id IS NOT NULL AND usesysid IS NOT NULL \
+                   AND datname = pg_catalog.current_database() \
+                   AND wait_event_type NOT IN ('Client', 'Activity') \
+                   AND pid <> pg_catalog.pg_backend_pid() \
+                 GROUP BY 1, 2, 3, 4, 5 \
+                 ON CONFLICT DO NOTHING RETURNING 1) \
+             SELECT count(*) FROM stored",
+            &[],
+        )
+        .unwrap_or(0)
+    })
 }

@@ -3,7 +3,10 @@
 //! Who may call each one, and what it says in `\df+`, is declared in `surface`.
 
 pub mod advisor;
+pub mod anomalies;
+pub mod ask;
 pub mod bottlenecks;
+pub mod families;
 pub mod health;
 pub mod latency;
 pub mod metrics;

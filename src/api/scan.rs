@@ -163,6 +163,8 @@ fn run(top: usize, pass: ScanKind) -> Summary {
         let advice = advisor::advise();
         summary.recommendations = advice.open;
         summary.simulations = advice.simulations;
+        super::families::assign(&captured_at);
+        super::anomalies::detect(&captured_at);
     }
 
     summary.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -200,6 +202,7 @@ fn prune_history() -> i64 {
         ("optidb.metric", "captured_at"),
         ("optidb.latency", "captured_at"),
         ("optidb.health_history", "captured_at"),
+        ("optidb.wait_sample", "captured_at"),
         ("optidb.alert", "resolved_at"),
     ];
     for (table, column) in dated {

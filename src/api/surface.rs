@@ -114,11 +114,12 @@ pub struct Table {
 }
 
 /// Views readers query (security barrier over the materialized views, filtered by can_see).
-const READER_VIEWS: [&str; 4] = [
+const READER_VIEWS: [&str; 5] = [
     "query_metrics",
     "query_metrics_hourly",
     "query_metrics_daily",
     "table_metrics",
+    "family_metrics",
 ];
 
 /// Materialized views: not RLS-capable, so nobody but the owner reads them directly.
@@ -163,7 +164,7 @@ pub const FUNCTIONS: &[Function] = &[
     Function {
         signature: "optidb.scan(integer)",
         audience: Audience::Admin,
-        comment: "Store pg_stat_statements and latency deltas, catalog facts and samples, capture plans as each statement's owner and refresh advice",
+        comment: "Store pg_stat_statements and latency deltas, catalog facts and samples, capture plans as each statement's owner, refresh advice, query families and anomaly tags",
     },
     Function {
         signature: "optidb.snapshot(integer)",
@@ -219,6 +220,16 @@ pub const FUNCTIONS: &[Function] = &[
         signature: "optidb.check_alerts()",
         audience: Audience::Admin,
         comment: "Evaluate the alert rules now: returns the alerts that fired or resolved; firing writes optidb.alert, sends NOTIFY optidb_alerts and logs a WARNING",
+    },
+    Function {
+        signature: "optidb.sample_waits()",
+        audience: Audience::Admin,
+        comment: "Store the wait events of statements running now in optidb.wait_sample (the worker runs it every optidb.alert_interval; scan() suspects lock contention from it)",
+    },
+    Function {
+        signature: "optidb.ask(text,bigint)",
+        audience: Audience::Reader,
+        comment: "Answer a question about the workload (why is query N slow, what index, show impact, what changed, top bottlenecks, is the database healthy) from stored facts only, each cited with the query that reads it",
     },
     Function {
         signature: "optidb.metrics(integer)",
@@ -371,6 +382,27 @@ pub const TABLES: &[Table] = &[
         ),
         admin_edits: false,
         comment: "Per rule and subject: since when its condition holds or has been clear, and its open alert",
+    },
+    Table {
+        name: "family",
+        readers: Readers::All,
+        kept: Kept::NotDumped("not dumped: every scan() rebuilds it from the statements"),
+        admin_edits: false,
+        comment: "Query families: statements grouped by the shape of their SQL, with a label",
+    },
+    Table {
+        name: "anomaly",
+        readers: Readers::ByStatement,
+        kept: Kept::NotDumped("not dumped: every scan() recomputes the tags"),
+        admin_edits: false,
+        comment: "Anomaly tags per statement (latency spike, family outlier, plan change, lock contention) with their evidence",
+    },
+    Table {
+        name: "wait_sample",
+        readers: Readers::None,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
+        comment: "Wait events of running statements sampled by the worker (lock contention evidence)",
     },
     Table {
         name: "job_lock",

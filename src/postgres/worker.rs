@@ -3,7 +3,8 @@
 //! Registered from `_PG_init` when optidb is preloaded. It connects to `optidb.database` and
 //! runs, each in its own transaction, the same SQL functions pg_cron could run instead:
 //! `optidb.snapshot()` and `optidb.record_health()` every `optidb.snapshot_interval`,
-//! `optidb.check_alerts()` every `optidb.alert_interval`, `optidb.refresh()` and
+//! `optidb.check_alerts()` and `optidb.sample_waits()` every `optidb.alert_interval`,
+//! `optidb.refresh()` and
 //! `optidb.prune()` every `optidb.refresh_interval`, on a fixed grid (optidb_core::schedule: no
 //! drift).
 //!
@@ -34,6 +35,7 @@ enum Job {
     Snapshot,
     Health,
     Alerts,
+    Waits,
     Refresh,
     Retention,
 }
@@ -44,6 +46,7 @@ impl Job {
             Job::Snapshot => "SELECT optidb.snapshot()",
             Job::Health => "SELECT optidb.record_health()",
             Job::Alerts => "SELECT optidb.check_alerts()",
+            Job::Waits => "SELECT optidb.sample_waits()",
             Job::Refresh => "SELECT optidb.refresh()",
             Job::Retention => "SELECT optidb.prune()",
         }
@@ -52,16 +55,17 @@ impl Job {
     fn interval(self) -> Duration {
         let secs = match self {
             Job::Snapshot | Job::Health => gucs::snapshot_interval_s(),
-            Job::Alerts => gucs::alert_interval_s(),
+            Job::Alerts | Job::Waits => gucs::alert_interval_s(),
             Job::Refresh | Job::Retention => gucs::refresh_interval_s(),
         };
         Duration::from_secs(secs.max(1) as u64)
     }
 
-    const ALL: [Job; 5] = [
+    const ALL: [Job; 6] = [
         Job::Snapshot,
         Job::Health,
         Job::Alerts,
+        Job::Waits,
         Job::Refresh,
         Job::Retention,
     ];

@@ -106,6 +106,16 @@ impl Comparison {
     }
 }
 
+vocabulary! {
+    /// optidb.anomaly.kind: what raised an anomaly tag (src/api/anomalies.rs).
+    pub enum AnomalyKind {
+        LatencySpike => "latency_spike",
+        FamilyOutlier => "family_outlier",
+        PlanChange => "plan_change",
+        LockContention => "lock_contention",
+    }
+}
+
 /// Each enumerated column (`table.column`) and its words.
 pub type Column = (&'static str, fn() -> Vec<&'static str>);
 
@@ -122,6 +132,7 @@ pub const COLUMNS: &[Column] = &[
     ("alert_rule.comparison", words::<Comparison>),
     ("alert_rule.severity", words::<Severity>),
     ("alert.severity", words::<Severity>),
+    ("anomaly.kind", words::<AnomalyKind>),
 ];
 
 #[cfg(test)]
