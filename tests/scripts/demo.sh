@@ -41,4 +41,16 @@ pg -d "$OPTIDB_DB" -P pager=off -c "
 SELECT query_id, execution_count, round(mean_ms::numeric, 2) AS mean_ms, round(p95_ms::numeric, 2) AS p95_ms,
        round(p99_ms::numeric, 2) AS p99_ms, round(failure_rate::numeric, 3) AS failure_rate, left(query, 70) AS query
 FROM optidb.query_metrics ORDER BY total_ms DESC NULLS LAST LIMIT 5"
+log "families: SELECT label, statements, execution_count, mean_ms FROM optidb.family_metrics"
+pg -d "$OPTIDB_DB" -P pager=off -c "
+SELECT label, statements, execution_count, round(mean_ms::numeric, 2) AS mean_ms, anomalies
+FROM optidb.family_metrics ORDER BY total_ms DESC NULLS LAST LIMIT 8"
+top=$(pg -d "$OPTIDB_DB" -qAtc "SELECT query_id FROM optidb.bottlenecks(1)")
+log "SELECT answer FROM optidb.ask('why is query $top slow?');"
+pg -d "$OPTIDB_DB" -P pager=off -Atc "SELECT answer FROM optidb.ask('why is query $top slow?')"
+log "health: SELECT item, value, unit, status FROM optidb.health() WHERE status <> 'ok' (none: all ok)"
+pg -d "$OPTIDB_DB" -P pager=off -c "SELECT item, round(value::numeric, 2) AS value, unit, status FROM optidb.health() WHERE status <> 'ok'"
+report="$OPTIDB_ROOT/target/demo-report.html"
+pg -d "$OPTIDB_DB" -qAtc "SELECT optidb.report()" > "$report"
+log "HTML report: $report"
 log "done. Connect with: psql -h $OPTIDB_PGSOCKET -p $OPTIDB_PGPORT -U postgres $OPTIDB_DB"
