@@ -11,21 +11,38 @@ use optidb_core::health::status;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
+/// A health figure read now, with its status from the enabled alert rules.
+pub(crate) struct Figure {
+    pub reading: health::Reading,
+    pub status: &'static str,
+}
+
+/// Every database-wide figure now, each with the status the rules give it.
+pub(crate) fn figures() -> Vec<Figure> {
+    let rules = alerts::enabled_rules();
+    health::read()
+        .into_iter()
+        .map(|reading| Figure {
+            status: status(alerts::worst_holding(&rules, reading.metric, reading.value)),
+            reading,
+        })
+        .collect()
+}
+
 /// A figure of optidb.health(): value, unit, status from the alert rules, details, meaning.
 type HealthRow = (String, Option<f64>, String, String, JsonB, String);
 
 fn current() -> Vec<HealthRow> {
-    let rules = alerts::enabled_rules();
-    health::read()
+    figures()
         .into_iter()
-        .map(|r| {
-            let about = r.metric.about();
+        .map(|f| {
+            let about = f.reading.metric.about();
             (
-                r.metric.as_str().to_string(),
-                r.value,
+                f.reading.metric.as_str().to_string(),
+                f.reading.value,
                 about.unit.to_string(),
-                status(alerts::worst_holding(&rules, r.metric, r.value)).to_string(),
-                JsonB(r.details),
+                f.status.to_string(),
+                JsonB(f.reading.details),
                 about.meaning.to_string(),
             )
         })

@@ -3,11 +3,9 @@
 //! percentile trends per top statement, a latency histogram, error rates, health panels and
 //! trends, alert history and the metric views' freshness.
 
-use crate::postgres::health;
 use crate::postgres::latency::history;
 use crate::postgres::own_work;
 use crate::postgres::rows;
-use optidb_core::health::status;
 use optidb_core::histogram::bucket_value;
 use optidb_core::report::{
     AlertRow, Bottleneck, Bucket, ErrorRate, Freshness, HealthItem, Histogram, Recommendation,
@@ -94,7 +92,7 @@ fn trends(
                 .into_iter()
                 .filter_map(|((_, period), m)| {
                     let s = m.stats?;
-                    let at = epoch_s(&period?)?;
+                    let at = epoch_s(&period?);
                     Some(TrendPoint {
                         at_epoch_s: at,
                         p50_ms: s.median_ms,
@@ -112,12 +110,11 @@ fn trends(
         .collect()
 }
 
-fn epoch_s(at: &TimestampWithTimeZone) -> Option<f64> {
-    rows::value::<f64>(
-        "epoch",
-        "SELECT extract(epoch FROM $1::timestamptz)::float8",
-        &[(*at).into()],
-    )
+/// Seconds since 1970 (PostgreSQL counts microseconds from 2000-01-01).
+fn epoch_s(at: &TimestampWithTimeZone) -> f64 {
+    const UNIX_AT_POSTGRES_EPOCH_S: f64 = 946_684_800.0;
+    let us: i64 = pgrx::pg_sys::TimestampTz::from(*at);
+    us as f64 / 1e6 + UNIX_AT_POSTGRES_EPOCH_S
 }
 
 /// 1-2-5 buckets (under 0.1 ms, 0.2 ms, 0.5 ms, 1 ms, ... 50 s, and above) from optidb's fine
@@ -182,22 +179,21 @@ fn error_rates(start: &TimestampWithTimeZone, end: &TimestampWithTimeZone) -> Ve
 }
 
 fn health_now() -> Vec<HealthItem> {
-    let rules = crate::postgres::alerts::enabled_rules();
-    health::read()
+    super::health::figures()
         .into_iter()
-        .map(|r| HealthItem {
-            item: r.metric.as_str().to_string(),
-            value: r.value,
-            unit: r.metric.about().unit.to_string(),
-            status: status(crate::postgres::alerts::worst_holding(
-                &rules, r.metric, r.value,
-            ))
-            .to_string(),
-            details: if r.details.as_object().is_some_and(|o| o.is_empty()) {
-                String::new()
-            } else {
-                r.details.to_string()
-            },
+        .map(|f| {
+            let r = f.reading;
+            HealthItem {
+                item: r.metric.as_str().to_string(),
+                value: r.value,
+                unit: r.metric.about().unit.to_string(),
+                status: f.status.to_string(),
+                details: if r.details.as_object().is_some_and(|o| o.is_empty()) {
+                    String::new()
+                } else {
+                    r.details.to_string()
+                },
+            }
         })
         .collect()
 }

@@ -80,6 +80,11 @@ def fresh_db():
         yield conn
 
 
+# What the demo fixture's own scan stored about plans, read at once: module fixtures of other
+# files (families, the report) scan the demo database again, which refreshes and adds plans.
+DEMO_SCAN_PLANS = {}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def demo():
     """The demo shop after its workload ran (loaded by tests/scripts/run-workload.sh), with a
@@ -89,6 +94,16 @@ def demo():
     conn.execute("DROP EXTENSION IF EXISTS optidb CASCADE")
     conn.execute("CREATE EXTENSION optidb")
     summary = conn.execute("SELECT * FROM optidb.scan()").fetchone()
+    DEMO_SCAN_PLANS["generic"] = conn.execute(
+        "SELECT q.norm_sql, p.had_seq_scan, p.node_types FROM optidb.plan p "
+        "JOIN optidb.query q ON q.id = p.query_id "
+        "WHERE p.plan_json IS NOT NULL AND p.plan_kind = 'generic'").fetchall()
+    DEMO_SCAN_PLANS["typical_statements"] = scalar(
+        conn, "SELECT count(DISTINCT query_id) FROM optidb.plan "
+              "WHERE plan_kind = 'typical' AND plan_json IS NOT NULL")
+    DEMO_SCAN_PLANS["captures_without_one_basis"] = scalar(
+        conn, "SELECT count(*) FROM (SELECT query_id FROM optidb.plan "
+              "WHERE basis GROUP BY query_id, captured_at HAVING count(*) <> 1) x")
     yield conn, summary
     conn.close()
 

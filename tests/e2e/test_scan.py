@@ -1,6 +1,6 @@
 """scan(): ingest of the real workload, deltas, resets, fingerprints, unexplainable statements."""
 
-from conftest import scalar
+from conftest import DEMO_SCAN_PLANS, scalar
 
 
 def test_demo_scan_captures_statements_fingerprints_and_plans(demo):
@@ -13,20 +13,16 @@ def test_demo_scan_captures_statements_fingerprints_and_plans(demo):
         "SELECT id, raw_sql FROM optidb.query "
         "WHERE fingerprint !~ '^[0-9a-f]{16}$' OR norm_sql IS NULL").fetchall()
     assert bad == []
-    # Generic plans exist for the top-K explainable statements, with facts.
-    rows = conn.execute(
-        "SELECT q.norm_sql, p.had_seq_scan, p.node_types FROM optidb.plan p "
-        "JOIN optidb.query q ON q.id = p.query_id "
-        "WHERE p.plan_json IS NOT NULL AND p.plan_kind = 'generic'").fetchall()
+    # Generic plans exist for the top-K explainable statements, with facts (as the demo's
+    # scan left them: conftest reads them right after it).
+    rows = DEMO_SCAN_PLANS["generic"]
     assert len(rows) == plans
     # The demo's statements were sampled (pgbench sends literals): each planned statement also
     # has a custom plan for a typical execution's own text, and one plan of each capture is the
     # basis of the advice.
-    custom = scalar(conn, "SELECT count(DISTINCT query_id) FROM optidb.plan "
-                          "WHERE plan_kind = 'typical' AND plan_json IS NOT NULL")
+    custom = DEMO_SCAN_PLANS["typical_statements"]
     assert custom >= plans - 2, (custom, plans)
-    assert scalar(conn, "SELECT count(*) FROM (SELECT query_id FROM optidb.plan "
-                        "WHERE basis GROUP BY query_id, captured_at HAVING count(*) <> 1) x") == 0
+    assert DEMO_SCAN_PLANS["captures_without_one_basis"] == 0
     by_text = {r[0]: r for r in rows}
     orders_by_customer = [t for t in by_text if "FROM orders WHERE customer_id = $1" in t]
     assert orders_by_customer, sorted(by_text)
