@@ -7,6 +7,7 @@
 //! out (optidb_core::ask::AnswerBuilder); an unknown question gets the list of what ask() can
 //! answer. ask() runs with the caller's rights: row-level security decides what it may cite.
 
+use crate::postgres::guarded;
 use crate::postgres::own_work;
 use crate::postgres::rows;
 use optidb_core::ask::{self, Answer, AnswerBuilder, Fact, Intent};
@@ -327,13 +328,36 @@ fn show_impact(b: &mut AnswerBuilder, query_id: Option<i64>) {
     )
     .unwrap_or(false);
     if !simulated && may_simulate {
+        simulate(b, id, rec);
+    }
+    advice_sentences(b, id);
+}
+
+/// Run the hypothetical simulation ask() reuses afterwards; a failure is said, not raised.
+fn simulate(b: &mut AnswerBuilder, id: i64, rec: i64) {
+    let hypopg = rows::value::<bool>(
+        "ask: hypopg installed",
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'hypopg')",
+        &[],
+    )
+    .unwrap_or(false);
+    if !hypopg {
+        b.unknown(
+            "a new simulation: the hypopg extension is not installed in this database \
+             (CREATE EXTENSION hypopg)",
+        );
+        return;
+    }
+    let ran = guarded::run(None, || {
         Spi::run_with_args(
             "SELECT * FROM optidb.simulate($1, $2)",
             &[id.into(), rec.into()],
         )
-        .unwrap_or_else(|e| error!("simulating for ask() failed: {e}"));
+        .unwrap_or_else(|e| error!("{e}"));
+    });
+    if ran.is_err() {
+        b.unknown("a new simulation: optidb.simulate() failed; run it to see why");
     }
-    advice_sentences(b, id);
 }
 
 fn what_changed(b: &mut AnswerBuilder, query_id: Option<i64>) {

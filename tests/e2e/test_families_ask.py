@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import DEMO_DB, connect, scalar
+from conftest import DEMO_DB, HYPOPG, connect, scalar
 
 NUMBER = re.compile(r"(?<![A-Za-z0-9_.])-?\d+(?:[.,]\d+)*")
 
@@ -71,7 +71,8 @@ def test_demo_statements_fall_into_labelled_families(cast):
             "SELECT q.family_id, count(*), sum(cardinality(q.queryids)) FROM optidb.query q "
             "WHERE q.norm_sql ~ 'FROM items.*(IN \\(|ANY)' GROUP BY q.family_id").fetchall()
         assert len(grouped) == 1 and grouped[0][0] is not None, grouped
-        assert grouped[0][1] >= 3 and grouped[0][2] >= 6, grouped  # statements, queryids
+        # statements, queryids (PostgreSQL 18 gives IN-lists of any length one queryid)
+        assert grouped[0][1] >= 3 and grouped[0][2] >= 4, grouped
         other = scalar(c, "SELECT family_id FROM optidb.query "
                           "WHERE norm_sql LIKE 'SELECT count(*) FROM items WHERE kind%%'")
         assert other is not None and other != grouped[0][0]
@@ -174,7 +175,8 @@ def test_ask_answers_the_other_questions_from_facts(cast):
         for question, arg, intent, must in (
                 ("top bottlenecks", None, "top_bottlenecks", "% of the time recorded"),
                 ("what index should I add?", None, "what_index", "CREATE INDEX"),
-                ("show impact", qid, "show_impact", "Simulated"),
+                ("show impact", qid, "show_impact",
+                 "Simulated" if HYPOPG else "hypopg extension is not installed"),
                 ("is the database healthy?", None, "health", "figure(s) out of"),
                 ("what changed?", None, "what_changed", "")):
             answer, got, facts = c.execute("SELECT * FROM optidb.ask(%s, %s)",
@@ -182,7 +184,9 @@ def test_ask_answers_the_other_questions_from_facts(cast):
             assert got == intent, (question, got)
             assert must in answer, (question, answer)
             check_grounded(c, answer, facts)
-        assert scalar(c, "SELECT count(*) FROM optidb.simulation WHERE query_id = %s", (qid,)) > 0
+        if HYPOPG:
+            assert scalar(c, "SELECT count(*) FROM optidb.simulation WHERE query_id = %s",
+                          (qid,)) > 0
 
 
 def test_unknown_questions_get_the_help_text_and_hidden_statements_nothing(cast):
