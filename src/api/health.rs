@@ -111,13 +111,10 @@ fn check_alerts() -> TableIterator<
     ),
 > {
     let events = own_work::run(|| {
-        if let Err(failure) = locks::acquire(Lock::Alerts) {
-            crate::postgres::errors::raise(
-                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                format!("another optidb.check_alerts() is running in this database ({failure})"),
-                Some("Retry when it has finished, or raise optidb.lock_timeout to wait longer."),
-            );
-        }
+        locks::acquire_or_raise(
+            Lock::Alerts,
+            "optidb.check_alerts() is running in this database",
+        );
         alerts::evaluate()
     });
     TableIterator::new(events.into_iter().map(|e: Event| {

@@ -71,13 +71,7 @@ fn resolve(view: Option<&str>) -> Vec<&'static str> {
 
 /// Hold the refresh lock until the end of the transaction, waiting at most optidb.lock_timeout.
 fn take_lock() {
-    if let Err(failure) = locks::acquire(Lock::Refresh) {
-        raise(
-            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-            format!("another optidb.refresh() is running ({failure})"),
-            Some("Retry when it has finished, or raise optidb.lock_timeout to wait longer."),
-        );
-    }
+    locks::acquire_or_raise(Lock::Refresh, "optidb.refresh() is running");
 }
 
 fn refresh_one(view: &'static str) -> (String, bool, Option<i64>, f64, Option<String>) {

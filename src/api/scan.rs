@@ -104,13 +104,10 @@ struct Accepted {
 fn run(top: usize, pass: ScanKind) -> Summary {
     let started = Instant::now();
     let view = pgss::locate();
-    if let Err(failure) = locks::acquire(Lock::Snapshot) {
-        crate::postgres::errors::raise(
-            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-            format!("another optidb.scan() or optidb.snapshot() is running in this database ({failure})"),
-            Some("Retry when it has finished, or raise optidb.lock_timeout to wait longer."),
-        );
-    }
+    locks::acquire_or_raise(
+        Lock::Snapshot,
+        "optidb.scan() or optidb.snapshot() is running in this database",
+    );
     let captured_at =
         rows::value::<TimestampWithTimeZone>("clock", "SELECT pg_catalog.clock_timestamp()", &[])
             .expect("clock_timestamp() is never NULL");

@@ -52,6 +52,18 @@ pub fn acquire(lock: Lock) -> Result<(), Failure> {
     })
 }
 
+/// `acquire`, or raise 55P03 saying `another {busy} (...)`, e.g. busy = "optidb.refresh() is
+/// running": what the SQL functions that take a job lock say when they time out.
+pub fn acquire_or_raise(lock: Lock, busy: &str) {
+    if let Err(failure) = acquire(lock) {
+        crate::postgres::errors::raise(
+            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+            format!("another {busy} ({failure})"),
+            Some("Retry when it has finished, or raise optidb.lock_timeout to wait longer."),
+        );
+    }
+}
+
 /// Take `lock` if nobody holds it; held until the transaction ends.
 pub fn try_acquire(lock: Lock) -> bool {
     let name = lock.name();
