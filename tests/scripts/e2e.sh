@@ -3,7 +3,9 @@
 # pytest (extra arguments go to pytest). Needs an installed extension (install-extension.sh).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
-export OPTIDB_PGDATA=/tmp/optidb-e2e/data OPTIDB_PGPORT=55433 OPTIDB_DB=optidb_e2e_demo
+# OPTIDB_E2E_PGDATA/OPTIDB_E2E_PGPORT: a second e2e cluster beside this one (another worktree).
+export OPTIDB_PGDATA=${OPTIDB_E2E_PGDATA:-/tmp/optidb-e2e/data} OPTIDB_PGPORT=${OPTIDB_E2E_PGPORT:-55433}
+export OPTIDB_DB=optidb_e2e_demo
 "$OPTIDB_ROOT/tests/scripts/cluster.sh" stop
 rm -rf "$(dirname "$OPTIDB_PGDATA")"
 trap '"$OPTIDB_ROOT/tests/scripts/cluster.sh" stop' EXIT

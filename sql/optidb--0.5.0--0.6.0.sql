@@ -1,0 +1,14 @@
+-- optidb 0.5.0 -> 0.6.0, hand-written. tests/e2e/test_upgrade.py checks that an install
+-- upgraded with it has exactly the schema of a fresh 0.6.0 install and keeps its data.
+--
+-- 0.6.0: production trust (issue 22). Replays run only code the statement's owner trusts;
+-- pg_dump/pg_restore keeps every row and each statement's role by name; one role cannot push
+-- the others' statements out of optidb; every growing table has a retention.
+
+-- Resolve every name below in pg_catalog first (what pgspot checks for).
+SET LOCAL search_path TO pg_catalog, pg_temp;
+
+-- missing_ok: a newer library may list objects a later upgrade script creates.
+SELECT optidb.apply_surface(true);
+
+SET LOCAL search_path TO optidb, pg_temp;
