@@ -104,6 +104,40 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_replay_plans_nothing_that_runs_code_of_a_role_its_owner_does_not_trust() {
+        setup_workload();
+        Spi::run(
+            "CREATE ROLE optidb_vet_probe NOLOGIN; \
+             CREATE FUNCTION public.vet_f(int) RETURNS int LANGUAGE sql IMMUTABLE \
+                 AS 'SELECT $1'; \
+             CREATE VIEW public.vet_v AS SELECT * FROM t_orders; \
+             ALTER FUNCTION public.vet_f(int) OWNER TO optidb_vet_probe",
+        )
+        .unwrap();
+        let sql = "SELECT * FROM t_orders WHERE customer_id = public.vet_f($1)";
+        let err = generic_plan(sql, 1)
+            .err()
+            .expect("another role's function is refused")
+            .to_string();
+        assert!(
+            err.contains("vet_f(integer), owned by optidb_vet_probe"),
+            "{err}"
+        );
+        Spi::run("ALTER FUNCTION public.vet_f(int) OWNER TO CURRENT_USER").unwrap();
+        generic_plan(sql, 1).unwrap_or_else(|f| panic!("its owner's own function: {f}"));
+        // A view expanded by the rewriter: its owner counts, whatever it reads.
+        Spi::run("ALTER VIEW public.vet_v OWNER TO optidb_vet_probe").unwrap();
+        let err = generic_plan("SELECT count(*) FROM public.vet_v", 0)
+            .err()
+            .expect("another role's view is refused")
+            .to_string();
+        assert!(
+            err.contains("view vet_v, owned by optidb_vet_probe"),
+            "{err}"
+        );
+    }
+
+    #[pg_test]
     fn generic_plan_capture_cleans_up_and_reports_failures() {
         setup_workload();
         Spi::run("PREPARE users_own AS SELECT 1").unwrap();
@@ -199,7 +233,7 @@ mod tests {
         let path_before = Spi::get_one::<String>("SHOW search_path").unwrap();
         // Inside: the probe role, restricted, its search_path; it may not read t_orders.
         let inside = crate::postgres::guarded::run(None, || {
-            crate::postgres::replay::as_owner(&context, || {
+            crate::postgres::vetting::Vetted::catalog_lookup(&context).run(|| {
                 let who = Spi::get_one::<String>("SELECT current_user::text").unwrap();
                 let path = Spi::get_one::<String>("SHOW search_path").unwrap();
                 // SAFETY: a guarded read of this backend's security context flags.
@@ -212,9 +246,8 @@ mod tests {
         assert_eq!(inside.1.as_deref(), Some("pg_catalog"));
         assert!(inside.2);
         let failed = crate::postgres::guarded::run(None, || {
-            crate::postgres::replay::as_owner(&context, || {
-                Spi::run("SELECT * FROM public.t_orders")
-            })
+            crate::postgres::vetting::Vetted::catalog_lookup(&context)
+                .run(|| Spi::run("SELECT * FROM public.t_orders"))
         });
         let err = failed
             .expect_err("the probe role cannot read t_orders")

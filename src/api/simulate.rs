@@ -1,13 +1,14 @@
 //! `optidb.simulate(query_id, rec_id, mode)`: what a recommended index would do to a statement.
-//! Every EXPLAIN runs as the statement's owner, restricted (src/postgres/replay.rs).
+//! Every EXPLAIN runs as the statement's owner, restricted, and only over code its owner trusts
+//! (src/postgres/replay.rs, src/postgres/vetting.rs).
 //! - mode `hypopg`: cost before, hypothetical index, cost after, all in this backend.
 //! - mode `real` (superuser or optidb_admin): EXPLAIN ANALYZE before and after building the
 //!   real index, everything rolled back. Safe on a live server by construction:
 //!   * only read-only statements (a SELECT that writes and locks nothing) are run, inside a
 //!     read-only transaction state, so nothing they call can write either; others get 0A000;
-//!   * the index is built as the table's owner (the only role allowed to), restricted; an
-//!     expression index only when that owner is the statement's owner, so no one's expression
-//!     runs with another role's rights;
+//!   * the index is built as the table's owner (the only role allowed to), restricted, with
+//!     search_path pg_catalog: its text names only pg_catalog built-ins
+//!     (optidb_core::index_expression), so no one's code runs with the table owner's rights;
 //!   * the build waits at most `optidb.lock_timeout` for its lock and the writer-blocking lock
 //!     it takes is held at most `optidb.real_simulation_timeout` (build) plus
 //!     `optidb.statement_timeout` (the measured run) before the rollback releases it;

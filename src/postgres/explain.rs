@@ -15,8 +15,9 @@
 //! built-in types named with their schema (samples.rs renders only those).
 
 use crate::postgres::guarded::{self, Failure, Limit};
-use crate::postgres::replay::{self, Context, Restriction};
+use crate::postgres::replay::{self, Context};
 use crate::postgres::settings::{self, Setting};
+use crate::postgres::vetting::{self, Vetted};
 use optidb_core::plan_facts::{self, PlanFacts};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -108,9 +109,12 @@ fn arguments(values: Values) -> String {
     }
 }
 
-/// EXPLAIN the statement in its owner's context, limited by `optidb.statement_timeout`. Any
-/// failure (syntax this server rejects, missing table, no permission, undeterminable parameter
-/// type, timeout) comes back as `Err` with the reason, raised in the owner's context. Callers
+/// EXPLAIN the statement in its owner's context, limited by `optidb.statement_timeout`: the one
+/// entry point of every replay (plans, hypothetical and real simulations). Nothing is planned
+/// unless everything the resolved statement would run belongs to a role its owner trusts
+/// (src/postgres/vetting.rs). Any failure (syntax this server rejects, missing table, no
+/// permission, untrusted code, undeterminable parameter type, timeout) comes back as `Err`
+/// with the reason, raised in the owner's context. Callers
 /// running ANALYZE must make sure nothing it does persists (simulate's real mode).
 pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
     let name = private_statement_name();
@@ -133,7 +137,7 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
     let deallocate = format!("DEALLOCATE {name}");
     let outcome = PgTryBuilder::new(|| {
         guarded::run(Some(replay.limit), || {
-            replay::as_owner_with(replay.context, Restriction::ParseOnly, || {
+            vetting::parse_as_owner(replay.context, || {
                 same_relations(replay.context.owner.oid, replay.tables, replay.relations);
                 let prepare = format!(
                     "PREPARE {name}{} AS {}",
@@ -142,12 +146,16 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
                 );
                 Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"))
             });
-            replay::as_owner(replay.context, || {
-                settings::with(&[Setting::user("plan_cache_mode", plan_cache_mode)], || {
-                    Spi::get_one::<pgrx::Json>(&explain).unwrap_or_else(|e| error!("{e}"))
+            // Nothing of the statement has run yet: planning is the first thing that may.
+            Vetted::prepared(replay.context, &name).map(|vetted| {
+                vetted.run(|| {
+                    settings::with(&[Setting::user("plan_cache_mode", plan_cache_mode)], || {
+                        Spi::get_one::<pgrx::Json>(&explain).unwrap_or_else(|e| error!("{e}"))
+                    })
                 })
             })
         })
+        .and_then(|vetted| vetted)
     })
     .finally(|| {
         guarded::cleanup(|| {

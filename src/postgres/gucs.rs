@@ -34,6 +34,7 @@ static REFRESH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
 static REAL_SIMULATION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static MAX_CONCURRENT_SIMULATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
 static REAL_SIMULATIONS_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(10);
+static TRUSTED_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Settings every backend has, whether or not optidb is preloaded.
 pub fn init() {
@@ -97,6 +98,14 @@ pub fn init() {
         0,
         1_000,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"optidb.trusted_roles",
+        c"Roles whose functions, views and rules every replay may run (comma-separated names).",
+        c"Besides superusers and the statement's own role; e.g. the role that owns an application's schema. Read by replay workers from the server and database settings.",
+        &TRUSTED_ROLES,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -309,6 +318,20 @@ pub fn retention_days() -> i32 {
 
 pub fn real_simulation_max_bytes() -> i64 {
     REAL_SIMULATION_MAX_MB.get() as i64 * 1024 * 1024
+}
+
+/// `optidb.trusted_roles` as role names (empty when unset).
+pub fn trusted_roles() -> Vec<String> {
+    TRUSTED_ROLES
+        .get()
+        .map(|s| {
+            s.to_string_lossy()
+                .split(',')
+                .map(|r| r.trim().trim_matches('"').to_string())
+                .filter(|r| !r.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn explain_top_k() -> i32 {

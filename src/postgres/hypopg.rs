@@ -5,8 +5,9 @@
 
 use crate::postgres::errors::raise;
 use crate::postgres::guarded::{self, Failure};
-use crate::postgres::replay::{self, Context};
+use crate::postgres::replay::Context;
 use crate::postgres::rows;
+use crate::postgres::vetting::Vetted;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -67,7 +68,7 @@ impl Hypopg {
             self.schema
         );
         let oid = guarded::run(None, || {
-            replay::as_owner(context, || {
+            Vetted::optidb_index(context).run(|| {
                 Spi::get_one_with_args::<pg_sys::Oid>(&create, &[index_sql.into()])
                     .unwrap_or_else(|e| error!("{e}"))
             })

@@ -23,12 +23,11 @@
 
 use crate::postgres::guarded::{self, Failure};
 use crate::postgres::rows;
-use crate::postgres::settings::{self, Setting};
+use crate::postgres::vetting::Vetted;
 use optidb_core::search_path;
 use optidb_core::statement::{self, StatementInfo};
 use optidb_core::vocabulary::{PathSource, PlanKind, SampleKind};
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 use std::panic::AssertUnwindSafe;
 
 /// PostgreSQL's built-in search_path (the boot value of the setting).
@@ -268,48 +267,6 @@ pub fn preparable(raw_sql: &str) -> Result<(String, StatementInfo), Failure> {
     Ok((text, info))
 }
 
-/// How far the owner's identity goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Restriction {
-    /// Parse analysis only (PREPARE, which PostgreSQL refuses inside a security-restricted
-    /// operation): names resolve with the owner's privileges, no code of the statement runs
-    /// (functions are only looked up; planning and execution come later), and SET ROLE is
-    /// refused (SECURITY_LOCAL_USERID_CHANGE).
-    ParseOnly,
-    /// Planning and execution: a security-restricted operation, as REFRESH MATERIALIZED VIEW.
-    Restricted,
-}
-
-/// Run `work` as the context's owner, restricted, with its search_path. The caller's identity,
-/// security context and settings are restored however `work` ends.
-pub fn as_owner<R>(ctx: &Context, work: impl FnOnce() -> R) -> R {
-    as_owner_with(ctx, Restriction::Restricted, work)
-}
-
-/// `as_owner` with the restriction chosen: `ParseOnly` is for PREPARE alone.
-pub fn as_owner_with<R>(ctx: &Context, restriction: Restriction, work: impl FnOnce() -> R) -> R {
-    let flag = match restriction {
-        Restriction::ParseOnly => pg_sys::SECURITY_LOCAL_USERID_CHANGE,
-        Restriction::Restricted => pg_sys::SECURITY_RESTRICTED_OPERATION,
-    };
-    let (mut saved_user, mut saved_security) = (pg_sys::InvalidOid, 0);
-    // SAFETY: guarded calls on this backend's own identity. GetUserIdAndSecContext writes the
-    // caller's user and security context into the two locals; SetUserIdAndSecContext then
-    // switches to the owner's role (an oid found in pg_roles by `owner`) with the restriction
-    // added to the caller's flags, and `finally` below restores the saved pair however `work`
-    // ends, as PostgreSQL's own security-restricted operations do.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_security);
-        pg_sys::SetUserIdAndSecContext(ctx.owner.oid, saved_security | flag as i32);
-    }
-    PgTryBuilder::new(AssertUnwindSafe(|| {
-        settings::with(&[Setting::user("search_path", &ctx.search_path)], work)
-    }))
-    // SAFETY: a guarded call restoring the user and security context saved above.
-    .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_security) })
-    .execute()
-}
-
 /// The role with this oid, if it still exists.
 pub fn owner(oid: pg_sys::Oid) -> Option<Owner> {
     rows::value::<String>(
@@ -510,7 +467,7 @@ fn resolves(ctx: &Context, table: &str) -> bool {
     guarded::run(
         None,
         AssertUnwindSafe(|| {
-            as_owner(ctx, || {
+            Vetted::catalog_lookup(ctx).run(|| {
                 rows::value::<bool>(
                     "relation resolves",
                     "SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($1)) IS NOT NULL",

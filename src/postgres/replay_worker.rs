@@ -26,6 +26,7 @@ use crate::postgres::hypopg::Hypopg;
 use crate::postgres::own_work;
 use crate::postgres::replay::{self, Context};
 use crate::postgres::settings::{self, Setting};
+use crate::postgres::vetting::Vetted;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -150,10 +151,19 @@ pub fn run(context: &Context, jobs: Vec<Job>) -> Vec<Result<Answer, Failure>> {
 /// The shared segment: [request length][request][answer state][answer length][deadline]
 /// [answer]. The deadline (milliseconds since the epoch, 0: none) is set by the worker while a
 /// real simulation holds a lock that blocks writers of the owner's table; the caller terminates
-/// the worker once it passes, whatever the replayed code does with cancels.
+/// the worker once it passes, whatever the replayed code does with cancels. Detached when
+/// dropped, on every path (a failure returned, not raised, would otherwise leave the mapping to
+/// the transaction's resource owner, which warns of a leak at commit).
 struct Segment {
     seg: *mut pg_sys::dsm_segment,
     base: *mut u8,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, attached or created once and detached only here.
+        unsafe { pg_sys::dsm_detach(self.seg) };
+    }
 }
 
 const DONE: u64 = 0x6f70_7469_646f_6e65; // "optidone"
@@ -253,8 +263,6 @@ fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure>
             "the replay worker ended without an answer (see the server log)",
         ))
     };
-    // SAFETY: our own segment, not used after this.
-    unsafe { pg_sys::dsm_detach(segment.seg) };
     answer
 }
 
@@ -393,18 +401,25 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
         };
         let deadline_at = Segment::deadline_at(len);
         let announce = |deadline: u64| segment.write_u64(deadline_at, deadline);
-        own_work::run(|| {
-            request
-                .jobs
-                .iter()
-                .map(|job| {
-                    let answer = execute(&context, &request.limits, job, &announce);
-                    // The job's subtransaction is rolled back: its locks are gone.
-                    announce(0);
-                    answer
+        // optidb's own SQL here (catalog reads, vetting) resolves names in pg_catalog only;
+        // each replay sets the statement's search_path for itself.
+        settings::with(
+            &[Setting::user("search_path", "pg_catalog, pg_temp")],
+            || {
+                own_work::run(|| {
+                    request
+                        .jobs
+                        .iter()
+                        .map(|job| {
+                            let answer = execute(&context, &request.limits, job, &announce);
+                            // The job's subtransaction is rolled back: its locks are gone.
+                            announce(0);
+                            answer
+                        })
+                        .collect::<Vec<_>>()
                 })
-                .collect::<Vec<_>>()
-        })
+            },
+        )
     });
     let bytes = serde_json::to_vec(&answers).expect("answers serialize");
     let answer_at = Segment::answer_at(len);
@@ -539,9 +554,7 @@ fn real(
     let before = analyzed(replay)?;
     announce(epoch_ms() + limits.build.ms as u64 + limits.statement.ms as u64 + DEADLINE_SLACK_MS);
     guarded::run(Some(limits.build), || {
-        replay::as_owner(builder, || {
-            Spi::run(index_sql).unwrap_or_else(|e| error!("{e}"))
-        })
+        Vetted::optidb_index(builder).run(|| Spi::run(index_sql).unwrap_or_else(|e| error!("{e}")))
     })?;
     let after = analyzed(replay)?;
     Ok(Answer::Compared {

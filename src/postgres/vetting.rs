@@ -1,0 +1,397 @@
+//! The one door to running anything as a statement's owner: a `Vetted` value, which only this
+//! module can make, and only after it has checked what will run.
+//!
+//! Why: replaying a statement plans it (planning folds immutable functions and calls stable
+//! ones to estimate selectivity) and, in real mode, runs it. What it runs is not fixed when the
+//! statement ran: the owner of a function, view or table rule can redefine it later under the
+//! same OID (`CREATE OR REPLACE FUNCTION`, `CREATE OR REPLACE VIEW`, a `_RETURN` rule that
+//! turns a table into a view), and the replay would run the new code with the rights of the
+//! statement's owner, a superuser's included. So before anything is planned, the statement is
+//! resolved exactly as PostgreSQL will execute it (parse analysis and the rewriter, through the
+//! PREPARE the replay makes anyway: views and rules expanded, row-level security quals added),
+//! everything in it that can run code is collected, and the replay goes on only when every
+//! one of those objects belongs to a role the statement's owner trusts:
+//! - the owner itself and superusers (for a superuser's statement: superusers only);
+//! - built-in objects count as trusted (the bootstrap superuser owns them).
+//!
+//! Collected: functions (also operators' functions and their estimators, aggregates' support
+//! functions, casts, type input/output functions), operators (also those of ORDER BY, GROUP BY
+//! and DISTINCT), views, relations whose rules or row-level security policies the statement
+//! uses, foreign tables, and types the statement coerces values to (domains with their
+//! constraints; the parameters' types, whose input functions and domain checks run on the
+//! sampled values). Anything else is refused with the object and its owner named.
+//!
+//! Why this is enough between the check and the EXPLAIN that follows: the check reads the
+//! query tree PostgreSQL will plan, under the locks parse analysis took (held until the job's
+//! subtransaction ends, so nobody can redefine a view, rule or policy in between), and an
+//! object owned by a trusted role can only be redefined by that role. See docs/security-model.md.
+
+use crate::postgres::guarded::Failure;
+use crate::postgres::gucs;
+use crate::postgres::replay::Context;
+use crate::postgres::rows;
+use crate::postgres::settings::{self, Setting};
+use pgrx::list::PgList;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::{c_void, CString};
+use std::panic::AssertUnwindSafe;
+
+/// Permission to run code as a context's owner, inside a security-restricted operation, with
+/// its search_path. Only this module's constructors make one; each says why what will run is
+/// safe.
+pub struct Vetted<'a> {
+    context: &'a Context,
+}
+
+impl<'a> Vetted<'a> {
+    /// The prepared statement `name` (prepared in this session as the context's owner): allowed
+    /// when everything it would run belongs to a role its owner trusts; Err names what does not.
+    pub fn prepared(context: &'a Context, name: &str) -> Result<Vetted<'a>, Failure> {
+        let uses = collect(name)?;
+        let found = untrusted(&uses, context.owner.oid);
+        if found.is_empty() {
+            return Ok(Vetted { context });
+        }
+        Err(Failure::new(
+            "42501",
+            format!(
+                "the statement uses {}: owned by roles its own role {} does not trust (only \
+                     itself and superusers{}): it is not replayed, so none of that code runs \
+                     with {}'s rights",
+                found.join("; "),
+                context.owner.name,
+                if owner_is_superuser(context.owner.oid) {
+                    "; for a superuser's statement, superusers only"
+                } else {
+                    ""
+                },
+                context.owner.name
+            ),
+        ))
+    }
+
+    /// An index optidb wrote itself (optidb_core::index_expression: only pg_catalog built-ins,
+    /// schema-qualified, over the table's own columns), built or created hypothetically with a
+    /// search_path of pg_catalog only.
+    pub fn optidb_index(context: &'a Context) -> Vetted<'a> {
+        Vetted { context }
+    }
+
+    /// Catalog lookups that run no code of anyone's (to_regclass as the owner, to see what its
+    /// privileges let a name resolve to).
+    pub fn catalog_lookup(context: &'a Context) -> Vetted<'a> {
+        Vetted { context }
+    }
+
+    /// Run `work` as the owner, restricted, with the context's search_path. The caller's
+    /// identity, security context and settings are restored however `work` ends.
+    pub fn run<R>(&self, work: impl FnOnce() -> R) -> R {
+        as_owner_flagged(
+            self.context,
+            pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            work,
+        )
+    }
+}
+
+/// Parse analysis alone as the owner (a PREPARE, which PostgreSQL refuses inside a
+/// security-restricted operation): names resolve with the owner's privileges and no code of
+/// the statement runs (functions are only looked up), so it needs no vetting; SET ROLE is
+/// refused (SECURITY_LOCAL_USERID_CHANGE).
+pub fn parse_as_owner<R>(context: &Context, work: impl FnOnce() -> R) -> R {
+    as_owner_flagged(context, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, work)
+}
+
+fn as_owner_flagged<R>(ctx: &Context, flag: i32, work: impl FnOnce() -> R) -> R {
+    let (mut saved_user, mut saved_security) = (pg_sys::InvalidOid, 0);
+    // SAFETY: guarded calls on this backend's own identity. GetUserIdAndSecContext writes the
+    // caller's user and security context into the two locals; SetUserIdAndSecContext then
+    // switches to the owner's role (an oid found in pg_roles) with the restriction added to
+    // the caller's flags, and `finally` below restores the saved pair however `work` ends, as
+    // PostgreSQL's own security-restricted operations do.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_security);
+        pg_sys::SetUserIdAndSecContext(ctx.owner.oid, saved_security | flag);
+    }
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        settings::with(&[Setting::user("search_path", &ctx.search_path)], work)
+    }))
+    // SAFETY: a guarded call restoring the user and security context saved above.
+    .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_security) })
+    .execute()
+}
+
+/// What a resolved statement can run, by catalog object.
+#[derive(Default, Debug)]
+struct Uses {
+    functions: Vec<pg_sys::Oid>,
+    operators: Vec<pg_sys::Oid>,
+    /// Relations with whether row-level security quals of theirs were added.
+    relations: Vec<(pg_sys::Oid, bool)>,
+    types: Vec<pg_sys::Oid>,
+}
+
+/// Walk the analyzed and rewritten query trees of prepared statement `name`.
+fn collect(name: &str) -> Result<Uses, Failure> {
+    let cname = CString::new(name).map_err(|_| Failure::new("XX000", "bad statement name"))?;
+    let mut uses = Uses::default();
+    // SAFETY: FetchPreparedStatement raises if the name is unknown (throwError); the plan
+    // source and its query list belong to this session's prepared statement, which lives
+    // until our DEALLOCATE, after this walk. The walkers read nodes only.
+    unsafe {
+        let prepared = pg_sys::FetchPreparedStatement(cname.as_ptr(), true);
+        let source = (*prepared).plansource;
+        let params = (*source).param_types;
+        for i in 0..(*source).num_params.max(0) as usize {
+            uses.types.push(*params.add(i));
+        }
+        let queries = PgList::<pg_sys::Query>::from_pg((*source).query_list);
+        for query in queries.iter_ptr() {
+            walk(query.cast(), &mut uses);
+        }
+    }
+    Ok(uses)
+}
+
+/// # Safety
+/// `node` is null or a valid node tree of this backend.
+unsafe fn walk(node: *mut pg_sys::Node, uses: &mut Uses) {
+    // SAFETY: as the caller promises; the context pointer is `uses`, alive for the walk.
+    unsafe {
+        walker(node, (uses as *mut Uses).cast());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn add_function(func: pg_sys::Oid, context: *mut c_void) -> bool {
+    // SAFETY: `context` is the `Uses` the walk was started with.
+    unsafe { (*context.cast::<Uses>()).functions.push(func) };
+    false
+}
+
+/// One node: what it calls, then its children. Query nodes go through query_tree_walker with
+/// their range tables (views already expanded into subqueries, security quals attached).
+#[pg_guard]
+unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut c_void) -> bool {
+    use pg_sys::NodeTag::*;
+    if node.is_null() {
+        return false;
+    }
+    // SAFETY: `node` is a valid node (the walkers pass only those) and `context` the `Uses`
+    // of this walk; each cast matches the node's tag.
+    unsafe {
+        let uses = &mut *context.cast::<Uses>();
+        pg_sys::check_functions_in_node(node, Some(add_function), context);
+        match (*node).type_ {
+            T_Query => {
+                let query = node.cast::<pg_sys::Query>();
+                sort_operators(query, uses);
+                return pg_sys::query_tree_walker(
+                    query,
+                    Some(walker),
+                    context,
+                    pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
+                );
+            }
+            T_RangeTblEntry => {
+                let rte = node.cast::<pg_sys::RangeTblEntry>();
+                // A relation, or (PostgreSQL 16+) a view expanded into a subquery that keeps
+                // its relid; 15 keeps the view's oid in the subquery's OLD entry instead.
+                if (*rte).relid != pg_sys::InvalidOid {
+                    uses.relations
+                        .push(((*rte).relid, !(*rte).securityQuals.is_null()));
+                }
+                // query_tree_walker walks the entry's contents itself.
+                return false;
+            }
+            T_OpExpr | T_DistinctExpr | T_NullIfExpr => {
+                uses.operators.push((*node.cast::<pg_sys::OpExpr>()).opno);
+            }
+            T_ScalarArrayOpExpr => {
+                uses.operators
+                    .push((*node.cast::<pg_sys::ScalarArrayOpExpr>()).opno);
+            }
+            T_RowCompareExpr => {
+                let opnos =
+                    PgList::<pg_sys::Oid>::from_pg((*node.cast::<pg_sys::RowCompareExpr>()).opnos);
+                uses.operators.extend(opnos.iter_oid());
+            }
+            T_CoerceToDomain => {
+                uses.types
+                    .push((*node.cast::<pg_sys::CoerceToDomain>()).resulttype);
+            }
+            T_Const => uses.types.push((*node.cast::<pg_sys::Const>()).consttype),
+            T_Param => uses.types.push((*node.cast::<pg_sys::Param>()).paramtype),
+            _ => {}
+        }
+        pg_sys::expression_tree_walker(node, Some(walker), context)
+    }
+}
+
+/// The operators ORDER BY, GROUP BY, DISTINCT and window clauses sort and compare with (not
+/// expressions, so the walkers do not visit them).
+///
+/// # Safety
+/// `query` is a valid Query.
+unsafe fn sort_operators(query: *mut pg_sys::Query, uses: &mut Uses) {
+    // SAFETY: lists of SortGroupClause / WindowClause nodes of a valid Query.
+    unsafe {
+        let clauses = |list: *mut pg_sys::List, uses: &mut Uses| {
+            for c in PgList::<pg_sys::SortGroupClause>::from_pg(list).iter_ptr() {
+                uses.operators.extend([(*c).sortop, (*c).eqop]);
+            }
+        };
+        clauses((*query).sortClause, uses);
+        clauses((*query).groupClause, uses);
+        clauses((*query).distinctClause, uses);
+        for w in PgList::<pg_sys::WindowClause>::from_pg((*query).windowClause).iter_ptr() {
+            clauses((*w).partitionClause, uses);
+            clauses((*w).orderClause, uses);
+        }
+    }
+}
+
+fn owner_is_superuser(owner: pg_sys::Oid) -> bool {
+    rows::value::<bool>(
+        "owner is a superuser",
+        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $1",
+        &[owner.into()],
+    )
+    .unwrap_or(false)
+}
+
+/// The objects of `uses` owned by a role that `owner` does not trust, described as
+/// "function m.f(integer), owned by mallory" (at most a few).
+///
+/// Trusted: superusers; for an owner that is not one, the owner itself; the roles a superuser
+/// listed in `optidb.trusted_roles`. Built-in objects (below FirstNormalObjectId) are trusted
+/// whoever owns them.
+fn untrusted(uses: &Uses, owner: pg_sys::Oid) -> Vec<String> {
+    let oids = |v: &[pg_sys::Oid]| {
+        let mut v: Vec<pg_sys::Oid> = v
+            .iter()
+            .copied()
+            .filter(|o| o.to_u32() >= pg_sys::FirstNormalObjectId)
+            .collect();
+        v.sort_by_key(|o| o.to_u32());
+        v.dedup();
+        v
+    };
+    let relations: Vec<pg_sys::Oid> = oids(&uses.relations.iter().map(|r| r.0).collect::<Vec<_>>());
+    let with_policies: Vec<pg_sys::Oid> = oids(
+        &uses
+            .relations
+            .iter()
+            .filter(|r| r.1)
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+    );
+    rows::select(
+        "objects a replay would run",
+        UNTRUSTED_SQL,
+        &[
+            owner.into(),
+            oids(&uses.functions).into(),
+            oids(&uses.operators).into(),
+            relations.into(),
+            with_policies.into(),
+            oids(&uses.types).into(),
+            gucs::trusted_roles().into(),
+        ],
+        |row| row.get::<String>("found"),
+    )
+}
+
+/// $1 the statement's owner; $2 functions, $3 operators, $4 relations, $5 relations whose
+/// policies apply, $6 types, $7 roles trusted by setting (optidb.trusted_roles). Each object
+/// with what runs through it; those whose owner is not trusted, described.
+///
+/// Besides the statement's own tree: the planner folds constant parts of the index expressions
+/// and predicates, extended-statistics expressions and CHECK constraints of every relation it
+/// reads (partitions and inheritance children included), so the functions, operators and
+/// domains those depend on (pg_depend) count too. A type's owner matters only for a domain (its
+/// constraints run); any other type runs only its input/output functions, checked as functions.
+const UNTRUSTED_SQL: &str = "
+WITH trusted AS (
+    SELECT r.oid FROM pg_catalog.pg_roles r
+    WHERE r.rolsuper
+       OR (r.oid = $1 AND NOT (SELECT s.rolsuper FROM pg_catalog.pg_roles s WHERE s.oid = $1))
+       OR r.rolname = ANY ($7)),
+relations AS (
+    WITH RECURSIVE r(oid) AS (
+        SELECT u FROM pg_catalog.unnest($4::pg_catalog.oid[]) AS u
+        UNION
+        SELECT i.inhrelid FROM r JOIN pg_catalog.pg_inherits i ON i.inhparent = r.oid)
+    SELECT oid FROM r),
+planned_with AS (
+    SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
+    WHERE (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.objid IN (SELECT x.indexrelid FROM pg_catalog.pg_index x
+                           WHERE x.indrelid IN (SELECT oid FROM relations)))
+       OR (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+           AND d.objid IN (SELECT c.oid FROM pg_catalog.pg_constraint c
+                           WHERE c.conrelid IN (SELECT oid FROM relations)))
+       OR (d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass
+           AND d.objid IN (SELECT s.oid FROM pg_catalog.pg_statistic_ext s
+                           WHERE s.stxrelid IN (SELECT oid FROM relations)))),
+operators AS (
+    SELECT o FROM pg_catalog.unnest($3::pg_catalog.oid[]) AS o
+    UNION
+    SELECT refobjid FROM planned_with
+    WHERE refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass),
+functions AS (
+    SELECT f FROM pg_catalog.unnest($2::pg_catalog.oid[]) AS f
+    UNION
+    SELECT refobjid FROM planned_with
+    WHERE refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    UNION
+    SELECT s FROM pg_catalog.pg_aggregate a,
+         LATERAL (VALUES (a.aggtransfn::pg_catalog.oid), (a.aggfinalfn), (a.aggcombinefn),
+                         (a.aggserialfn), (a.aggdeserialfn), (a.aggmtransfn),
+                         (a.aggminvtransfn), (a.aggmfinalfn)) AS v(s)
+    WHERE a.aggfnoid = ANY ($2) AND s <> 0
+    UNION
+    SELECT s FROM pg_catalog.pg_operator o,
+         LATERAL (VALUES (o.oprcode::pg_catalog.oid), (o.oprrest), (o.oprjoin)) AS v(s)
+    WHERE o.oid IN (SELECT o FROM operators) AND s <> 0),
+types AS (
+    WITH RECURSIVE t(oid) AS (
+        SELECT u FROM pg_catalog.unnest($6::pg_catalog.oid[]) AS u
+        UNION
+        SELECT refobjid FROM planned_with
+        WHERE refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass
+        UNION
+        SELECT b FROM t JOIN pg_catalog.pg_type y ON y.oid = t.oid,
+             LATERAL (VALUES (y.typbasetype), (y.typelem)) AS v(b)
+        WHERE b <> 0)
+    SELECT oid FROM t),
+objects(what, oid, owner) AS (
+    SELECT 'function ' || p.oid::pg_catalog.regprocedure::text, p.oid, p.proowner
+    FROM pg_catalog.pg_proc p WHERE p.oid IN (SELECT f FROM functions)
+    UNION ALL
+    SELECT 'function ' || p.oid::pg_catalog.regprocedure::text, p.oid, p.proowner
+    FROM types JOIN pg_catalog.pg_type y ON y.oid = types.oid
+    JOIN pg_catalog.pg_proc p ON p.oid IN (y.typinput, y.typoutput, y.typreceive, y.typsend)
+    UNION ALL
+    SELECT 'operator ' || o.oid::pg_catalog.regoperator::text, o.oid, o.oprowner
+    FROM pg_catalog.pg_operator o WHERE o.oid IN (SELECT o FROM operators)
+    UNION ALL
+    SELECT CASE c.relkind WHEN 'v' THEN 'view ' WHEN 'f' THEN 'foreign table '
+                ELSE 'table ' END
+           || c.oid::pg_catalog.regclass::text
+           || CASE WHEN c.relkind IN ('v', 'f') THEN ''
+                   WHEN c.oid = ANY ($5) THEN ' (its row-level security policies)'
+                   ELSE ' (its rules)' END,
+           c.oid, c.relowner
+    FROM pg_catalog.pg_class c
+    WHERE c.oid = ANY ($4)
+      AND (c.relkind IN ('v', 'f') OR c.relhasrules OR c.oid = ANY ($5))
+    UNION ALL
+    SELECT 'domain ' || pg_catalog.format_type(y.oid, NULL), y.oid, y.typowner
+    FROM types JOIN pg_catalog.pg_type y ON y.oid = types.oid WHERE y.typtype = 'd')
+SELECT DISTINCT o.what || ', owned by ' || pg_catalog.quote_ident(r.rolname::text) AS found
+FROM objects o JOIN pg_catalog.pg_roles r ON r.oid = o.owner
+WHERE o.oid >= 16384 AND o.owner NOT IN (SELECT oid FROM trusted)
+ORDER BY 1
+LIMIT 5";
