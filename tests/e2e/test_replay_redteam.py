@@ -6,10 +6,13 @@ mallory then changes what they run under the same OIDs, and a non-superuser opti
 scan(). Evidence: mallory's sequence m.s set (non-transactional, survives the rolled-back
 job), and m.harm's marker file / superuser grant / log rows (tests/e2e/test_replay_attacks.py)."""
 
+import glob
+
 import pytest
 
-from test_replay_attacks import MARKERS, advice_serving, plan_errors, scan, world  # noqa: F401
-from test_replay_trust import BUMP, assert_sequence_untouched, run_three_times
+from conftest import scalar
+from test_replay_attacks import MARKERS, plan_errors, scan, world  # noqa: F401
+from test_replay_trust import BUMP, run_three_times
 
 SEQUENCE = """
 CREATE SEQUENCE m.s;
@@ -25,6 +28,21 @@ CREATE DOMAIN m.d AS int CHECK (m.chk(VALUE));
 HOSTILE_CHECK = """
 CREATE OR REPLACE FUNCTION m.chk(i int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$
 BEGIN PERFORM m.bump('TAG'); RETURN true; END $f$"""
+
+
+def assert_nothing_of_mallorys_ran(w):
+    """Every trace m.bump / m.harm leave, in one message: her sequence set (as anyone else),
+    a shell command run, mallory made a superuser, rows logged (kept only outside a rolled
+    back job)."""
+    with w.conn("postgres") as su:
+        seq = scalar(su, "SELECT is_called FROM m.s") if scalar(
+            su, "SELECT to_regclass('m.s') IS NOT NULL") else False
+        superuser = scalar(su, "SELECT rolsuper FROM pg_roles WHERE rolname = %s",
+                           (w.roles["mallory"],))
+        logged = su.execute("SELECT sess, cur, note FROM m.log").fetchall()
+    found = {"sequence set": seq, "mallory superuser": superuser, "logged": logged,
+             "shell command ran": glob.glob(MARKERS + "*")}
+    assert not any(found.values()), f"mallory's code ran as someone else: {found}"
 
 
 def refused_or_planned(w, fragment):
@@ -47,8 +65,7 @@ def test_a_literal_of_her_domains_array_runs_its_check_while_the_replay_parses(w
     scan(w, "adm")
     errors = refused_or_planned(w, "::m.d[]")
     assert errors, "the statement was not recorded or not attempted"
-    assert_sequence_untouched(w)
-    w.assert_unharmed()
+    assert_nothing_of_mallorys_ran(w)
 
 
 @pytest.mark.parametrize("owner", ["postgres", "victim"])
@@ -67,8 +84,7 @@ def test_an_io_coercion_to_her_domains_array_is_not_vetted(world, owner):
     scan(w, "adm")
     errors = refused_or_planned(w, "::text::m.d[]")
     assert errors, "the statement was not recorded or not attempted"
-    assert_sequence_untouched(w)
-    w.assert_unharmed()
+    assert_nothing_of_mallorys_ran(w)
 
 
 @pytest.mark.parametrize("owner", ["postgres", "victim"])
@@ -93,8 +109,7 @@ def test_her_range_types_subtype_diff_runs_while_selectivity_is_estimated(world,
     scan(w, "adm")
     errors = refused_or_planned(w, "FROM m.rt WHERE r <@")
     assert errors, "the statement was not recorded or not attempted"
-    assert_sequence_untouched(w)
-    w.assert_unharmed()
+    assert_nothing_of_mallorys_ran(w)
 
 
 @pytest.mark.parametrize("owner", ["postgres", "victim"])
@@ -119,8 +134,7 @@ def test_her_partition_keys_expression_is_folded_while_planning(world, owner):
     scan(w, "adm")
     errors = refused_or_planned(w, "FROM m.pt WHERE id")
     assert errors, "the statement was not recorded or not attempted"
-    assert_sequence_untouched(w)
-    w.assert_unharmed()
+    assert_nothing_of_mallorys_ran(w)
 
 
 @pytest.mark.parametrize("owner", ["postgres", "victim"])
@@ -138,8 +152,7 @@ def test_a_domain_inside_her_composite_type_is_not_vetted(world, owner):
     scan(w, "adm")
     errors = refused_or_planned(w, "jsonb_populate_record(")
     assert errors, "the statement was not recorded or not attempted"
-    assert_sequence_untouched(w)
-    w.assert_unharmed()
+    assert_nothing_of_mallorys_ran(w)
 
 
 @pytest.mark.hypopg
@@ -151,23 +164,29 @@ def test_a_column_definition_lists_domain_runs_in_a_real_simulation(world):
     mode is read-only, so the payload is a shell command (COPY TO PROGRAM)."""
     w = world
     w.as_mallory(CHECK_FN)
-    sql = ("SELECT count(*) FROM public.shared_t, jsonb_to_record('{\"a\":7}') AS x(a m.d) "
-           "WHERE shared_t.v = x.a")
+    sql = ("SELECT (SELECT x.a FROM jsonb_to_record('{\"a\":7}') AS x(a m.d)), count(*) "
+           "FROM public.shared_t WHERE v = 7")
     run_three_times(w, "postgres", sql)
     scan(w, "adm")
     with w.conn("adm") as c:
-        served = advice_serving(c, "jsonb_to_record(")
-        assert served, ("no advice for the statement", plan_errors(c, "jsonb_to_record("))
+        served = c.execute(
+            "SELECT r.rec_id, q.id FROM optidb.recommend() r "
+            "JOIN optidb.query q ON q.id = ANY (r.query_ids) "
+            "WHERE strpos(q.raw_sql, 'jsonb_to_record(') > 0 AND r.kind LIKE '%%index' "
+            "LIMIT 1").fetchone()
+        assert served, ("no index advice for the statement", plan_errors(c, "jsonb_to_record("))
         rec, qid = served
     w.as_mallory("""
-        CREATE OR REPLACE FUNCTION m.chk(i int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$
+        CREATE FUNCTION m.touch(tag text) RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
         BEGIN
           IF pg_catalog.current_user() OPERATOR(pg_catalog.<>) 'MALLORY'
              AND pg_catalog.has_table_privilege('pg_catalog.pg_authid', 'SELECT') THEN
-            EXECUTE pg_catalog.format('COPY (SELECT 1) TO PROGRAM %L', 'touch MARKERScoldef');
+            EXECUTE pg_catalog.format('COPY (SELECT 1) TO PROGRAM %L', 'touch MARKERS' || tag);
           END IF;
-          RETURN true;
-        END $f$""".replace("MARKERS", MARKERS))
+          RETURN 1;
+        END $f$;
+        CREATE OR REPLACE FUNCTION m.chk(i int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$
+        BEGIN PERFORM m.touch('coldef'); RETURN true; END $f$""".replace("MARKERS", MARKERS))
     with w.conn("adm") as c:
         c.execute("SELECT * FROM optidb.simulate(%s, %s, 'real')", (qid, rec))
-    w.assert_unharmed()
+    assert_nothing_of_mallorys_ran(w)
