@@ -190,3 +190,36 @@ def test_a_column_definition_lists_domain_runs_in_a_real_simulation(world):
     with w.conn("adm") as c:
         c.execute("SELECT * FROM optidb.simulate(%s, %s, 'real')", (qid, rec))
     assert_nothing_of_mallorys_ran(w)
+
+
+def test_a_quoted_role_name_with_a_comma_in_trusted_roles_trusts_only_that_role(world):
+    """Finding RT6-7 (low: needs a DBA to list a role whose name has a comma): gucs::trusted_roles
+    splits optidb.trusted_roles on every comma, quotes or not, and trims quotes. Listing the
+    role "deploy,<mallory>" (quoted, as an identifier list would be) trusts `deploy` and
+    mallory: her row-level security policy, folded while planning the victim's statement, runs
+    with the victim's rights instead of being refused."""
+    w = world
+    mal = w.roles["mallory"]
+    w.as_mallory(SEQUENCE + BUMP + """
+        CREATE FUNCTION m.gf(i int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE
+          AS $f$ BEGIN RETURN true; END $f$;
+        CREATE TABLE m.tr AS SELECT g AS id FROM generate_series(1, 100) g;
+        GRANT SELECT ON m.tr TO PUBLIC;
+        ALTER TABLE m.tr ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY p ON m.tr USING (m.gf(1) AND id > 0)""")
+    with w.conn("postgres") as su:
+        su.execute(f'CREATE ROLE "deploy,{mal}"')
+        su.execute(f'ALTER DATABASE "{w.db}" SET optidb.trusted_roles = \'"deploy,{mal}"\'')
+    try:
+        run_three_times(w, "victim", "SELECT count(*) FROM m.tr WHERE id = 5")
+        w.as_mallory("""
+            CREATE OR REPLACE FUNCTION m.gf(i int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE
+              AS $f$ BEGIN PERFORM m.bump('trusted-roles-comma'); RETURN true; END $f$""")
+        scan(w, "adm")
+        errors = refused_or_planned(w, "FROM m.tr WHERE id")
+        assert errors, "the statement was not recorded or not attempted"
+        assert_nothing_of_mallorys_ran(w)
+    finally:
+        with w.conn("postgres") as su:
+            su.execute(f'ALTER DATABASE "{w.db}" RESET optidb.trusted_roles')
+            su.execute(f'DROP ROLE "deploy,{mal}"')
