@@ -19,9 +19,11 @@ use crate::postgres::replay::{self, Context};
 use crate::postgres::settings::{self, Setting};
 use crate::postgres::vetting::{self, Vetted};
 use optidb_core::plan_facts::{self, PlanFacts};
+use optidb_core::statement;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct CapturedPlan {
@@ -117,37 +119,28 @@ fn arguments(values: Values) -> String {
 /// with the reason, raised in the owner's context. Callers
 /// running ANALYZE must make sure nothing it does persists (simulate's real mode).
 pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
-    let name = private_statement_name();
     let options = match mode {
         // VERBOSE: plans name each relation's schema (advice must not confuse app1.orders
         // with app2.orders) and qualify columns with their relation's alias.
         Mode::Costs => "VERBOSE, FORMAT JSON",
         Mode::Analyze => "ANALYZE, VERBOSE, FORMAT JSON",
     };
-    let explain = format!(
-        "EXPLAIN ({options}) EXECUTE {name}{}",
-        arguments(replay.values)
-    );
     let plan_cache_mode = match replay.values {
         Values::Generic { .. } => "force_generic_plan",
         Values::Sampled(_) => "force_custom_plan",
     };
-    // PREPARE is not transactional: the statement exists even after a rollback, and a user's
-    // cancel re-raised from the guarded run must not leave it behind either.
-    let deallocate = format!("DEALLOCATE {name}");
-    let outcome = PgTryBuilder::new(|| {
-        guarded::run(Some(replay.limit), || {
-            vetting::parse_as_owner(replay.context, || {
-                same_relations(replay.context.owner.oid, replay.tables, replay.relations);
-                let prepare = format!(
-                    "PREPARE {name}{} AS {}",
-                    declared_types(replay.param_types),
-                    replay.sql
-                );
-                Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"))
-            });
+    let outcome = guarded::run(Some(replay.limit), || {
+        vetting::parse_as_owner(replay.context, || {
+            same_relations(replay.context.owner.oid, replay.tables, replay.relations)
+        });
+        literals_vetted(&replay)?;
+        prepared(&replay, replay.sql, |name| {
             // Nothing of the statement has run yet: planning is the first thing that may.
-            Vetted::prepared(replay.context, &name).map(|vetted| {
+            Vetted::prepared(replay.context, name).map(|vetted| {
+                let explain = format!(
+                    "EXPLAIN ({options}) EXECUTE {name}{}",
+                    arguments(replay.values)
+                );
                 vetted.run(|| {
                     settings::with(&[Setting::user("plan_cache_mode", plan_cache_mode)], || {
                         Spi::get_one::<pgrx::Json>(&explain).unwrap_or_else(|e| error!("{e}"))
@@ -155,20 +148,72 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
                 })
             })
         })
-        .and_then(|vetted| vetted)
     })
-    .finally(|| {
-        guarded::cleanup(|| {
-            Spi::run(&deallocate).ok();
-        })
-    })
-    .execute();
+    .and_then(|vetted| vetted);
 
     let json = outcome?
         .map(|j| j.0)
         .ok_or_else(|| failure("EXPLAIN returned no plan"))?;
     let facts = plan_facts::from_explain_json(&json).map_err(|e| failure(&e.to_string()))?;
     Ok(CapturedPlan { json, facts })
+}
+
+/// PREPARE `sql` (with the replay's declared types) as the owner under a private name, run
+/// `work` with that name, and DEALLOCATE it however `work` ends: PREPARE is not transactional,
+/// so the statement would outlive a rollback, and a user's cancel re-raised from the guarded
+/// run must not leave it behind either.
+fn prepared<R>(replay: &Replay, sql: &str, work: impl FnOnce(&str) -> R) -> R {
+    let name = private_statement_name();
+    let deallocate = format!("DEALLOCATE {name}");
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        vetting::parse_as_owner(replay.context, || {
+            let prepare = format!(
+                "PREPARE {name}{} AS {sql}",
+                declared_types(replay.param_types)
+            );
+            Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"))
+        });
+        work(&name)
+    }))
+    .finally(|| {
+        guarded::cleanup(|| {
+            Spi::run(&deallocate).ok();
+        })
+    })
+    .execute()
+}
+
+/// A text with literals (a sampled execution's, say) runs code while it is merely parsed: a
+/// literal of an array, composite or range type is converted by its input function, which runs
+/// the domain checks of its elements. So the same statement with its literals as parameters is
+/// prepared and vetted first (its parse converts nothing); only then is the text itself parsed.
+fn literals_vetted(replay: &Replay) -> Result<(), Failure> {
+    let cannot = |why: String| {
+        Failure::new(
+            "0A000",
+            format!(
+                "the statement's literals cannot be checked before PostgreSQL converts them \
+                 ({why}): it is not replayed"
+            ),
+        )
+    };
+    let shape = statement::literals_as_parameters(replay.sql).map_err(|e| cannot(e.0))?;
+    if shape == replay.sql {
+        return Ok(());
+    }
+    guarded::run(
+        None,
+        AssertUnwindSafe(|| {
+            prepared(replay, &shape, |name| {
+                Vetted::prepared(replay.context, name).map(|_| ())
+            })
+        }),
+    )
+    .map_err(|f| {
+        cannot(format!(
+            "with its literals as parameters it does not prepare: {f}"
+        ))
+    })?
 }
 
 /// Raise unless every relation the statement names resolves, in this context, to one it used

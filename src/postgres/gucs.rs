@@ -320,17 +320,12 @@ pub fn real_simulation_max_bytes() -> i64 {
     REAL_SIMULATION_MAX_MB.get() as i64 * 1024 * 1024
 }
 
-/// `optidb.trusted_roles` as role names (empty when unset).
+/// `optidb.trusted_roles` as role names, split as PostgreSQL splits an identifier list (quoted
+/// names keep commas and case); empty when unset or not a valid list (trust no one more).
 pub fn trusted_roles() -> Vec<String> {
     TRUSTED_ROLES
         .get()
-        .map(|s| {
-            s.to_string_lossy()
-                .split(',')
-                .map(|r| r.trim().trim_matches('"').to_string())
-                .filter(|r| !r.is_empty())
-                .collect()
-        })
+        .and_then(|s| optidb_core::search_path::identifiers(&s.to_string_lossy()))
         .unwrap_or_default()
 }
 

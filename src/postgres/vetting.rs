@@ -217,12 +217,63 @@ unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut c_void
                     PgList::<pg_sys::Oid>::from_pg((*node.cast::<pg_sys::RowCompareExpr>()).opnos);
                 uses.operators.extend(opnos.iter_oid());
             }
+            // Every value converted, built or returned: its type's functions and, for a
+            // domain (or a type holding one), its constraints run on it.
             T_CoerceToDomain => {
                 uses.types
                     .push((*node.cast::<pg_sys::CoerceToDomain>()).resulttype);
             }
+            T_CoerceViaIO => uses
+                .types
+                .push((*node.cast::<pg_sys::CoerceViaIO>()).resulttype),
+            T_ArrayCoerceExpr => uses
+                .types
+                .push((*node.cast::<pg_sys::ArrayCoerceExpr>()).resulttype),
+            T_RelabelType => uses
+                .types
+                .push((*node.cast::<pg_sys::RelabelType>()).resulttype),
+            T_ConvertRowtypeExpr => uses
+                .types
+                .push((*node.cast::<pg_sys::ConvertRowtypeExpr>()).resulttype),
+            T_FuncExpr => uses
+                .types
+                .push((*node.cast::<pg_sys::FuncExpr>()).funcresulttype),
+            T_Aggref => uses.types.push((*node.cast::<pg_sys::Aggref>()).aggtype),
+            T_WindowFunc => uses
+                .types
+                .push((*node.cast::<pg_sys::WindowFunc>()).wintype),
+            T_RowExpr => uses
+                .types
+                .push((*node.cast::<pg_sys::RowExpr>()).row_typeid),
+            T_ArrayExpr => uses
+                .types
+                .push((*node.cast::<pg_sys::ArrayExpr>()).array_typeid),
+            T_FieldSelect => uses
+                .types
+                .push((*node.cast::<pg_sys::FieldSelect>()).resulttype),
+            T_FieldStore => uses
+                .types
+                .push((*node.cast::<pg_sys::FieldStore>()).resulttype),
             T_Const => uses.types.push((*node.cast::<pg_sys::Const>()).consttype),
             T_Param => uses.types.push((*node.cast::<pg_sys::Param>()).paramtype),
+            // Column definition lists (`f(...) AS x(a type)`, XMLTABLE columns): values are
+            // converted to those types.
+            T_RangeTblFunction => {
+                let f = node.cast::<pg_sys::RangeTblFunction>();
+                uses.types
+                    .extend(PgList::<pg_sys::Oid>::from_pg((*f).funccoltypes).iter_oid());
+            }
+            T_TableFunc => {
+                let f = node.cast::<pg_sys::TableFunc>();
+                uses.types
+                    .extend(PgList::<pg_sys::Oid>::from_pg((*f).coltypes).iter_oid());
+            }
+            T_SetOperationStmt => {
+                let op = node.cast::<pg_sys::SetOperationStmt>();
+                uses.types
+                    .extend(PgList::<pg_sys::Oid>::from_pg((*op).colTypes).iter_oid());
+                sort_clause_operators((*op).groupClauses, uses);
+            }
             _ => {}
         }
         pg_sys::expression_tree_walker(node, Some(walker), context)
@@ -237,17 +288,23 @@ unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut c_void
 unsafe fn sort_operators(query: *mut pg_sys::Query, uses: &mut Uses) {
     // SAFETY: lists of SortGroupClause / WindowClause nodes of a valid Query.
     unsafe {
-        let clauses = |list: *mut pg_sys::List, uses: &mut Uses| {
-            for c in PgList::<pg_sys::SortGroupClause>::from_pg(list).iter_ptr() {
-                uses.operators.extend([(*c).sortop, (*c).eqop]);
-            }
-        };
-        clauses((*query).sortClause, uses);
-        clauses((*query).groupClause, uses);
-        clauses((*query).distinctClause, uses);
+        sort_clause_operators((*query).sortClause, uses);
+        sort_clause_operators((*query).groupClause, uses);
+        sort_clause_operators((*query).distinctClause, uses);
         for w in PgList::<pg_sys::WindowClause>::from_pg((*query).windowClause).iter_ptr() {
-            clauses((*w).partitionClause, uses);
-            clauses((*w).orderClause, uses);
+            sort_clause_operators((*w).partitionClause, uses);
+            sort_clause_operators((*w).orderClause, uses);
+        }
+    }
+}
+
+/// # Safety
+/// `list` is a valid list of SortGroupClause nodes (or NIL).
+unsafe fn sort_clause_operators(list: *mut pg_sys::List, uses: &mut Uses) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        for c in PgList::<pg_sys::SortGroupClause>::from_pg(list).iter_ptr() {
+            uses.operators.extend([(*c).sortop, (*c).eqop]);
         }
     }
 }
@@ -327,6 +384,10 @@ relations AS (
 planned_with AS (
     SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
     WHERE (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.objid IN (SELECT oid FROM relations)
+           AND d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
+                                'pg_catalog.pg_operator'::pg_catalog.regclass))
+       OR (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
            AND d.objid IN (SELECT x.indexrelid FROM pg_catalog.pg_index x
                            WHERE x.indrelid IN (SELECT oid FROM relations)))
        OR (d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
@@ -357,22 +418,45 @@ functions AS (
     WHERE o.oid IN (SELECT o FROM operators) AND s <> 0),
 types AS (
     WITH RECURSIVE t(oid) AS (
-        SELECT u FROM pg_catalog.unnest($6::pg_catalog.oid[]) AS u
+        SELECT u FROM (
+            SELECT u FROM pg_catalog.unnest($6::pg_catalog.oid[]) AS u
+            UNION
+            SELECT refobjid FROM planned_with
+            WHERE refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass) AS seed(u)
         UNION
-        SELECT refobjid FROM planned_with
-        WHERE refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass
-        UNION
-        SELECT b FROM t JOIN pg_catalog.pg_type y ON y.oid = t.oid,
-             LATERAL (VALUES (y.typbasetype), (y.typelem)) AS v(b)
-        WHERE b <> 0)
+        -- What a value of the type holds: its base type, elements, attributes, range subtype.
+        SELECT x.oid FROM t JOIN pg_catalog.pg_type y ON y.oid = t.oid,
+             LATERAL (SELECT y.typbasetype
+                      UNION ALL SELECT y.typelem
+                      UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                WHERE y.typrelid <> 0 AND a.attrelid = y.typrelid
+                                  AND a.attnum > 0 AND NOT a.attisdropped
+                      UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r
+                                WHERE r.rngtypid = y.oid
+                      UNION ALL SELECT r.rngtypid FROM pg_catalog.pg_range r
+                                WHERE r.rngmultitypid = y.oid) AS x(oid)
+        WHERE x.oid <> 0)
     SELECT oid FROM t),
+type_functions AS (
+    SELECT f FROM types JOIN pg_catalog.pg_type y ON y.oid = types.oid,
+         LATERAL (VALUES (y.typinput::pg_catalog.oid), (y.typoutput), (y.typreceive),
+                         (y.typsend), (y.typmodin), (y.typmodout), (y.typanalyze)) AS v(f)
+    WHERE f <> 0
+    UNION
+    SELECT f FROM types JOIN pg_catalog.pg_range r ON r.rngtypid = types.oid,
+         LATERAL (VALUES (r.rngcanonical::pg_catalog.oid), (r.rngsubdiff)) AS v(f)
+    WHERE f <> 0
+    UNION
+    SELECT d.refobjid FROM types JOIN pg_catalog.pg_constraint c ON c.contypid = types.oid
+    JOIN pg_catalog.pg_depend d
+      ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = c.oid
+     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass),
 objects(what, oid, owner) AS (
     SELECT 'function ' || p.oid::pg_catalog.regprocedure::text, p.oid, p.proowner
     FROM pg_catalog.pg_proc p WHERE p.oid IN (SELECT f FROM functions)
     UNION ALL
     SELECT 'function ' || p.oid::pg_catalog.regprocedure::text, p.oid, p.proowner
-    FROM types JOIN pg_catalog.pg_type y ON y.oid = types.oid
-    JOIN pg_catalog.pg_proc p ON p.oid IN (y.typinput, y.typoutput, y.typreceive, y.typsend)
+    FROM pg_catalog.pg_proc p WHERE p.oid IN (SELECT f FROM type_functions)
     UNION ALL
     SELECT 'operator ' || o.oid::pg_catalog.regoperator::text, o.oid, o.oprowner
     FROM pg_catalog.pg_operator o WHERE o.oid IN (SELECT o FROM operators)

@@ -174,7 +174,13 @@ def test_a_column_definition_lists_domain_runs_in_a_real_simulation(world):
             "JOIN optidb.query q ON q.id = ANY (r.query_ids) "
             "WHERE strpos(q.raw_sql, 'jsonb_to_record(') > 0 AND r.kind LIKE '%%index' "
             "LIMIT 1").fetchone()
-        assert served, ("no index advice for the statement", plan_errors(c, "jsonb_to_record("))
+        # Refused from the first scan on (the column definition list names mallory's domain):
+        # nothing to simulate. Advice made anyway would be simulated for real below.
+        errors = plan_errors(c, "jsonb_to_record(")
+        if served is None:
+            assert errors and all(e and "domain m.d" in e for e in errors), errors
+            assert_nothing_of_mallorys_ran(w)
+            return
         rec, qid = served
     w.as_mallory("""
         CREATE FUNCTION m.touch(tag text) RETURNS int LANGUAGE plpgsql VOLATILE AS $f$

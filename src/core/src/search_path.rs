@@ -17,10 +17,12 @@ pub enum Element {
     User,
 }
 
-/// The elements of a search_path setting, or None when it is not valid syntax.
-pub fn elements(path: &str) -> Option<Vec<Element>> {
+/// The names of a comma-separated identifier list as PostgreSQL splits one (SplitIdentifierString:
+/// double quotes keep case, commas and spaces, "" is a quote; unquoted names are lowercased), or
+/// None when it is not valid syntax.
+pub fn identifiers(list: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
-    let mut chars = path.chars().peekable();
+    let mut chars = list.chars().peekable();
     loop {
         while chars.peek().is_some_and(|c| is_space(*c)) {
             chars.next();
@@ -60,11 +62,7 @@ pub fn elements(path: &str) -> Option<Vec<Element>> {
             }
             name
         };
-        out.push(if name == "$user" {
-            Element::User
-        } else {
-            Element::Schema(name)
-        });
+        out.push(name);
         while chars.peek().is_some_and(|c| is_space(*c)) {
             chars.next();
         }
@@ -74,6 +72,22 @@ pub fn elements(path: &str) -> Option<Vec<Element>> {
             Some(_) => return None,
         }
     }
+}
+
+/// The elements of a search_path setting, or None when it is not valid syntax.
+pub fn elements(path: &str) -> Option<Vec<Element>> {
+    identifiers(path).map(|names| {
+        names
+            .into_iter()
+            .map(|name| {
+                if name == "$user" {
+                    Element::User
+                } else {
+                    Element::Schema(name)
+                }
+            })
+            .collect()
+    })
 }
 
 /// PostgreSQL's `scanner_isspace`: only these separate names (a no-break space is part of one).
@@ -125,6 +139,20 @@ pub fn trusted_only(elements: &[Element], role: &str, trusted: impl Fn(&str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identifier_lists_split_like_postgres() {
+        assert_eq!(
+            identifiers(r#"Deploy, "deploy,Mallory" , "a""b""#),
+            Some(vec![
+                "deploy".into(),
+                "deploy,Mallory".into(),
+                "a\"b".into()
+            ])
+        );
+        assert_eq!(identifiers("a,"), None);
+        assert_eq!(identifiers(""), Some(vec![]));
+    }
 
     #[test]
     fn splits_like_postgres() {

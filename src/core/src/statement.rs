@@ -256,6 +256,14 @@ pub fn repair_typed_params(sql: &str) -> Result<String, ParseFailure> {
     Ok(out)
 }
 
+/// The statement with every literal turned into a parameter (numbered after its own), as
+/// pg_stat_statements would store it, then repaired to be PREPAREable. Parse analysis of this
+/// text converts no value, so it runs no type input function or domain check of anyone's.
+pub fn literals_as_parameters(sql: &str) -> Result<String, ParseFailure> {
+    let normalized = crate::parser::normalize(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    repair_typed_params(&normalized)
+}
+
 fn classify(node: Option<&NodeEnum>) -> (StatementKind, bool) {
     match node {
         // SELECT ... INTO creates a table: PREPARE refuses it.
@@ -287,6 +295,21 @@ fn classify(node: Option<&NodeEnum>) -> (StatementKind, bool) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn literals_become_parameters_after_the_statements_own() {
+        assert_eq!(
+            literals_as_parameters("SELECT * FROM t WHERE a = $1 AND b = ANY ('{3,4}'::m.d[])")
+                .unwrap(),
+            "SELECT * FROM t WHERE a = $1 AND b = ANY ($2::m.d[])"
+        );
+        assert_eq!(
+            literals_as_parameters("SELECT now() - interval '1 day'").unwrap(),
+            "SELECT now() - $1::interval"
+        );
+        let plain = "SELECT count(*) FROM m.v";
+        assert_eq!(literals_as_parameters(plain).unwrap(), plain);
+    }
+
     use super::*;
 
     fn fp(sql: &str) -> String {
