@@ -21,4 +21,5 @@ pub mod replay;
 pub mod replay_worker;
 pub mod rows;
 pub mod settings;
+pub mod signals;
 pub mod worker;
