@@ -101,7 +101,7 @@ pub extern "C-unwind" fn optidb_worker_main(_arg: pg_sys::Datum) {
     let jobs: Vec<(Job, Duration)> = Job::ALL.iter().map(|j| (*j, j.interval())).collect();
     let mut schedule = Schedule::new(&jobs, started.elapsed());
     let mut idle_reason: Option<&'static str> = None;
-    while sleep(schedule.wait(started.elapsed())) {
+    'serve: while sleep(schedule.wait(started.elapsed())) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: a guarded call on the worker's only thread, between jobs and outside any
             // transaction: where PostgreSQL's own processes reload the configuration on SIGHUP.
@@ -111,9 +111,10 @@ pub extern "C-unwind" fn optidb_worker_main(_arg: pg_sys::Datum) {
             }
         }
         for job in schedule.take_due(started.elapsed()) {
-            // A SIGTERM between two jobs: stop before starting the next one.
+            // A SIGTERM that came as a job ended: stop before starting another (the latch it
+            // set may have been reset by then, so waiting first could take a whole interval).
             if signals::termination_pending() {
-                break;
+                break 'serve;
             }
             let reason = run_job(job);
             if reason != idle_reason {
