@@ -198,7 +198,10 @@ CREATE TABLE optidb.scan_log (
     pgss_reset_detected boolean NOT NULL,
     pgss_stats_reset timestamptz,
     elapsed_ms     double precision NOT NULL,
-    kind           text NOT NULL DEFAULT 'scan' CHECK (kind IN ('scan', 'snapshot'))
+    kind           text NOT NULL DEFAULT 'scan' CHECK (kind IN ('scan', 'snapshot')),
+    -- scan()'s stages after its ingest that failed and were rolled back alone (0.6.0): one
+    -- {stage, sqlstate, message} each (src/api/scan.rs); the ingest and the other stages stayed.
+    stage_errors   jsonb NOT NULL DEFAULT '[]'
 );
 
 -- One row per materialized view refresh by optidb.refresh(). A refresh that failed (timed out,
@@ -216,6 +219,10 @@ CREATE TABLE optidb.refresh_log (
     CHECK ((error IS NULL) = (rows IS NOT NULL))
 );
 CREATE INDEX refresh_log_view ON optidb.refresh_log (view_name, started_at DESC);
+-- Each view's latest successful refresh in one index entry (0.6.0): what metrics() and report()
+-- read, whatever the length of the log.
+CREATE INDEX refresh_log_success ON optidb.refresh_log (view_name, finished_at DESC)
+    WHERE error IS NULL;
 
 -- Advice derived by scan() from the facts above. rec_key identifies the same advice across
 -- scans, so an id stays stable while the advice holds. status: open (shown), rejected (a

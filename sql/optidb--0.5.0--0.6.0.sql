@@ -8,6 +8,13 @@
 -- Resolve every name below in pg_catalog first (what pgspot checks for).
 SET LOCAL search_path TO pg_catalog, pg_temp;
 
+-- Bounded and partial-failure safe: scan()'s stages after its ingest each run in a
+-- subtransaction of their own; one that fails is recorded here and the rest is kept.
+ALTER TABLE optidb.scan_log ADD COLUMN stage_errors jsonb NOT NULL DEFAULT '[]';
+-- metrics() and report() read each view's latest successful refresh, not the whole log.
+CREATE INDEX refresh_log_success ON optidb.refresh_log (view_name, finished_at DESC)
+    WHERE error IS NULL;
+
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);
 

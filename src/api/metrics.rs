@@ -73,19 +73,19 @@ fn alert_family() -> Family {
 }
 
 fn view_age_family() -> Family {
-    let samples = rows::select(
-        "metric view ages",
-        "SELECT view_name, extract(epoch FROM pg_catalog.now() - max(finished_at))::float8 AS age \
-         FROM optidb.refresh_log WHERE error IS NULL GROUP BY view_name ORDER BY view_name",
-        &[],
-        |row| Sample {
-            labels: vec![("view".into(), row.get("view_name"))],
-            value: row.get("age"),
-        },
-    );
+    // One row per view (the latest successful refresh), not the whole log.
+    let samples = super::refresh::last_refreshed()
+        .into_iter()
+        .filter_map(|(view, _, age)| {
+            age.map(|value| Sample {
+                labels: vec![("view".into(), view)],
+                value,
+            })
+        })
+        .collect();
     family(
         "optidb_metric_view_age_seconds",
-        "seconds since each materialized metric view was last refreshed (optidb.refresh_log)",
+        "seconds since each materialized metric view was last refreshed successfully (latest successful refresh per view in optidb.refresh_log)",
         Kind::Gauge,
         samples,
     )

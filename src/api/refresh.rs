@@ -69,6 +69,32 @@ fn resolve(view: Option<&str>) -> Vec<&'static str> {
     }
 }
 
+/// When each metric view was last refreshed successfully: (view, finished_at as text, seconds
+/// since), NULLs for a view never refreshed, by view name. What metrics() and report() show.
+/// Reads one row of optidb.refresh_log per view, however long the log: the latest successful
+/// refresh through the partial index refresh_log_success (view_name, finished_at DESC WHERE
+/// error IS NULL); prune() keeps that row whatever its age.
+pub fn last_refreshed() -> Vec<(String, Option<String>, Option<f64>)> {
+    rows::select(
+        "metric view ages",
+        "SELECT v.name AS view_name, l.finished_at::text AS refreshed_at, \
+                extract(epoch FROM pg_catalog.now() - l.finished_at)::float8 AS age_s \
+         FROM pg_catalog.unnest($1::text[]) AS v(name) \
+         LEFT JOIN LATERAL (SELECT finished_at FROM optidb.refresh_log \
+                            WHERE view_name = v.name AND error IS NULL \
+                            ORDER BY finished_at DESC LIMIT 1) l ON true \
+         ORDER BY v.name",
+        &[VIEWS.to_vec().into()],
+        |row| {
+            (
+                row.get("view_name"),
+                row.opt("refreshed_at"),
+                row.opt("age_s"),
+            )
+        },
+    )
+}
+
 /// Hold the refresh lock until the end of the transaction, waiting at most optidb.lock_timeout.
 fn take_lock() {
     locks::acquire_or_raise(Lock::Refresh, "optidb.refresh() is running");

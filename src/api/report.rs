@@ -251,21 +251,14 @@ fn alerts(start: &TimestampWithTimeZone) -> Vec<AlertRow> {
 }
 
 fn freshness() -> Vec<Freshness> {
-    rows::select(
-        "report freshness",
-        "SELECT v.name AS view, max(l.finished_at)::text AS refreshed_at, \
-                extract(epoch FROM pg_catalog.now() - max(l.finished_at))::float8 AS age_s \
-         FROM pg_catalog.unnest(ARRAY['mv_query_metrics', 'mv_query_metrics_hourly', \
-                                      'mv_query_metrics_daily', 'mv_table_metrics']) AS v(name) \
-         LEFT JOIN optidb.refresh_log l ON l.view_name = v.name AND l.error IS NULL \
-         GROUP BY v.name ORDER BY v.name",
-        &[],
-        |row| Freshness {
-            view: row.get("view"),
-            refreshed_at: row.opt("refreshed_at"),
-            age_s: row.opt("age_s"),
-        },
-    )
+    super::refresh::last_refreshed()
+        .into_iter()
+        .map(|(view, refreshed_at, age_s)| Freshness {
+            view,
+            refreshed_at,
+            age_s,
+        })
+        .collect()
 }
 
 /// One self-contained HTML page (inline CSS and SVG, no JavaScript, every text escaped) about

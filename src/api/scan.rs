@@ -2,13 +2,15 @@
 //! stores per-entry deltas since the previous scan, collects catalog facts and captures
 //! plans for the slowest statements, each replayed as its owner (src/postgres/replay.rs). Every step is
 //! set-based SQL except parsing (pg_query, in-process) and EXPLAIN (one guarded
-//! subtransaction per statement).
+//! subtransaction per statement). After the ingest, a scan's stages (prune, plans, advice,
+//! families, anomalies) each run in a subtransaction of their own (`analyse`).
 
 use crate::api::advisor;
 use crate::postgres::capture;
 use crate::postgres::catalog;
 use crate::postgres::errors::require_positive;
-use crate::postgres::gucs;
+use crate::postgres::guarded::{self, Failure};
+use crate::postgres::gucs::{self, Fault};
 use crate::postgres::latency;
 use crate::postgres::locks::{self, Lock};
 use crate::postgres::own_work;
@@ -16,10 +18,12 @@ use crate::postgres::pgss::{self, Counters, PgssEntry};
 use crate::postgres::replay;
 use crate::postgres::rows;
 use optidb_core::statement::{self, StatementKind};
-use optidb_core::vocabulary::ScanKind;
+use optidb_core::vocabulary::{ScanKind, ScanStage, Status};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
+use pgrx::JsonB;
 use std::collections::HashMap;
+use std::panic::UnwindSafe;
 use std::time::Instant;
 
 /// Entries read beyond `top`, so boilerplate the parser drops does not shrink the result.
@@ -75,7 +79,8 @@ fn snapshot(
     TableIterator::once((s.queries_seen as i32, s.new_queries as i32, s.elapsed_ms))
 }
 
-/// Delete history older than optidb.retention days; returns the rows deleted.
+/// Delete what optidb.retention and the row caps no longer keep (prune_history); returns the
+/// rows deleted.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn prune() -> i64 {
@@ -154,23 +159,18 @@ fn run(top: usize, pass: ScanKind) -> Summary {
     crate::postgres::latency::history::store_deltas(&captured_at);
     latency::sample_store::store();
     catalog::collect();
+    let mut failed = Vec::new();
     if pass == ScanKind::Scan {
-        prune_history();
-        (summary.plans_captured, summary.explain_failures) = capture_plans(&accepted, &captured_at);
-        let advice = advisor::advise();
-        summary.recommendations = advice.open;
-        summary.simulations = advice.simulations;
-        super::families::assign(&captured_at);
-        super::anomalies::detect(&captured_at);
+        analyse(&accepted, &captured_at, &mut summary, &mut failed);
     }
 
     summary.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     Spi::run_with_args(
         "INSERT INTO optidb.scan_log (kind, started_at, finished_at, queries_seen, new_queries, \
              plans_captured, explain_failures, recommendations, simulations, \
-             pgss_reset_detected, pgss_stats_reset, elapsed_ms) \
+             pgss_reset_detected, pgss_stats_reset, elapsed_ms, stage_errors) \
          VALUES ($11, $1, pg_catalog.clock_timestamp(), $2, $3, $4, $5, $6, $7, $8, \
-                 $9::timestamptz, $10)",
+                 $9::timestamptz, $10, $12)",
         &[
             captured_at.into(),
             (summary.queries_seen as i32).into(),
@@ -183,47 +183,250 @@ fn run(top: usize, pass: ScanKind) -> Summary {
             stats_reset.into(),
             summary.elapsed_ms.into(),
             pass.as_str().into(),
+            JsonB(serde_json::Value::Array(failed)).into(),
         ],
     )
     .unwrap_or_else(|e| error!("writing optidb.scan_log failed: {e}"));
     summary
 }
 
-/// Delete history older than optidb.retention days, in batches so no single statement holds
-/// many row locks or a long snapshot. Returns the rows deleted.
-fn prune_history() -> i64 {
-    const BATCH: i64 = 10_000;
-    let mut total = 0;
-    // Open alerts stay whatever their age (resolved_at is NULL).
-    let dated = [
-        ("optidb.metric", "captured_at"),
-        ("optidb.latency", "captured_at"),
-        ("optidb.health_history", "captured_at"),
-        ("optidb.wait_sample", "captured_at"),
-        ("optidb.alert", "resolved_at"),
-    ];
-    for (table, column) in dated {
-        let sql = format!(
-            "WITH old AS (SELECT ctid FROM {table} \
-                          WHERE {column} < pg_catalog.now() - pg_catalog.make_interval(days => $1) \
-                          LIMIT $2), \
-                  gone AS (DELETE FROM {table} t USING old WHERE t.ctid = old.ctid RETURNING 1) \
-             SELECT count(*) FROM gone"
+/// The stages of a scan after its ingest (deltas, latency, samples, catalog facts), in order.
+/// Each runs in a subtransaction of its own: one that fails is rolled back alone, with a
+/// WARNING and an entry in `failed` (what optidb.scan_log.stage_errors keeps), and the ingest
+/// and the other stages are kept. A later stage then works from what the earlier ones left
+/// (advice from the previous plans when plan capture failed, and so on). A cancel (Ctrl-C,
+/// statement_timeout) is not a stage failure: it still ends the whole scan.
+fn analyse(
+    accepted: &[Accepted],
+    captured_at: &TimestampWithTimeZone,
+    summary: &mut Summary,
+    failed: &mut Vec<serde_json::Value>,
+) {
+    let captured_at = *captured_at;
+    stage(ScanStage::Prune, failed, prune_history);
+    (summary.plans_captured, summary.explain_failures) = stage(ScanStage::Plans, failed, || {
+        capture_plans(accepted, &captured_at)
+    });
+    (summary.recommendations, summary.simulations) = stage(ScanStage::Advice, failed, || {
+        let advice = advisor::advise();
+        (advice.open, advice.simulations)
+    });
+    stage(ScanStage::Families, failed, || {
+        super::families::assign(&captured_at);
+    });
+    stage(ScanStage::Anomalies, failed, || {
+        super::anomalies::detect(&captured_at);
+    });
+}
+
+/// Run one stage in a subtransaction (guarded::run). Returns what it returned, or the default
+/// when it failed, after recording the failure in `failed`: {stage, sqlstate, message}.
+fn stage<R: Default>(
+    which: ScanStage,
+    failed: &mut Vec<serde_json::Value>,
+    work: impl FnOnce() -> R + UnwindSafe,
+) -> R {
+    let outcome = guarded::run(None, || {
+        // pgrx runs an SPI read read-only, with the snapshot the scan() call started with,
+        // while the current (sub)transaction has no xid yet: a new subtransaction has none, so
+        // the stage would not see what the ingest and the earlier stages wrote. Taking one
+        // first makes every read of the stage see them, as when the scan was one transaction.
+        // SAFETY: a guarded call inside the stage's subtransaction (a scan always writes).
+        unsafe { pg_sys::GetCurrentTransactionId() };
+        let done = work();
+        if which == ScanStage::Families && gucs::fault_injection() == Fault::Families {
+            // Tests (optidb.fault_injection = families): a real error of the SQL kind, raised
+            // after the stage's writes, which its subtransaction must take back.
+            Spi::run("SELECT 1 / 0").unwrap_or_else(|e| error!("{e}"));
+        }
+        done
+    });
+    outcome.unwrap_or_else(|failure| {
+        let (sqlstate, message) = match &failure {
+            Failure::Error { sqlstate, message } => (sqlstate.clone(), message.clone()),
+            // No limit is set on stages; a time limit would be a cancel.
+            Failure::TimedOut { .. } => ("57014".to_string(), failure.to_string()),
+        };
+        warning!(
+            "optidb.scan(): its {} stage failed and was rolled back; the ingest and the other \
+             stages are kept: {failure}",
+            which.as_str()
         );
-        loop {
-            let deleted = rows::value::<i64>(
-                "prune",
-                &sql,
-                &[gucs::retention_days().into(), BATCH.into()],
-            )
-            .unwrap_or(0);
-            total += deleted;
-            if deleted < BATCH {
-                break;
-            }
+        failed.push(serde_json::json!({
+            "stage": which.as_str(),
+            "sqlstate": sqlstate,
+            "message": message,
+        }));
+        R::default()
+    })
+}
+
+/// Rows one DELETE removes at most: no single statement holds many row locks or a long
+/// snapshot.
+const PRUNE_BATCH: i64 = 10_000;
+
+/// Delete what optidb.retention and the caps below say is no longer kept, in batches; returns
+/// the rows deleted (rows their deletion cascades to are not counted). Run by every scan()
+/// (its prune stage) and by prune() (the worker's retention job).
+fn prune_history() -> i64 {
+    dated().iter().map(prune_dated).sum::<i64>()
+        + HISTORIES.iter().map(prune_history_of).sum::<i64>()
+}
+
+/// Tables pruned by age alone: (table, time column, which rows): a row goes once its time is
+/// older than optidb.retention days. Their size follows from the retention and the workload.
+fn dated() -> [(&'static str, &'static str, String); 6] {
+    let all = || "true".to_string();
+    [
+        ("optidb.metric", "captured_at", all()),
+        ("optidb.latency", "captured_at", all()),
+        ("optidb.health_history", "captured_at", all()),
+        ("optidb.wait_sample", "captured_at", all()),
+        // Open alerts stay whatever their age (resolved_at is NULL).
+        ("optidb.alert", "resolved_at", all()),
+        // Advice no longer derived (stale since updated_at), with its simulations (cascade).
+        // Advice that is derived again later comes back under a new id.
+        (
+            "optidb.recommendation",
+            "updated_at",
+            format!("status = {}", spi::quote_literal(Status::Stale.as_str())),
+        ),
+    ]
+}
+
+fn prune_dated((table, column, which): &(&'static str, &'static str, String)) -> i64 {
+    let sql = format!(
+        "WITH old AS (SELECT ctid FROM {table} \
+                      WHERE {column} < pg_catalog.now() - pg_catalog.make_interval(days => $1) \
+                        AND {which} \
+                      LIMIT $2), \
+              gone AS (DELETE FROM {table} t USING old WHERE t.ctid = old.ctid RETURNING 1) \
+         SELECT count(*) FROM gone"
+    );
+    let mut total = 0;
+    loop {
+        let deleted = rows::value::<i64>(
+            "prune",
+            &sql,
+            &[gucs::retention_days().into(), PRUNE_BATCH.into()],
+        )
+        .unwrap_or(0);
+        total += deleted;
+        if deleted < PRUNE_BATCH {
+            return total;
         }
     }
-    total
+}
+
+/// A table whose rows are histories of the same thing over time, one row per scan (or run) at
+/// worst. A row goes once it is older than optidb.retention days or beyond the latest `cap`
+/// rows of its history, except the latest KEEP rows of its history and the latest KEEP of
+/// those readers look for (`wanted`), which stay whatever their age. So per history at most
+/// `cap` + KEEP rows, and at most 2 * KEEP older than the retention.
+struct History {
+    table: &'static str,
+    /// What makes one history: the columns its rows share.
+    per: &'static str,
+    /// Its time column (NOT NULL).
+    at: &'static str,
+    /// The rows readers look for; "false" for none.
+    wanted: &'static str,
+    cap: i64,
+}
+
+/// The latest rows of each history kept whatever their age, and as many wanted ones.
+const KEEP: i64 = 2;
+
+const HISTORIES: [History; 4] = [
+    // Per statement and plan kind: a new row when a capture differs from the latest of its
+    // kind (an identical one moves that row's captured_at). Read: the latest of each kind
+    // (capture compares with it; query(id) shows the latest capture; a replay's latest typical
+    // plan), the latest plan advice rested on (advisor, bottlenecks, query, ask), and the two
+    // latest of those per kind (anomalies: plan_change).
+    History {
+        table: "optidb.plan",
+        per: "query_id, plan_kind",
+        at: "captured_at",
+        wanted: "basis AND plan_json IS NOT NULL",
+        cap: 100,
+    },
+    // Per recommendation, statement, mode and plan kind: every scan simulates each simulable
+    // advice on each statement it serves. Read: the latest successful one (ask, report), the
+    // latest error and the best gain (recommend), real ones of the last minute (rate limit).
+    History {
+        table: "optidb.simulation",
+        per: "rec_id, query_id, mode, plan_kind",
+        at: "ran_at",
+        wanted: "error IS NULL",
+        cap: 100,
+    },
+    // Per kind: the worker's snapshots write a row a minute (43,200 in the default 30 days).
+    // The latest row holds the pg_stat_statements reset the next scan compares with.
+    History {
+        table: "optidb.scan_log",
+        per: "kind",
+        at: "started_at",
+        wanted: "false",
+        cap: 50_000,
+    },
+    // Per view: a row per refresh (the worker's: 288 a day at the default 5 min). Read: the
+    // latest successful refresh of each view (metrics(), report()).
+    History {
+        table: "optidb.refresh_log",
+        per: "view_name",
+        at: "started_at",
+        wanted: "error IS NULL",
+        cap: 10_000,
+    },
+];
+
+/// Prune one history table: find up to ROUND rows to go (one pass over the table, ranked per
+/// history), delete them by id in batches, again until a round comes back short. By id: a row
+/// only ever moves up its history's ranking (new rows come after it), so a row found to go
+/// still goes when it is deleted.
+fn prune_history_of(h: &History) -> i64 {
+    const ROUND: i64 = 100_000;
+    let History {
+        table,
+        per,
+        at,
+        wanted,
+        cap,
+    } = h;
+    let find = format!(
+        "SELECT id FROM ( \
+             SELECT id, {at} < pg_catalog.now() - pg_catalog.make_interval(days => $1) AS old, \
+                    ({wanted}) IS TRUE AS wanted, \
+                    row_number() OVER (PARTITION BY {per} ORDER BY {at} DESC, id DESC) AS nth, \
+                    row_number() OVER (PARTITION BY {per}, ({wanted}) IS TRUE \
+                                       ORDER BY {at} DESC, id DESC) AS nth_alike \
+             FROM {table}) h \
+         WHERE (old OR nth > $2) AND nth > $3 AND NOT (wanted AND nth_alike <= $3) \
+         ORDER BY id LIMIT $4"
+    );
+    let delete = format!("DELETE FROM {table} WHERE id = ANY ($1)");
+    let mut total = 0;
+    loop {
+        let ids: Vec<i64> = rows::select(
+            "history to prune",
+            &find,
+            &[
+                gucs::retention_days().into(),
+                (*cap).into(),
+                KEEP.into(),
+                ROUND.into(),
+            ],
+            |row| row.get("id"),
+        );
+        for batch in ids.chunks(PRUNE_BATCH as usize) {
+            Spi::run_with_args(&delete, &[batch.to_vec().into()])
+                .unwrap_or_else(|e| error!("pruning {table} failed: {e}"));
+        }
+        total += ids.len() as i64;
+        if (ids.len() as i64) < ROUND {
+            return total;
+        }
+    }
 }
 
 /// Parse a statement seen for the first time and file it under its fingerprint. Returns None

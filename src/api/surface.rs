@@ -174,7 +174,7 @@ pub const FUNCTIONS: &[Function] = &[
     Function {
         signature: "optidb.prune()",
         audience: Audience::Admin,
-        comment: "Delete history older than optidb.retention days; returns the rows deleted",
+        comment: "Delete history older than optidb.retention days (but the latest plans, simulations and log rows) and plans, simulations and logs beyond their row caps; returns the rows deleted",
     },
     Function {
         signature: "optidb.refresh(text)",
@@ -305,7 +305,7 @@ pub const TABLES: &[Table] = &[
         readers: Readers::All,
         kept: Kept::Dumped(""),
         admin_edits: false,
-        comment: "One row per scan() or snapshot() run",
+        comment: "One row per scan() or snapshot() run, with the stages of a scan that failed and were rolled back alone (stage_errors)",
     },
     Table {
         name: "refresh_log",

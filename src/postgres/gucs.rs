@@ -12,13 +12,19 @@ static TRACK_NESTED: GucSetting<bool> = GucSetting::<bool>::new(false);
 static TRACK_UTILITY: GucSetting<bool> = GucSetting::<bool>::new(true);
 static FAULT_INJECTION: GucSetting<Fault> = GucSetting::<Fault>::new(Fault::None);
 
-/// A fault the statement hooks raise inside their bookkeeping, while they hold the latency
-/// table's lock: for tests that prove a panic or an ERROR there leaves no lock held.
+/// A fault injected for tests (superusers only: the setting is PGC_SUSET).
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Fault {
     None,
+    /// The statement hooks panic inside their bookkeeping, while they hold the latency table's
+    /// lock: for tests that prove a panic there leaves no lock held.
     Panic,
+    /// As Panic, with an ERROR.
     Error,
+    /// scan()'s families stage raises an ERROR (division by zero, SQLSTATE 22012) after its
+    /// writes: for tests that prove a failing stage is rolled back alone and recorded
+    /// (src/api/scan.rs). The statement hooks ignore it.
+    Families,
 }
 static SAMPLE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 static MAX_STATEMENTS: GucSetting<i32> = GucSetting::<i32>::new(1000);
@@ -74,16 +80,16 @@ pub fn init() {
     );
     GucRegistry::define_enum_guc(
         c"optidb.fault_injection",
-        c"For tests only: make statement recording panic or raise an ERROR while it holds its lock.",
-        c"none (the default), panic or error. The statement itself is unaffected; recording stops in that session.",
+        c"For tests only: make statement recording panic or raise an ERROR while it holds its lock, or make scan()'s families stage fail.",
+        c"none (the default), panic, error (the statement itself is unaffected; recording stops in that session) or families (scan() records the stage's error in optidb.scan_log and keeps the rest).",
         &FAULT_INJECTION,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
     );
     GucRegistry::define_int_guc(
         c"optidb.retention",
-        c"Days of history (metric deltas, latency histograms) scan() keeps.",
-        c"Older rows are deleted in batches by each scan().",
+        c"Days of history scan() and prune() keep: metric and latency deltas, health, wait samples, resolved alerts, stale advice, plans, simulations, scan and refresh logs.",
+        c"Older rows are deleted in batches, except the latest plans and simulations of each statement and the latest log rows, which advice and metrics rest on. Plans, simulations and logs are also capped in rows whatever their age (src/api/scan.rs).",
         &RETENTION_DAYS,
         1,
         3650,
@@ -293,7 +299,8 @@ pub fn fault_injection() -> Fault {
     match unsafe { *FAULT_INJECTION.as_ptr() } {
         0 => Fault::None,
         1 => Fault::Panic,
-        _ => Fault::Error,
+        2 => Fault::Error,
+        _ => Fault::Families,
     }
 }
 

@@ -21,5 +21,6 @@ pub mod replay;
 pub mod replay_worker;
 pub mod rows;
 pub mod settings;
+pub mod signals;
 pub mod vetting;
 pub mod worker;

@@ -26,6 +26,7 @@ use crate::postgres::hypopg::Hypopg;
 use crate::postgres::own_work;
 use crate::postgres::replay::{self, Context};
 use crate::postgres::settings::{self, Setting};
+use crate::postgres::signals;
 use crate::postgres::vetting::Vetted;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
@@ -363,7 +364,7 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
         // its next interrupt check, as in a backend: PostgreSQL's default handler for background
         // workers raises FATAL inside the signal handler, which a replayed statement caught in a
         // critical section (writing WAL) turned into a PANIC that restarted the whole server.
-        set_sigterm_handler();
+        signals::set_sigterm_handler();
         pg_sys::BackgroundWorkerUnblockSignals();
         pg_sys::CurrentResourceOwner =
             pg_sys::ResourceOwnerCreate(std::ptr::null_mut(), c"optidb replay".as_ptr());
@@ -433,25 +434,6 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
             "optidb replay: answer of {} bytes does not fit",
             bytes.len()
         );
-    }
-}
-
-/// SIGTERM sets ProcDiePending (PostgreSQL's `die`), like a backend's.
-///
-/// # Safety
-/// At worker start, before signals are unblocked.
-unsafe fn set_sigterm_handler() {
-    const SIGTERM: std::ffi::c_int = 15;
-    // The handler itself, not pgrx's guarded wrapper of it: a signal handler must be the C one.
-    unsafe extern "C-unwind" {
-        fn die(signal: std::ffi::c_int);
-    }
-    // SAFETY: installs PostgreSQL's own handler for this process's SIGTERM.
-    unsafe {
-        #[cfg(not(feature = "pg18"))]
-        pg_sys::pqsignal(SIGTERM, Some(die));
-        #[cfg(feature = "pg18")]
-        pg_sys::pqsignal_be(SIGTERM, Some(die));
     }
 }
 

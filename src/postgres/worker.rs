@@ -9,8 +9,11 @@
 //! drift).
 //!
 //! - A failing job is rolled back, logged, and the worker carries on.
-//! - SIGHUP reloads the configuration (new intervals apply at once); SIGTERM ends the worker
-//!   with exit code 1, so the postmaster starts it again after `RESTART_AFTER` unless the
+//! - SIGHUP reloads the configuration (new intervals apply at once). SIGTERM (pg_terminate_backend,
+//!   `pg_ctl stop`) ends the worker promptly, in the middle of a job too: PostgreSQL's `die`
+//!   handling (src/postgres/signals.rs), so a running job is interrupted at its next interrupt
+//!   check (FATAL, its transaction rolled back) and an idle worker leaves its wait at once. It
+//!   exits with code 1, so the postmaster starts it again after `RESTART_AFTER` unless the
 //!   server is shutting down. After a backend crash the postmaster restarts it the same way.
 //! - Nothing runs while the server is in recovery (a standby), while `optidb.enabled` is off,
 //!   or while the database lacks the extension.
@@ -19,6 +22,7 @@
 use crate::postgres::guarded;
 use crate::postgres::gucs;
 use crate::postgres::rows;
+use crate::postgres::signals;
 use optidb_core::schedule::Schedule;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
@@ -86,7 +90,9 @@ pub fn register() {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn optidb_worker_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SAFETY: at worker start, before attach_signal_handlers unblocks signals.
+    unsafe { signals::set_sigterm_handler() };
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     let database = gucs::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     log!("optidb worker started in database \"{database}\"");
@@ -95,7 +101,7 @@ pub extern "C-unwind" fn optidb_worker_main(_arg: pg_sys::Datum) {
     let jobs: Vec<(Job, Duration)> = Job::ALL.iter().map(|j| (*j, j.interval())).collect();
     let mut schedule = Schedule::new(&jobs, started.elapsed());
     let mut idle_reason: Option<&'static str> = None;
-    while BackgroundWorker::wait_latch(Some(schedule.wait(started.elapsed()))) {
+    'serve: while sleep(schedule.wait(started.elapsed())) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: a guarded call on the worker's only thread, between jobs and outside any
             // transaction: where PostgreSQL's own processes reload the configuration on SIGHUP.
@@ -105,6 +111,11 @@ pub extern "C-unwind" fn optidb_worker_main(_arg: pg_sys::Datum) {
             }
         }
         for job in schedule.take_due(started.elapsed()) {
+            // A SIGTERM that came as a job ended: stop before starting another (the latch it
+            // set may have been reset by then, so waiting first could take a whole interval).
+            if signals::termination_pending() {
+                break 'serve;
+            }
             let reason = run_job(job);
             if reason != idle_reason {
                 if let Some(why) = reason {
@@ -120,6 +131,29 @@ pub extern "C-unwind" fn optidb_worker_main(_arg: pg_sys::Datum) {
     // PostgreSQL's exit callbacks and never returns, so the locals of this frame are never
     // dropped, which only leaves memory the exiting process gives back anyway.
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// Wait on the latch until `timeout` has passed or a signal sets it. False when the worker is
+/// to stop: a SIGTERM arrived (idle, there is nothing to interrupt: the caller exits
+/// quietly instead of the FATAL a CHECK_FOR_INTERRUPTS would raise) or the postmaster died.
+fn sleep(timeout: Duration) -> bool {
+    let events = (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_POSTMASTER_DEATH) as i32;
+    let ms = timeout.as_millis().min(i32::MAX as u128) as std::ffi::c_long;
+    // SAFETY: guarded calls on the worker's only thread, outside any transaction, on this
+    // process's own latch (MyLatch is set up for every background worker). Resetting after the
+    // wait and checking the flags after the reset is the latch protocol: a signal that arrives
+    // later sets the latch again, so the next wait returns at once.
+    let happened = unsafe {
+        let happened = pg_sys::WaitLatch(pg_sys::MyLatch, events, ms, pg_sys::PG_WAIT_EXTENSION);
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        happened
+    };
+    if happened & pg_sys::WL_POSTMASTER_DEATH as i32 != 0 || signals::termination_pending() {
+        return false;
+    }
+    // Any other interrupt (a barrier, a log-memory-context request), as every process does.
+    pg_sys::check_for_interrupts!();
+    true
 }
 
 /// Run one job in its own transaction. Returns why nothing ran, if nothing could.

@@ -16,8 +16,10 @@ from conftest import scalar
 pytestmark = pytest.mark.pg_cron
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PORT = 55436
+# Another port (and data directory) when several worktrees run this beside each other.
+PORT = int(os.environ.get("OPTIDB_WORKER_TEST_PORT", "55436"))
 DB = "optidb_worker"
+PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 
 
 def wait_for(what, check, timeout=30.0):
@@ -36,7 +38,7 @@ def wait_for(what, check, timeout=30.0):
 
 @pytest.fixture(scope="module")
 def cluster():
-    data = "/tmp/optidb-worker-test/data"
+    data = f"/tmp/optidb-worker-test-{PORT}/data"
     subprocess.run(["rm", "-rf", os.path.dirname(data)], check=True)
     env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT=str(PORT))
     script = os.path.join(ROOT, "tests/scripts/cluster.sh")
@@ -177,7 +179,7 @@ def test_worker_does_nothing_on_a_standby(cluster):
     data, _, _ = cluster
     standby = os.path.join(os.path.dirname(data), "standby")
     log = standby + ".log"  # outside the data directory, which pg_basebackup copies
-    pgbin = "/usr/lib/postgresql/15/bin"
+    pgbin = PGBIN
     as_postgres = ["runuser", "-u", "postgres", "--"]
     subprocess.run(["rm", "-rf", standby], check=True)
     subprocess.run(as_postgres + [f"{pgbin}/pg_basebackup", "-D", standby, "-R", "-h", "/tmp",

@@ -71,6 +71,18 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// The stages of a scan after its ingest, in the order they run (src/api/scan.rs), as
+    /// optidb.scan_log.stage_errors names them (a jsonb key: no CHECK constraint, not in COLUMNS).
+    pub enum ScanStage {
+        Prune => "prune",
+        Plans => "plans",
+        Advice => "advice",
+        Families => "families",
+        Anomalies => "anomalies",
+    }
+}
+
+vocabulary! {
     /// optidb.recommendation.status: shown, rejected by its simulations, or no longer derived.
     pub enum Status { Open => "open", Rejected => "rejected", Stale => "stale" }
 }

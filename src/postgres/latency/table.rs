@@ -541,7 +541,7 @@ pub fn record_success(
 #[inline(never)]
 fn inject(fault: Fault) {
     match fault {
-        Fault::None => {}
+        Fault::None | Fault::Families => {}
         Fault::Panic => panic!("optidb.fault_injection = panic"),
         Fault::Error => pgrx::error!("optidb.fault_injection = error"),
     }
