@@ -41,14 +41,17 @@ CREATE TABLE optidb.query (
     UNIQUE (fingerprint, userid, dbid)
 );
 
--- Last cumulative pg_stat_statements counters per entry, so each scan stores deltas.
+-- What optidb knows of each pg_stat_statements entry, so each entry is parsed once and each
+-- scan stores deltas: the statement it belongs to and its cumulative counters when optidb last
+-- recorded them; or, for an entry never recorded (query_id NULL; zero counters), the
+-- fingerprint of its statement (NULL: no statement, such as boilerplate or a call of optidb).
 -- Not dumped: it describes this server's pg_stat_statements, not history.
 CREATE TABLE optidb.pgss_state (
     queryid          bigint           NOT NULL,
     userid           oid              NOT NULL,
     dbid             oid              NOT NULL,
     toplevel         boolean          NOT NULL,
-    query_id         bigint           NOT NULL REFERENCES optidb.query (id) ON DELETE CASCADE,
+    query_id         bigint           REFERENCES optidb.query (id) ON DELETE CASCADE,
     calls            bigint           NOT NULL,
     total_exec_time  double precision NOT NULL,
     rows             bigint           NOT NULL,
@@ -57,6 +60,7 @@ CREATE TABLE optidb.pgss_state (
     temp_blks_read   bigint           NOT NULL,
     temp_blks_written bigint          NOT NULL,
     seen_at          timestamptz      NOT NULL,
+    fingerprint      text,
     PRIMARY KEY (queryid, userid, dbid, toplevel)
 );
 

@@ -13,6 +13,12 @@ SET LOCAL pg_stat_statements.track = none;
 -- Resolve every name below in pg_catalog first (what pgspot checks for).
 SET LOCAL search_path TO pg_catalog, pg_temp;
 
+-- Entries are grouped into statements before the top ones are chosen (issue 22): every entry
+-- is parsed once and remembered here, with its statement's fingerprint until that statement is
+-- first recorded (no statement, no baseline yet).
+ALTER TABLE optidb.pgss_state ALTER COLUMN query_id DROP NOT NULL,
+    ADD COLUMN fingerprint text;
+
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);
 
