@@ -5,6 +5,16 @@
 -- A column added by an upgrade (ALTER TABLE ... ADD COLUMN goes last) is declared last here.
 -- Every name is schema-qualified: the script must not depend on the caller's search_path.
 
+-- optidb's own statements are not workload: with pg_stat_statements.track = all, every statement
+-- of this script (and every GRANT, COMMENT and policy optidb.apply_surface() runs) would become
+-- an entry of pg_stat_statements, hundreds of them, and crowd out the application's statements.
+-- First, so that only this SET is counted. CREATE EXTENSION undoes only the settings it saved
+-- itself (search_path, client_min_messages): a plain SET here would stay in the session and a
+-- LOCAL one until the end of the transaction, so the end of the script (sql/security.sql) sets
+-- it back. Without pg_stat_statements loaded the name is a placeholder, which a superuser may
+-- set (the control file requires one) and nothing reads.
+SET LOCAL pg_stat_statements.track = none;
+
 -- Resolve every name below in pg_catalog first (what pgspot checks for); the end of this file
 -- restores the extension's own search_path for the generated function definitions.
 -- LOCAL: a plain SET in an extension script would outlive CREATE EXTENSION in the session.
@@ -31,14 +41,17 @@ CREATE TABLE optidb.query (
     UNIQUE (fingerprint, userid, dbid)
 );
 
--- Last cumulative pg_stat_statements counters per entry, so each scan stores deltas.
+-- What optidb knows of each pg_stat_statements entry, so each entry is parsed once and each
+-- scan stores deltas: the statement it belongs to and its cumulative counters when optidb last
+-- recorded them; or, for an entry never recorded (query_id NULL; zero counters), the
+-- fingerprint of its statement (NULL: no statement, such as boilerplate or a call of optidb).
 -- Not dumped: it describes this server's pg_stat_statements, not history.
 CREATE TABLE optidb.pgss_state (
     queryid          bigint           NOT NULL,
     userid           oid              NOT NULL,
     dbid             oid              NOT NULL,
     toplevel         boolean          NOT NULL,
-    query_id         bigint           NOT NULL REFERENCES optidb.query (id) ON DELETE CASCADE,
+    query_id         bigint           REFERENCES optidb.query (id) ON DELETE CASCADE,
     calls            bigint           NOT NULL,
     total_exec_time  double precision NOT NULL,
     rows             bigint           NOT NULL,
@@ -47,6 +60,7 @@ CREATE TABLE optidb.pgss_state (
     temp_blks_read   bigint           NOT NULL,
     temp_blks_written bigint          NOT NULL,
     seen_at          timestamptz      NOT NULL,
+    fingerprint      text,
     PRIMARY KEY (queryid, userid, dbid, toplevel)
 );
 

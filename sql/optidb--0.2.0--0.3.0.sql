@@ -1,8 +1,13 @@
+SET LOCAL pg_stat_statements.track = none;
 -- optidb 0.2.0 -> 0.3.0, hand-written. tests/e2e/test_upgrade.py checks that an install
 -- upgraded with it has exactly the schema of a fresh 0.3.0 install (sql/bootstrap.sql plus the
 -- generated functions, sql/views.sql and sql/security.sql) and keeps its data.
 --
 -- 0.3.0: statements are replayed as their owners, with their own search_path (src/replay.rs).
+
+-- The first line: none of this script reaches pg_stat_statements, whatever its track setting
+-- (why and how: the top of sql/bootstrap.sql); set back at the end. First, so that it is the
+-- same text in every upgrade script: an upgrade through several leaves one entry of it.
 
 -- Resolve every name below in pg_catalog first (what pgspot checks for).
 SET LOCAL search_path TO pg_catalog, pg_temp;
@@ -113,3 +118,6 @@ CREATE POLICY reader_own ON optidb.recommendation FOR SELECT TO optidb_reader
 DROP POLICY reader_all ON optidb.schema_column;
 CREATE POLICY reader_readable ON optidb.schema_column FOR SELECT TO optidb_reader
     USING (pg_catalog.has_column_privilege(relid, attname::text, 'SELECT'));
+
+-- Statements after the script are tracked again as the session's settings say (see the top).
+SET LOCAL pg_stat_statements.track TO DEFAULT;

@@ -1,3 +1,4 @@
+SET LOCAL pg_stat_statements.track = none;
 -- optidb 0.3.0 -> 0.4.0, hand-written. tests/e2e/test_upgrade.py checks that an install
 -- upgraded with it has exactly the schema of a fresh 0.4.0 install and keeps its data.
 --
@@ -7,6 +8,10 @@
 -- that write are SECURITY DEFINER instead (search_path pinned), admitted by EXECUTE. Grants,
 -- policies, dump registration and comments now come from one registry (src/surface.rs),
 -- applied by optidb.apply_surface().
+
+-- The first line: none of this script reaches pg_stat_statements, whatever its track setting
+-- (why and how: the top of sql/bootstrap.sql); set back at the end. First, so that it is the
+-- same text in every upgrade script: an upgrade through several leaves one entry of it.
 
 -- Resolve every name below in pg_catalog first (what pgspot checks for).
 SET LOCAL search_path TO pg_catalog, pg_temp;
@@ -55,3 +60,6 @@ REVOKE EXECUTE ON FUNCTION optidb.surface(), optidb.apply_surface(boolean) FROM 
 SELECT optidb.apply_surface(true);
 
 SET LOCAL search_path TO optidb, pg_temp;
+
+-- Statements after the script are tracked again as the session's settings say (see the top).
+SET LOCAL pg_stat_statements.track TO DEFAULT;

@@ -27,3 +27,7 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA optidb FROM PUBLIC;
 SELECT optidb.apply_surface(false);
 
 SET LOCAL search_path TO optidb, pg_temp;
+
+-- Statements after the script are tracked again as the session's settings say (see the top of
+-- sql/bootstrap.sql).
+SET LOCAL pg_stat_statements.track TO DEFAULT;

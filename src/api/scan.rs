@@ -1,5 +1,6 @@
-//! `optidb.scan()`: one ingest pass. Reads pg_stat_statements' top entries of this database,
-//! stores per-entry deltas since the previous scan, collects catalog facts and captures
+//! `optidb.scan()`: one ingest pass. Reads pg_stat_statements' entries of this database, files
+//! them under their statements, chooses the `top` statements to record and stores their deltas
+//! since they were last recorded, collects catalog facts and captures
 //! plans for the slowest statements, each replayed as its owner (src/postgres/replay.rs). Every step is
 //! set-based SQL except parsing (pg_query, in-process) and EXPLAIN (one guarded
 //! subtransaction per statement). After the ingest, a scan's stages (prune, plans, advice,
@@ -11,13 +12,13 @@ use crate::postgres::catalog;
 use crate::postgres::errors::require_positive;
 use crate::postgres::guarded::{self, Failure};
 use crate::postgres::gucs::{self, Fault};
+use crate::postgres::ingest;
 use crate::postgres::latency;
 use crate::postgres::locks::{self, Lock};
 use crate::postgres::own_work;
 use crate::postgres::pgss::{self, Counters, PgssEntry};
 use crate::postgres::replay;
 use crate::postgres::rows;
-use optidb_core::statement::{self, StatementKind};
 use optidb_core::vocabulary::{ScanKind, ScanStage, Status};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -25,9 +26,6 @@ use pgrx::JsonB;
 use std::collections::HashMap;
 use std::panic::UnwindSafe;
 use std::time::Instant;
-
-/// Entries read beyond `top`, so boilerplate the parser drops does not shrink the result.
-const HEADROOM: i64 = 50;
 
 /// SECURITY DEFINER, as snapshot() and prune(): the meta tables are written by optidb's
 /// functions only (what they hold is replayed as other roles); EXECUTE admits the caller.
@@ -98,7 +96,7 @@ struct Summary {
     elapsed_ms: f64,
 }
 
-/// A statement accepted into this scan, in pg_stat_statements' total-time order.
+/// A statement chosen by this pass, in pg_stat_statements' total-time order.
 struct Accepted {
     query_id: i64,
     userid: pg_sys::Oid,
@@ -126,34 +124,32 @@ fn run(top: usize, pass: ScanKind) -> Summary {
     );
     let reset_detected = previous_reset.is_some() && previous_reset != stats_reset;
 
-    let entries = pgss::read_top(&view, top as i64 + HEADROOM, reset_detected);
-    let mut accepted: Vec<Accepted> = Vec::new();
-    let mut kept_entries: Vec<(&PgssEntry, i64)> = Vec::new();
-    let mut summary = Summary::default();
-    for entry in &entries {
-        if accepted.len() >= top {
-            break;
-        }
-        let query_id = match entry.known_query_id {
-            Some(id) => id,
-            None => match register_query(entry) {
-                Some(id) => {
-                    summary.new_queries += 1;
-                    id
-                }
-                None => continue, // boilerplate
-            },
-        };
-        if !accepted.iter().any(|a| a.query_id == query_id) {
-            accepted.push(Accepted {
-                query_id,
-                userid: pg_sys::Oid::from(entry.userid as u32),
-                raw_sql: entry.text.clone(),
-            });
-        }
-        kept_entries.push((entry, query_id));
+    if reset_detected {
+        pgss::forget_baselines();
     }
-    summary.queries_seen = accepted.len();
+    // Every entry is grouped into its statement before any is chosen, with a share for each
+    // role (src/postgres/ingest.rs): no role can push the others' statements out of optidb.
+    let entries = pgss::read_all(&view);
+    let selection = ingest::select(&entries, top, &captured_at);
+    let accepted: Vec<Accepted> = selection
+        .chosen
+        .iter()
+        .map(|s| Accepted {
+            query_id: s.query_id,
+            userid: pg_sys::Oid::from(s.userid as u32),
+            raw_sql: s.entries[0].text.clone(),
+        })
+        .collect();
+    let kept_entries: Vec<(&PgssEntry, i64)> = selection
+        .chosen
+        .iter()
+        .flat_map(|s| s.entries.iter().map(|e| (*e, s.query_id)))
+        .collect();
+    let mut summary = Summary {
+        queries_seen: accepted.len(),
+        new_queries: selection.new_queries,
+        ..Summary::default()
+    };
 
     store_deltas(&kept_entries, &captured_at);
     crate::postgres::latency::history::store_deltas(&captured_at);
@@ -427,52 +423,6 @@ fn prune_history_of(h: &History) -> i64 {
             return total;
         }
     }
-}
-
-/// Parse a statement seen for the first time and file it under its fingerprint. Returns None
-/// for session boilerplate and for statements about optidb itself, which are not recorded at
-/// all. Text the parser rejects is still recorded, with the parse error, so it is visible
-/// rather than silently lost.
-fn register_query(entry: &PgssEntry) -> Option<i64> {
-    let (fingerprint, kind, norm_sql, parse_error, tables) = match statement::analyze(&entry.text) {
-        Ok(info) if info.kind == StatementKind::Boilerplate || info.touches_optidb => return None,
-        Ok(info) => (
-            info.fingerprint,
-            info.kind.as_str().to_string(),
-            Some(info.normalized),
-            None,
-            info.tables,
-        ),
-        Err(e) => (
-            format!("queryid:{}", entry.queryid),
-            "unparsed".to_string(),
-            None,
-            Some(e.0),
-            Vec::new(),
-        ),
-    };
-    rows::value::<i64>(
-        "register statement",
-        "INSERT INTO optidb.query AS q \
-             (fingerprint, queryids, userid, dbid, kind, raw_sql, norm_sql, parse_error, tables) \
-         VALUES ($1, ARRAY[$2::int8], $3::oid, $4::oid, $5, $6, $7, $8, $9) \
-         ON CONFLICT (fingerprint, userid, dbid) DO UPDATE SET \
-             queryids = CASE WHEN $2 = ANY (q.queryids) THEN q.queryids \
-                             ELSE q.queryids || $2 END, \
-             last_seen = pg_catalog.now() \
-         RETURNING id",
-        &[
-            fingerprint.into(),
-            entry.queryid.into(),
-            entry.userid.into(),
-            entry.dbid.into(),
-            kind.into(),
-            entry.text.clone().into(),
-            norm_sql.into(),
-            parse_error.into(),
-            tables.into(),
-        ],
-    )
 }
 
 /// Store every entry's new baseline and, per statement, the sum of its entries' deltas.

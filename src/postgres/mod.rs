@@ -13,6 +13,7 @@ pub mod guarded;
 pub mod gucs;
 pub mod health;
 pub mod hypopg;
+pub mod ingest;
 pub mod latency;
 pub mod locks;
 pub mod own_work;

@@ -1,9 +1,11 @@
 //! Reading pg_stat_statements: checking it is usable (with a message that says exactly what to
-//! change when it is not) and fetching the current database's top entries with the baseline
-//! optidb stored for each at the previous scan.
+//! change when it is not), fetching the current database's entries with what optidb knows of
+//! each (optidb.pgss_state: its statement, or its fingerprint until that statement is filed,
+//! and the counters optidb last recorded), and keeping that knowledge current.
 
 use crate::postgres::errors::raise;
 use crate::postgres::rows::{self, Row};
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -133,8 +135,16 @@ pub struct PgssEntry {
     pub toplevel: bool,
     pub text: String,
     pub current: Counters,
-    /// optidb's stored baseline for this entry, if it was seen before.
-    pub known_query_id: Option<i64>,
+    /// optidb has seen this entry before (it has a row in optidb.pgss_state): it is never
+    /// parsed again.
+    pub known: bool,
+    /// The statement (optidb.query id) it belongs to, if that statement is filed.
+    pub query_id: Option<i64>,
+    /// The fingerprint of its statement, for a known entry not recorded yet (None: not a
+    /// statement at all, such as boilerplate or a call of optidb, or recorded).
+    pub fingerprint: Option<String>,
+    /// The counters optidb last recorded for this entry; None if it never recorded it (so all
+    /// of `current` is still to be recorded).
     pub baseline: Option<Counters>,
 }
 
@@ -142,14 +152,22 @@ pub struct PgssEntry {
 /// them before the parser classifies what is left (and recognises statements about optidb).
 const SKIP_PATTERN: &str = r"^\s*(begin|commit|rollback|end|abort|start\s+transaction|savepoint|release|set|reset|show|discard|deallocate|listen|unlisten|notify)\M";
 
-/// The top `limit` entries of this database by total execution time. `reset_since_last` drops
-/// stored baselines (pg_stat_statements_reset() was called since the previous scan).
-pub fn read_top(view: &PgssView, limit: i64, reset_since_last: bool) -> Vec<PgssEntry> {
+/// Every entry of this database, costliest (total execution time) first, with what optidb
+/// knows of it (optidb.pgss_state). Every entry, not the top ones: entries are grouped into
+/// statements before any is chosen (src/api/scan.rs), so one statement's many entries count
+/// once. pg_stat_statements.max bounds their number (5000 by default).
+pub fn read_all(view: &PgssView) -> Vec<PgssEntry> {
+    // An entry never recorded belongs to a filed statement when its fingerprint does (a new
+    // variant of a statement, or one filed since the entry was first seen).
     let sql = format!(
-        "SELECT s.queryid, s.userid::int8 AS userid, s.dbid::int8 AS dbid, s.toplevel, s.query, \
+        "WITH db AS (SELECT oid FROM pg_catalog.pg_database \
+                     WHERE datname = pg_catalog.current_database()) \
+         SELECT s.queryid, s.userid::int8 AS userid, s.dbid::int8 AS dbid, s.toplevel, s.query, \
                 s.calls, s.total_exec_time, s.rows, s.shared_blks_hit, s.shared_blks_read, \
                 s.temp_blks_read, s.temp_blks_written, \
-                b.query_id, b.calls AS base_calls, b.total_exec_time AS base_total_exec_time, \
+                b.queryid IS NOT NULL AS known, b.query_id IS NOT NULL AS recorded, \
+                COALESCE(b.query_id, q.id) AS query_id, b.fingerprint, \
+                b.calls AS base_calls, b.total_exec_time AS base_total_exec_time, \
                 b.rows AS base_rows, b.shared_blks_hit AS base_shared_blks_hit, \
                 b.shared_blks_read AS base_shared_blks_read, \
                 b.temp_blks_read AS base_temp_blks_read, \
@@ -158,12 +176,13 @@ pub fn read_top(view: &PgssView, limit: i64, reset_since_last: bool) -> Vec<Pgss
          LEFT JOIN optidb.pgss_state b \
            ON b.queryid = s.queryid AND b.userid = s.userid AND b.dbid = s.dbid \
           AND b.toplevel = s.toplevel \
-         WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database \
-                         WHERE datname = pg_catalog.current_database()) \
+         LEFT JOIN optidb.query q \
+           ON b.query_id IS NULL AND q.fingerprint = b.fingerprint AND q.userid = s.userid \
+          AND q.dbid = s.dbid \
+         WHERE s.dbid = (SELECT oid FROM db) \
            AND s.queryid IS NOT NULL \
            AND s.query !~* $1 \
-         ORDER BY s.total_exec_time DESC \
-         LIMIT $2",
+         ORDER BY s.total_exec_time DESC",
         view = view.statements()
     );
     // Column names of the counters, as pg_stat_statements and optidb.pgss_state name them.
@@ -177,11 +196,11 @@ pub fn read_top(view: &PgssView, limit: i64, reset_since_last: bool) -> Vec<Pgss
         temp_blks_written: row.get(&format!("{prefix}temp_blks_written")),
     };
     rows::select(
-        "pg_stat_statements top entries",
+        "pg_stat_statements entries",
         &sql,
-        &[SKIP_PATTERN.into(), limit.into()],
+        &[SKIP_PATTERN.into()],
         |row| {
-            let known_query_id = row.opt::<i64>("query_id");
+            let recorded: bool = row.get("recorded");
             PgssEntry {
                 queryid: row.get("queryid"),
                 userid: row.get("userid"),
@@ -190,13 +209,88 @@ pub fn read_top(view: &PgssView, limit: i64, reset_since_last: bool) -> Vec<Pgss
                 // NULL for a role that may not see other roles' texts: kept as no text.
                 text: row.opt("query").unwrap_or_default(),
                 current: counters(row, ""),
-                baseline: known_query_id
-                    .filter(|_| !reset_since_last)
-                    .map(|_| counters(row, "base_")),
-                known_query_id,
+                known: row.get("known"),
+                query_id: row.opt("query_id"),
+                fingerprint: row.opt("fingerprint").filter(|_| !recorded),
+                baseline: recorded.then(|| counters(row, "base_")),
             }
         },
     )
+}
+
+/// pg_stat_statements was reset since the previous pass: every entry restarted from zero, so
+/// every stored baseline of this database becomes zero (what is in an entry now all happened
+/// since). Baselines of entries a pass does not record stay stored until their statement is
+/// chosen; a pre-reset value left there would hide the work done since the reset.
+pub fn forget_baselines() {
+    Spi::run(
+        "UPDATE optidb.pgss_state SET calls = 0, total_exec_time = 0, rows = 0, \
+             shared_blks_hit = 0, shared_blks_read = 0, temp_blks_read = 0, \
+             temp_blks_written = 0 \
+         WHERE dbid = (SELECT oid FROM pg_catalog.pg_database \
+                       WHERE datname = pg_catalog.current_database())",
+    )
+    .unwrap_or_else(|e| error!("clearing pg_stat_statements baselines failed: {e}"));
+}
+
+/// Remember entries seen for the first time and not recorded: with the fingerprint of their
+/// statement, or None for an entry that is no statement (boilerplate, a call of optidb), so no
+/// later pass parses them again. They have no statement and no baseline yet.
+pub fn remember(entries: &[(&PgssEntry, Option<&str>)], seen_at: &TimestampWithTimeZone) {
+    if entries.is_empty() {
+        return;
+    }
+    let col = |f: &dyn Fn(&PgssEntry) -> i64| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+    Spi::run_with_args(
+        "INSERT INTO optidb.pgss_state (queryid, userid, dbid, toplevel, query_id, fingerprint, \
+             calls, total_exec_time, rows, shared_blks_hit, shared_blks_read, temp_blks_read, \
+             temp_blks_written, seen_at) \
+         SELECT u.queryid, u.userid::oid, u.dbid::oid, u.toplevel, NULL, u.fingerprint, \
+                0, 0, 0, 0, 0, 0, 0, $6 \
+         FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::bool[], $5::text[]) \
+              AS u(queryid, userid, dbid, toplevel, fingerprint) \
+         ON CONFLICT (queryid, userid, dbid, toplevel) DO NOTHING",
+        &[
+            col(&|e| e.queryid).into(),
+            col(&|e| e.userid).into(),
+            col(&|e| e.dbid).into(),
+            entries
+                .iter()
+                .map(|(e, _)| e.toplevel)
+                .collect::<Vec<_>>()
+                .into(),
+            entries
+                .iter()
+                .map(|(_, f)| f.map(str::to_string))
+                .collect::<Vec<_>>()
+                .into(),
+            (*seen_at).into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("remembering pg_stat_statements entries failed: {e}"));
+}
+
+/// Forget the entries remembered but never recorded that pg_stat_statements no longer holds
+/// (evicted or reset), so optidb.pgss_state stays as small as pg_stat_statements. `present`
+/// is every entry this pass read.
+pub fn forget_gone(present: &[PgssEntry]) {
+    let col = |f: &dyn Fn(&PgssEntry) -> i64| present.iter().map(f).collect::<Vec<_>>();
+    Spi::run_with_args(
+        "DELETE FROM optidb.pgss_state b \
+         WHERE b.query_id IS NULL \
+           AND b.dbid = (SELECT oid FROM pg_catalog.pg_database \
+                         WHERE datname = pg_catalog.current_database()) \
+           AND NOT EXISTS ( \
+               SELECT FROM unnest($1::int8[], $2::int8[], $3::bool[]) AS u(queryid, userid, toplevel) \
+               WHERE u.queryid = b.queryid AND u.userid::oid = b.userid \
+                 AND u.toplevel = b.toplevel)",
+        &[
+            col(&|e| e.queryid).into(),
+            col(&|e| e.userid).into(),
+            present.iter().map(|e| e.toplevel).collect::<Vec<_>>().into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("forgetting pg_stat_statements entries failed: {e}"));
 }
 
 /// pg_stat_statements_info.stats_reset: changes whenever all entries were reset.
@@ -209,12 +303,12 @@ pub fn stats_reset(view: &PgssView) -> Option<String> {
 }
 
 /// The statement (optidb.query id) each (queryid, userid) of database `dbid` belongs to, for
-/// the statements optidb tracks (those in optidb.pgss_state).
+/// the statements optidb records (entries of optidb.pgss_state with a statement).
 pub fn owners(dbid: u32) -> HashMap<(i64, u32), i64> {
     rows::select(
         "statement of each latency entry",
         "SELECT DISTINCT ON (queryid, userid) queryid, userid::int8 AS userid, query_id \
-         FROM optidb.pgss_state WHERE dbid = $1::int8::oid",
+         FROM optidb.pgss_state WHERE dbid = $1::int8::oid AND query_id IS NOT NULL",
         &[(dbid as i64).into()],
         |row| {
             (

@@ -20,5 +20,6 @@ pub mod redact;
 pub mod report;
 pub mod schedule;
 pub mod search_path;
+pub mod selection;
 pub mod statement;
 pub mod vocabulary;

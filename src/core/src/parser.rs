@@ -11,6 +11,7 @@
 //! code walking them recurses little.
 
 use pg_query::{Error, Fingerprint, ParseResult, Result};
+use std::cell::Cell;
 
 /// Stack of the parsing thread: ample for `MAX_TOKENS / 2` levels at 2 kB each.
 const STACK_BYTES: usize = 256 << 20;
@@ -38,6 +39,19 @@ pub fn deparse(tree: &pg_query::protobuf::ParseResult) -> Result<String> {
     on_large_stack(|| pg_query::deparse(tree))
 }
 
+/// Run `work`, which may make many of the calls above, on one parsing thread: each call inside
+/// runs there directly instead of starting a thread of its own (starting one, with its large
+/// stack, costs several times what parsing a short statement does). Each call still starts from
+/// the shallow stack of `work`, so it has the whole large stack to itself.
+pub fn batch<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T> {
+    on_large_stack(|| Ok(work()))
+}
+
+thread_local! {
+    /// True on a parsing thread (which already has the large stack).
+    static ON_PARSER_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
 fn within_limit(sql: &str) -> Result<()> {
     let tokens = pg_query::scan(sql)?.tokens.len();
     if tokens > MAX_TOKENS {
@@ -52,12 +66,18 @@ fn within_limit(sql: &str) -> Result<()> {
 /// server's signal handlers must run on its own thread), and wait for it. A panic inside comes
 /// back as a panic here; a thread that cannot be started is a parse failure.
 fn on_large_stack<T: Send>(work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    if ON_PARSER_THREAD.with(Cell::get) {
+        return work();
+    }
     let blocked = BlockedSignals::new();
     std::thread::scope(|scope| {
         let spawned = std::thread::Builder::new()
             .name("optidb-parser".into())
             .stack_size(STACK_BYTES)
-            .spawn_scoped(scope, work);
+            .spawn_scoped(scope, || {
+                ON_PARSER_THREAD.with(|on| on.set(true));
+                work()
+            });
         // The new thread inherited the blocked mask: the caller's can be restored now.
         drop(blocked);
         match spawned {
@@ -120,6 +140,24 @@ mod tests {
         let refused = parse(&chain(MAX_TOKENS)).unwrap_err().to_string();
         assert!(refused.contains("too long to analyze"), "{refused}");
         assert!(parse("SELECT 1").is_ok());
+    }
+
+    #[test]
+    fn a_batch_runs_every_call_on_one_parsing_thread_each_with_the_large_stack() {
+        let outcome = batch(|| {
+            let here = std::thread::current().id();
+            let deep = fingerprint(&chain(40_000)).is_ok() && normalize(&chain(40_000)).is_ok();
+            let simple = parse("SELECT 1").is_ok();
+            // A call inside runs where it is called, with no thread of its own.
+            let inner = on_large_stack(|| Ok(std::thread::current().id())).unwrap();
+            (deep, simple, here, inner)
+        })
+        .unwrap();
+        assert!(outcome.0 && outcome.1);
+        assert_eq!(outcome.2, outcome.3);
+        assert_ne!(outcome.2, std::thread::current().id());
+        // Outside a batch, calls start their own thread again.
+        assert!(!ON_PARSER_THREAD.with(Cell::get));
     }
 
     #[test]
