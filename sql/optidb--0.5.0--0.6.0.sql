@@ -26,6 +26,24 @@ CREATE INDEX refresh_log_success ON optidb.refresh_log (view_name, finished_at D
 ALTER TABLE optidb.pgss_state ALTER COLUMN query_id DROP NOT NULL,
     ADD COLUMN fingerprint text;
 
+-- Dump and restore keep everything; statements keep their role by name (src/postgres/identity.rs).
+-- An OID means a role only in the cluster that assigned it: each statement also records its
+-- role's name and the cluster, and snapshot() re-maps rows restored elsewhere by name. Rows of
+-- roles that no longer exist keep no name (an OID reused since is another role).
+ALTER TABLE optidb.query ALTER COLUMN userid DROP NOT NULL;
+ALTER TABLE optidb.query ADD COLUMN role_name name;
+ALTER TABLE optidb.query ADD COLUMN system_identifier bigint NOT NULL
+    DEFAULT (pg_catalog.pg_control_system()).system_identifier;
+ALTER TABLE optidb.query ADD COLUMN role_missing text;
+UPDATE optidb.query q SET role_name = r.rolname
+FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) q.userid;
+CREATE INDEX query_family ON optidb.query (family_id);
+-- optidb.family is dumped now (optidb.query.family_id references it: apply_surface registers
+-- it below); optidb.wait_sample no longer is (this server's query ids and role OIDs), and
+-- leaving and re-joining the extension is how a table leaves pg_dump's list.
+ALTER EXTENSION optidb DROP TABLE optidb.wait_sample;
+ALTER EXTENSION optidb ADD TABLE optidb.wait_sample;
+
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);
 

@@ -14,6 +14,7 @@
 use crate::postgres::errors::raise;
 use crate::postgres::guarded;
 use crate::postgres::gucs;
+use crate::postgres::identity;
 use crate::postgres::locks::{self, Lock};
 use crate::postgres::own_work;
 use crate::postgres::rows;
@@ -45,6 +46,8 @@ fn refresh(
     let targets = resolve(view);
     let rows: Vec<_> = own_work::run(|| {
         take_lock();
+        // The views copy optidb.query's role OIDs: restored ones must name this cluster's roles.
+        identity::reconcile_before_copying_oids();
         targets.into_iter().map(refresh_one).collect()
     });
     TableIterator::new(rows)

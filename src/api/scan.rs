@@ -12,6 +12,7 @@ use crate::postgres::catalog;
 use crate::postgres::errors::require_positive;
 use crate::postgres::guarded::{self, Failure};
 use crate::postgres::gucs::{self, Fault};
+use crate::postgres::identity;
 use crate::postgres::ingest;
 use crate::postgres::latency;
 use crate::postgres::locks::{self, Lock};
@@ -111,6 +112,9 @@ fn run(top: usize, pass: ScanKind) -> Summary {
         Lock::Snapshot,
         "optidb.scan() or optidb.snapshot() is running in this database",
     );
+    // Rows restored from another cluster or database name this one's roles and database
+    // before any statement is matched against them (src/postgres/identity.rs).
+    identity::reconcile();
     let captured_at =
         rows::value::<TimestampWithTimeZone>("clock", "SELECT pg_catalog.clock_timestamp()", &[])
             .expect("clock_timestamp() is never NULL");

@@ -42,12 +42,16 @@ pub struct Function {
 /// Which rows of a table optidb_reader sees (optidb_admin sees every row of every table).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Readers {
-    /// Rows of statements it may see (the `query` table itself: by its role).
+    /// Rows of statements it may see (the `query` table itself: by its role, while the role
+    /// with that OID carries the name the statement ran under).
     OwnStatements,
     /// Rows whose `query_id` is a statement it may see.
     ByStatement,
     /// Advice whose every statement it may see (schema-level advice serves none: visible).
     Advice,
+    /// Query families with at least one statement it may see (labels and tables come from
+    /// the statements' text).
+    ByFamily,
     /// Every row: no statement text in it.
     All,
     /// Column statistics of columns it may read, as pg_stats shows them.
@@ -62,16 +66,37 @@ impl Readers {
             Readers::OwnStatements => "own_statements",
             Readers::ByStatement => "by_statement",
             Readers::Advice => "advice",
+            Readers::ByFamily => "by_family",
             Readers::All => "all",
             Readers::ReadableColumns => "readable_columns",
             Readers::None => "none",
         }
     }
 
+    /// The columns of its own table the reader policy reads.
+    fn columns(self) -> &'static [&'static str] {
+        match self {
+            Readers::OwnStatements => &["userid", "role_name"],
+            Readers::ByStatement => &["query_id"],
+            Readers::Advice => &["query_ids"],
+            Readers::ByFamily => &["id"],
+            Readers::ReadableColumns => &["relid", "attname"],
+            Readers::All | Readers::None => &[],
+        }
+    }
+
     /// The reader policy's name and USING expression (every name schema-qualified).
     fn policy(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Readers::OwnStatements => Some(("reader_own", "optidb.can_see(userid)")),
+            // An OID is trusted only while its role carries the stored name: restored from
+            // another cluster it may be another role until snapshot() re-maps it by name
+            // (src/postgres/identity.rs). pg_read_all_stats members see every statement anyway.
+            Readers::OwnStatements => Some((
+                "reader_own",
+                "optidb.can_see(userid) \
+                 AND (pg_catalog.pg_get_userbyid(userid) OPERATOR(pg_catalog.=) role_name \
+                      OR pg_catalog.pg_has_role('pg_read_all_stats', 'MEMBER'))",
+            )),
             Readers::ByStatement => Some((
                 "reader_own",
                 "EXISTS (SELECT FROM optidb.query q WHERE q.id OPERATOR(pg_catalog.=) query_id)",
@@ -81,6 +106,12 @@ impl Readers {
                 "NOT EXISTS (SELECT FROM pg_catalog.unnest(query_ids) AS served(id) \
                  WHERE NOT EXISTS (SELECT FROM optidb.query q \
                                    WHERE q.id OPERATOR(pg_catalog.=) served.id))",
+            )),
+            // The query table's own policy decides which statements it may see.
+            Readers::ByFamily => Some((
+                "reader_own",
+                "EXISTS (SELECT FROM optidb.query q \
+                         WHERE q.family_id OPERATOR(pg_catalog.=) family.id)",
             )),
             Readers::All => Some(("reader_all", "true")),
             Readers::ReadableColumns => Some((
@@ -256,7 +287,7 @@ pub const TABLES: &[Table] = &[
         readers: Readers::OwnStatements,
         kept: Kept::Dumped(""),
         admin_edits: false,
-        comment: "One row per distinct statement (fingerprint, role, database) seen in pg_stat_statements",
+        comment: "One row per distinct statement (fingerprint, role, database) seen in pg_stat_statements; its role by OID and by name, re-mapped by name when restored into another cluster",
     },
     Table {
         name: "metric",
@@ -385,8 +416,9 @@ pub const TABLES: &[Table] = &[
     },
     Table {
         name: "family",
-        readers: Readers::All,
-        kept: Kept::NotDumped("not dumped: every scan() rebuilds it from the statements"),
+        readers: Readers::ByFamily,
+        // Dumped: optidb.query.family_id references it (every scan() rebuilds it, keeping ids).
+        kept: Kept::Dumped(""),
         admin_edits: false,
         comment: "Query families: statements grouped by the shape of their SQL, with a label",
     },
@@ -400,7 +432,9 @@ pub const TABLES: &[Table] = &[
     Table {
         name: "wait_sample",
         readers: Readers::None,
-        kept: Kept::Dumped(""),
+        kept: Kept::NotDumped(
+            "not dumped: this server's sessions, by its pg_stat_statements query ids and role OIDs, which mean other statements and roles elsewhere; lock contention is judged on the last hour",
+        ),
         admin_edits: false,
         comment: "Wait events of running statements sampled by the worker (lock contention evidence)",
     },
@@ -574,14 +608,18 @@ fn apply_surface(missing_ok: bool) {
                 ));
             }
         }
-        for name in ["reader_own", "reader_all", "reader_readable"] {
-            run(&format!("DROP POLICY IF EXISTS {name} ON {table}"));
-        }
-        if let Some((name, using)) = t.readers.policy() {
-            run(&format!("GRANT SELECT ON {table} TO optidb_reader"));
-            run(&format!(
-                "CREATE POLICY {name} ON {table} FOR SELECT TO optidb_reader USING ({using})"
-            ));
+        // An upgrade from an older version runs every script with the newest library: a
+        // policy over columns a later script adds is left to that script's apply_surface().
+        if !missing_ok || has_columns(&table, t.readers.columns()) {
+            for name in ["reader_own", "reader_all", "reader_readable"] {
+                run(&format!("DROP POLICY IF EXISTS {name} ON {table}"));
+            }
+            if let Some((name, using)) = t.readers.policy() {
+                run(&format!("GRANT SELECT ON {table} TO optidb_reader"));
+                run(&format!(
+                    "CREATE POLICY {name} ON {table} FOR SELECT TO optidb_reader USING ({using})"
+                ));
+            }
         }
         if let Kept::Dumped(filter) = t.kept {
             run(&format!(
@@ -619,6 +657,19 @@ fn apply_surface(missing_ok: bool) {
             "REVOKE ALL ON optidb.{view} FROM PUBLIC, optidb_reader, optidb_admin"
         ));
     }
+}
+
+/// Does `table` have every one of these columns?
+fn has_columns(table: &str, columns: &[&str]) -> bool {
+    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    rows::value::<bool>(
+        "table has columns",
+        "SELECT count(*) = pg_catalog.cardinality($2) FROM pg_catalog.pg_attribute \
+         WHERE attrelid = pg_catalog.to_regclass($1) AND attname = ANY ($2::name[]) \
+           AND NOT attisdropped",
+        &[table.into(), columns.into()],
+    )
+    .unwrap_or(false)
 }
 
 fn identity_sequences(table: &str) -> Vec<String> {

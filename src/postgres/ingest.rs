@@ -298,7 +298,9 @@ fn file(
     (ids, inserted)
 }
 
-/// Insert new statements into optidb.query (one round trip); returns how many.
+/// Insert new statements into optidb.query (one round trip); returns how many. Each is filed
+/// with its role's name too: across clusters a statement keeps its role by name
+/// (src/postgres/identity.rs).
 fn insert(new: &[&NewStatement]) -> usize {
     if new.is_empty() {
         return 0;
@@ -318,12 +320,13 @@ fn insert(new: &[&NewStatement]) -> usize {
         "file statements",
         "WITH added AS ( \
              INSERT INTO optidb.query (fingerprint, userid, dbid, kind, raw_sql, norm_sql, \
-                 parse_error, tables) \
+                 parse_error, tables, role_name) \
              SELECT r.fingerprint, r.userid::oid, r.dbid::oid, r.kind, r.raw_sql, r.norm_sql, \
-                    r.parse_error, r.tables \
+                    r.parse_error, r.tables, a.rolname \
              FROM pg_catalog.jsonb_to_recordset($1) AS r(fingerprint text, userid int8, \
                   dbid int8, kind text, raw_sql text, norm_sql text, parse_error text, \
                   tables text[]) \
+             LEFT JOIN pg_catalog.pg_roles a ON a.oid = r.userid::oid \
              ON CONFLICT (fingerprint, userid, dbid) DO NOTHING \
              RETURNING 1) \
          SELECT count(*) FROM added",

@@ -1,7 +1,8 @@
 //! PostgreSQL plumbing under the SQL surface: executor hooks and shared memory (`latency`), SPI
 //! rows read by name (`rows`), errors, settings (`gucs`, `settings`), locks, the background
 //! worker, and replaying statements as their owners (`replay`, `replay_worker`, `explain`,
-//! `capture`, `hypopg`), and the readers of pg_stat_statements and the catalog.
+//! `capture`, `hypopg`), statements' roles by name across clusters (`identity`), and the
+//! readers of pg_stat_statements and the catalog.
 
 pub mod alerts;
 pub mod backend_local;
@@ -13,6 +14,7 @@ pub mod guarded;
 pub mod gucs;
 pub mod health;
 pub mod hypopg;
+pub mod identity;
 pub mod ingest;
 pub mod latency;
 pub mod locks;

@@ -101,18 +101,23 @@ impl Sampled {
 /// Statement `query_id` of optidb.query, ready to replay. None when there is no such statement
 /// (or the caller may not see it); Err when it cannot be replayed, with the reason.
 pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
-    let (raw_sql, userid) = rows::first(
+    let (raw_sql, role) = rows::first(
         "statement to replay",
-        "SELECT raw_sql, userid FROM optidb.query WHERE id = $1",
+        "SELECT raw_sql, userid, role_name::text, role_missing FROM optidb.query WHERE id = $1",
         &[query_id.into()],
         |row| {
             (
                 row.get::<String>("raw_sql"),
-                row.get::<pg_sys::Oid>("userid"),
+                StoredRole {
+                    userid: row.opt("userid"),
+                    name: row.opt("role_name"),
+                    missing: row.opt("role_missing"),
+                },
             )
         },
     )?;
     Some(preparable(&raw_sql).and_then(|(_, info)| {
+        let userid = vouched_owner(role)?;
         let recorded = recorded(query_id);
         let (path, relations) = recorded.map(|r| (r.path, r.relations)).unzip();
         let context = resolve(userid, path, &info.tables)?;
@@ -265,6 +270,44 @@ pub fn preparable(raw_sql: &str) -> Result<(String, StatementInfo), Failure> {
         )));
     }
     Ok((text, info))
+}
+
+/// A statement's role as optidb.query stores it: by OID and by the name it ran under
+/// (src/postgres/identity.rs). No OID: it has no role in this cluster, `missing` says why.
+struct StoredRole {
+    userid: Option<pg_sys::Oid>,
+    name: Option<String>,
+    missing: Option<String>,
+}
+
+/// Identity check: a replay runs as the statement's role by name, never as whoever holds its
+/// OID now. An OID restored from another cluster may be another role here (or none) until
+/// snapshot() re-maps it by name; one whose role was dropped may have been reused. So the OID
+/// is used only while its role carries the stored name; a role that is missing here is
+/// refused with the stored reason. (A rename on this cluster is followed by the next
+/// snapshot; until then its statements wait.) A role that no longer exists at all is left to
+/// `resolve`, which says so.
+fn vouched_owner(role: StoredRole) -> Result<pg_sys::Oid, Failure> {
+    let Some(oid) = role.userid else {
+        return Err(skipped(format!(
+            "the statement has no role in this cluster, so it is not replayed: {}",
+            role.missing.as_deref().unwrap_or("its role is unknown")
+        )));
+    };
+    match (owner(oid), role.name) {
+        (Some(now), Some(name)) if now.name == name => Ok(oid),
+        (None, _) => Ok(oid),
+        (Some(now), name) => Err(skipped(format!(
+            "the statement ran as role {}, but oid {} is role \"{}\" in this cluster: it is not \
+             replayed until optidb.snapshot() has re-mapped its role by name",
+            name.map_or(
+                "(unknown: dropped before optidb recorded role names)".to_string(),
+                |n| { format!("\"{n}\"") }
+            ),
+            oid.to_u32(),
+            now.name
+        ))),
+    }
 }
 
 /// The role with this oid, if it still exists.
