@@ -195,3 +195,62 @@ def test_admins_read_optidbs_tables_and_only_its_own_functions_write_them(cast):
                     "VALUES ('x', 10, 1, 'select')"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 c.execute(sql)
+
+
+def test_readers_see_only_families_of_statements_they_may_see(fresh_db):
+    """A family's label and tables come from its statements' text: a reader sees a family only
+    when it may see one of its statements (admins see all), and what reads families for
+    readers (family_metrics, bottlenecks(), query(id), ask()) still shows them theirs."""
+    db = scalar(fresh_db, "SELECT current_database()")
+    tag = uuid.uuid4().hex[:6]
+    roles = {k: f"optidb_{k}_{tag}" for k in ("alice", "bob", "carol")}
+    su = fresh_db
+    for name in roles.values():
+        su.execute(f'CREATE ROLE "{name}" LOGIN')
+    su.execute(f'GRANT optidb_reader TO "{roles["alice"]}", "{roles["bob"]}"')
+    su.execute(f'GRANT optidb_admin TO "{roles["carol"]}"')
+    for t in ("ledger", "payroll"):
+        su.execute(f"CREATE TABLE {t} AS SELECT g AS id, g % 100 AS k FROM generate_series(1, 20000) g")
+        su.execute(f"GRANT SELECT ON {t} TO PUBLIC")
+    try:
+        with connect(db, user=roles["alice"]) as c:
+            for i in range(3):
+                c.execute("SELECT count(*) FROM ledger WHERE k = %s", (i,))
+        with connect(db, user=roles["bob"]) as c:
+            for i in range(3):
+                c.execute("SELECT id FROM payroll WHERE id > %s ORDER BY id LIMIT 5", (i,))
+                c.execute("SELECT count(*) FROM ledger WHERE k = %s", (i,))
+        su.execute("SELECT * FROM optidb.scan()")
+        su.execute("SELECT * FROM optidb.refresh()")
+        family_of = dict(su.execute(
+            "SELECT r.rolname || ' ' || split_part(q.norm_sql, ' ', 4), q.family_id "
+            "FROM optidb.query q JOIN pg_roles r ON r.oid = q.userid "
+            "WHERE q.norm_sql ~ 'FROM (ledger|payroll)'").fetchall())
+        ledger = family_of[f"{roles['alice']} ledger"]
+        payroll = family_of[f"{roles['bob']} payroll"]
+        assert ledger and payroll and ledger != payroll, family_of
+        assert family_of[f"{roles['bob']} ledger"] == ledger, family_of
+        every = {r[0] for r in su.execute("SELECT id FROM optidb.family")}
+        with connect(db, user=roles["alice"]) as c:
+            mine = {r[0] for r in c.execute("SELECT id FROM optidb.family")}
+            assert ledger in mine and payroll not in mine, (mine, ledger, payroll)
+            # Exactly the families of the statements it sees.
+            assert mine == {r[0] for r in c.execute(
+                "SELECT DISTINCT family_id FROM optidb.query WHERE family_id IS NOT NULL")}
+            assert {r[0] for r in c.execute("SELECT family_id FROM optidb.family_metrics")} == {ledger}
+            stmt = scalar(c, "SELECT id FROM optidb.query WHERE norm_sql ~ 'FROM ledger'")
+            assert c.execute("SELECT optidb.query(%s)", (stmt,)).fetchone()[0]["family"]["id"] == ledger
+            families = {r[0]["family"]["id"] for r in c.execute(
+                "SELECT evidence FROM optidb.bottlenecks(100) WHERE evidence->'family' <> 'null'")}
+            assert families == {ledger}, families
+            label = scalar(c, "SELECT label FROM optidb.family WHERE id = %s", (ledger,))
+            answer = scalar(c, "SELECT answer FROM optidb.ask(%s)", (f"why is query {stmt} slow?",))
+            assert f"It belongs to the family {label}." in answer, answer
+        with connect(db, user=roles["bob"]) as c:
+            assert {r[0] for r in c.execute("SELECT id FROM optidb.family")} >= {ledger, payroll}
+        with connect(db, user=roles["carol"]) as c:
+            assert {r[0] for r in c.execute("SELECT id FROM optidb.family")} == every
+    finally:
+        for name in roles.values():
+            su.execute(f'DROP OWNED BY "{name}"')
+            su.execute(f'DROP ROLE "{name}"')

@@ -140,9 +140,11 @@ def test_1000_simulations_leave_no_hypothetical_state(demo):
     conn.execute("PREPARE users_own AS SELECT 1")
     # A statement that no longer parses against the schema: its table is gone.
     conn.execute("CREATE TABLE doomed (a int)")
-    broken = scalar(conn, "INSERT INTO optidb.query (fingerprint, userid, dbid, kind, raw_sql) "
-                          "VALUES ('broken', 10, 1, 'select', 'SELECT * FROM doomed WHERE a = $1') "
-                          "RETURNING id")
+    # (With its role's name: a replay runs as the role by name, src/postgres/replay.rs.)
+    broken = scalar(conn, "INSERT INTO optidb.query "
+                          "(fingerprint, userid, role_name, dbid, kind, raw_sql) "
+                          "VALUES ('broken', 10, 'postgres', 1, 'select', "
+                          "'SELECT * FROM doomed WHERE a = $1') RETURNING id")
     conn.execute("DROP TABLE doomed")
     try:
         run_simulations(conn, qid, rec_id, broken, mine)
