@@ -139,6 +139,13 @@ def by_customer_id(conn, role):
                         "AND norm_sql = 'SELECT * FROM orders WHERE customer_id = $1'", (role,))
 
 
+def index_advice(conn):
+    """The open index recommendation to simulate (a missing index first)."""
+    return scalar(conn, "SELECT id FROM optidb.recommendation WHERE index_sql IS NOT NULL "
+                        "AND status = 'open' "
+                        "ORDER BY kind = 'missing_index' DESC, confidence DESC LIMIT 1")
+
+
 def simulate_error(port, db, admin, query_id, rec_id):
     """What simulate() says of a statement (None: it was replayed)."""
     with connect(db, user=admin, port=port) as c:
@@ -296,9 +303,7 @@ def test_no_one_sees_or_replays_a_statement_through_another_roles_oid(source, se
     app_ids = ids_of(held["statements"], roles["app"])
     gone_ids = ids_of(held["statements"], roles["gone"])
     with connect(db, port=port) as su:
-        rec = scalar(su, "SELECT id FROM optidb.recommendation WHERE index_sql IS NOT NULL "
-                         "AND status = 'open' ORDER BY kind = 'missing_index' DESC, confidence DESC "
-                         "LIMIT 1")
+        rec = index_advice(su)
         app_stmt, gone_stmt = by_customer_id(su, roles["app"]), by_customer_id(su, roles["gone"])
         # Not re-mapped yet: the OIDs are the source's, each another role here.
         assert scalar(su, "SELECT count(*) FROM optidb.query q JOIN pg_roles r "
@@ -334,9 +339,7 @@ def test_the_next_snapshot_maps_each_statement_to_its_role_by_name(source, secon
             else:
                 assert role_here == name and missing is None, (i, name, role_here, missing)
         app_stmt, gone_stmt = by_customer_id(su, roles["app"]), by_customer_id(su, roles["gone"])
-        rec = scalar(su, "SELECT id FROM optidb.recommendation WHERE index_sql IS NOT NULL "
-                         "AND status = 'open' ORDER BY kind = 'missing_index' DESC, confidence DESC "
-                         "LIMIT 1")
+        rec = index_advice(su)
     app_ids = ids_of(held["statements"], roles["app"])
     gone_ids = ids_of(held["statements"], roles["gone"])
     for who in ("app", "dev"):

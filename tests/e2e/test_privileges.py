@@ -210,7 +210,8 @@ def test_readers_see_only_families_of_statements_they_may_see(fresh_db):
     su.execute(f'GRANT optidb_reader TO "{roles["alice"]}", "{roles["bob"]}"')
     su.execute(f'GRANT optidb_admin TO "{roles["carol"]}"')
     for t in ("ledger", "payroll"):
-        su.execute(f"CREATE TABLE {t} AS SELECT g AS id, g % 100 AS k FROM generate_series(1, 20000) g")
+        su.execute(f"CREATE TABLE {t} AS SELECT g AS id, g % 100 AS k "
+                   "FROM generate_series(1, 20000) g")
         su.execute(f"GRANT SELECT ON {t} TO PUBLIC")
     try:
         with connect(db, user=roles["alice"]) as c:
@@ -237,9 +238,11 @@ def test_readers_see_only_families_of_statements_they_may_see(fresh_db):
             # Exactly the families of the statements it sees.
             assert mine == {r[0] for r in c.execute(
                 "SELECT DISTINCT family_id FROM optidb.query WHERE family_id IS NOT NULL")}
-            assert {r[0] for r in c.execute("SELECT family_id FROM optidb.family_metrics")} == {ledger}
+            metrics = {r[0] for r in c.execute("SELECT family_id FROM optidb.family_metrics")}
+            assert metrics == {ledger}, metrics
             stmt = scalar(c, "SELECT id FROM optidb.query WHERE norm_sql ~ 'FROM ledger'")
-            assert c.execute("SELECT optidb.query(%s)", (stmt,)).fetchone()[0]["family"]["id"] == ledger
+            detail = scalar(c, "SELECT optidb.query(%s)", (stmt,))
+            assert detail["family"]["id"] == ledger, detail["family"]
             families = {r[0]["family"]["id"] for r in c.execute(
                 "SELECT evidence FROM optidb.bottlenecks(100) WHERE evidence->'family' <> 'null'")}
             assert families == {ledger}, families
