@@ -129,27 +129,49 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
         Values::Generic { .. } => "force_generic_plan",
         Values::Sampled(_) => "force_custom_plan",
     };
-    let outcome = guarded::run(Some(replay.limit), || {
-        vetting::parse_as_owner(replay.context, || {
-            same_relations(replay.context.owner.oid, replay.tables, replay.relations)
-        });
-        literals_vetted(&replay)?;
-        prepared(&replay, replay.sql, |name| {
+    // PREPARE is not transactional: the statements exist even after a rollback, and a user's
+    // cancel re-raised from the guarded run must not leave them behind either. They are
+    // deallocated once the guarded run is over (its subtransaction gone, no error in flight).
+    let shape_name = private_statement_name();
+    let name = private_statement_name();
+    let outcome = PgTryBuilder::new(AssertUnwindSafe(|| {
+        guarded::run(Some(replay.limit), || {
+            vetting::parse_as_owner(replay.context, || {
+                same_relations(replay.context.owner.oid, replay.tables, replay.relations)
+            });
+            literals_vetted(&replay, &shape_name)?;
+            prepare(&replay, &name, replay.sql);
             // Nothing of the statement has run yet: planning is the first thing that may.
-            Vetted::prepared(replay.context, name).map(|vetted| {
-                let explain = format!(
-                    "EXPLAIN ({options}) EXECUTE {name}{}",
-                    arguments(replay.values)
-                );
-                vetted.run(|| {
-                    settings::with(&[Setting::user("plan_cache_mode", plan_cache_mode)], || {
-                        Spi::get_one::<pgrx::Json>(&explain).unwrap_or_else(|e| error!("{e}"))
-                    })
+            let vetted = Vetted::prepared(replay.context, &name)?;
+            let explain = format!(
+                "EXPLAIN ({options}) EXECUTE {name}{}",
+                arguments(replay.values)
+            );
+            Ok(vetted.run(|| {
+                settings::with(&[Setting::user("plan_cache_mode", plan_cache_mode)], || {
+                    Spi::get_one::<pgrx::Json>(&explain).unwrap_or_else(|e| error!("{e}"))
                 })
-            })
+            }))
         })
+        .and_then(|vetted| vetted)
+    }))
+    .finally(|| {
+        for prepared in [&shape_name, &name] {
+            let deallocate = format!("DEALLOCATE {prepared}");
+            guarded::cleanup(|| {
+                // The shape is prepared only for a text with literals, and a PREPARE can fail.
+                let exists = Spi::get_one_with_args::<bool>(
+                    "SELECT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements \
+                     WHERE name = $1)",
+                    &[prepared.as_str().into()],
+                );
+                if let Ok(Some(true)) = exists {
+                    Spi::run(&deallocate).ok();
+                }
+            });
+        }
     })
-    .and_then(|vetted| vetted);
+    .execute();
 
     let json = outcome?
         .map(|j| j.0)
@@ -158,36 +180,23 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
     Ok(CapturedPlan { json, facts })
 }
 
-/// PREPARE `sql` (with the replay's declared types) as the owner under a private name, run
-/// `work` with that name, and DEALLOCATE it however `work` ends: PREPARE is not transactional,
-/// so the statement would outlive a rollback, and a user's cancel re-raised from the guarded
-/// run must not leave it behind either.
-fn prepared<R>(replay: &Replay, sql: &str, work: impl FnOnce(&str) -> R) -> R {
-    let name = private_statement_name();
-    let deallocate = format!("DEALLOCATE {name}");
-    PgTryBuilder::new(AssertUnwindSafe(|| {
-        vetting::parse_as_owner(replay.context, || {
-            let prepare = format!(
-                "PREPARE {name}{} AS {sql}",
-                declared_types(replay.param_types)
-            );
-            Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"))
-        });
-        work(&name)
-    }))
-    .finally(|| {
-        guarded::cleanup(|| {
-            Spi::run(&deallocate).ok();
-        })
+/// PREPARE `sql` (with the replay's declared types) as the owner, as `name`: parse analysis
+/// only, no code of the statement runs (except what its literals convert: `literals_vetted`).
+fn prepare(replay: &Replay, name: &str, sql: &str) {
+    vetting::parse_as_owner(replay.context, || {
+        let prepare = format!(
+            "PREPARE {name}{} AS {sql}",
+            declared_types(replay.param_types)
+        );
+        Spi::run(&prepare).unwrap_or_else(|e| error!("{e}"))
     })
-    .execute()
 }
 
 /// A text with literals (a sampled execution's, say) runs code while it is merely parsed: a
 /// literal of an array, composite or range type is converted by its input function, which runs
 /// the domain checks of its elements. So the same statement with its literals as parameters is
 /// prepared and vetted first (its parse converts nothing); only then is the text itself parsed.
-fn literals_vetted(replay: &Replay) -> Result<(), Failure> {
+fn literals_vetted(replay: &Replay, shape_name: &str) -> Result<(), Failure> {
     let cannot = |why: String| {
         Failure::new(
             "0A000",
@@ -204,9 +213,8 @@ fn literals_vetted(replay: &Replay) -> Result<(), Failure> {
     guarded::run(
         None,
         AssertUnwindSafe(|| {
-            prepared(replay, &shape, |name| {
-                Vetted::prepared(replay.context, name).map(|_| ())
-            })
+            prepare(replay, shape_name, &shape);
+            Vetted::prepared(replay.context, shape_name).map(|_| ())
         }),
     )
     .map_err(|f| {
