@@ -214,17 +214,20 @@ def test_in_list_flood_hides_nothing(shop, pass_):
     cheapest_flood = scalar(su, "SELECT min(total_exec_time) FROM pg_stat_statements "
                                 "WHERE userid = %s::regrole", (roles["flooder"],))
     assert cheapest_flood > slowest_app
-    assert scalar(su, "SELECT count(*) FROM pg_stat_statements WHERE userid = %s::regrole",
-                  (roles["flooder"],)) == 160
+    entries = scalar(su, "SELECT count(*) FROM pg_stat_statements WHERE userid = %s::regrole",
+                     (roles["flooder"],))
+    # PostgreSQL 18 gives IN-lists of any length one queryid: there the flood is a few entries.
+    squashes = int(scalar(su, "SHOW server_version_num")) >= 180000
+    assert entries == 160 or (squashes and 1 <= entries < 160), entries
 
     seen = su.execute(f"SELECT queries_seen FROM optidb.{pass_}()").fetchone()[0]
     assert seen <= 100
     app, failing = assert_app_fully_recorded(su, roles["app"])
-    # The flooding role's 160 entries are one statement, with every call recorded.
+    # The flooding role's entries are one statement, with every call recorded.
     flood = statements_of(su, roles["flooder"])
     assert [v[1] for v in flood.values()] == [320], flood
     assert scalar(su, "SELECT cardinality(queryids) FROM optidb.query WHERE userid = %s::regrole",
-                  (roles["flooder"],)) == 160
+                  (roles["flooder"],)) == entries
 
     # The application sees its own statements, and only those, through its own view.
     su.execute("SELECT * FROM optidb.refresh()")

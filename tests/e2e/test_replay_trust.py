@@ -78,6 +78,9 @@ def assert_sequence_untouched(w):
 @pytest.mark.parametrize("variant", ["function", "view", "rule"])
 def test_objects_redefined_after_the_statement_ran_are_not_replayed(world, owner, variant):
     w = world
+    with w.conn("postgres") as su:
+        if variant == "rule" and int(scalar(su, "SHOW server_version_num")) >= 160000:
+            pytest.skip("PostgreSQL 16+ no longer turns a table into a view with a rule")
     w.as_mallory(HARMLESS + BUMP)
     run_three_times(w, owner, STATEMENTS[variant])
     w.as_mallory(HOSTILE[variant])
