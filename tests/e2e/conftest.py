@@ -5,6 +5,7 @@ OPTIDB_PGPORT/OPTIDB_PGSOCKET), real pg_stat_statements, committed data."""
 import contextlib
 import os
 import subprocess
+import time
 import uuid
 
 import psycopg
@@ -110,3 +111,19 @@ def demo():
 
 def scalar(conn, sql, params=None):
     return conn.execute(sql, params).fetchone()[0]
+
+
+def wait_for(what, check, timeout=30.0, every=0.5):
+    """Poll `check()` until it returns something true (a server restarting counts as not yet);
+    fail the test after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            value = check()
+        except psycopg.OperationalError:
+            value = None  # the server is restarting
+        if value:
+            return value
+        if time.time() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)

@@ -31,6 +31,7 @@ import psycopg
 import pytest
 
 from conftest import HYPOPG, connect, new_database, own_cluster, scalar
+from conftest import wait_for as wait_until
 
 KEEP = 2
 PLAN_CAP = SIMULATION_CAP = 100
@@ -349,17 +350,9 @@ PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 
 
 def wait_for(what, check, timeout=30.0):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            value = check()
-        except psycopg.OperationalError:
-            value = None  # the server is restarting
-        if value:
-            return value
-        if time.time() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
+    """conftest.wait_for, polling often: the test times how soon the worker ends."""
+    return wait_until(what, check, timeout, every=0.2)
+
 
 
 def worker(port):

@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import scalar
+from conftest import scalar, wait_for
 
 pytestmark = pytest.mark.pg_cron
 
@@ -21,19 +21,6 @@ PORT = int(os.environ.get("OPTIDB_WORKER_TEST_PORT", "55436"))
 DB = "optidb_worker"
 PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 
-
-def wait_for(what, check, timeout=30.0):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            value = check()
-        except psycopg.OperationalError:
-            value = None  # the server is restarting
-        if value:
-            return value
-        if time.time() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
