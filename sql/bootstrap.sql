@@ -218,7 +218,7 @@ CREATE TABLE optidb.scan_log (
     -- scan()'s stages after its ingest that failed and were rolled back alone (0.6.0): one
     -- {stage, sqlstate, message} each (src/api/scan.rs); the ingest and the other stages stayed.
     stage_errors   jsonb NOT NULL DEFAULT '[]',
-    -- What the advised index set does to the workload (src/api/index_search.rs), NULL
+    -- What the advised index set does to the workload (0.7.0; src/api/index_search.rs), NULL
     -- when no search ran (a snapshot; no hypopg).
     advice         jsonb
 );
@@ -269,7 +269,7 @@ CREATE TABLE optidb.recommendation (
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CHECK (simulable OR not_simulable_reason IS NOT NULL),
-    -- The workload search's figures of an index (0.6.0): time saved and index upkeep per
+    -- The workload search's figures of an index (0.7.0): time saved and index upkeep per
     -- hour of the recorded window, rank among the advised set, hypopg's size estimate.
     saving_ms_per_hour double precision,
     write_ms_per_hour double precision,

@@ -99,7 +99,7 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
         }
     }
 
-    let writes = load_writes();
+    let writes = load_writes(catalog);
     let hours = window_hours();
     let prices: Vec<Price> = pool
         .iter()
@@ -362,11 +362,16 @@ fn summary(
     })
 }
 
-/// Every writing statement recorded (INSERT, UPDATE, DELETE, COPY), with its rows and time.
-fn load_writes() -> Vec<Write> {
+/// Every writing statement recorded (INSERT, UPDATE, DELETE, COPY), with its rows and time. A
+/// table it names without a schema is looked up along the search_path its latest sample ran
+/// with: the same text may write to `app1.t` for one statement and `app2.t` for another.
+fn load_writes(catalog: &Catalog) -> Vec<Write> {
     rows::select(
         "writing statements",
-        "SELECT q.norm_sql, sum(m.rows)::float8 AS rows, sum(m.total_ms) AS total_ms \
+        "SELECT q.norm_sql, sum(m.rows)::float8 AS rows, sum(m.total_ms) AS total_ms, \
+                (SELECT s.search_path FROM optidb.sample s \
+                 WHERE s.query_id = q.id AND s.search_path IS NOT NULL \
+                 ORDER BY s.started_at DESC LIMIT 1) AS search_path \
          FROM optidb.metric m JOIN optidb.query q ON q.id = m.query_id \
          WHERE q.kind IN ('insert', 'update', 'delete', 'utility') AND q.norm_sql IS NOT NULL \
          GROUP BY q.id, q.norm_sql",
@@ -376,11 +381,24 @@ fn load_writes() -> Vec<Write> {
                 row.get::<String>("norm_sql"),
                 row.opt::<f64>("rows").unwrap_or(0.0),
                 row.opt::<f64>("total_ms").unwrap_or(0.0),
+                row.opt::<String>("search_path"),
             )
         },
     )
     .into_iter()
-    .filter_map(|(sql, rows, ms)| Write::of_statement(&sql, rows, ms))
+    .filter_map(|(sql, rows, ms, path)| {
+        let mut write = Write::of_statement(&sql, rows, ms)?;
+        if write.schema.is_none() {
+            let path = path.and_then(|p| optidb_core::search_path::identifiers(&p));
+            write.schema = path.into_iter().flatten().find(|schema| {
+                catalog
+                    .tables
+                    .iter()
+                    .any(|t| &t.schema == schema && t.name == write.table)
+            });
+        }
+        Some(write)
+    })
     .collect()
 }
 

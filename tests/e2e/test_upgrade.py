@@ -50,7 +50,8 @@ UNION ALL
 SELECT 'view ' || c.relname || ' ' || pg_get_viewdef(c.oid) || ' ' || coalesce(c.reloptions::text, '')
 FROM pg_class c WHERE c.relnamespace = 'optidb'::regnamespace AND c.relkind IN ('v', 'm')
 UNION ALL
-SELECT 'fn ' || p.oid::regprocedure || ' -> ' || pg_get_function_result(p.oid) || ' secdef=' ||
+SELECT 'fn ' || p.oid::regprocedure || ' (' || pg_get_function_arguments(p.oid) || ') -> ' ||
+       pg_get_function_result(p.oid) || ' secdef=' ||
        p.prosecdef || ' vol=' || p.provolatile::text || ' par=' || p.proparallel::text || ' strict=' ||
        p.proisstrict || ' config=' || coalesce(p.proconfig::text, '') || ' acl=' ||
        coalesce((SELECT string_agg(i::text, ',' ORDER BY i::text) FROM unnest(p.proacl) i), '') ||
@@ -65,6 +66,10 @@ UNION ALL
 SELECT 'comment ' || pg_describe_object(d.classoid, d.objoid, d.objsubid) || ' ' || d.description
 FROM pg_description d JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass
 WHERE c.relnamespace = 'optidb'::regnamespace
+UNION ALL
+SELECT 'comment ' || pg_describe_object(d.classoid, d.objoid, d.objsubid) || ' ' || d.description
+FROM pg_description d JOIN pg_proc p ON p.oid = d.objoid AND d.classoid = 'pg_proc'::regclass
+WHERE p.pronamespace = 'optidb'::regnamespace
 UNION ALL
 SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
 FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid AND d.refclassid = 'pg_extension'::regclass
@@ -144,3 +149,22 @@ def test_upgraded_install_has_the_fresh_schema_and_keeps_data(two_databases, pre
     old.execute("SELECT * FROM optidb.refresh()")
     old.execute("SELECT * FROM optidb.snapshot()")
     assert scalar(old, "SELECT count(*) FROM optidb.scan_log WHERE kind = 'snapshot'") == 1
+
+
+def test_released_scripts_are_never_edited():
+    """A released version's install script (sql/releases) and every upgrade script to it are
+    frozen: sql/releases/SHA256SUMS lists them (`sha256sum` run in sql/); a change to one, or
+    a released script missing from the list, fails here. A new release adds its lines."""
+    import hashlib
+    sums = {}
+    with open(os.path.join(ROOT, "sql", "releases", "SHA256SUMS")) as f:
+        for line in f:
+            digest, name = line.split()
+            sums[name] = digest
+    released = [f"releases/optidb--{v}.sql" for v in RELEASES]
+    released += [os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "sql", "optidb--*--*.sql"))
+                 if re.search(r"--([0-9.]+)\.sql$", p).group(1) in RELEASES]
+    assert set(released) == set(sums), "sql/releases/SHA256SUMS must list exactly the released scripts"
+    for name in released:
+        with open(os.path.join(ROOT, "sql", name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == sums[name], f"{name} was edited after its release"
