@@ -417,14 +417,12 @@ fn window_hours() -> f64 {
 fn budget_bytes() -> f64 {
     match gucs::index_budget_mb() {
         Some(mb) => mb as f64 * 1_048_576.0,
-        None => {
-            rows::value::<i64>(
-                "database size",
-                "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())",
-                &[],
-            )
-            .map_or(0.0, |b| b as f64)
-            .max(MIN_DEFAULT_BUDGET_BYTES)
-        }
+        None => rows::value::<i64>(
+            "database size",
+            "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())",
+            &[],
+        )
+        .map_or(0.0, |b| b as f64)
+        .max(MIN_DEFAULT_BUDGET_BYTES),
     }
 }

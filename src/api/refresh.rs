@@ -20,13 +20,8 @@ use crate::postgres::own_work;
 use crate::postgres::rows;
 use pgrx::prelude::*;
 
-/// Refresh order: per-statement views first, tables last.
-const VIEWS: [&str; 4] = [
-    "mv_query_metrics",
-    "mv_query_metrics_hourly",
-    "mv_query_metrics_daily",
-    "mv_table_metrics",
-];
+/// The materialized views, in refresh order (one list: the surface registry's).
+const VIEWS: [&str; 4] = super::surface::MATERIALIZED_VIEWS;
 
 #[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
 #[pg_extern(volatile, parallel_unsafe, security_definer)]

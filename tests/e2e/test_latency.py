@@ -221,7 +221,10 @@ def test_time_ranges_select_history(fresh_db):
 def test_memory_view_reports_capacity(fresh_db):
     row = fresh_db.execute("SELECT entries, max_entries, entry_bytes, evictions "
                            "FROM optidb.memory()").fetchone()
-    assert row[0] >= 1 and row[1] == 1000 and row[2] > 4000 and row[3] >= 0
+    # The table never holds more than its capacity (it evicts instead; the whole suite shares
+    # it, so evictions may have happened). An entry is a histogram of a few hundred buckets
+    # plus counters: kilobytes, not bytes, nor tens of kilobytes.
+    assert 1 <= row[0] <= row[1] == 1000 and 4096 <= row[2] <= 8192 and row[3] >= 0
 
 
 def test_counters_survive_clean_restart_and_recording_survives_a_crash():
