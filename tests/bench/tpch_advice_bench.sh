@@ -13,6 +13,7 @@ set -euo pipefail
 scale=${TPCH_SCALE:-0.1}          # 0.1: ~100 MB of CSV, ~1 min to load on 2 cores
 timeout=${TPCH_TIMEOUT:-30}       # statement_timeout (s): a run takes at most 66 x this
 sets=${TPCH_SETS:-3}
+parallel=${TPCH_PARALLEL:-0}      # max_parallel_workers_per_gather of the workload (0: CPU time is all its work)
 seed=${TPCH_SEED:-1}
 dir=${TPCH_DIR:-/tmp/optidb-tpch-bench}
 venv=${TPCH_VENV:-$OPTIDB_ROOT/target/tpch-venv}
@@ -55,5 +56,6 @@ trap '"$OPTIDB_ROOT/tests/scripts/cluster.sh" stop' EXIT
 start=$(date +%s)
 "$venv/bin/python" "$OPTIDB_ROOT/tests/bench/tpch_advice_bench.py" --host "$OPTIDB_PGSOCKET" \
     --port "$OPTIDB_PGPORT" --data "$data" --scale "$scale" --timeout "$timeout" --sets "$sets" \
+    --parallel "$parallel" \
     --seed "$seed" --json "$dir/results.json" "${ia[@]}"
 log "benchmark finished in $(($(date +%s) - start)) s (results: $dir/results.json)"
