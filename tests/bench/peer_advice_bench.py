@@ -284,7 +284,30 @@ def index_advisor_advice(db):
     return advice, seconds, f"{calls} calls, {len(errors)} errors", errors
 
 
+def self_check():
+    """The scoring and the DDL parser on known answers (no database): `--self-check`."""
+    perfect = {(qualify(c, t), tuple(cols or ["x"])) for c in CASES for t, cols in c["expected"]}
+    found, n_expected, right, judged, _ = score(perfect)
+    assert (found, right) == (n_expected, judged), (found, n_expected, right, judged)
+    # a wider index with the expected columns as prefix counts; the wrong order does not
+    assert matches(("s.posts", ["user_id", "blog_id", "id"]), ("s.posts", ["user_id", "blog_id"]))
+    assert not matches(("s.posts", ["blog_id", "user_id"]), ("s.posts", ["user_id", "blog_id"]))
+    assert not matches(("s.events_0", ["blog_id"]), ("s.events", ["blog_id"]))
+    # advice where the peer expects none is wrong, and it counts
+    wrong = perfect | {("dx_indexed.posts", ("id",)), ("pg_catalog.pg_index", ("indrelid",))}
+    found, n_expected, right, judged, _ = score(wrong)
+    assert (found, right, judged) == (n_expected, right, right + 2), (found, right, judged)
+    assert score(set())[:4] == (0, n_expected, 0, 0)
+    assert parse_ddl('CREATE INDEX ON "A b"."Foo" USING btree ("Id" DESC, lower(x))') == (
+        "A b.Foo", ["Id", "lower(x)"])
+    assert parse_ddl("CREATE INDEX ON public.book USING btree (id)") == ("public.book", ["id"])
+    say("self-check: ok")
+
+
 def main():
+    if sys.argv[1:] == ["--self-check"]:
+        self_check()
+        return
     rand = random.Random(23)
     n_expected = sum(len(c["expected"]) for c in CASES)
     say(f"peer cases: {len(CASES)} cases ({sum(1 for c in CASES if not c['expected'])} expect "

@@ -57,6 +57,9 @@ if [ -n "${INDEX_ADVISOR_SRC:-}" ]; then
     have_ia=1
 fi
 
+# The scoring on known answers first (no database).
+"$PYTHON" "$OPTIDB_ROOT/tests/bench/peer_advice_bench.py" --self-check
+
 # Our own cluster, fresh.
 export OPTIDB_PGDATA=${PEER_BENCH_PGDATA:-/tmp/optidb-peer-bench-$OPTIDB_PGPORT/data}
 export OPTIDB_PRELOAD=pg_stat_statements,optidb,pg_qualstats
