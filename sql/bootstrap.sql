@@ -217,7 +217,10 @@ CREATE TABLE optidb.scan_log (
     kind           text NOT NULL DEFAULT 'scan' CHECK (kind IN ('scan', 'snapshot')),
     -- scan()'s stages after its ingest that failed and were rolled back alone (0.6.0): one
     -- {stage, sqlstate, message} each (src/api/scan.rs); the ingest and the other stages stayed.
-    stage_errors   jsonb NOT NULL DEFAULT '[]'
+    stage_errors   jsonb NOT NULL DEFAULT '[]',
+    -- What the advised index set does to the workload (src/api/index_search.rs), NULL
+    -- when no search ran (a snapshot; no hypopg).
+    advice         jsonb
 );
 
 -- One row per materialized view refresh by optidb.refresh(). A refresh that failed (timed out,
@@ -265,7 +268,13 @@ CREATE TABLE optidb.recommendation (
     est_saved_ms double precision,
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CHECK (simulable OR not_simulable_reason IS NOT NULL)
+    CHECK (simulable OR not_simulable_reason IS NOT NULL),
+    -- The workload search's figures of an index (0.6.0): time saved and index upkeep per
+    -- hour of the recorded window, rank among the advised set, hypopg's size estimate.
+    saving_ms_per_hour double precision,
+    write_ms_per_hour double precision,
+    rank        integer,
+    index_bytes bigint
 );
 CREATE INDEX recommendation_query_ids ON optidb.recommendation USING gin (query_ids);
 

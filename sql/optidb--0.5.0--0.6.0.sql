@@ -44,6 +44,34 @@ CREATE INDEX query_family ON optidb.query (family_id);
 ALTER EXTENSION optidb DROP TABLE optidb.wait_sample;
 ALTER EXTENSION optidb ADD TABLE optidb.wait_sample;
 
+-- Index advice is chosen for the whole workload (issue 23): each advised index keeps its
+-- saving, write cost, rank and size; each scan keeps what the advised set does.
+ALTER TABLE optidb.recommendation ADD COLUMN saving_ms_per_hour double precision,
+    ADD COLUMN write_ms_per_hour double precision, ADD COLUMN rank integer,
+    ADD COLUMN index_bytes bigint;
+ALTER TABLE optidb.scan_log ADD COLUMN advice jsonb;
+DROP FUNCTION optidb.recommend(bigint);
+CREATE FUNCTION optidb.recommend("query_id" bigint DEFAULT NULL) RETURNS TABLE (
+    "rec_id" bigint, "kind" text, "table_name" text, "columns" text[], "ddl" text,
+    "rationale" text, "confidence" double precision, "risk" text, "query_ids" bigint[],
+    "est_saved_ms" double precision, "improvement_pct" double precision,
+    "node_changes" text[], "note" text, "evidence" jsonb,
+    "saving_ms_per_hour" double precision, "write_ms_per_hour" double precision,
+    "net_ms_per_hour" double precision, "rank" integer, "index_mb" double precision)
+STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'recommend_wrapper';
+CREATE FUNCTION optidb.advice_summary() RETURNS TABLE (
+    "scanned_at" timestamp with time zone, "statements_searched" integer,
+    "candidates" integer, "indexes" integer, "index_mb" double precision,
+    "budget_mb" double precision, "workload_cost_before" double precision,
+    "workload_cost_after" double precision, "saving_ms_per_hour" double precision,
+    "write_ms_per_hour" double precision, "net_negative" integer,
+    "search_ms" double precision)
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'advice_summary_wrapper';
+
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);
 

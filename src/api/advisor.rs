@@ -1,8 +1,11 @@
 //! Refreshing `optidb.recommendation` from stored facts: load statements and catalog facts,
-//! run the rules (optidb_core::advisor), upsert the advice by key, and try every new index as a
-//! hypothetical index (when hypopg is installed) so that only indexes that measurably help are
-//! shown. Advice that no longer follows from the facts is marked stale, not deleted.
+//! run the rules (optidb_core::advisor), upsert the advice by key. Index advice comes from the
+//! workload-level what-if search (src/api/index_search.rs) when hypopg is installed, and from
+//! the plan rules otherwise (shown unproven). Every advised index is then simulated on each
+//! statement it serves and the simulations stored. Advice that no longer follows from the
+//! facts is marked stale, not deleted.
 
+use crate::api::index_search::{self, Figures};
 use crate::api::simulate;
 use crate::postgres::hypopg::{self, Hypopg};
 use crate::postgres::replay;
@@ -26,9 +29,23 @@ pub struct Advised {
 }
 
 pub fn advise() -> Advised {
+    take_summary();
     let statements = load_statements();
     let catalog = load_catalog();
-    let recs = advisor::advise(&statements, &catalog);
+    let mut recs = advisor::advise(&statements, &catalog);
+    let hypopg = hypopg::locate();
+    // Index advice from the search replaces the rules' (which judge one plan at a time).
+    let mut searched: HashMap<String, (Figures, bool)> = HashMap::new();
+    let mut summary = None;
+    if let Some(h) = &hypopg {
+        let search = index_search::search(h, &statements, &catalog);
+        recs.retain(|r| !r.kind.creates_index());
+        for advice in search.advice {
+            searched.insert(advice.rec.key(), (advice.figures, advice.open));
+            recs.push(advice.rec);
+        }
+        summary = Some(search.summary);
+    }
     let keys: Vec<String> = recs.iter().map(Recommendation::key).collect();
     Spi::run_with_args(
         "UPDATE optidb.recommendation SET status = $2, updated_at = pg_catalog.now() \
@@ -38,16 +55,24 @@ pub fn advise() -> Advised {
     .unwrap_or_else(|e| error!("{e}"));
 
     let ids: Vec<i64> = recs.iter().map(upsert).collect();
-    let simulated = match hypopg::locate() {
-        Some(h) => simulate_all(&h, &recs, &ids),
+    for (rec, id) in recs.iter().zip(&ids) {
+        store_figures(*id, searched.get(&rec.key()).map(|(f, _)| f));
+    }
+    let simulated = match &hypopg {
+        Some(h) => {
+            // Advice the search did not advise (net negative) is not simulated again.
+            let advised = |r: &Recommendation| searched.get(&r.key()).is_none_or(|(_, open)| *open);
+            simulate_all(h, &recs, &ids, advised)
+        }
         None => HashMap::new(),
     };
+
     let total_ms: HashMap<i64, f64> = statements
         .iter()
         .map(|s| (s.query_id, s.total_ms))
         .collect();
     let (mut open, mut simulations) = (0, 0);
-    for id in &ids {
+    for (rec, id) in recs.iter().zip(&ids) {
         let status = if let Some(runs) = simulated.get(id) {
             // Shown only when a hypothetical index measurably helps some affected statement.
             // Simulations that could not run (no worker slot, a replay error) prove nothing
@@ -74,6 +99,14 @@ pub fn advise() -> Advised {
         } else {
             Status::Open
         };
+        // The search's verdict stands: it weighed the index on every statement with the rest
+        // of the set (an index a join needs with another may do little alone), and net
+        // negative advice is never open.
+        let status = match searched.get(&rec.key()) {
+            Some((_, true)) => Status::Open,
+            Some((_, false)) => Status::Rejected,
+            None => status,
+        };
         Spi::run_with_args(
             "UPDATE optidb.recommendation SET status = $2 WHERE id = $1",
             &[(*id).into(), status.as_str().into()],
@@ -82,6 +115,9 @@ pub fn advise() -> Advised {
         if status == Status::Open {
             open += 1;
         }
+    }
+    if let Some(summary) = summary {
+        store_summary(summary);
     }
     Advised { open, simulations }
 }
@@ -92,11 +128,12 @@ fn simulate_all(
     hypopg: &Hypopg,
     recs: &[Recommendation],
     ids: &[i64],
+    advised: impl Fn(&Recommendation) -> bool,
 ) -> HashMap<i64, Vec<(i64, simulate::Simulated)>> {
     let mut waiting = Vec::new();
     let mut batches = Vec::new();
     let mut done: HashMap<i64, Vec<(i64, simulate::Simulated)>> = HashMap::new();
-    for (rec, id) in recs.iter().zip(ids) {
+    for (rec, id) in recs.iter().zip(ids).filter(|(r, _)| advised(r)) {
         let Some(index_sql) = rec.index_sql.as_deref().filter(|_| rec.simulable) else {
             continue;
         };
@@ -127,6 +164,39 @@ fn simulate_all(
         }
     }
     done
+}
+
+/// The search's figures of an index (NULL for advice the search did not make).
+fn store_figures(id: i64, figures: Option<&Figures>) {
+    Spi::run_with_args(
+        "UPDATE optidb.recommendation SET saving_ms_per_hour = $2, write_ms_per_hour = $3, \
+             rank = $4, index_bytes = $5 WHERE id = $1",
+        &[
+            id.into(),
+            figures.map(|f| f.saving_ms_per_hour).into(),
+            figures.map(|f| f.write_ms_per_hour).into(),
+            figures.and_then(|f| f.rank).into(),
+            figures.map(|f| f.index_bytes).into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("{e}"));
+}
+
+/// What the whole advised set does to the workload, kept with this scan's log row (written
+/// after the advice: the scan's own row is inserted when it ends, so it goes in a pending
+/// setting read there).
+fn store_summary(summary: serde_json::Value) {
+    ADVICE_SUMMARY.with(|s| *s.borrow_mut() = Some(summary));
+}
+
+thread_local! {
+    static ADVICE_SUMMARY: std::cell::RefCell<Option<serde_json::Value>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The summary of the search this scan ran, once (None: no search ran).
+pub fn take_summary() -> Option<serde_json::Value> {
+    ADVICE_SUMMARY.with(|s| s.borrow_mut().take())
 }
 
 fn upsert(rec: &Recommendation) -> i64 {
@@ -191,8 +261,18 @@ fn load_statements() -> Vec<Statement> {
 fn load_catalog() -> Catalog {
     let tables = rows::select(
         "advisor tables",
-        "SELECT schemaname::text, relname::text, rows_est, n_live_tup, n_mod_since_analyze, \
-                last_analyze::text FROM optidb.schema_table",
+        // The partition tree and the update counters are read live: they only place and
+        // price index advice made now.
+        "SELECT t.schemaname::text, t.relname::text, t.rows_est, t.n_live_tup, \
+                t.n_mod_since_analyze, t.last_analyze::text, \
+                rn.nspname::text AS root_schema, rc.relname::text AS root_name, \
+                s.n_tup_upd, s.n_tup_hot_upd \
+         FROM optidb.schema_table t \
+         LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.relid = t.relid \
+         LEFT JOIN pg_catalog.pg_class c ON c.oid = t.relid \
+         LEFT JOIN pg_catalog.pg_class rc \
+                ON c.relispartition AND rc.oid = pg_catalog.pg_partition_root(t.relid) \
+         LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace",
         &[],
         |row| Table {
             schema: row.get("schemaname"),
@@ -201,6 +281,11 @@ fn load_catalog() -> Catalog {
             live_rows: row.opt::<i64>("n_live_tup").unwrap_or(0) as f64,
             mod_since_analyze: row.opt("n_mod_since_analyze").unwrap_or(0),
             last_analyze: row.opt("last_analyze"),
+            root: row
+                .opt::<String>("root_schema")
+                .zip(row.opt::<String>("root_name")),
+            updated_rows: row.opt("n_tup_upd").unwrap_or(0),
+            hot_updated_rows: row.opt("n_tup_hot_upd").unwrap_or(0),
         },
     );
     let indexes = rows::select(

@@ -8,6 +8,7 @@ pub mod ask;
 pub mod bottlenecks;
 pub mod families;
 pub mod health;
+pub mod index_search;
 pub mod latency;
 pub mod metrics;
 pub mod recommend;

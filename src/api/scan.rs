@@ -168,9 +168,9 @@ fn run(top: usize, pass: ScanKind) -> Summary {
     Spi::run_with_args(
         "INSERT INTO optidb.scan_log (kind, started_at, finished_at, queries_seen, new_queries, \
              plans_captured, explain_failures, recommendations, simulations, \
-             pgss_reset_detected, pgss_stats_reset, elapsed_ms, stage_errors) \
+             pgss_reset_detected, pgss_stats_reset, elapsed_ms, stage_errors, advice) \
          VALUES ($11, $1, pg_catalog.clock_timestamp(), $2, $3, $4, $5, $6, $7, $8, \
-                 $9::timestamptz, $10, $12)",
+                 $9::timestamptz, $10, $12, $13)",
         &[
             captured_at.into(),
             (summary.queries_seen as i32).into(),
@@ -184,6 +184,7 @@ fn run(top: usize, pass: ScanKind) -> Summary {
             summary.elapsed_ms.into(),
             pass.as_str().into(),
             JsonB(serde_json::Value::Array(failed)).into(),
+            advisor::take_summary().map(JsonB).into(),
         ],
     )
     .unwrap_or_else(|e| error!("writing optidb.scan_log failed: {e}"));

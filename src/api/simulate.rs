@@ -133,6 +133,18 @@ fn plans(stmt: &Stored) -> Vec<(SimulationBasis, SampledValues, Statement)> {
     plans
 }
 
+/// The plan advice rests on: the sampled values' when the statement's typical sampled plan is
+/// the basis (src/postgres/replay.rs), else the generic one.
+pub fn basis_statement(stmt: &Stored) -> Statement {
+    let mut plans = plans(stmt);
+    let at = if stmt.sampled_is_basis && plans.len() > 1 {
+        1
+    } else {
+        0
+    };
+    plans.swap_remove(at).2
+}
+
 /// A simulation waiting for its worker: its jobs, and how to read their answers.
 pub struct Pending {
     kinds: Vec<(SimulationBasis, SampledValues)>,

@@ -178,6 +178,11 @@ pub const FUNCTIONS: &[Function] = &[
         comment: "Open recommendations (all, or those serving one statement) with DDL, rationale, evidence and simulated gain",
     },
     Function {
+        signature: "optidb.advice_summary()",
+        audience: Audience::Admin,
+        comment: "What the latest scan's advised index set does to the whole workload: planned cost before and after, MB against optidb.index_budget_mb, time saved and write cost per hour",
+    },
+    Function {
         signature: "optidb.execution_time_stats(bigint,timestamp with time zone,timestamp with time zone)",
         audience: Audience::Reader,
         comment: "Execution-time statistics per statement over a time range, from optidb's own histograms",

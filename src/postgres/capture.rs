@@ -135,7 +135,7 @@ fn plans_for(
 pub fn plan_of(answer: Answer) -> Result<CapturedPlan, Failure> {
     match answer {
         Answer::Plan(json) => captured(json),
-        Answer::Compared { .. } => Err(Failure::new("XX000", "expected a plan")),
+        _ => Err(Failure::new("XX000", "expected a plan")),
     }
 }
 

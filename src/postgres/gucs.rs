@@ -39,6 +39,7 @@ static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 static REFRESH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
 static REAL_SIMULATION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static MAX_CONCURRENT_SIMULATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
+static INDEX_BUDGET_MB: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static REAL_SIMULATIONS_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(10);
 static TRUSTED_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
@@ -214,6 +215,16 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"optidb.index_budget_mb",
+        c"Storage the indexes optidb advises may take in all, in MB (-1: the database's size, at least 1 GB).",
+        c"The workload-level index search picks the indexes that save the most time net of their write cost until this is used up.",
+        &INDEX_BUDGET_MB,
+        -1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MB,
+    );
 }
 
 /// Settings that only make sense at server start (PGC_POSTMASTER): PostgreSQL refuses to define
@@ -362,4 +373,10 @@ pub fn statement_limit() -> Limit {
         ms: STATEMENT_TIMEOUT_MS.get(),
         setting: TimeoutSetting::Statement,
     }
+}
+
+/// The storage budget of advised indexes in MB; None: the default (a share of the database).
+pub fn index_budget_mb() -> Option<i64> {
+    let mb = INDEX_BUDGET_MB.get();
+    (mb >= 0).then_some(mb as i64)
 }

@@ -86,4 +86,65 @@ impl Hypopg {
             })
             .execute())
     }
+
+    /// Create each of `index_sqls` as a hypothetical index (one that cannot be made, such as
+    /// a column type without a B-tree operator class, is left out: None), run `work` with
+    /// what was made (its oid and the name plans show), and drop them all again in every case.
+    pub fn with_indexes<R>(
+        &self,
+        context: &Context,
+        index_sqls: &[String],
+        work: impl FnOnce(&[Option<Made>]) -> R + UnwindSafe,
+    ) -> R {
+        let create = format!(
+            "SELECT indexrelid, indexname::text FROM {}.hypopg_create_index($1)",
+            self.schema
+        );
+        let made: Vec<Option<Made>> = index_sqls
+            .iter()
+            .map(|sql| {
+                guarded::run(None, || {
+                    Vetted::optidb_index(context).run(|| {
+                        rows::first(
+                            "hypothetical index",
+                            &create,
+                            &[sql.as_str().into()],
+                            |row| Made {
+                                oid: row.get("indexrelid"),
+                                name: row.get("indexname"),
+                            },
+                        )
+                    })
+                })
+                .ok()
+                .flatten()
+            })
+            .collect();
+        let oids: Vec<pg_sys::Oid> = made.iter().flatten().map(|m| m.oid).collect();
+        let drop = format!("SELECT {}.hypopg_drop_index($1)", self.schema);
+        let made = std::panic::AssertUnwindSafe(made);
+        PgTryBuilder::new(move || work(&made))
+            .finally(|| {
+                guarded::cleanup(|| {
+                    for oid in &oids {
+                        Spi::run_with_args(&drop, &[(*oid).into()]).ok();
+                    }
+                })
+            })
+            .execute()
+    }
+
+    /// The size hypopg estimates for a hypothetical index, in bytes.
+    pub fn size(&self, oid: pg_sys::Oid) -> Option<i64> {
+        let sql = format!("SELECT {}.hypopg_relation_size($1)", self.schema);
+        rows::value::<i64>("hypothetical index size", &sql, &[oid.into()])
+    }
+}
+
+/// A hypothetical index hypopg made.
+#[derive(Clone, Debug)]
+pub struct Made {
+    pub oid: pg_sys::Oid,
+    /// As plans name it ("<16390>btree_orders_customer_id").
+    pub name: String,
 }

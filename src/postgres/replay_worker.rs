@@ -65,6 +65,15 @@ pub enum Job {
         index_sql: String,
         hypopg_schema: String,
     },
+    /// The what-if search of one statement (src/api/index_search.rs): its cost with the single
+    /// column candidates, then with the ones its plan used plus the column lists, then with
+    /// each index of its best set alone.
+    WhatIf {
+        statement: Statement,
+        singles: Vec<String>,
+        multis: Vec<String>,
+        hypopg_schema: String,
+    },
     /// EXPLAIN ANALYZE, CREATE INDEX as `builder` (the table's owner), EXPLAIN ANALYZE; all
     /// rolled back. Read-only statements only (the caller checked).
     Real {
@@ -78,6 +87,18 @@ pub enum Job {
 pub enum Answer {
     Plan(Value),
     Compared { before: Value, after: Value },
+    WhatIf(WhatIf),
+}
+
+/// What a statement's what-if search measured. Candidates are numbered singles first, then
+/// the column lists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WhatIf {
+    pub base_cost: f64,
+    /// Planned cost with these candidates present (each set: the ones its plan used).
+    pub configs: Vec<(Vec<usize>, f64)>,
+    /// hypopg's size estimate of each candidate that a plan used.
+    pub bytes: Vec<(usize, i64)>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -279,6 +300,7 @@ fn budget_ms(request: &Request) -> i64 {
         .map(|job| match job {
             Job::Plan(_) => statement,
             Job::Hypothetical { .. } => 3 * statement,
+            Job::WhatIf { .. } => WHAT_IF_PLANS * statement,
             Job::Real { .. } => 2 * statement + build + lock,
         })
         .sum();
@@ -467,6 +489,17 @@ fn execute(
                     after: after.json,
                 })
             }
+            Job::WhatIf {
+                statement,
+                singles,
+                multis,
+                hypopg_schema,
+            } => {
+                let replay = replay_of(context, statement, limits.statement);
+                let hypopg = Hypopg::in_schema(hypopg_schema);
+                what_if(replay, &builder_context(context), &hypopg, singles, multis)
+                    .map(Answer::WhatIf)
+            }
             Job::Real {
                 statement,
                 index_sql,
@@ -511,6 +544,105 @@ fn replay_of<'a>(context: &'a Context, s: &'a Statement, limit: Limit) -> Replay
         },
         limit,
     }
+}
+
+/// Most plans one what-if job makes: the base, two passes, and each index of the best set.
+const WHAT_IF_PLANS: i64 = 3 + MAX_ALONE as i64;
+/// Indexes of a statement's best sets tried alone.
+const MAX_ALONE: usize = 6;
+
+/// The what-if search of one statement, as Dexter and the what-if literature do it: plan it
+/// with every single-column candidate present and keep the ones the plan uses; plan it again
+/// with those plus every column list and keep what that plan uses (its best set); then plan
+/// it with each index of the best sets alone, so the workload selection knows what each buys
+/// by itself. Every hypothetical index is dropped after each plan.
+fn what_if(
+    replay: Replay,
+    builder: &Context,
+    hypopg: &Hypopg,
+    singles: &[String],
+    multis: &[String],
+) -> Result<WhatIf, Failure> {
+    let base = explain::plan(replay, Mode::Costs)?.facts.total_cost;
+    let mut out = WhatIf {
+        base_cost: base,
+        ..WhatIf::default()
+    };
+    let numbered: Vec<(usize, &String)> = singles.iter().chain(multis).enumerate().collect();
+    let try_set = |members: Vec<usize>, out: &mut WhatIf| -> Result<Vec<usize>, Failure> {
+        let sqls: Vec<String> = members.iter().map(|i| numbered[*i].1.clone()).collect();
+        let (cost, used, sizes) = hypopg.with_indexes(builder, &sqls, |made| {
+            let plan = explain::plan(replay, Mode::Costs)?;
+            let names = used_index_names(&plan.json);
+            let used: Vec<(usize, pgrx::pg_sys::Oid)> = members
+                .iter()
+                .zip(made)
+                .filter_map(|(i, m)| m.as_ref().map(|m| (*i, m)))
+                .filter(|(_, m)| names.contains(&m.name))
+                .map(|(i, m)| (i, m.oid))
+                .collect();
+            let sizes: Vec<(usize, i64)> = used
+                .iter()
+                .filter_map(|(i, oid)| hypopg.size(*oid).map(|b| (*i, b)))
+                .collect();
+            Ok::<_, Failure>((
+                plan.facts.total_cost,
+                used.into_iter().map(|(i, _)| i).collect::<Vec<_>>(),
+                sizes,
+            ))
+        })?;
+        for (i, b) in sizes {
+            if !out.bytes.iter().any(|(j, _)| *j == i) {
+                out.bytes.push((i, b));
+            }
+        }
+        if !used.is_empty() && !out.configs.iter().any(|(set, _)| *set == used) {
+            out.configs.push((used.clone(), cost));
+        }
+        Ok(used)
+    };
+    let first = try_set((0..singles.len()).collect(), &mut out)?;
+    let second: Vec<usize> = first
+        .iter()
+        .copied()
+        .chain(singles.len()..singles.len() + multis.len())
+        .collect();
+    let best = if multis.is_empty() {
+        first.clone()
+    } else {
+        try_set(second, &mut out)?
+    };
+    let mut alone: Vec<usize> = Vec::new();
+    for i in best.iter().chain(&first) {
+        if !alone.contains(i) {
+            alone.push(*i);
+        }
+    }
+    for i in alone.into_iter().take(MAX_ALONE) {
+        if !out.configs.iter().any(|(set, _)| *set == [i]) {
+            try_set(vec![i], &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Names of the indexes a plan reads ("Index Name" of any node).
+fn used_index_names(json: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![json];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(name)) = map.get("Index Name") {
+                    out.push(name.clone());
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// EXPLAIN ANALYZE in a read-only transaction state: nothing the statement calls can write.

@@ -45,6 +45,19 @@ pub struct RelationScan {
     #[serde(default)]
     pub schema: Option<String>,
     pub node_type: String,
+    /// The name the plan's conditions call it by (VERBOSE plans qualify columns with it).
+    #[serde(default)]
+    pub alias: Option<String>,
+}
+
+/// A condition a scan applies to its relation's rows (Filter, Index Cond, Recheck Cond), as
+/// EXPLAIN prints it: the columns an index on that relation could serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanCondition {
+    pub relation: String,
+    pub schema: Option<String>,
+    pub alias: Option<String>,
+    pub condition: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -72,6 +85,16 @@ pub struct PlanFacts {
     /// Subplans executed per outer row (correlated subqueries), by name ("SubPlan 1").
     #[serde(default)]
     pub correlated_subplans: Vec<String>,
+    /// Every scan's conditions on its relation, whatever the scan method.
+    #[serde(default)]
+    pub scan_conditions: Vec<ScanCondition>,
+    /// Join conditions of every join method (Hash Cond, Merge Cond, Join Filter), columns
+    /// qualified by their relations' aliases.
+    #[serde(default)]
+    pub join_conditions: Vec<String>,
+    /// GROUP BY keys of each Aggregate or Group node that has them.
+    #[serde(default)]
+    pub group_keys: Vec<Vec<String>>,
     pub node_count: usize,
 }
 
@@ -155,7 +178,26 @@ fn walk(node: &Value, parent_is_limit: bool, parallel: f64, facts: &mut PlanFact
             relation: rel.clone(),
             schema: text(node, "Schema"),
             node_type: node_type.clone(),
+            alias: text(node, "Alias"),
         });
+        for key in ["Filter", "Index Cond", "Recheck Cond"] {
+            if let Some(condition) = text(node, key) {
+                facts.scan_conditions.push(ScanCondition {
+                    relation: rel.clone(),
+                    schema: text(node, "Schema"),
+                    alias: text(node, "Alias"),
+                    condition,
+                });
+            }
+        }
+    }
+    for key in ["Hash Cond", "Merge Cond", "Join Filter"] {
+        if let Some(cond) = text(node, key) {
+            push_distinct(&mut facts.join_conditions, &cond);
+        }
+    }
+    if let Some(keys) = strings(node, "Group Key").filter(|k| !k.is_empty()) {
+        facts.group_keys.push(keys);
     }
     let label = relation.clone().or_else(|| text(node, "Alias"));
     for key in [
@@ -195,15 +237,7 @@ fn walk(node: &Value, parent_is_limit: bool, parallel: f64, facts: &mut PlanFact
             }
         }
         "Sort" | "Incremental Sort" => facts.sorts.push(SortNode {
-            keys: node
-                .get("Sort Key")
-                .and_then(Value::as_array)
-                .map(|keys| {
-                    keys.iter()
-                        .filter_map(|k| k.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            keys: strings(node, "Sort Key").unwrap_or_default(),
             est_rows: num(node, "Plan Rows").unwrap_or(0.0),
             on_disk: text(node, "Sort Space Type").as_deref() == Some("Disk"),
             under_limit: parent_is_limit,
@@ -257,6 +291,15 @@ fn push_distinct(list: &mut Vec<String>, item: &str) {
 
 fn text(node: &Value, key: &str) -> Option<String> {
     node.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn strings(node: &Value, key: &str) -> Option<Vec<String>> {
+    node.get(key).and_then(Value::as_array).map(|items| {
+        items
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect()
+    })
 }
 
 fn num(node: &Value, key: &str) -> Option<f64> {

@@ -274,7 +274,7 @@ fn index_advice(
 }
 
 /// Fraction of rows an equality on this target keeps, from pg_stats when it has the column.
-fn eq_selectivity(catalog: &Catalog, table: &Table, target: &Target) -> f64 {
+pub(super) fn eq_selectivity(catalog: &Catalog, table: &Table, target: &Target) -> f64 {
     let Target::Column(name) = target else {
         return DEFAULT_EQ_SEL;
     };
@@ -289,7 +289,7 @@ fn eq_selectivity(catalog: &Catalog, table: &Table, target: &Target) -> f64 {
 /// its order as an index element needs it (" DESC", " NULLS LAST", ...: the part of EXPLAIN's
 /// sort key after the column; an ascending index serves a descending order too, but not a
 /// different NULLS placement).
-fn sort_columns(sort: &SortNode, alias: &str) -> Option<Vec<(String, String)>> {
+pub(super) fn sort_columns(sort: &SortNode, alias: &str) -> Option<Vec<(String, String)>> {
     sort.keys
         .iter()
         .map(|key| {

@@ -3,10 +3,13 @@
 //! this one defines the shared types, runs the rules and merges duplicates, so one index that
 //! serves several statements is one recommendation listing all of them.
 
+pub mod candidates;
 mod index_audit;
 mod index_rules;
 mod rewrite_rules;
 mod stats_rules;
+pub mod workload;
+pub mod write_cost;
 
 use crate::plan_facts::PlanFacts;
 use serde::Serialize;
@@ -75,6 +78,11 @@ pub struct Table {
     pub live_rows: f64,
     pub mod_since_analyze: i64,
     pub last_analyze: Option<String>,
+    /// For a partition: its partitioned table at the top of the tree (schema, name).
+    pub root: Option<(String, String)>,
+    /// Rows updated, and of those the HOT ones (no index entry), since statistics were reset.
+    pub updated_rows: i64,
+    pub hot_updated_rows: i64,
 }
 
 impl Table {
@@ -149,6 +157,32 @@ impl Catalog {
         self.columns
             .iter()
             .find(|c| c.schema == table.schema && c.table == table.name && c.name == name)
+    }
+
+    /// The partitioned table a partition belongs to (its tree's root).
+    pub fn partition_root(&self, table: &Table) -> Option<&Table> {
+        let (schema, name) = table.root.as_ref()?;
+        self.tables
+            .iter()
+            .find(|t| &t.schema == schema && &t.name == name)
+    }
+
+    /// A partitioned table: some table has it as its partition root.
+    pub fn is_partitioned(&self, table: &Table) -> bool {
+        let key = (table.schema.clone(), table.name.clone());
+        self.tables.iter().any(|t| t.root.as_ref() == Some(&key))
+    }
+
+    /// Rows of a table, or of all its partitions for a partitioned table (which has none).
+    pub fn rows_with_partitions(&self, table: &Table) -> f64 {
+        let key = (table.schema.clone(), table.name.clone());
+        let partitions: f64 = self
+            .tables
+            .iter()
+            .filter(|t| t.root.as_ref() == Some(&key))
+            .map(Table::rows)
+            .sum();
+        table.rows().max(partitions)
     }
 
     pub fn indexes_of<'a>(&'a self, table: &'a Table) -> impl Iterator<Item = &'a Index> + 'a {

@@ -10,6 +10,7 @@ fn table(name: &str, rows: f64) -> Table {
         live_rows: rows,
         mod_since_analyze: 0,
         last_analyze: Some("2026-11-20".into()),
+        ..Table::default()
     }
 }
 

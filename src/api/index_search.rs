@@ -1,0 +1,412 @@
+//! The workload-level index search. For every statement with a plan: the candidates its plan
+//! suggests (optidb_core::advisor::candidates), tried as hypothetical indexes in the
+//! statement's own replay worker, one worker per owner for all its statements (the what-if
+//! job of src/postgres/replay_worker.rs). Then one selection over the whole workload
+//! (optidb_core::advisor::workload): the indexes that save the most recorded execution time net
+//! of what they cost their tables' writes (optidb_core::advisor::write_cost), within
+//! `optidb.index_budget_mb`. An index whose writes cost more than it saves is kept as rejected
+//! advice that says so, never as open advice.
+
+use crate::api::simulate;
+use crate::postgres::gucs;
+use crate::postgres::hypopg::Hypopg;
+use crate::postgres::replay;
+use crate::postgres::replay_worker::{self, Answer, Job, WhatIf};
+use crate::postgres::rows;
+use optidb_core::advisor::candidates::{self, Candidate, StatementCandidates};
+use optidb_core::advisor::workload::{self, Limits, Measured, Pick, Price, Selection};
+use optidb_core::advisor::write_cost::{self, Write};
+use optidb_core::advisor::{Catalog, Recommendation, Statement};
+use optidb_core::bottleneck::fmt_count;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Share of a statement's planned cost an index set must remove to count as helping it:
+/// smaller planned gains are where plans the planner costs lower often run slower.
+pub const MIN_GAIN: f64 = 0.3;
+/// Without `optidb.index_budget_mb`, advised indexes may take as much as the database's size
+/// (at most double it), and at least this much: a small database may need indexes as large as
+/// its tables.
+const MIN_DEFAULT_BUDGET_BYTES: f64 = 1024.0 * 1_048_576.0;
+/// Size assumed for an index hypopg did not size (bytes per table row).
+const BYTES_PER_ROW: f64 = 32.0;
+
+/// Figures stored beside a recommendation (per hour of the recorded window).
+pub struct Figures {
+    pub saving_ms_per_hour: f64,
+    pub write_ms_per_hour: f64,
+    pub rank: Option<i32>,
+    pub index_bytes: i64,
+}
+
+pub struct Advice {
+    pub rec: Recommendation,
+    pub figures: Figures,
+    /// False: its writes cost more than it saves (stored as rejected).
+    pub open: bool,
+}
+
+pub struct Search {
+    pub advice: Vec<Advice>,
+    pub summary: Value,
+}
+
+/// One statement searched: its figures and its candidates.
+struct Searched<'a> {
+    stmt: &'a Statement,
+    candidates: StatementCandidates,
+}
+
+pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> Search {
+    let started = Instant::now();
+    let mut searched: Vec<Searched> = Vec::new();
+    let mut batches = Vec::new();
+    for stmt in statements {
+        let Some(plan) = &stmt.plan else { continue };
+        let candidates = candidates::for_statement(plan, catalog);
+        if candidates.singles.is_empty() && candidates.multis.is_empty() {
+            continue;
+        }
+        let Some(Ok(stored)) = replay::load(stmt.query_id) else {
+            continue;
+        };
+        let sqls = |list: &[Candidate]| list.iter().map(Candidate::index_sql).collect();
+        let job = Job::WhatIf {
+            statement: simulate::basis_statement(&stored),
+            singles: sqls(&candidates.singles),
+            multis: sqls(&candidates.multis),
+            hypopg_schema: hypopg.schema_name(),
+        };
+        batches.push((stored.context.clone(), vec![job]));
+        searched.push(Searched { stmt, candidates });
+    }
+    let answers = replay_worker::run_batches(batches);
+
+    let mut pool: Vec<Candidate> = Vec::new();
+    let mut bytes: HashMap<usize, f64> = HashMap::new();
+    let mut measured: Vec<Measured> = Vec::new();
+    let mut failures: Vec<Value> = Vec::new();
+    for (s, answer) in searched.iter().zip(answers) {
+        match answer.into_iter().next() {
+            Some(Ok(Answer::WhatIf(w))) => {
+                measured.push(measure(s, &w, &mut pool, &mut bytes));
+            }
+            Some(Err(f)) => {
+                failures.push(json!({"query_id": s.stmt.query_id, "error": f.to_string()}))
+            }
+            _ => {}
+        }
+    }
+
+    let writes = load_writes();
+    let hours = window_hours();
+    let prices: Vec<Price> = pool
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let table = catalog.table(&c.table, Some(&c.schema));
+            Price {
+                bytes: bytes.get(&i).copied().unwrap_or_else(|| {
+                    table.map_or(0.0, |t| catalog.rows_with_partitions(t) * BYTES_PER_ROW)
+                }),
+                write_ms: table.map_or(0.0, |t| {
+                    write_cost::of_index(catalog, t, &c.labels, &writes).ms
+                }),
+                covers: (0..pool.len()).filter(|j| c.covers(&pool[*j])).collect(),
+            }
+        })
+        .collect();
+    let budget_bytes = budget_bytes();
+    let limits = Limits {
+        budget_bytes,
+        min_gain: MIN_GAIN,
+    };
+    let selection = workload::select(&measured, &prices, limits);
+    let total = selection.picks.len();
+    let mut advice: Vec<Advice> = selection
+        .picks
+        .iter()
+        .map(|p| advise(p, &pool[p.candidate], catalog, &writes, hours, total, true))
+        .collect();
+    advice.extend(
+        selection
+            .net_negative
+            .iter()
+            .map(|p| advise(p, &pool[p.candidate], catalog, &writes, hours, total, false)),
+    );
+    Search {
+        advice,
+        summary: summary(
+            &selection,
+            &measured,
+            pool.len(),
+            budget_bytes,
+            hours,
+            failures,
+            started,
+        ),
+    }
+}
+
+/// A statement's what-if answer in the pool's numbering (one number per distinct index).
+fn measure(
+    s: &Searched,
+    w: &WhatIf,
+    pool: &mut Vec<Candidate>,
+    bytes: &mut HashMap<usize, f64>,
+) -> Measured {
+    let local: Vec<&Candidate> = s
+        .candidates
+        .singles
+        .iter()
+        .chain(&s.candidates.multis)
+        .collect();
+    let mut global = |i: usize| -> usize {
+        let c = local[i];
+        match pool.iter().position(|p| p.key() == c.key()) {
+            Some(at) => at,
+            None => {
+                pool.push(c.clone());
+                pool.len() - 1
+            }
+        }
+    };
+    let configs = w
+        .configs
+        .iter()
+        .map(|(set, cost)| (set.iter().map(|i| global(*i)).collect(), *cost))
+        .collect();
+    for (i, b) in &w.bytes {
+        let at = global(*i);
+        let known = bytes.entry(at).or_insert(0.0);
+        *known = known.max(*b as f64);
+    }
+    Measured {
+        query_id: s.stmt.query_id,
+        total_ms: s.stmt.total_ms,
+        calls: s.stmt.calls as f64,
+        base_cost: w.base_cost,
+        configs,
+    }
+}
+
+fn advise(
+    pick: &Pick,
+    candidate: &Candidate,
+    catalog: &Catalog,
+    writes: &[Write],
+    hours: f64,
+    advised: usize,
+    open: bool,
+) -> Advice {
+    let kind = candidate.kind();
+    let write = catalog
+        .table(&candidate.table, Some(&candidate.schema))
+        .map(|t| write_cost::of_index(catalog, t, &candidate.labels, writes));
+    let (saving_h, write_h) = (pick.saving_ms / hours, pick.write_ms / hours);
+    let served: Vec<String> = pick
+        .serves
+        .iter()
+        .map(|s| {
+            format!(
+                "query {} from cost {:.0} to {:.0}",
+                s.query_id, s.before_cost, s.after_cost
+            )
+        })
+        .collect();
+    let columns = candidate.labels.join(", ");
+    let rationale = if open {
+        format!(
+            "An index on {}.{} ({columns}) serves {} statement(s) ({}): with it, the advised set \
+             saves ~{:.1} ms of execution time per hour; it costs the table's writes ~{:.1} ms \
+             per hour; net ~{:.1} ms per hour, rank {} of {advised}.",
+            candidate.schema,
+            candidate.table,
+            pick.serves.len(),
+            served.join("; "),
+            saving_h,
+            write_h,
+            saving_h - write_h,
+            pick.rank,
+        )
+    } else {
+        format!(
+            "An index on {}.{} ({columns}) would speed up {} ({}), saving ~{:.1} ms per hour, \
+             but maintaining it on the table's writes costs ~{:.1} ms per hour: net {:.1} ms \
+             per hour, so it is not advised.",
+            candidate.schema,
+            candidate.table,
+            if pick.serves.len() == 1 {
+                "one statement".to_string()
+            } else {
+                format!("{} statements", pick.serves.len())
+            },
+            served.join("; "),
+            saving_h,
+            write_h,
+            saving_h - write_h,
+        )
+    };
+    let confidence = if open {
+        let net_share = (pick.net_ms() / pick.saving_ms.max(f64::MIN_POSITIVE)).clamp(0.0, 1.0);
+        kind.base_confidence() * (0.7 + 0.3 * net_share)
+    } else {
+        0.2
+    };
+    let evidence = json!({
+        "search": "hypopg what-if: the plan's single-column candidates, then the columns \
+                   lists, then the best set's indexes alone",
+        "columns": candidate.labels.iter().zip(&candidate.roles)
+            .map(|(c, r)| json!({"column": c, "role": r})).collect::<Vec<_>>(),
+        "serves": pick.serves.iter().map(|s| json!({
+            "query_id": s.query_id, "cost_before": s.before_cost, "cost_after": s.after_cost,
+        })).collect::<Vec<_>>(),
+        "saving_ms": pick.saving_ms,
+        "write_ms": pick.write_ms,
+        "window_hours": hours,
+        "saving_ms_per_hour": saving_h,
+        "write_ms_per_hour": write_h,
+        "net_ms_per_hour": saving_h - write_h,
+        "index_bytes": pick.bytes,
+        "writes": write.as_ref().map(|w| w.evidence.clone()),
+        "rank": open.then_some(pick.rank),
+    });
+    let partitioned = catalog
+        .table(&candidate.table, Some(&candidate.schema))
+        .is_some_and(|t| catalog.is_partitioned(t));
+    // PostgreSQL builds no index on a partitioned table CONCURRENTLY.
+    let (create, build) = if partitioned {
+        (
+            "CREATE INDEX ON",
+            "blocks writes to every partition while it builds (a partitioned table's index \
+             cannot be built CONCURRENTLY; to avoid the lock: CREATE INDEX ON ONLY the table, \
+             CREATE INDEX CONCURRENTLY on each partition, ALTER INDEX ... ATTACH PARTITION)",
+        )
+    } else {
+        (
+            "CREATE INDEX CONCURRENTLY ON",
+            "built CONCURRENTLY (no write lock)",
+        )
+    };
+    let risk = match &write {
+        Some(w) if w.entries > 0.0 => format!(
+            "{build}; ~{} MB; adds {} index entries over the recorded window to {}'s writes \
+             (~{:.1} ms per hour)",
+            fmt_mb(pick.bytes),
+            fmt_count(w.entries),
+            candidate.table,
+            write_h
+        ),
+        _ => format!(
+            "{build}; ~{} MB; no writes to {} were recorded",
+            fmt_mb(pick.bytes),
+            candidate.table
+        ),
+    };
+    let elements = candidate.elements.join(", ");
+    Advice {
+        rec: Recommendation {
+            kind,
+            schema: candidate.schema.clone(),
+            table: candidate.table.clone(),
+            columns: candidate.labels.clone(),
+            ddl: format!("{create} {} ({elements});", candidate.qualified),
+            index_sql: Some(candidate.index_sql()),
+            rationale,
+            evidence,
+            confidence,
+            risk,
+            query_ids: pick.serves.iter().map(|s| s.query_id).collect(),
+            simulable: true,
+            not_simulable_reason: None,
+        },
+        figures: Figures {
+            saving_ms_per_hour: saving_h,
+            write_ms_per_hour: write_h,
+            rank: open.then_some(pick.rank as i32),
+            index_bytes: pick.bytes as i64,
+        },
+        open,
+    }
+}
+
+fn fmt_mb(bytes: f64) -> String {
+    format!("{:.1}", bytes / 1_048_576.0)
+}
+
+fn summary(
+    selection: &Selection,
+    measured: &[Measured],
+    candidates: usize,
+    budget_bytes: f64,
+    hours: f64,
+    failures: Vec<Value>,
+    started: Instant,
+) -> Value {
+    json!({
+        "statements_searched": measured.len(),
+        "candidates": candidates,
+        "indexes": selection.picks.len(),
+        "net_negative": selection.net_negative.len(),
+        "workload_cost_before": selection.cost_before,
+        "workload_cost_after": selection.cost_after,
+        "index_bytes": selection.bytes,
+        "budget_bytes": budget_bytes,
+        "saving_ms_per_hour": selection.saving_ms / hours,
+        "write_ms_per_hour": selection.write_ms / hours,
+        "window_hours": hours,
+        "min_gain": MIN_GAIN,
+        "failures": failures,
+        "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// Every writing statement recorded (INSERT, UPDATE, DELETE, COPY), with its rows and time.
+fn load_writes() -> Vec<Write> {
+    rows::select(
+        "writing statements",
+        "SELECT q.norm_sql, sum(m.rows)::float8 AS rows, sum(m.total_ms) AS total_ms \
+         FROM optidb.metric m JOIN optidb.query q ON q.id = m.query_id \
+         WHERE q.kind IN ('insert', 'update', 'delete', 'utility') AND q.norm_sql IS NOT NULL \
+         GROUP BY q.id, q.norm_sql",
+        &[],
+        |row| {
+            (
+                row.get::<String>("norm_sql"),
+                row.opt::<f64>("rows").unwrap_or(0.0),
+                row.opt::<f64>("total_ms").unwrap_or(0.0),
+            )
+        },
+    )
+    .into_iter()
+    .filter_map(|(sql, rows, ms)| Write::of_statement(&sql, rows, ms))
+    .collect()
+}
+
+/// Hours the recorded metrics span (at least a minute: one snapshot spans none).
+fn window_hours() -> f64 {
+    rows::value::<f64>(
+        "recorded window",
+        "SELECT extract(epoch FROM max(captured_at) - min(captured_at))::float8 / 3600 \
+         FROM optidb.metric",
+        &[],
+    )
+    .unwrap_or(0.0)
+    .max(1.0 / 60.0)
+}
+
+fn budget_bytes() -> f64 {
+    match gucs::index_budget_mb() {
+        Some(mb) => mb as f64 * 1_048_576.0,
+        None => {
+            rows::value::<i64>(
+                "database size",
+                "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())",
+                &[],
+            )
+            .map_or(0.0, |b| b as f64)
+            .max(MIN_DEFAULT_BUDGET_BYTES)
+        }
+    }
+}

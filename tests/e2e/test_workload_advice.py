@@ -1,0 +1,246 @@
+"""Cost-based, workload-level index advice (issue 23): candidates from everything the planner
+could use, judged by hypopg costs, chosen for the whole workload net of write cost.
+
+One database, one application role `app` (a plain LOGIN role, no optidb grant) whose tables
+live in schema `shop`, reached through SET search_path; it runs each statement several times
+with varied values over the extended protocol, PREPARE/EXECUTE or the simple protocol, and one
+statement that errors. An optidb_admin (not a superuser) scans. A reader and a hostile reader
+see none of the app's advice. Each case is a shape the old per-statement rules missed."""
+
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import connect, new_database, scalar
+
+pytestmark = pytest.mark.hypopg
+
+INDEX_KINDS = ["missing_index", "composite_index", "expression_index"]
+
+SCHEMA = """
+CREATE SCHEMA shop;
+SET search_path = shop;
+CREATE TABLE author (id int PRIMARY KEY, name text);
+CREATE TABLE book (id int PRIMARY KEY, author_id int NOT NULL, title text);
+CREATE TABLE review (id int PRIMARY KEY, book_id int NOT NULL, stars int, body text);
+INSERT INTO author SELECT g, 'author ' || g FROM generate_series(1, 2000) g;
+INSERT INTO book SELECT g, 1 + g % 2000, 'title ' || g FROM generate_series(1, 20000) g;
+INSERT INTO review SELECT g, 1 + (g * 7919) % 20000, g % 5, repeat('r', 80)
+    FROM generate_series(1, 200000) g;
+
+-- user_id keeps ~10% of the rows; blog_id 0.1%.
+CREATE TABLE post (id int PRIMARY KEY, user_id int NOT NULL, blog_id int NOT NULL,
+                   created_at timestamptz NOT NULL, body text);
+INSERT INTO post SELECT g, 1 + g % 10, 1 + (g * 31) % 1000,
+                        '2026-01-01'::timestamptz + g * interval '1 minute', repeat('p', 200)
+    FROM generate_series(1, 200000) g;
+
+CREATE TABLE measurement (sensor_id int NOT NULL, logdate date NOT NULL, value float8)
+    PARTITION BY RANGE (logdate);
+CREATE TABLE measurement_q1 PARTITION OF measurement FOR VALUES FROM ('2026-01-01') TO ('2026-04-01');
+CREATE TABLE measurement_q2 PARTITION OF measurement FOR VALUES FROM ('2026-04-01') TO ('2026-07-01');
+CREATE TABLE measurement_q3 PARTITION OF measurement FOR VALUES FROM ('2026-07-01') TO ('2026-10-01');
+CREATE TABLE measurement_q4 PARTITION OF measurement FOR VALUES FROM ('2026-10-01') TO ('2027-01-01');
+INSERT INTO measurement SELECT 1 + g % 5000, '2026-01-01'::date + (g % 365), g
+    FROM generate_series(1, 400000) g;
+
+CREATE TABLE account (id int PRIMARY KEY, email text NOT NULL, balance numeric NOT NULL);
+INSERT INTO account SELECT g, 'user' || g || '@example.com', 0 FROM generate_series(1, 200000) g;
+CREATE TABLE session (id int PRIMARY KEY, token text NOT NULL, data text);
+INSERT INTO session SELECT g, md5(g::text), repeat('s', 50) FROM generate_series(1, 200000) g;
+
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, total numeric NOT NULL,
+                     note text);
+INSERT INTO orders SELECT g, 1 + g % 40000, g % 500, repeat('o', 60)
+    FROM generate_series(1, 200000) g;
+CREATE VIEW big_orders AS SELECT id, customer_id, total FROM orders WHERE total > 100;
+
+-- Written all the time, read once: an index on status would cost more than it saves.
+CREATE TABLE event (id int PRIMARY KEY, status int NOT NULL, payload text);
+INSERT INTO event SELECT g, g % 50, repeat('e', 40) FROM generate_series(1, 200000) g;
+"""
+
+
+def expected(conn, table, leading):
+    """Open index advice on shop.<table> whose columns start with `leading`."""
+    rows = conn.execute(
+        "SELECT columns, query_ids, rank, saving_ms_per_hour, write_ms_per_hour, "
+        "       net_ms_per_hour, index_mb, evidence "
+        "FROM optidb.recommend() WHERE kind = ANY (%s) AND table_name = %s",
+        (INDEX_KINDS, f"shop.{table}")).fetchall()
+    return [r for r in rows if r[0][:len(leading)] == leading], rows
+
+
+def statement_id(conn, fragment):
+    qid = scalar(conn, "SELECT id FROM optidb.query WHERE norm_sql LIKE %s ORDER BY id LIMIT 1",
+                 ("%" + fragment + "%",))
+    assert qid is not None, f"statement not recorded: {fragment}"
+    return qid
+
+
+def run_workload(db, app):
+    with connect(db, user=app) as c:
+        c.execute("SET search_path = shop")
+        for i in range(1, 6):
+            # Extended protocol (psycopg sends parameters separately).
+            c.execute("SELECT count(*) FROM book b JOIN review r ON r.book_id = b.id "
+                      "WHERE b.author_id = %s", (i * 37,))
+            c.execute("SELECT count(*) FROM post WHERE user_id = %s", (i,))
+            c.execute("SELECT id, created_at FROM post WHERE blog_id = %s "
+                      "ORDER BY created_at DESC LIMIT 10", (i * 101,))
+            c.execute("SELECT avg(value) FROM measurement WHERE sensor_id = %s "
+                      "AND logdate >= %s AND logdate < %s", (i * 13, "2026-05-01", "2026-05-08"))
+            c.execute("SELECT id, total FROM big_orders WHERE customer_id = %s", (i * 999,))
+            c.execute("DELETE FROM session WHERE token = %s", (f"no-such-token-{i}",))
+        # SQL-level PREPARE/EXECUTE.
+        c.execute("PREPARE pay(numeric, text) AS "
+                  "UPDATE account SET balance = balance + $1 WHERE email = $2")
+        for i in range(1, 6):
+            c.execute(f"EXECUTE pay(1, 'user{i * 7}@example.com')")
+        # A statement that errors is recorded as failing and does not stop anything.
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            c.execute("SELECT count(*) FROM post WHERE user_id = 1 / (%s - %s)", (1, 1))
+        # The write-heavy table: 9,000 single-row INSERTs and 9,000 UPDATEs of status, in the
+        # simple protocol (ClientCursor inlines the values), and one read of status.
+        cur = psycopg.ClientCursor(c)
+        with c.transaction():
+            for i in range(9000):
+                cur.execute("INSERT INTO event VALUES (%s, %s, 'x')", (300000 + i, i % 50))
+        with c.transaction():
+            for i in range(9000):
+                cur.execute("UPDATE event SET status = %s WHERE id = %s", (i % 50, 1 + i * 7))
+        c.execute("SELECT count(*) FROM event WHERE status = %s", (7,))
+
+
+@pytest.fixture(scope="module")
+def advised():
+    tag = uuid.uuid4().hex[:6]
+    app, reader, adm, mallory = (f"{r}_{tag}" for r in ("app", "reader", "adm", "mallory"))
+    with connect("postgres") as su:
+        su.execute(f"CREATE ROLE {app} LOGIN")
+        su.execute(f"CREATE ROLE {reader} LOGIN IN ROLE optidb_reader")
+        su.execute(f"CREATE ROLE {adm} LOGIN IN ROLE optidb_admin")
+        su.execute(f"CREATE ROLE {mallory} LOGIN IN ROLE optidb_reader")
+    try:
+        with new_database(extensions=("pg_stat_statements", "hypopg", "optidb")) as db:
+            with connect(db) as su:
+                su.execute(f'GRANT CREATE ON DATABASE "{db}" TO {app}')
+            with connect(db, user=app) as c:
+                c.execute(SCHEMA)
+                c.execute("VACUUM ANALYZE")
+            with connect(db) as su:
+                su.execute("SELECT pg_stat_statements_reset()")
+            run_workload(db, app)
+            with connect(db, user=adm) as a:
+                a.execute("SELECT * FROM optidb.scan()")
+                yield db, a, {"app": app, "reader": reader, "mallory": mallory}
+    finally:
+        with connect("postgres") as su:
+            for r in (app, reader, adm, mallory):
+                su.execute(f"DROP ROLE IF EXISTS {r}")
+
+
+def test_a_join_key_inside_a_hash_join_is_advised(advised):
+    _, adm, _ = advised
+    hits, rows = expected(adm, "review", ["book_id"])
+    assert hits, rows
+    qid = statement_id(adm, "JOIN review r ON r.book_id = b.id")
+    assert qid in hits[0][1]
+    served = {s["query_id"]: s for s in hits[0][7]["serves"]}
+    assert served[qid]["cost_after"] < 0.7 * served[qid]["cost_before"]
+
+
+def test_a_filter_keeping_a_tenth_of_the_rows_is_advised_when_the_cost_falls(advised):
+    _, adm, _ = advised
+    hits, rows = expected(adm, "post", ["user_id"])
+    assert hits, rows
+    assert statement_id(adm, "FROM post WHERE user_id = $1") in hits[0][1]
+
+
+def test_equality_and_order_by_limit_make_one_index(advised):
+    _, adm, _ = advised
+    hits, rows = expected(adm, "post", ["blog_id", "created_at DESC"])
+    assert hits, rows
+    # Not also the narrower index the combined one makes useless.
+    plain = [r for r in expected(adm, "post", ["blog_id"])[0] if r[0] == ["blog_id"]]
+    assert not plain, rows
+
+
+def test_a_partitioned_table_gets_the_index_on_its_parent(advised):
+    _, adm, _ = advised
+    hits, rows = expected(adm, "measurement", ["sensor_id"])
+    assert hits, rows
+    partitions = adm.execute(
+        "SELECT table_name FROM optidb.recommend() WHERE table_name LIKE 'shop.measurement_q%'"
+    ).fetchall()
+    assert not partitions, partitions
+    ddl = scalar(adm, "SELECT ddl FROM optidb.recommend() WHERE table_name = 'shop.measurement' "
+                      "AND columns[1] = 'sensor_id'")
+    # A partitioned table's index cannot be built CONCURRENTLY (PostgreSQL refuses it).
+    assert ddl.startswith("CREATE INDEX ON shop.measurement (sensor_id"), ddl
+
+
+def test_update_and_delete_filters_are_advised(advised):
+    _, adm, _ = advised
+    for table, column, fragment in (("account", "email", "UPDATE account SET balance"),
+                                    ("session", "token", "DELETE FROM session")):
+        hits, rows = expected(adm, table, [column])
+        assert hits, (table, rows)
+        assert statement_id(adm, fragment) in hits[0][1]
+
+
+def test_a_view_is_resolved_to_its_table(advised):
+    _, adm, _ = advised
+    hits, rows = expected(adm, "orders", ["customer_id"])
+    assert hits, rows
+    assert statement_id(adm, "FROM big_orders WHERE customer_id") in hits[0][1]
+
+
+def test_an_index_whose_writes_cost_more_than_it_saves_is_not_advised(advised):
+    _, adm, _ = advised
+    hits, rows = expected(adm, "event", ["status"])
+    assert not rows, rows
+    kept = adm.execute(
+        "SELECT status, confidence, saving_ms_per_hour, write_ms_per_hour, evidence "
+        "FROM optidb.recommendation WHERE tablename = 'event' AND columns[1] = 'status'"
+    ).fetchall()
+    assert kept, "the net negative index is not kept as rejected advice"
+    status, confidence, saving, write, evidence = kept[0]
+    assert status == "rejected" and confidence <= 0.3
+    assert write > saving > 0
+    assert evidence["writes"]["rows_inserted"] >= 9000
+    assert evidence["writes"]["rows_updated_in_indexed_columns"] >= 9000
+
+
+def test_every_advised_index_has_its_figures_and_the_set_a_summary(advised):
+    _, adm, _ = advised
+    rows = adm.execute(
+        "SELECT rank, saving_ms_per_hour, write_ms_per_hour, net_ms_per_hour, index_mb "
+        "FROM optidb.recommend() WHERE kind = ANY (%s)", (INDEX_KINDS,)).fetchall()
+    assert len(rows) >= 6, rows
+    ranks = sorted(r[0] for r in rows)
+    assert ranks == list(range(1, len(rows) + 1)), ranks
+    for rank, saving, write, net, mb in rows:
+        assert net > 0 and abs(net - (saving - write)) < 1e-6 and mb > 0
+    s = adm.execute("SELECT indexes, index_mb, budget_mb, workload_cost_before, "
+                    "workload_cost_after, statements_searched FROM optidb.advice_summary()"
+                    ).fetchone()
+    assert s[0] == len(rows)
+    assert 0 < s[1] <= s[2]
+    assert s[4] < 0.5 * s[3], s
+    assert s[5] >= 7
+
+
+def test_readers_see_none_of_the_apps_advice_and_the_app_role_no_optidb(advised):
+    db, adm, roles = advised
+    for who in ("reader", "mallory"):
+        with connect(db, user=roles[who]) as c:
+            seen = c.execute("SELECT count(*) FROM optidb.recommend() WHERE kind = ANY (%s)",
+                             (INDEX_KINDS,)).fetchone()[0]
+            assert seen == 0
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("SELECT * FROM optidb.advice_summary()")
+    with connect(db, user=roles["app"]) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT * FROM optidb.recommend()")
