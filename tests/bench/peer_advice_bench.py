@@ -232,6 +232,14 @@ def optidb_advice(db, top_k=None):
     db.execute("RESET optidb.explain_top_k")
     note = (f"scan(): queries_seen={scan[0]} plans_captured={scan[1]} "
             f"explain_failures={scan[2]} recommendations={scan[3]} elapsed_ms={scan[4]:.0f}")
+    # optidb's own summary of the advised set, in versions that have one
+    if db.execute("SELECT to_regproc('optidb.advice_summary')").fetchone()[0]:
+        summary = db.execute("SELECT to_jsonb(s) - 'scanned_at' FROM optidb.advice_summary() s "
+                             "ORDER BY s.scanned_at DESC LIMIT 1").fetchone()
+        if summary:
+            note += "; advice_summary(): " + ", ".join(
+                f"{k}={round(v, 1) if isinstance(v, float) else v}"
+                for k, v in summary[0].items())
     return {(t, tuple(c)) for t, c in rows}, seconds, note
 
 
