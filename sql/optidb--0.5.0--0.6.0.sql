@@ -44,6 +44,13 @@ CREATE INDEX query_family ON optidb.query (family_id);
 ALTER EXTENSION optidb DROP TABLE optidb.wait_sample;
 ALTER EXTENSION optidb ADD TABLE optidb.wait_sample;
 
+-- Trigram (GIN) index advice has a kind of its own; it was filed as 'rewrite'. Old rows keep
+-- their kind and go stale at the next scan (rec_key starts with the kind).
+ALTER TABLE optidb.recommendation DROP CONSTRAINT recommendation_kind_check;
+ALTER TABLE optidb.recommendation ADD CONSTRAINT recommendation_kind_check
+    CHECK (kind IN ('missing_index', 'composite_index', 'expression_index', 'redundant_index',
+                    'unused_index', 'stats', 'rewrite', 'trigram_index'));
+
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);
 

@@ -3,6 +3,7 @@
 //! hypothetical index (when hypopg is installed) so that only indexes that measurably help are
 //! shown. Advice that no longer follows from the facts is marked stale, not deleted.
 
+use crate::api::advice_checks;
 use crate::api::simulate;
 use crate::postgres::hypopg::{self, Hypopg};
 use crate::postgres::replay;
@@ -28,7 +29,8 @@ pub struct Advised {
 pub fn advise() -> Advised {
     let statements = load_statements();
     let catalog = load_catalog();
-    let recs = advisor::advise(&statements, &catalog);
+    let mut recs = advisor::advise(&statements, &catalog);
+    advice_checks::verify(&mut recs);
     let keys: Vec<String> = recs.iter().map(Recommendation::key).collect();
     Spi::run_with_args(
         "UPDATE optidb.recommendation SET status = $2, updated_at = pg_catalog.now() \
