@@ -39,6 +39,13 @@ STRICT STABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'advice_summary_wrapper';
 
+-- Trigram (GIN) index advice has a kind of its own; it was filed as 'rewrite'. Old rows keep
+-- their kind and go stale at the next scan (rec_key starts with the kind).
+ALTER TABLE optidb.recommendation DROP CONSTRAINT recommendation_kind_check;
+ALTER TABLE optidb.recommendation ADD CONSTRAINT recommendation_kind_check
+    CHECK (kind IN ('missing_index', 'composite_index', 'expression_index', 'redundant_index',
+                    'unused_index', 'stats', 'rewrite', 'trigram_index'));
+
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);
 

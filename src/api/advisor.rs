@@ -5,6 +5,7 @@
 //! statement it serves and the simulations stored. Advice that no longer follows from the
 //! facts is marked stale, not deleted.
 
+use crate::api::advice_checks;
 use crate::api::index_search::{self, Figures};
 use crate::api::simulate;
 use crate::postgres::hypopg::{self, Hypopg};
@@ -33,6 +34,8 @@ pub fn advise() -> Advised {
     let statements = load_statements();
     let catalog = load_catalog();
     let mut recs = advisor::advise(&statements, &catalog);
+    // Advice beyond B-tree indexes only when a replay shows its effect.
+    advice_checks::verify(&mut recs);
     let hypopg = hypopg::locate();
     // Index advice from the search replaces the rules' (which judge one plan at a time).
     let mut searched: HashMap<String, (Figures, bool)> = HashMap::new();

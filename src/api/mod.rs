@@ -2,6 +2,7 @@
 //! `advisor` is scan()'s advice step (it stores and simulates recommendations).
 //! Who may call each one, and what it says in `\df+`, is declared in `surface`.
 
+pub mod advice_checks;
 pub mod advisor;
 pub mod anomalies;
 pub mod ask;

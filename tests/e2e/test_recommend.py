@@ -17,10 +17,7 @@ SEEDED = {
     "ORDER BY created_at DESC LIMIT": ("composite_index",),
     "lower(email) = $1": ("expression_index",),
     "status = $1 AND created_at >": ("composite_index", "missing_index"),
-    "name LIKE $1": ("rewrite",),
-    "NOT id IN (SELECT": ("rewrite",),
-    "SELECT max(o.created_at)": ("rewrite",),
-    "OFFSET $2": ("rewrite",),
+    "name LIKE $1": ("trigram_index",),
     "FROM order_items WHERE order_id = $1": ("missing_index",),
     "FROM audit_log WHERE actor_id = $1": ("stats",),
     "WHERE store_id = $1 AND channel = $2": ("composite_index",),
@@ -55,6 +52,19 @@ def test_index_advice_is_proven_by_simulation(demo):
     assert len(rows) >= 4, rows
     good = [r for r in rows if r[2] is not None and r[2] > 30]
     assert len(good) >= 0.8 * len(rows), rows
+
+
+# Rewrites no replay confirms are not advised (tests/e2e/test_advice_precision.py): NOT IN whose
+# subquery the planner hashes over NOT NULL keys, and shapes optidb cannot write out (a
+# correlated subquery, OFFSET paging).
+UNCONFIRMED_REWRITES = ("NOT id IN (SELECT", "SELECT max(o.created_at)", "OFFSET $2")
+
+
+def test_unconfirmed_rewrites_are_not_advised(demo):
+    conn, _ = demo
+    for fragment in UNCONFIRMED_REWRITES:
+        qid, recs = advice_for(conn, fragment)
+        assert not [r for r in recs if r[0] == "rewrite"], f"{fragment}: {recs}"
 
 
 def test_indexed_and_low_selectivity_statements_get_no_index_advice(demo):
@@ -122,10 +132,10 @@ def test_simulate_errors_are_clear(demo):
         with pytest.raises(psycopg.Error) as e:
             conn.execute(sql, args)
         assert e.value.sqlstate == state and text in str(e.value), str(e.value)
-    rewrite = conn.execute("SELECT rec_id, query_ids[1] FROM optidb.recommend() "
-                           "WHERE kind = 'rewrite' AND columns[1] = 'name'").fetchone()
+    trigram = conn.execute("SELECT rec_id, query_ids[1] FROM optidb.recommend() "
+                           "WHERE kind = 'trigram_index' AND columns[1] = 'name'").fetchone()
     with pytest.raises(psycopg.Error) as e:
-        conn.execute("SELECT * FROM optidb.simulate(%s, %s)", (rewrite[1], rewrite[0]))
+        conn.execute("SELECT * FROM optidb.simulate(%s, %s)", (trigram[1], trigram[0]))
     assert e.value.sqlstate == "0A000"
     assert "GIN" in str(e.value)
 

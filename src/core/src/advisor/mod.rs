@@ -6,8 +6,10 @@
 pub mod candidates;
 mod index_audit;
 mod index_rules;
+pub mod not_exists;
 mod rewrite_rules;
 mod stats_rules;
+pub mod verdicts;
 pub mod workload;
 pub mod write_cost;
 
@@ -23,6 +25,7 @@ crate::vocabulary! {
         ExpressionIndex => "expression_index",
         Stats => "stats",
         Rewrite => "rewrite",
+        TrigramIndex => "trigram_index",
         RedundantIndex => "redundant_index",
         UnusedIndex => "unused_index",
     }
@@ -44,6 +47,8 @@ impl Kind {
             Kind::ExpressionIndex => 0.80,
             Kind::Stats => 0.70,
             Kind::Rewrite => 0.60,
+            // hypopg cannot make GIN indexes: never measured, never high (advisor::verdicts).
+            Kind::TrigramIndex => verdicts::UNVERIFIED_CONFIDENCE,
             Kind::RedundantIndex => 0.50,
             Kind::UnusedIndex => 0.45,
         }

@@ -1,7 +1,8 @@
 //! rewrite: query shapes no index fixes well, each with a sketch of the better form.
-//! Correlated subqueries (plan: a SubPlan run per outer row), NOT IN (subquery), LIKE on a large
-//! sequential scan (leading wildcards need pg_trgm), functions wrapped around indexed columns,
-//! and OFFSET paging.
+//! Correlated subqueries (plan: a SubPlan run per outer row), NOT IN (subquery), functions
+//! wrapped around indexed columns, and OFFSET paging; and LIKE on a large sequential scan
+//! (leading wildcards need pg_trgm: kind trigram_index). Only NOT IN can be written out and
+//! replayed, so only it is filed, and only when the replay confirms it (advisor::verdicts).
 
 use super::index_rules::MIN_TABLE_ROWS;
 use super::{comparable, Catalog, Kind, Recommendation, Statement};
@@ -63,7 +64,7 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
     }
     if not_in {
         push(
-            "NOT IN (subquery)",
+            super::verdicts::NOT_IN_TITLE,
             "NOT IN (SELECT ...) cannot be planned as an anti-join and returns no rows at all \
              if the subquery yields a NULL. NOT EXISTS is planned as an anti-join and means \
              what is usually intended."
@@ -108,7 +109,7 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
             };
             let column = p.target.label().to_string();
             recs.push(Recommendation {
-                kind: Kind::Rewrite,
+                kind: Kind::TrigramIndex,
                 schema: t.schema.clone(),
                 table: t.name.clone(),
                 columns: vec![column.clone()],
@@ -123,12 +124,14 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
                     "{} (~{} rows) is scanned sequentially for a LIKE/ILIKE pattern on {column}. \
                      A B-tree index only helps patterns anchored at the start ('abc%'); for \
                      patterns starting with a wildcard ('%abc%') use a trigram index, or \
-                     anchor the pattern.",
+                     anchor the pattern. Unverified: hypopg cannot try a GIN index, and \
+                     optidb never builds one for real during a scan, so no plan has shown \
+                     that the planner would use it; try it on a copy before relying on it.",
                     t.name,
                     crate::bottleneck::fmt_count(t.rows())
                 ),
-                evidence: json!({"filter": scan.filter, "table_rows": t.rows()}),
-                confidence: Kind::Rewrite.base_confidence(),
+                evidence: json!({"filter": scan.filter, "table_rows": t.rows(), "verified": false}),
+                confidence: Kind::TrigramIndex.base_confidence(),
                 risk: "low: GIN indexes are larger and slower to update than B-trees".into(),
                 query_ids: vec![stmt.query_id],
                 simulable: false,

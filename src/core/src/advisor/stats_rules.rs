@@ -16,7 +16,7 @@ const STALE_FRACTION: f64 = 0.2;
 /// Estimates off by this factor or more are worth fixing.
 const SKEW: f64 = 10.0;
 /// Root nodes whose estimate is not comparable with rows returned (aggregates, LIMIT).
-const NOT_COMPARABLE_ROOTS: &[&str] = &[
+pub(super) const NOT_COMPARABLE_ROOTS: &[&str] = &[
     "Aggregate",
     "Limit",
     "Group",
