@@ -262,9 +262,10 @@ def test_restore_into_a_new_database_of_the_same_cluster(source):
 def test_parallel_restore_keeps_every_row(source):
     """pg_dump orders extension tables' data by their foreign keys, but records no dependency
     for it in the archive: pg_restore --jobs loads optidb's tables in any order, and each
-    COPY's foreign key checks fail when the table it references is not loaded yet. The README's
-    recipe skips those checks during the restore (the rows come from one consistent snapshot);
-    user tables' foreign keys are created, and checked, after the data either way."""
+    COPY's foreign key checks fail when the table it references is not loaded yet. The recipe
+    of docs/install.md skips those checks during the restore (the rows come from one
+    consistent snapshot); user tables' foreign keys are created, and checked, after the data
+    either way."""
     port, _, _, _, dump, held = source
     restore_and_compare(port, "jobs_" + uuid.uuid4().hex[:6], dump, held, "--jobs", "2",
                         env={"PGOPTIONS": "-c session_replication_role=replica"})
@@ -407,8 +408,8 @@ def test_a_renamed_role_keeps_its_statements(source):
 
 
 def test_the_worker_re_maps_a_restore_by_itself(source, second):
-    """Restored into the database the worker keeps (in one transaction, as the README says, so
-    no snapshot runs between CREATE EXTENSION and the data): its own snapshots re-map it."""
+    """Restored into the database the worker keeps (in one transaction, as docs/install.md says,
+    so no snapshot runs between CREATE EXTENSION and the data): its own snapshots re-map it."""
     _, _, _, _, dump, held = source
     port, _, _ = second
     with connect("postgres", port=port) as su:
