@@ -1,8 +1,8 @@
 """The documentation against the installed extension: every function of the SQL surface
 (optidb.surface(), from src/api/surface.rs) has its page in docs/reference/ whose synopsis
 names its arguments as the catalog does; every optidb.* setting in pg_settings has its row in
-docs/reference/settings.md with the default PostgreSQL reports, and every row there names a
-setting that exists; every role optidb creates or grants to has its row in
+docs/reference/settings.md with the default and context PostgreSQL reports, and every row
+there names a setting that exists; every role optidb creates or grants to has its row in
 docs/reference/roles.md, which lists each function under the role the registry gives it; and
 every relative link in the documentation leads to a file."""
 
@@ -56,8 +56,9 @@ def test_every_function_has_a_reference_page_naming_its_arguments(fresh_db):
 
 
 def test_settings_page_and_pg_settings_list_the_same_settings_and_defaults(fresh_db):
-    settings = dict(fresh_db.execute(
-        "SELECT name, boot_val FROM pg_settings WHERE name LIKE 'optidb.%'").fetchall())
+    rows = fresh_db.execute(
+        "SELECT name, boot_val, context FROM pg_settings WHERE name LIKE 'optidb.%'").fetchall()
+    settings = {name: boot for name, boot, _ in rows}
     assert "optidb.max_statements" in settings, "the e2e cluster preloads optidb"
     documented = table_rows(read("docs", "reference", "settings.md"), r"`(optidb\.[a-z_]+)`")
     assert set(settings) - set(documented) == set(), "settings without a row in settings.md"
@@ -65,10 +66,14 @@ def test_settings_page_and_pg_settings_list_the_same_settings_and_defaults(fresh
     for name in set(documented) - set(settings):
         assert fresh_db.execute("SELECT current_setting(%s, true)", (name,)).fetchone()[0] \
             is not None, f"settings.md documents {name}, which does not exist"
-    for name, boot in settings.items():
-        default = documented[name][0]
+    # Who may change it, in the page's words for pg_settings.context.
+    words = {"superuser": "superuser", "user": "user", "sighup": "reload", "postmaster": "restart"}
+    for name, boot, context in rows:
+        default, _, changed_by = documented[name][:3]
         assert default == (boot or "(empty)"), (
             f"settings.md gives {name} the default {default}, PostgreSQL says {boot!r}")
+        assert changed_by == words[context], (
+            f"settings.md says {name} is changed by {changed_by}, PostgreSQL says {context}")
 
 
 def test_roles_page_has_every_role_and_each_function_under_its_audience(fresh_db):
