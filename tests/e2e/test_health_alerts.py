@@ -285,7 +285,8 @@ def test_a_statement_slower_than_its_own_history_is_an_alert_source(world):
 
 
 def test_the_documented_webhook_forwarder_posts_each_alert(world):
-    """tests/demo/alerts_to_webhook.py, as the README shows it, against a local HTTP server."""
+    """tests/demo/alerts_to_webhook.py, as docs/install.md shows it, against a local HTTP
+    server."""
     import http.server
     import subprocess
     import sys
