@@ -48,7 +48,7 @@ pub fn init() {
     GucRegistry::define_bool_guc(
         c"optidb.enabled",
         c"Record execution times and failures of statements.",
-        c"Off stops recording; stored history and the SQL functions are unaffected.",
+        c"Off stops recording and idles the worker; stored history and the SQL functions are unaffected.",
         &ENABLED,
         GucContext::Suset,
         GucFlags::default(),
@@ -56,7 +56,7 @@ pub fn init() {
     GucRegistry::define_bool_guc(
         c"optidb.track_nested",
         c"Also time statements run inside functions (nested statements).",
-        c"Off: only top-level statements are timed, like pg_stat_statements.track = top.",
+        c"Like pg_stat_statements.track = all; off times top-level statements only.",
         &TRACK_NESTED,
         GucContext::Suset,
         GucFlags::default(),
@@ -64,15 +64,15 @@ pub fn init() {
     GucRegistry::define_bool_guc(
         c"optidb.track_utility",
         c"Also time utility statements (DDL, COPY, EXPLAIN, CALL, DO, ...).",
-        c"Like pg_stat_statements.track_utility. EXECUTE, PREPARE and DEALLOCATE are never timed themselves: the statement an EXECUTE runs is.",
+        c"Like pg_stat_statements.track_utility. EXECUTE, PREPARE and DEALLOCATE are never timed themselves.",
         &TRACK_UTILITY,
         GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"optidb.sample_interval",
-        c"How often a statement's execution is sampled (its search_path and parameter values).",
-        c"The first execution of each statement and every new slowest one are sampled too; 0 turns sampling off.",
+        c"Seconds between sampled executions of one statement (search_path, parameter values).",
+        c"A statement's first execution and every new slowest one are sampled too; 0: only new slowest ones.",
         &SAMPLE_INTERVAL_S,
         0,
         86_400,
@@ -81,16 +81,16 @@ pub fn init() {
     );
     GucRegistry::define_enum_guc(
         c"optidb.fault_injection",
-        c"For tests only: make statement recording panic or raise an ERROR while it holds its lock, or make scan()'s families stage fail.",
-        c"none (the default), panic, error (the statement itself is unaffected; recording stops in that session) or families (scan() records the stage's error in optidb.scan_log and keeps the rest).",
+        c"Tests only: make recording panic or raise an ERROR, or scan()'s families stage fail.",
+        c"none (default), panic, error or families.",
         &FAULT_INJECTION,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
     );
     GucRegistry::define_int_guc(
         c"optidb.retention",
-        c"Days of history scan() and prune() keep: metric and latency deltas, health, wait samples, resolved alerts, stale advice, plans, simulations, scan and refresh logs.",
-        c"Older rows are deleted in batches, except the latest plans and simulations of each statement and the latest log rows, which advice and metrics rest on. Plans, simulations and logs are also capped in rows whatever their age (src/api/scan.rs).",
+        c"Days of history scan() and prune() keep.",
+        c"Plans, simulations and logs are also capped in rows; the rows advice and metrics rest on stay (docs/reference/prune.md).",
         &RETENTION_DAYS,
         1,
         3650,
@@ -109,16 +109,16 @@ pub fn init() {
     );
     GucRegistry::define_string_guc(
         c"optidb.trusted_roles",
-        c"Roles whose functions, views and rules every replay may run (comma-separated names).",
-        c"Besides superusers and the statement's own role; e.g. the role that owns an application's schema. Read by replay workers from the server and database settings.",
+        c"Roles (comma-separated) whose functions, views and rules every replay may run.",
+        c"Besides superusers and the statement's own role. Read from the server and database settings.",
         &TRUSTED_ROLES,
         GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"optidb.statement_timeout",
-        c"Time limit for each statement optidb runs on its own behalf (EXPLAIN captures).",
-        c"A capture that takes longer is recorded as timed out and skipped; the scan goes on.",
+        c"Time limit for each statement optidb replays (EXPLAIN, a real simulation's measured run).",
+        c"A private timer: the session's statement_timeout is untouched. A capture that takes longer is stored as failed.",
         &STATEMENT_TIMEOUT_MS,
         1,
         3_600_000,
@@ -127,8 +127,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"optidb.real_simulation_max_bytes",
-        c"Largest table (with its indexes) simulate(mode => 'real') builds a real index on.",
-        c"Building an index takes a lock that blocks writes to the table until the simulation ends.",
+        c"Largest table (with its indexes) simulate(mode => 'real') builds an index on, in MB.",
+        c"Larger tables are refused (SQLSTATE 54000).",
         &REAL_SIMULATION_MAX_MB,
         1,
         i32::MAX,
@@ -137,8 +137,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"optidb.real_simulation_timeout",
-        c"Time limit for building the real index of simulate(mode => 'real').",
-        c"The build blocks writes to its table; with the measured run (optidb.statement_timeout) this bounds how long.",
+        c"Time limit for the index build of simulate(mode => 'real').",
+        c"Writers to the table wait for the build.",
         &REAL_SIMULATION_TIMEOUT_MS,
         1,
         3_600_000,
@@ -147,8 +147,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"optidb.max_concurrent_simulations",
-        c"How many simulate(mode => 'real') may run at the same time in a database.",
-        c"A further one fails with SQLSTATE 53400 instead of queueing.",
+        c"simulate(mode => 'real') running at once per database.",
+        c"A further one fails with SQLSTATE 53400.",
         &MAX_CONCURRENT_SIMULATIONS,
         1,
         100,
@@ -157,8 +157,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"optidb.real_simulations_per_minute",
-        c"How many simulate(mode => 'real') may start per minute in a database.",
-        c"A further one fails with SQLSTATE 53400; counted from optidb.simulation.",
+        c"simulate(mode => 'real') started per minute per database.",
+        c"A further one fails with SQLSTATE 53400.",
         &REAL_SIMULATIONS_PER_MINUTE,
         1,
         10_000,
@@ -167,8 +167,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"optidb.snapshot_interval",
-        c"How often the background worker runs optidb.snapshot().",
-        c"Each snapshot stores pg_stat_statements and latency deltas since the previous one.",
+        c"How often the background worker runs snapshot() and record_health().",
+        c"Reload to change.",
         &SNAPSHOT_INTERVAL_S,
         1,
         86_400,
@@ -177,8 +177,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"optidb.alert_interval",
-        c"How often the background worker runs optidb.check_alerts().",
-        c"A rule's hold and clear_for are measured in evaluations this far apart.",
+        c"How often the background worker runs check_alerts() and sample_waits().",
+        c"Reload to change. A rule's hold and clear_for are measured in evaluations this far apart.",
         &ALERT_INTERVAL_S,
         1,
         86_400,
@@ -187,8 +187,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"optidb.refresh_interval",
-        c"How often the background worker runs optidb.refresh() and optidb.prune().",
-        c"Readers see metrics as of the last refresh.",
+        c"How often the background worker runs refresh() and prune().",
+        c"Reload to change. Readers see metrics as of the last refresh.",
         &REFRESH_INTERVAL_S,
         1,
         86_400,
@@ -197,8 +197,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"optidb.lock_timeout",
-        c"Longest wait for the lock that keeps two optidb.refresh() runs apart.",
-        c"A refresh that cannot get it in time fails with SQLSTATE 55P03.",
+        c"Longest wait for a lock optidb takes (job locks, real simulation builds, replays).",
+        c"scan()/snapshot(), refresh() and check_alerts() that cannot get their job lock in time fail with SQLSTATE 55P03.",
         &LOCK_TIMEOUT_MS,
         1,
         3_600_000,
@@ -208,7 +208,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"optidb.refresh_timeout",
         c"Time limit for refreshing one materialized view.",
-        c"A refresh that takes longer is rolled back (the previous contents stay) and logged as failed.",
+        c"Past it the view keeps its previous contents and the failure is logged.",
         &REFRESH_TIMEOUT_MS,
         1,
         i32::MAX,
@@ -217,8 +217,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"optidb.index_budget_mb",
-        c"Storage the indexes optidb advises may take in all, in MB (-1: the database's size, at least 1 GB).",
-        c"The workload-level index search picks the indexes that save the most time net of their write cost until this is used up.",
+        c"Storage all advised indexes may take together, in MB (-1: the database's size, at least 1 GB).",
+        c"The workload index search picks indexes by time saved net of write cost until this is used up.",
         &INDEX_BUDGET_MB,
         -1,
         i32::MAX,
@@ -233,8 +233,8 @@ pub fn init() {
 pub fn init_preloaded() {
     GucRegistry::define_int_guc(
         c"optidb.max_statements",
-        c"Statements the shared latency table holds (each about 4.6 kB).",
-        c"When full, the least used entry is evicted and counted in optidb.memory.",
+        c"Entries of the shared latency table (restart to change).",
+        c"Shared memory per entry: entry_bytes of optidb.memory(). When full, the 5% least used entries are evicted.",
         &MAX_STATEMENTS,
         100,
         100_000,
@@ -243,7 +243,7 @@ pub fn init_preloaded() {
     );
     GucRegistry::define_string_guc(
         c"optidb.database",
-        c"Database the optidb background worker connects to.",
+        c"Database the optidb background worker connects to (restart to change).",
         c"optidb must be installed there (CREATE EXTENSION optidb); the worker idles otherwise.",
         &DATABASE,
         GucContext::Postmaster,

@@ -25,8 +25,10 @@ import pytest
 
 from conftest import HYPOPG, SOCKET, connect, own_cluster, scalar
 
-# Ports of this file's clusters (from the range reserved for it).
-SOURCE_PORT, SECOND_PORT = 55452, 55453
+# Ports of this file's clusters (from the range reserved for it; OPTIDB_E2E_DUMP_PORT moves
+# both, so a second worktree's run does not share them).
+SOURCE_PORT = int(os.environ.get("OPTIDB_E2E_DUMP_PORT", "55452"))
+SECOND_PORT = SOURCE_PORT + 1
 # The second cluster's worker keeps this database's history (created by a test).
 WORKER_DB = "by_worker"
 
@@ -160,7 +162,8 @@ def source():
     tag = uuid.uuid4().hex[:6]
     roles = {k: f"{k}_{tag}" for k in ("app", "dev", "adm", "gone", "mallory")}
     db = f"shop_{tag}"
-    with own_cluster("dump-source", SOURCE_PORT, "pg_stat_statements,optidb") as port, \
+    with own_cluster(f"dump-source-{SOURCE_PORT}", SOURCE_PORT,
+                     "pg_stat_statements,optidb") as port, \
             tempfile.TemporaryDirectory() as tmp:
         oids = create_roles(port, [roles[k] for k in ("app", "dev", "adm", "gone", "mallory")])
         with connect("postgres", port=port) as su:
@@ -262,9 +265,10 @@ def test_restore_into_a_new_database_of_the_same_cluster(source):
 def test_parallel_restore_keeps_every_row(source):
     """pg_dump orders extension tables' data by their foreign keys, but records no dependency
     for it in the archive: pg_restore --jobs loads optidb's tables in any order, and each
-    COPY's foreign key checks fail when the table it references is not loaded yet. The README's
-    recipe skips those checks during the restore (the rows come from one consistent snapshot);
-    user tables' foreign keys are created, and checked, after the data either way."""
+    COPY's foreign key checks fail when the table it references is not loaded yet. The recipe
+    of docs/install.md skips those checks during the restore (the rows come from one
+    consistent snapshot); user tables' foreign keys are created, and checked, after the data
+    either way."""
     port, _, _, _, dump, held = source
     restore_and_compare(port, "jobs_" + uuid.uuid4().hex[:6], dump, held, "--jobs", "2",
                         env={"PGOPTIONS": "-c session_replication_role=replica"})
@@ -277,7 +281,8 @@ def second(source):
     history of WORKER_DB, which only the last test creates."""
     _, _, roles, oids, dump, held = source
     conf = f"optidb.database = '{WORKER_DB}'\noptidb.snapshot_interval = '1s'"
-    with own_cluster("dump-second", SECOND_PORT, "pg_stat_statements,optidb", conf) as port:
+    with own_cluster(f"dump-second-{SECOND_PORT}", SECOND_PORT, "pg_stat_statements,optidb",
+                     conf) as port:
         # One role more (it never ran anything), so the database gets the source's OID too, as
         # fresh clusters' first databases often do.
         here = create_roles(port, [roles[k] for k in ("mallory", "adm", "dev", "app")]
@@ -407,8 +412,8 @@ def test_a_renamed_role_keeps_its_statements(source):
 
 
 def test_the_worker_re_maps_a_restore_by_itself(source, second):
-    """Restored into the database the worker keeps (in one transaction, as the README says, so
-    no snapshot runs between CREATE EXTENSION and the data): its own snapshots re-map it."""
+    """Restored into the database the worker keeps (in one transaction, as docs/install.md says,
+    so no snapshot runs between CREATE EXTENSION and the data): its own snapshots re-map it."""
     _, _, _, _, dump, held = source
     port, _, _ = second
     with connect("postgres", port=port) as su:

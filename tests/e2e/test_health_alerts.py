@@ -285,7 +285,8 @@ def test_a_statement_slower_than_its_own_history_is_an_alert_source(world):
 
 
 def test_the_documented_webhook_forwarder_posts_each_alert(world):
-    """tests/demo/alerts_to_webhook.py, as the README shows it, against a local HTTP server."""
+    """tests/demo/alerts_to_webhook.py, as docs/install.md shows it, against a local HTTP
+    server."""
     import http.server
     import subprocess
     import sys
@@ -325,7 +326,7 @@ def test_the_documented_webhook_forwarder_posts_each_alert(world):
     assert posted[0]["text"].startswith(f"[info] optidb alert {alert_id} fired: size")
 
 
-def test_the_readme_metrics_catalog_matches_the_code(world):
+def test_the_documented_metrics_catalog_and_default_rules_match_the_code(world):
     db, roles = world
     with connect(db, user=roles["adm"]) as adm:
         metrics = set(scalar(adm, "SELECT description FROM optidb.surface() "
@@ -333,10 +334,12 @@ def test_the_readme_metrics_catalog_matches_the_code(world):
         rules = {r[0]: r[1:] for r in adm.execute(
             "SELECT name, metric || ' ' || comparison || ' ' || threshold::text FROM "
             "optidb.alert_rule WHERE builtin")}
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
-    catalog = readme.split("### Metrics catalog", 1)[1].split("###", 1)[0]
+    docs = os.path.join(os.path.dirname(__file__), "..", "..", "docs")
+    health = open(os.path.join(docs, "reference", "health.md")).read()
+    catalog = health.split("### Metrics catalog", 1)[1].split("##", 1)[0]
     assert set(re.findall(r"^\| `([a-z0-9_]+)` \|", catalog, re.M)) == metrics
-    defaults = readme.split("| default rule |", 1)[1].split("\n\n", 1)[0]
+    install = open(os.path.join(docs, "install.md")).read()
+    defaults = install.split("| default rule |", 1)[1].split("\n\n", 1)[0]
     documented = dict(re.findall(r"^\| `([a-z_0-9]+)` \| `([^`]+)`", defaults, re.M))
     assert documented == {k: v[0] for k, v in rules.items()}
 

@@ -55,11 +55,11 @@ check "its simulation shows the gain" \
 check "execution times were recorded by the preloaded hooks" \
     "SELECT count > 0 FROM optidb.execution_time_stats() s JOIN optidb.query q ON q.id = s.query_id
      WHERE q.raw_sql LIKE '%customer_id = \$1%'"
-log "removal as the README says: DROP EXTENSION optidb; DROP SCHEMA optidb;"
+log "removal as docs/install.md says: DROP EXTENSION optidb; DROP SCHEMA optidb;"
 pg -d "$db" -qc "DROP EXTENSION optidb" -c "DROP SCHEMA optidb"
 check "nothing of optidb is left in the database" \
     "SELECT NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'optidb')
         AND NOT EXISTS (SELECT FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid
                         WHERE r.rolname LIKE 'optidb%' AND d.dbid = (SELECT oid FROM pg_database
                                                                       WHERE datname = '$db'))"
-log "package: installed with dpkg, preloaded, quick start and removal as in the README: ok"
+log "package: dpkg, preloaded, README quick start, removal as in docs/install.md: ok"
