@@ -291,10 +291,16 @@ fn choose_basis(query_id: i64, rows: &mut [Row]) -> plan_choice::Choice {
             .and_then(|r| r.outcome.as_ref().ok())
     };
     let generic = plan_of_kind(PlanKind::Generic);
-    // The sampled plan: the typical execution's, else (its replay failed) the slowest one's.
-    let (sampled_kind, typical) = [PlanKind::Typical, PlanKind::Slowest]
-        .into_iter()
-        .find_map(|k| plan_of_kind(k).map(|p| (k, Some(p))))
+    // The sampled plan: the typical execution's; when the generic plan failed and there is
+    // no typical one, the slowest one's (anything but the failure).
+    let fallback = if generic.is_some() {
+        &[PlanKind::Typical][..]
+    } else {
+        &[PlanKind::Typical, PlanKind::Slowest][..]
+    };
+    let (sampled_kind, typical) = fallback
+        .iter()
+        .find_map(|&k| plan_of_kind(k).map(|p| (k, Some(p))))
         .unwrap_or((PlanKind::Typical, None));
     let observed = crate::postgres::rows::value::<f64>(
         "rows per call",
