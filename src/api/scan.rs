@@ -18,7 +18,6 @@ use crate::postgres::latency;
 use crate::postgres::locks::{self, Lock};
 use crate::postgres::own_work;
 use crate::postgres::pgss::{self, Counters, PgssEntry};
-use crate::postgres::replay;
 use crate::postgres::rows;
 use optidb_core::vocabulary::{ScanKind, ScanStage, Status};
 use pgrx::datum::TimestampWithTimeZone;
@@ -536,14 +535,18 @@ fn store_deltas(entries: &[(&PgssEntry, i64)], captured_at: &TimestampWithTimeZo
     .unwrap_or_else(|e| error!("storing metric deltas failed: {e}"));
 }
 
-/// Capture the plans of the first `optidb.explain_top_k` statements (src/postgres/capture.rs).
-/// Returns (captured, failed).
+/// Capture the plans of every statement that matters to the workload, up to the
+/// `optidb.explain_top_k` budget (optidb_core::plan_targets says which and why;
+/// src/postgres/capture.rs captures them). Returns (captured, failed).
 fn capture_plans(accepted: &[Accepted], captured_at: &TimestampWithTimeZone) -> (usize, usize) {
-    let top_k = gucs::explain_top_k().max(0) as usize;
-    let targets: Vec<capture::Target> = accepted
+    let budget = gucs::explain_top_k().max(0) as usize;
+    let statements: Vec<(i64, bool)> = accepted
         .iter()
-        .filter(|a| replay::preparable(&a.raw_sql).is_ok())
-        .take(top_k)
+        .map(|a| (a.query_id, capture::plannable(a.query_id, &a.raw_sql)))
+        .collect();
+    let targets: Vec<capture::Target> = capture::worth_planning(&statements, budget)
+        .into_iter()
+        .map(|i| &accepted[i])
         .map(|a| capture::Target {
             query_id: a.query_id,
             userid: a.userid,

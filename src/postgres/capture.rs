@@ -11,11 +11,13 @@ use crate::postgres::replay::{self, Context, Sampled};
 use crate::postgres::replay_worker::{self, Answer, Job, Statement};
 use optidb_core::plan_choice;
 use optidb_core::plan_facts;
-use optidb_core::statement::StatementInfo;
+use optidb_core::plan_targets;
+use optidb_core::statement::{self, StatementInfo};
 use optidb_core::vocabulary::PlanKind;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::spi;
 use pgrx::JsonB;
 
 /// A statement to capture.
@@ -38,6 +40,89 @@ struct Pending {
     query_id: i64,
     context: Context,
     plans: Vec<(PlanKind, Option<Sampled>, Statement)>,
+    /// Why the generic plan is not asked for (its normalized text does not parse).
+    generic_failure: Option<Failure>,
+}
+
+/// What a statement is planned from: its normalized text's analysis, or, when that text
+/// cannot be prepared (pg_stat_statements turned a keyword into a parameter:
+/// `extract($1 FROM d)`), a sampled execution's (its text as it ran), with the reason the
+/// generic plan cannot be made. None: nothing of it can be planned.
+fn planned_text(t: &Target) -> Option<(StatementInfo, Option<Failure>)> {
+    match replay::preparable(&t.raw_sql) {
+        Ok((_, info)) => Some((info, None)),
+        // Text that parses but cannot be EXPLAINed (a utility statement) has no plan at all.
+        Err(_) if !unparsed(&t.raw_sql) => None,
+        Err(failure) => {
+            let sample = replay::typical_sample(t.query_id)
+                .or_else(|| replay::slowest_sample(t.query_id))?;
+            let (_, info) = replay::preparable(&sample.sql).ok()?;
+            Some((info, Some(failure)))
+        }
+    }
+}
+
+/// Whether the normalized text does not even parse (as repaired for PREPARE).
+fn unparsed(raw_sql: &str) -> bool {
+    statement::repair_typed_params(raw_sql)
+        .and_then(|text| statement::analyze(&text))
+        .is_err()
+}
+
+/// Whether statement `query_id` (normalized text `raw_sql`) can be planned: its text
+/// prepares, or a sampled execution of it does.
+pub fn plannable(query_id: i64, raw_sql: &str) -> bool {
+    let target = Target {
+        query_id,
+        userid: pg_sys::InvalidOid,
+        raw_sql: raw_sql.to_string(),
+    };
+    planned_text(&target).is_some()
+}
+
+/// Which of these statements (query_id, plannable) to plan, at most `budget`, most important
+/// first: indexes into `statements` (optidb_core::plan_targets). Their loads come from the
+/// stored history (optidb.metric for completed executions, optidb.latency for failures), so
+/// a statement counts with everything optidb kept of it, not only this scan's interval.
+pub fn worth_planning(statements: &[(i64, bool)], budget: usize) -> Vec<usize> {
+    if budget == 0 || statements.is_empty() {
+        return Vec::new();
+    }
+    let ids: Vec<i64> = statements.iter().map(|(id, _)| *id).collect();
+    let mut loads: std::collections::HashMap<i64, (f64, i64, i64)> = crate::postgres::rows::select(
+        "statement loads",
+        "SELECT i.id, coalesce(m.ms, 0) AS ms, coalesce(m.calls, 0) AS calls, \
+                coalesce(l.errors, 0) AS errors \
+         FROM pg_catalog.unnest($1::int8[]) AS i(id) \
+         LEFT JOIN (SELECT query_id, sum(total_ms)::float8 AS ms, sum(calls)::int8 AS calls \
+                    FROM optidb.metric WHERE query_id = ANY ($1) GROUP BY query_id) m \
+                ON m.query_id = i.id \
+         LEFT JOIN (SELECT query_id, sum(errors)::int8 AS errors \
+                    FROM optidb.latency WHERE query_id = ANY ($1) GROUP BY query_id) l \
+                ON l.query_id = i.id",
+        &[ids.into()],
+        |row| {
+            (
+                row.get::<i64>("id"),
+                (row.get("ms"), row.get("calls"), row.get("errors")),
+            )
+        },
+    )
+    .into_iter()
+    .collect();
+    let loads: Vec<plan_targets::Load> = statements
+        .iter()
+        .map(|(id, plannable)| {
+            let (time_ms, calls, failures) = loads.remove(id).unwrap_or((0.0, 0, 0));
+            plan_targets::Load {
+                time_ms,
+                calls: calls + failures,
+                failures,
+                plannable: *plannable,
+            }
+        })
+        .collect();
+    plan_targets::choose(&loads, budget)
 }
 
 /// Capture the plans of these statements (skipping those that cannot be EXPLAINed). Returns
@@ -46,8 +131,7 @@ pub fn capture_all(targets: &[Target], captured_at: &TimestampWithTimeZone) -> (
     let (mut captured, mut failed) = (0, 0);
     let mut pending = Vec::new();
     for t in targets {
-        // The text handed to PREPARE is the text checked here: one explainable statement.
-        let Ok((_, info)) = replay::preparable(&t.raw_sql) else {
+        let Some((info, generic_failure)) = planned_text(t) else {
             continue;
         };
         let (path, relations) = replay::recorded(t.query_id)
@@ -57,7 +141,13 @@ pub fn capture_all(targets: &[Target], captured_at: &TimestampWithTimeZone) -> (
             Ok(context) => pending.push(Pending {
                 query_id: t.query_id,
                 context,
-                plans: plans_for(t.query_id, &info, &relations.unwrap_or_default()),
+                plans: plans_for(
+                    t.query_id,
+                    &info,
+                    &relations.unwrap_or_default(),
+                    generic_failure.is_none(),
+                ),
+                generic_failure,
             }),
             Err(failure) => {
                 failed += 1;
@@ -84,18 +174,30 @@ pub fn capture_all(targets: &[Target], captured_at: &TimestampWithTimeZone) -> (
         .collect();
     let answers = replay_worker::run_batches(batches);
     for (p, answers) in pending.into_iter().zip(answers) {
-        let mut rows: Vec<Row> = p
-            .plans
+        // A generic plan that could not even be asked for is stored as the failure it is.
+        let unasked = p.generic_failure.map(|failure| Row {
+            kind: PlanKind::Generic,
+            sample: None,
+            outcome: Err(failure),
+            basis: false,
+        });
+        let mut rows: Vec<Row> = unasked
             .into_iter()
-            .zip(answers)
-            .map(|((kind, sample, _), answer)| Row {
-                kind,
-                sample,
-                outcome: answer.and_then(plan_of),
-                basis: false,
-            })
+            .chain(
+                p.plans
+                    .into_iter()
+                    .zip(answers)
+                    .map(|((kind, sample, _), answer)| Row {
+                        kind,
+                        sample,
+                        outcome: answer.and_then(plan_of),
+                        basis: false,
+                    }),
+            )
             .collect();
-        if rows.first().is_some_and(|r| r.outcome.is_ok()) {
+        // Captured: some plan advice can rest on (the generic one, or a sampled one when the
+        // generic plan failed).
+        if rows.iter().any(|r| r.outcome.is_ok()) {
             captured += 1;
         } else {
             failed += 1;
@@ -112,14 +214,18 @@ pub fn capture_all(targets: &[Target], captured_at: &TimestampWithTimeZone) -> (
     (captured, failed)
 }
 
-/// The generic plan, then the typical and the slowest sampled executions' plans.
-/// `relations`: the ones the statement used when it ran (empty: unknown).
+/// The generic plan (when `generic`), then the typical and the slowest sampled executions'
+/// plans. `relations`: the ones the statement used when it ran (empty: unknown).
 fn plans_for(
     query_id: i64,
     info: &StatementInfo,
     relations: &[u32],
+    generic: bool,
 ) -> Vec<(PlanKind, Option<Sampled>, Statement)> {
-    let mut plans = vec![(PlanKind::Generic, None, generic_statement(info, relations))];
+    let mut plans = Vec::new();
+    if generic {
+        plans.push((PlanKind::Generic, None, generic_statement(info, relations)));
+    }
     let typical = replay::typical_sample(query_id);
     let slowest = replay::slowest_sample(query_id).filter(|s| Some(s) != typical.as_ref());
     for (kind, sample) in [(PlanKind::Typical, typical), (PlanKind::Slowest, slowest)] {
@@ -173,38 +279,96 @@ impl Sampled {
     }
 }
 
-/// Mark the basis row: the typical custom plan or the generic plan, whichever predicts the rows
-/// executions return (pg_stat_statements' rows per call) better.
+/// Mark the basis row: the typical custom plan or the generic plan (optidb_core::plan_choice:
+/// a generic plan that failed is never the basis while a sampled plan exists; one whose scans
+/// rest on PostgreSQL's default selectivity guesses, where the sampled plan's estimates differ,
+/// neither; otherwise whichever predicts the rows executions return, pg_stat_statements' rows
+/// per call, better).
 fn choose_basis(query_id: i64, rows: &mut [Row]) -> plan_choice::Choice {
-    let rows_of = |r: &Row| r.outcome.as_ref().ok().map(|p| p.facts.est_rows);
-    let generic = rows.first().and_then(rows_of);
-    let typical = rows
+    let plan_of_kind = |kind: PlanKind| {
+        rows.iter()
+            .find(|r| r.kind == kind)
+            .and_then(|r| r.outcome.as_ref().ok())
+    };
+    let generic = plan_of_kind(PlanKind::Generic);
+    // The sampled plan: the typical execution's; when the generic plan failed and there is
+    // no typical one, the slowest one's (anything but the failure).
+    let fallback = if generic.is_some() {
+        &[PlanKind::Typical][..]
+    } else {
+        &[PlanKind::Typical, PlanKind::Slowest][..]
+    };
+    let (sampled_kind, typical) = fallback
         .iter()
-        .find(|r| r.kind == PlanKind::Typical)
-        .and_then(rows_of);
+        .find_map(|&k| plan_of_kind(k).map(|p| (k, Some(p))))
+        .unwrap_or((PlanKind::Typical, None));
     let observed = crate::postgres::rows::value::<f64>(
         "rows per call",
         "SELECT sum(rows)::float8 / NULLIF(sum(calls), 0) FROM optidb.metric WHERE query_id = $1",
         &[query_id.into()],
     );
+    let typical_rows = typical.map(|p| p.facts.est_rows);
     let choice = match generic {
-        Some(g) => plan_choice::choose(g, typical, observed),
+        Some(g) => plan_choice::choose_with_scans(
+            g.facts.est_rows,
+            typical_rows,
+            observed,
+            &typical.map_or_else(Vec::new, |t| scan_estimates(&g.facts, &t.facts)),
+        ),
         None if typical.is_some() => plan_choice::Choice {
             custom: true,
-            reason: "the generic plan failed; the custom plan for a typical sampled execution is \
-                     used"
-                .into(),
+            reason: format!(
+                "the generic plan failed; the custom plan for the {} sampled execution is used",
+                sampled_kind.as_str()
+            ),
         },
         None => plan_choice::choose(0.0, None, observed),
     };
     for r in rows.iter_mut() {
         r.basis = if choice.custom {
-            r.kind == PlanKind::Typical
+            r.kind == sampled_kind
         } else {
             r.kind == PlanKind::Generic
         };
     }
     choice
+}
+
+/// The sequential scans both plans make of the same relation (same schema, name and alias),
+/// with the table's rows from the catalog (pg_class.reltuples; unknown tables are left out).
+fn scan_estimates(
+    generic: &plan_facts::PlanFacts,
+    custom: &plan_facts::PlanFacts,
+) -> Vec<plan_choice::ScanEstimates> {
+    generic
+        .seq_scans
+        .iter()
+        .filter_map(|g| {
+            let c = custom.seq_scans.iter().find(|c| {
+                (&c.schema, &c.relation, &c.alias) == (&g.schema, &g.relation, &g.alias)
+            })?;
+            let name = match &g.schema {
+                Some(schema) => format!(
+                    "{}.{}",
+                    spi::quote_identifier(schema),
+                    spi::quote_identifier(&g.relation)
+                ),
+                None => spi::quote_identifier(&g.relation),
+            };
+            let table_rows = crate::postgres::rows::value::<f64>(
+                "table rows",
+                "SELECT reltuples::float8 FROM pg_catalog.pg_class \
+                 WHERE oid = pg_catalog.to_regclass($1)",
+                &[name.clone().into()],
+            )?;
+            Some(plan_choice::ScanEstimates {
+                relation: name,
+                generic_rows: g.est_rows,
+                custom_rows: c.est_rows,
+                table_rows,
+            })
+        })
+        .collect()
 }
 
 /// Store the rows of one capture. A row identical to the latest stored row of its kind (same

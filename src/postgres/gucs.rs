@@ -5,7 +5,7 @@ use crate::postgres::guarded::{Limit, TimeoutSetting};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use std::ffi::CString;
 
-static EXPLAIN_TOP_K: GucSetting<i32> = GucSetting::<i32>::new(20);
+static EXPLAIN_TOP_K: GucSetting<i32> = GucSetting::<i32>::new(200);
 static STATEMENT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2_000);
 static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static TRACK_NESTED: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -99,8 +99,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"optidb.explain_top_k",
-        c"How many of the slowest statements scan() captures a generic plan for.",
-        c"Each capture is one PREPARE plus EXPLAIN in the calling backend; 0 disables plans.",
+        c"At most how many statements scan() captures plans for.",
+        c"Planned: every statement with at least 0.2% of the workload's time or 1% of its calls, or with failures (optidb_core::plan_targets), largest share first, up to this budget; one owner's replays share one replay worker. 0 disables plans.",
         &EXPLAIN_TOP_K,
         0,
         1_000,

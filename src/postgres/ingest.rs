@@ -61,9 +61,9 @@ pub fn select<'a>(
         .into_iter()
         .map(|i| &groups[i])
         .collect();
-    // Plans are captured for the first explain_top_k statements: the slowest as
-    // pg_stat_statements (and bottlenecks(), over the stored history) rank them, not those that
-    // happened to run since the worker's last snapshot.
+    // The slowest first, as pg_stat_statements (and bottlenecks(), over the stored history)
+    // rank them, not those that happened to run since the worker's last snapshot. (Which of
+    // them get plans is decided over the stored history: optidb_core::plan_targets.)
     chosen.sort_by(|a, b| {
         b.candidate
             .cumulative_ms

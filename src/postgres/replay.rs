@@ -54,7 +54,8 @@ pub struct Stored {
     pub context: Context,
     /// The relations the statement used when it was sampled (empty: unknown).
     pub relations: Vec<u32>,
-    /// The typical sampled execution its latest plans were captured for, if any.
+    /// The sampled execution its latest plans were captured for (the one advice rests on, else
+    /// the typical one), if any.
     pub sampled: Option<Sampled>,
     /// Advice rests on the custom plan of `sampled` (else on the generic plan).
     pub sampled_is_basis: bool,
@@ -116,12 +117,21 @@ pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
             )
         },
     )?;
-    Some(preparable(&raw_sql).and_then(|(_, info)| {
+    let latest = latest_sampled_plan(query_id);
+    // A normalized text that does not prepare (`extract($1 FROM d)`) is replayed as the text
+    // of the sampled execution its plans were captured for (src/postgres/capture.rs).
+    let text = preparable(&raw_sql).or_else(|failure| {
+        latest
+            .as_ref()
+            .and_then(|(s, _)| preparable(&s.sql).ok())
+            .ok_or(failure)
+    });
+    Some(text.and_then(|(_, info)| {
         let userid = vouched_owner(role)?;
         let recorded = recorded(query_id);
         let (path, relations) = recorded.map(|r| (r.path, r.relations)).unzip();
         let context = resolve(userid, path, &info.tables)?;
-        let (sampled, sampled_is_basis) = latest_typical_plan(query_id).unzip();
+        let (sampled, sampled_is_basis) = latest.unzip();
         Ok(Stored {
             info,
             context,
@@ -224,17 +234,26 @@ pub fn slowest_sample(query_id: i64) -> Option<Sampled> {
     samples(query_id, SampleKind::Slowest, None)
 }
 
-/// The typical plan of the statement's latest capture: what it was made for, and whether
-/// advice rests on it.
-fn latest_typical_plan(query_id: i64) -> Option<(Sampled, bool)> {
+/// The sampled plan of the statement's latest capture (the basis one, else the typical one):
+/// what it was made for, and whether advice rests on it.
+fn latest_sampled_plan(query_id: i64) -> Option<(Sampled, bool)> {
     rows::first(
-        "latest typical plan",
+        "latest sampled plan",
         "SELECT sample_id, sql_text, param_types, param_values, basis FROM optidb.plan \
-         WHERE query_id = $1 AND plan_kind = $2 AND plan_json IS NOT NULL \
+         WHERE query_id = $1 AND plan_kind = ANY ($2) AND plan_json IS NOT NULL \
            AND sql_text IS NOT NULL AND param_values IS NOT NULL \
            AND captured_at = (SELECT max(captured_at) FROM optidb.plan WHERE query_id = $1) \
+         ORDER BY basis DESC, plan_kind = $3 DESC \
          LIMIT 1",
-        &[query_id.into(), PlanKind::Typical.as_str().into()],
+        &[
+            query_id.into(),
+            vec![
+                PlanKind::Typical.as_str().to_string(),
+                PlanKind::Slowest.as_str().to_string(),
+            ]
+            .into(),
+            PlanKind::Typical.as_str().into(),
+        ],
         |row| {
             (
                 Sampled {

@@ -14,6 +14,7 @@ pub mod parser;
 pub mod plan_choice;
 pub mod plan_diff;
 pub mod plan_facts;
+pub mod plan_targets;
 pub mod predicates;
 pub mod prometheus;
 pub mod redact;

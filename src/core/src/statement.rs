@@ -256,12 +256,35 @@ pub fn repair_typed_params(sql: &str) -> Result<String, ParseFailure> {
     Ok(out)
 }
 
-/// The statement with every literal turned into a parameter (numbered after its own), as
-/// pg_stat_statements would store it, then repaired to be PREPAREable. Parse analysis of this
-/// text converts no value, so it runs no type input function or domain check of anyone's.
+/// The statement with every string literal (`'...'`, `E'...'`, `U&'...'`, `$$...$$`, `B'...'`,
+/// `X'...'`) turned into a parameter (numbered after its own), then repaired to be PREPAREable
+/// (`date $2` -> `$2::date`). Parse analysis of this text converts no value, so it runs no type
+/// input function or domain check of anyone's: only a string literal is converted while the
+/// text is parsed (by the input function of the type it is coerced to). Numbers and keywords
+/// stay as written: PostgreSQL makes them int4/int8/numeric/text constants with built-in code,
+/// and a coercion of one to another type is an expression the vetting of the real text sees
+/// before anything is planned. Keeping them is what lets the statements whose
+/// pg_stat_statements text does not re-plan be vetted: `extract(year FROM d)` (the field is a
+/// keyword, as a parameter it is a syntax error), `sum(CASE ... THEN 1 ELSE 0 END)` (two
+/// untyped parameters make it sum(text)).
 pub fn literals_as_parameters(sql: &str) -> Result<String, ParseFailure> {
-    let normalized = crate::parser::normalize(sql).map_err(|e| ParseFailure(e.to_string()))?;
-    repair_typed_params(&normalized)
+    let scanned = crate::parser::scan(sql).map_err(|e| ParseFailure(e.to_string()))?;
+    let strings = [Token::Sconst, Token::Usconst, Token::Bconst, Token::Xconst].map(|t| t as i32);
+    let mut next = max_param(sql)?;
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut copied = 0usize;
+    for t in scanned.tokens.iter().filter(|t| strings.contains(&t.token)) {
+        let (start, end) = (t.start as usize, t.end as usize);
+        let Some(before) = sql.get(copied..start) else {
+            return Err(ParseFailure("unexpected token positions".into()));
+        };
+        next += 1;
+        out.push_str(before);
+        out.push_str(&format!("${next}"));
+        copied = end;
+    }
+    out.push_str(sql.get(copied..).unwrap_or_default());
+    repair_typed_params(&out)
 }
 
 fn classify(node: Option<&NodeEnum>) -> (StatementKind, bool) {
@@ -308,6 +331,20 @@ mod tests {
         );
         let plain = "SELECT count(*) FROM m.v";
         assert_eq!(literals_as_parameters(plain).unwrap(), plain);
+        // Numbers and keywords stay: the TPC-H shapes whose normalized text does not re-plan.
+        assert_eq!(
+            literals_as_parameters(
+                "SELECT extract(year FROM d), sum(CASE WHEN p LIKE E'P%' THEN 1 ELSE 0 END) \
+                 FROM t WHERE d <= date '1998-12-01' - interval '90 days' LIMIT 10"
+            )
+            .unwrap(),
+            "SELECT extract(year FROM d), sum(CASE WHEN p LIKE $1 THEN 1 ELSE 0 END) \
+                 FROM t WHERE d <= $2::date - $3::interval LIMIT 10"
+        );
+        assert_eq!(
+            literals_as_parameters("SELECT $$a$$, U&'b', B'1', X'f' FROM t WHERE a = $2").unwrap(),
+            "SELECT $3, $4, $5, $6 FROM t WHERE a = $2"
+        );
     }
 
     use super::*;
