@@ -44,6 +44,14 @@ CREATE INDEX query_family ON optidb.query (family_id);
 ALTER EXTENSION optidb DROP TABLE optidb.wait_sample;
 ALTER EXTENSION optidb ADD TABLE optidb.wait_sample;
 
+-- Statements that never complete are first-class (issue 23): the latency history keeps, of
+-- each interval's failures, the time until failure, the statement_timeout cancels and the
+-- latest SQLSTATE.
+ALTER TABLE optidb.latency
+    ADD COLUMN failed_ms double precision NOT NULL DEFAULT 0 CHECK (failed_ms >= 0),
+    ADD COLUMN timeouts bigint NOT NULL DEFAULT 0 CHECK (timeouts >= 0),
+    ADD COLUMN sqlstate text;
+
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);
 
