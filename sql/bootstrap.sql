@@ -318,6 +318,11 @@ CREATE TABLE optidb.latency (
     max_us        double precision,
     buckets       integer[]   NOT NULL,
     counts        bigint[]    NOT NULL,
+    -- Of the failures (0.7.0): the time until failure in all (ms), how many were cancelled by
+    -- statement_timeout, and the latest SQLSTATE (src/postgres/latency/failed.rs).
+    failed_ms     double precision NOT NULL DEFAULT 0 CHECK (failed_ms >= 0),
+    timeouts      bigint      NOT NULL DEFAULT 0 CHECK (timeouts >= 0),
+    sqlstate      text,
     PRIMARY KEY (query_id, captured_at),
     CHECK (pg_catalog.cardinality(buckets) OPERATOR(pg_catalog.=) pg_catalog.cardinality(counts))
 );

@@ -39,6 +39,14 @@ STRICT STABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'advice_summary_wrapper';
 
+-- Statements that never complete are first-class (issue 23): the latency history keeps, of
+-- each interval's failures, the time until failure, the statement_timeout cancels and the
+-- latest SQLSTATE.
+ALTER TABLE optidb.latency
+    ADD COLUMN failed_ms double precision NOT NULL DEFAULT 0 CHECK (failed_ms >= 0),
+    ADD COLUMN timeouts bigint NOT NULL DEFAULT 0 CHECK (timeouts >= 0),
+    ADD COLUMN sqlstate text;
+
 -- Trigram (GIN) index advice has a kind of its own; it was filed as 'rewrite'. Old rows keep
 -- their kind and go stale at the next scan (rec_key starts with the kind).
 ALTER TABLE optidb.recommendation DROP CONSTRAINT recommendation_kind_check;

@@ -19,7 +19,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use std::collections::HashMap;
 
-/// Statements the advisor looks at: the top by total time.
+/// Statements the advisor looks at: the top by total time (failed executions' time included).
 const STATEMENTS: i64 = 200;
 /// Simulated improvement an index must reach on some affected statement to be shown.
 const SHOW_THRESHOLD_PCT: f64 = 10.0;
@@ -239,10 +239,17 @@ fn upsert(rec: &Recommendation) -> i64 {
 fn load_statements() -> Vec<Statement> {
     rows::select(
         "advisor statements",
+        // A statement's time includes the time its failed executions ran until they failed
+        // (optidb's hooks): a statement that always times out has no pg_stat_statements time
+        // at all, and an index that lets it complete saves all of that.
         "SELECT q.id AS query_id, q.norm_sql, t.calls, t.total_ms, t.rows, p.facts \
          FROM (SELECT query_id, sum(calls)::int8 AS calls, sum(total_ms) AS total_ms, \
                       sum(rows)::int8 AS rows \
-               FROM optidb.metric GROUP BY query_id) t \
+               FROM (SELECT query_id, calls, total_ms, rows FROM optidb.metric \
+                     UNION ALL \
+                     SELECT query_id, errors, failed_ms, 0 FROM optidb.latency \
+                     WHERE failed_ms > 0) u \
+               GROUP BY query_id) t \
          JOIN optidb.query q ON q.id = t.query_id \
          LEFT JOIN LATERAL (SELECT facts FROM optidb.plan \
                             WHERE query_id = q.id AND plan_json IS NOT NULL AND basis \

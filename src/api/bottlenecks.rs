@@ -1,5 +1,6 @@
 //! `optidb.bottlenecks()` and `optidb.query(id)`: what is slow and why, from stored facts only
-//! (metric deltas, the latest captured plan, catalog sizes). The reasoning itself lives in
+//! (metric deltas, failed executions from optidb's latency history, the latest captured plan,
+//! catalog sizes). The reasoning itself lives in
 //! `optidb_core::bottleneck`.
 
 use crate::postgres::errors::{raise, require_positive};
@@ -30,16 +31,33 @@ struct Observed {
     anomalies: serde_json::Value,
 }
 
+// Completed executions come from pg_stat_statements' deltas (optidb.metric), failed ones from
+// optidb's own history (optidb.latency): a statement that never completes has only the latter.
 const OBSERVED_SQL: &str = "
-WITH totals AS (
+WITH completed AS (
     SELECT query_id, sum(calls)::int8 AS calls, sum(total_ms) AS total_ms, sum(rows)::int8 AS rows,
            sum(shared_blks_hit)::int8 AS hit, sum(shared_blks_read)::int8 AS read,
            sum(temp_blks_written)::int8 AS twritten
     FROM optidb.metric GROUP BY query_id
-), grand AS (SELECT sum(total_ms) AS total FROM totals)
+), failed AS (
+    SELECT query_id, sum(errors)::int8 AS failures, sum(timeouts)::int8 AS timeouts,
+           sum(failed_ms) AS failed_ms,
+           (pg_catalog.array_agg(sqlstate ORDER BY captured_at DESC)
+                FILTER (WHERE sqlstate IS NOT NULL))[1] AS sqlstate
+    FROM optidb.latency WHERE errors > 0 GROUP BY query_id
+), totals AS (
+    SELECT COALESCE(c.query_id, f.query_id) AS query_id, COALESCE(c.calls, 0) AS calls,
+           COALESCE(c.total_ms, 0) AS total_ms, COALESCE(c.rows, 0) AS rows,
+           COALESCE(c.hit, 0) AS hit, COALESCE(c.read, 0) AS read,
+           COALESCE(c.twritten, 0) AS twritten, COALESCE(f.failures, 0) AS failures,
+           COALESCE(f.timeouts, 0) AS timeouts, COALESCE(f.failed_ms, 0) AS failed_ms,
+           f.sqlstate
+    FROM completed c FULL JOIN failed f ON f.query_id = c.query_id
+), grand AS (SELECT sum(total_ms + failed_ms) AS total FROM totals)
 SELECT q.id AS query_id, q.fingerprint, COALESCE(q.norm_sql, q.raw_sql) AS query, t.calls,
-       t.total_ms, t.rows, t.hit, t.read, t.twritten,
-       COALESCE(t.total_ms / NULLIF(g.total, 0), 0) AS share_of_total,
+       t.total_ms, t.rows, t.hit, t.read, t.twritten, t.failures, t.timeouts, t.failed_ms,
+       t.sqlstate,
+       COALESCE((t.total_ms + t.failed_ms) / NULLIF(g.total, 0), 0) AS share_of_total,
        p.facts, p.captured_at::text AS plan_captured_at, r.ddl, p.plan_kind, p.param_values,
        (SELECT pg_catalog.jsonb_build_object('id', f.id, 'label', f.label)
         FROM optidb.family f WHERE f.id = q.family_id) AS family,
@@ -58,8 +76,8 @@ LEFT JOIN LATERAL (
     SELECT ddl FROM optidb.recommendation
     WHERE status = $3 AND q.id = ANY (query_ids)
     ORDER BY confidence DESC, est_saved_ms DESC NULLS LAST LIMIT 1) r ON true
-WHERE t.calls > 0 AND ($1::int8 IS NULL OR q.id = $1)
-ORDER BY t.total_ms DESC, q.id
+WHERE (t.calls > 0 OR t.failures > 0) AND ($1::int8 IS NULL OR q.id = $1)
+ORDER BY t.total_ms + t.failed_ms DESC, q.id
 LIMIT $2";
 
 fn observed(only: Option<i64>, limit: i64) -> Vec<Observed> {
@@ -81,6 +99,10 @@ fn observed(only: Option<i64>, limit: i64) -> Vec<Observed> {
                     shared_blks_read: row.get("read"),
                     temp_blks_written: row.get("twritten"),
                     share_of_total: row.get("share_of_total"),
+                    failures: row.get("failures"),
+                    timeouts: row.get("timeouts"),
+                    failed_ms: row.get("failed_ms"),
+                    sqlstate: row.opt("sqlstate"),
                 },
                 plan: row.json("facts"),
                 plan_captured_at: row.opt("plan_captured_at"),
@@ -126,11 +148,28 @@ fn evidence(o: &Observed, d: &Diagnosis) -> serde_json::Value {
             "temp_blks_written": o.metrics.temp_blks_written,
             "share_of_total": o.metrics.share_of_total,
         },
+        "failures": failures(&o.metrics),
         "plan_captured_at": o.plan_captured_at,
         "plan_basis": o.plan_basis,
         "seq_scans": o.plan.as_ref().map(|p| &p.seq_scans),
         "family": o.family,
         "anomalies": o.anomalies,
+    })
+}
+
+/// The failed executions: how many, of how many, how many statement_timeout cancelled, the
+/// time until failure and the latest SQLSTATE (null without failures).
+fn failures(m: &StatementMetrics) -> serde_json::Value {
+    if m.failures == 0 {
+        return serde_json::Value::Null;
+    }
+    json!({
+        "count": m.failures,
+        "executions": m.calls + m.failures,
+        "timeouts": m.timeouts,
+        "mean_time_until_failure_ms": m.mean_failed_ms(),
+        "total_failed_ms": m.failed_ms,
+        "sqlstate": m.sqlstate,
     })
 }
 
@@ -194,7 +233,7 @@ fn rows(lim: i32) -> Vec<BottleneckRow> {
                 o.metrics.mean_ms(),
                 latency.as_ref().map(|s| s.p95_ms),
                 latency.as_ref().map(|s| s.p99_ms),
-                o.metrics.total_ms,
+                o.metrics.time_ms(),
                 o.metrics.share_of_total * 100.0,
                 d.summary(),
                 JsonB(evidence(&o, &d)),
@@ -227,6 +266,15 @@ SELECT pg_catalog.jsonb_build_object(
                     'temp_blks_written', sum(temp_blks_written), 'snapshots', count(*),
                     'first_capture', min(captured_at), 'last_capture', max(captured_at))
                 FROM optidb.metric m WHERE m.query_id = q.id),
+    'failures', (SELECT pg_catalog.jsonb_build_object(
+                    'count', sum(errors), 'timeouts', sum(timeouts),
+                    'total_failed_ms', sum(failed_ms),
+                    'mean_time_until_failure_ms', sum(failed_ms) / NULLIF(sum(errors), 0),
+                    'sqlstate', (pg_catalog.array_agg(sqlstate ORDER BY captured_at DESC)
+                                 FILTER (WHERE sqlstate IS NOT NULL))[1],
+                    'last_failure_at', max(captured_at))
+                 FROM optidb.latency l WHERE l.query_id = q.id AND l.errors > 0
+                 HAVING count(*) > 0),
     'history', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                     'captured_at', h.captured_at, 'calls', h.calls, 'total_ms', h.total_ms,
                     'mean_ms', h.mean_ms) ORDER BY h.captured_at DESC)

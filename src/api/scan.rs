@@ -140,7 +140,7 @@ fn run(top: usize, pass: ScanKind) -> Summary {
         .map(|s| Accepted {
             query_id: s.query_id,
             userid: pg_sys::Oid::from(s.userid as u32),
-            raw_sql: s.entries[0].text.clone(),
+            raw_sql: s.raw_sql.clone(),
         })
         .collect();
     let kept_entries: Vec<(&PgssEntry, i64)> = selection
@@ -155,8 +155,8 @@ fn run(top: usize, pass: ScanKind) -> Summary {
     };
 
     store_deltas(&kept_entries, &captured_at);
-    crate::postgres::latency::history::store_deltas(&captured_at);
-    latency::sample_store::store();
+    crate::postgres::latency::history::store_deltas(&captured_at, &selection.failed);
+    latency::sample_store::store(&selection.failed);
     catalog::collect();
     let mut failed = Vec::new();
     if pass == ScanKind::Scan {

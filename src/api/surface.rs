@@ -322,7 +322,7 @@ pub const TABLES: &[Table] = &[
         readers: Readers::ByStatement,
         kept: Kept::Dumped(""),
         admin_edits: false,
-        comment: "Per-snapshot deltas of optidb's own execution-time histograms per statement",
+        comment: "Per-snapshot deltas of optidb's own execution-time histograms per statement, with its failures (time until failure, statement_timeout cancels, latest SQLSTATE)",
     },
     Table {
         name: "simulation",

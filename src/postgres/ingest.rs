@@ -11,7 +11,17 @@
 //! fingerprint of its statement until that statement is filed in optidb.query, which happens
 //! when it is first chosen (so optidb.query holds the statements optidb records, not every text
 //! pg_stat_statements ever held).
+//!
+//! Statements that never complete have no pg_stat_statements entry (it records completed
+//! statements only). optidb's hooks keep their text, search_path and failures
+//! (src/postgres/latency/failed.rs); each pass drains them and they compete for the `top` slots
+//! like any statement (src/postgres/failing.rs): their cost is the time until failure of their
+//! failures (this pass's, plus what optidb stored before), and a chosen one is filed from its
+//! own text, so it has its optidb.query row, its history and its plans even if it never
+//! completes.
 
+use crate::postgres::failing;
+use crate::postgres::latency::failed::Failed;
 use crate::postgres::pgss::{self, Counters, PgssEntry};
 use crate::postgres::rows;
 use optidb_core::parser;
@@ -27,19 +37,26 @@ use std::collections::HashMap;
 pub struct Chosen<'a> {
     pub query_id: i64,
     pub userid: i64,
+    /// Empty for a statement that only failed (no pg_stat_statements entry).
     pub entries: Vec<&'a PgssEntry>,
+    /// The text to plan: its costliest entry's, or for a statement that only failed, its
+    /// normalized text (as pg_stat_statements would show it).
+    pub raw_sql: String,
 }
 
-/// What a pass records: its statements, costliest (by pg_stat_statements' total time) first,
-/// and how many of them were filed for the first time.
+/// What a pass records: its statements, costliest (by pg_stat_statements' total time plus
+/// the time until failure of their failures) first, how many of them were filed for the first
+/// time, and the failures drained from shared memory (their history is stored with the
+/// latency deltas, src/postgres/latency/history.rs).
 pub struct Selection<'a> {
     pub chosen: Vec<Chosen<'a>>,
     pub new_queries: usize,
+    pub failed: Vec<Failed>,
 }
 
 /// The statement an entry belongs to, as far as a pass knows.
 #[derive(Clone, PartialEq, Eq, Hash)]
-enum Owner {
+pub(crate) enum Owner {
     /// Filed in optidb.query.
     Filed(i64),
     /// Not filed yet: its fingerprint and role.
@@ -55,7 +72,9 @@ pub fn select<'a>(
     seen_at: &TimestampWithTimeZone,
 ) -> Selection<'a> {
     let (owners, mut parsed) = identify(entries);
-    let groups = group(entries, &owners);
+    let mut groups = group(entries, &owners);
+    let failed = failing::drain();
+    let failure_owners = failing::add_to_groups(&mut groups, entries, &owners, &failed);
     let candidates: Vec<Candidate> = groups.iter().map(|g| g.candidate.clone()).collect();
     let mut chosen: Vec<&Group> = selection::choose(&candidates, top)
         .into_iter()
@@ -71,6 +90,7 @@ pub fn select<'a>(
     });
 
     let (ids, new_queries) = file(entries, &chosen, &mut parsed);
+    failing::map_keys(&failure_owners, &ids, &failed, seen_at);
     // Entries of chosen statements get their row when their deltas are stored.
     let mut recorded = vec![false; entries.len()];
     for &i in chosen.iter().flat_map(|g| &g.entries) {
@@ -88,29 +108,36 @@ pub fn select<'a>(
     let chosen = chosen
         .into_iter()
         .filter_map(|g| {
+            let entries: Vec<&PgssEntry> = g.entries.iter().map(|&i| &entries[i]).collect();
+            let raw_sql = match entries.first() {
+                Some(e) => e.text.clone(),
+                None => g.failing.as_ref()?.raw_sql.clone(),
+            };
             Some(Chosen {
                 query_id: ids.get(&g.owner).copied()?,
                 userid: g.candidate.role as i64,
-                entries: g.entries.iter().map(|&i| &entries[i]).collect(),
+                entries,
+                raw_sql,
             })
         })
         .collect();
     Selection {
         chosen,
         new_queries,
+        failed,
     }
 }
 
 /// A statement seen for the first time, as the parser sees it.
-struct NewStatement {
-    fingerprint: String,
-    userid: i64,
-    dbid: i64,
-    kind: String,
-    raw_sql: String,
-    norm_sql: Option<String>,
-    parse_error: Option<String>,
-    tables: Vec<String>,
+pub(crate) struct NewStatement {
+    pub fingerprint: String,
+    pub userid: i64,
+    pub dbid: i64,
+    pub kind: String,
+    pub raw_sql: String,
+    pub norm_sql: Option<String>,
+    pub parse_error: Option<String>,
+    pub tables: Vec<String>,
 }
 
 /// Parse an entry. None for session boilerplate and for statements about optidb itself, which
@@ -187,7 +214,7 @@ fn identify(entries: &[PgssEntry]) -> (Vec<Option<Owner>>, HashMap<usize, NewSta
 }
 
 /// The ids of the statements among `statements` that are filed, by (fingerprint, userid).
-fn filed_ids<'a>(
+pub(crate) fn filed_ids<'a>(
     statements: impl Iterator<Item = &'a NewStatement>,
 ) -> HashMap<(String, i64), i64> {
     let (fingerprints, (userids, dbids)): (Vec<String>, (Vec<i64>, Vec<i64>)) = statements
@@ -215,11 +242,13 @@ fn filed_ids<'a>(
 }
 
 /// One statement's entries in a pass and what they cost.
-struct Group {
-    owner: Owner,
-    candidate: Candidate,
+pub(crate) struct Group {
+    pub owner: Owner,
+    pub candidate: Candidate,
     /// Indices into the pass's entries, costliest first.
-    entries: Vec<usize>,
+    pub entries: Vec<usize>,
+    /// For a statement that has no entry, only failures: what it is (src/postgres/failing.rs).
+    pub failing: Option<NewStatement>,
 }
 
 /// Sum each statement's entries. Since each entry was last recorded: what recording the
@@ -244,6 +273,7 @@ fn group(entries: &[PgssEntry], owners: &[Option<Owner>]) -> Vec<Group> {
                     cumulative_ms: 0.0,
                 },
                 entries: Vec::new(),
+                failing: None,
             });
             groups.len() - 1
         });
@@ -278,7 +308,7 @@ fn file(
     // by an earlier pass (at most `top` of them).
     let reparse: Vec<usize> = unfiled
         .iter()
-        .map(|g| g.entries[0])
+        .filter_map(|g| g.entries.first().copied())
         .filter(|i| !parsed.contains_key(i))
         .collect();
     for (i, s) in analyze_all(entries, &reparse) {
@@ -288,7 +318,10 @@ fn file(
     }
     let new: Vec<&NewStatement> = unfiled
         .iter()
-        .filter_map(|g| parsed.get(&g.entries[0]))
+        .filter_map(|g| match g.entries.first() {
+            Some(i) => parsed.get(i),
+            None => g.failing.as_ref(),
+        })
         .collect();
     let inserted = insert(&new);
     for (key, id) in filed_ids(new.into_iter()) {

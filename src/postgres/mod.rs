@@ -10,6 +10,7 @@ pub mod capture;
 pub mod catalog;
 pub mod errors;
 pub mod explain;
+pub mod failing;
 pub mod guarded;
 pub mod gucs;
 pub mod health;

@@ -49,10 +49,13 @@ def test_range_predicates_are_judged_by_the_values_executions_use(fresh_db):
     conn.execute("SELECT * FROM optidb.scan()")
 
     qid, recs = advice_for(conn, "status = $1 AND created_at > $2")
-    composite = [r for r in recs if r[1] == "composite_index"]
-    assert composite, recs
-    rec_id, _, columns, pct, _ = composite[0]
-    assert columns == ["status", "created_at"], columns
+    # The cost-based search picks what the planner finds cheapest for the sampled values: an
+    # index led by created_at (0.1% of the rows), alone or after status.
+    index = [r for r in recs if r[1] in ("missing_index", "composite_index")
+             and "created_at" in r[2]]
+    assert index, recs
+    rec_id, _, columns, pct, _ = index[0]
+    assert columns in (["created_at"], ["status", "created_at"]), columns
     assert pct > 30, pct
     # The plans of the capture: the generic one keeps > 5%, the sampled one < 1%; the sampled
     # one is the basis, and the evidence says which plan and which values.

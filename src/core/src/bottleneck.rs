@@ -26,8 +26,15 @@ pub struct StatementMetrics {
     pub shared_blks_hit: i64,
     pub shared_blks_read: i64,
     pub temp_blks_written: i64,
-    /// This statement's fraction of the total execution time of all captured statements.
+    /// This statement's fraction of the total execution time of all captured statements
+    /// (time until failure of failed executions included).
     pub share_of_total: f64,
+    /// Executions that failed (`calls` counts completed ones only), how many of them
+    /// statement_timeout cancelled, their time until failure in all, and the latest SQLSTATE.
+    pub failures: i64,
+    pub timeouts: i64,
+    pub failed_ms: f64,
+    pub sqlstate: Option<String>,
 }
 
 impl StatementMetrics {
@@ -38,6 +45,67 @@ impl StatementMetrics {
             0.0
         }
     }
+
+    /// Mean time until failure of the failed executions (0 without failures).
+    pub fn mean_failed_ms(&self) -> f64 {
+        if self.failures > 0 {
+            self.failed_ms / self.failures as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// Time the database spent on it: completed executions and failed ones until they failed.
+    pub fn time_ms(&self) -> f64 {
+        self.total_ms + self.failed_ms
+    }
+}
+
+/// Why a statement does not complete, when its failures are the story: any execution cancelled
+/// by statement_timeout, or failures at least as many as completed executions. A rare failure
+/// (a unique violation now and then) is in the evidence, not a reason.
+fn failure_reason(m: &StatementMetrics) -> Option<(Reason, f64)> {
+    let executions = m.calls + m.failures;
+    let after = fmt_ms(m.mean_failed_ms());
+    if m.timeouts > 0 {
+        let (code, head) = match m.calls {
+            0 => ("never_completes", "never completes"),
+            _ => ("times_out", "times out"),
+        };
+        return Some((
+            Reason {
+                code,
+                text: format!(
+                    "{head}: {} of {executions} executions cancelled by statement_timeout after {after}",
+                    m.timeouts
+                ),
+            },
+            0.3,
+        ));
+    }
+    if m.failures == 0 || m.failures < m.calls {
+        return None;
+    }
+    let head = if m.calls == 0 {
+        "never completes"
+    } else {
+        "fails"
+    };
+    let sqlstate = m
+        .sqlstate
+        .as_deref()
+        .map(|s| format!(" (SQLSTATE {s})"))
+        .unwrap_or_default();
+    Some((
+        Reason {
+            code: "fails",
+            text: format!(
+                "{head}: {} of {executions} executions failed{sqlstate} after {after}",
+                m.failures
+            ),
+        },
+        0.15,
+    ))
 }
 
 /// Catalog size of a table the statement reads, as stored by the last scan.
@@ -77,14 +145,24 @@ pub fn diagnose(m: &StatementMetrics, plan: Option<&PlanFacts>, tables: &[TableS
     let mut confidence: f64 = 0.3;
     let mean = m.mean_ms();
 
+    if let Some((reason, weight)) = failure_reason(m) {
+        reasons.push(reason);
+        confidence += weight;
+    }
     if m.share_of_total >= DOMINANT_SHARE {
+        let over = match m.failures {
+            0 => format!("{} over {} calls", fmt_ms(m.total_ms), m.calls),
+            failed => format!(
+                "{} over {} calls and {failed} failed executions",
+                fmt_ms(m.time_ms()),
+                m.calls
+            ),
+        };
         reasons.push(Reason {
             code: "dominant_total_time",
             text: format!(
-                "takes {:.0}% of all recorded execution time ({} over {} calls)",
+                "takes {:.0}% of all recorded execution time ({over})",
                 m.share_of_total * 100.0,
-                fmt_ms(m.total_ms),
-                m.calls
             ),
         });
         confidence += 0.2;
@@ -314,6 +392,47 @@ mod tests {
         let d = diagnose(&metrics(50_000, 10_000.0, 0.3), None, &[]);
         assert!(d.reasons.iter().any(|r| r.code == "very_frequent"));
         assert!(!d.reasons.iter().any(|r| r.code == "slow_per_call"));
+    }
+
+    fn failing(calls: i64, failures: i64, timeouts: i64, failed_ms: f64) -> StatementMetrics {
+        StatementMetrics {
+            calls,
+            failures,
+            timeouts,
+            failed_ms,
+            sqlstate: Some(if timeouts > 0 { "57014" } else { "22012" }.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_statement_that_always_times_out_never_completes() {
+        let d = diagnose(&failing(0, 3, 3, 900.0), None, &[]);
+        assert_eq!(d.reasons[0].code, "never_completes");
+        assert_eq!(
+            d.reasons[0].text,
+            "never completes: 3 of 3 executions cancelled by statement_timeout after 300 ms"
+        );
+        assert!(d.confidence >= 0.6, "{}", d.confidence);
+        let some = diagnose(&failing(7, 1, 1, 2000.0), None, &[]);
+        assert_eq!(some.reasons[0].code, "times_out");
+        assert!(some.reasons[0]
+            .text
+            .starts_with("times out: 1 of 8 executions"));
+    }
+
+    #[test]
+    fn other_failures_are_failing_not_timing_out() {
+        let d = diagnose(&failing(0, 4, 0, 2.0), None, &[]);
+        assert_eq!(d.reasons[0].code, "fails");
+        assert_eq!(
+            d.reasons[0].text,
+            "never completes: 4 of 4 executions failed (SQLSTATE 22012) after 0.50 ms"
+        );
+        assert!(!d.summary().contains("statement_timeout"));
+        // A rare failure is no reason.
+        let rare = diagnose(&failing(100, 1, 0, 1.0), None, &[]);
+        assert!(rare.reasons.iter().all(|r| r.code != "fails"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! what the shared-memory table counted since the previous one (and the new baselines), and
 //! `merged` reads any time range of it back as statistics.
 
+use super::failed::Failed;
 use super::table::{self, EntryCopy};
 use crate::postgres::pgss;
 use crate::postgres::rows::{self, Row};
@@ -27,6 +28,11 @@ struct Delta {
     errors: u64,
     classes: HashMap<String, u64>,
     hist: Histogram,
+    /// Of its failures (failed.rs): the time until failure in all, how many statement_timeout
+    /// cancelled, and the latest SQLSTATE.
+    failed_ms: f64,
+    timeouts: u64,
+    sqlstate: Option<String>,
 }
 
 fn baselines(dbid: u32) -> HashMap<(i64, u32), Baseline> {
@@ -98,17 +104,19 @@ fn delta(now: &EntryCopy, base: Option<&Baseline>) -> Delta {
         errors: now.errors - base.map_or(0, |b| b.errors),
         classes,
         hist,
+        ..Delta::default()
     }
 }
 
 /// Copy what happened since the previous snapshot into optidb.latency, for statements optidb
-/// tracks (those in optidb.pgss_state). Returns the number of history rows written.
-pub fn store_deltas(captured_at: &TimestampWithTimeZone) -> usize {
+/// tracks (those in optidb.pgss_state), with the failures the pass drained (`failed`: time
+/// until failure, timeouts, SQLSTATE). Returns the number of history rows written.
+pub fn store_deltas(captured_at: &TimestampWithTimeZone, failed: &[Failed]) -> usize {
     // SAFETY: a plain global of this backend, set when it connected to its database, before
     // any statement runs.
     let dbid = unsafe { pg_sys::MyDatabaseId.to_u32() };
     let entries = table::read_all(Some(dbid), true);
-    if entries.is_empty() {
+    if entries.is_empty() && failed.is_empty() {
         return 0;
     }
     let base = baselines(dbid);
@@ -146,14 +154,25 @@ pub fn store_deltas(captured_at: &TimestampWithTimeZone) -> usize {
             acc.hist.merge(&d.hist);
         }
     }
+    for f in failed {
+        let Some(query_id) = owners.get(&(f.key.queryid as i64, f.key.userid)) else {
+            continue;
+        };
+        let acc = per_query.entry(*query_id).or_default();
+        // The latency table counted them too, unless its entry was evicted meanwhile.
+        acc.errors = acc.errors.max(f.failures);
+        acc.failed_ms += f.sum_us as f64 / 1000.0;
+        acc.timeouts += f.timeouts;
+        acc.sqlstate = Some(f.sqlstate.clone());
+    }
     for (query_id, d) in &per_query {
         let (idx, counts) = d.hist.sparse();
         // Extremes are only known when a call of this interval recorded them.
         let has_extremes = d.calls > 0 && d.hist.min_us <= d.hist.max_us;
         Spi::run_with_args(
             "INSERT INTO optidb.latency (query_id, captured_at, calls, errors, error_classes, \
-                 sum_us, min_us, max_us, buckets, counts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 sum_us, min_us, max_us, buckets, counts, failed_ms, timeouts, sqlstate) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (query_id, captured_at) DO NOTHING",
             &[
                 (*query_id).into(),
@@ -166,6 +185,9 @@ pub fn store_deltas(captured_at: &TimestampWithTimeZone) -> usize {
                 has_extremes.then_some(d.hist.max_us).into(),
                 idx.into(),
                 counts.into(),
+                d.failed_ms.into(),
+                (d.timeouts as i64).into(),
+                d.sqlstate.clone().into(),
             ],
         )
         .unwrap_or_else(|e| error!("storing latency history failed: {e}"));

@@ -105,6 +105,7 @@ unsafe extern "C-unwind" fn shmem_request() {
         let max = gucs::max_statements() as i64;
         table::request(max);
         samples::request(samples::slots_for(max));
+        super::failed::request();
     }
 }
 
@@ -200,7 +201,14 @@ unsafe extern "C-unwind" fn planner(
             return plan(parse, query_string, cursor_options, bound_params);
         }
         // A top-level statement can fail while it is planned (constant folding).
-        failures::begin(key(queryid));
+        failures::begin(
+            key(queryid),
+            failures::Source {
+                text: query_string,
+                location: (*parse).stmt_location,
+                len: (*parse).stmt_len,
+            },
+        );
         let mut planned = std::ptr::null_mut();
         failures::watching(|| {
             planned = plan(parse, query_string, cursor_options, bound_params);
@@ -235,7 +243,15 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             return start(query_desc, eflags);
         }
         if level == 0 {
-            failures::begin(key(queryid));
+            let stmt = (*query_desc).plannedstmt;
+            failures::begin(
+                key(queryid),
+                failures::Source {
+                    text: (*query_desc).sourceText,
+                    location: (*stmt).stmt_location,
+                    len: (*stmt).stmt_len,
+                },
+            );
             failures::watching(|| start(query_desc, eflags));
         } else {
             start(query_desc, eflags);
@@ -518,7 +534,14 @@ unsafe extern "C-unwind" fn process_utility(
             return nesting::in_utility(run);
         }
         if level == 0 {
-            failures::begin(key(queryid));
+            failures::begin(
+                key(queryid),
+                failures::Source {
+                    text: query_string,
+                    location: (*pstmt).stmt_location,
+                    len: (*pstmt).stmt_len,
+                },
+            );
         }
         let started = Instant::now();
         nesting::in_utility(|| {
@@ -587,11 +610,11 @@ fn pgss_loaded() -> bool {
 }
 
 /// A statement's own text as executed.
-struct StatementText {
+pub(super) struct StatementText {
     /// Literals kept, secrets redacted: what optidb shows.
-    shown: String,
+    pub shown: String,
     /// Nothing was redacted, so it can be run again.
-    replayable: bool,
+    pub replayable: bool,
 }
 
 /// This statement's own text (cut out of a multi-statement string), secrets redacted. Only
@@ -600,17 +623,24 @@ unsafe fn statement_text(
     source: *const std::ffi::c_char,
     stmt: *const pg_sys::PlannedStmt,
 ) -> Option<StatementText> {
+    // SAFETY: the statement's PlannedStmt; the source text as the caller guarantees.
+    unsafe { source_text(source, (*stmt).stmt_location, (*stmt).stmt_len) }
+}
+
+/// The statement at `start` (`len` bytes, 0: to the end) of a source text, secrets redacted.
+///
+/// # Safety
+/// `source` is null or PostgreSQL's NUL-terminated source text of the statement.
+pub(super) unsafe fn source_text(
+    source: *const std::ffi::c_char,
+    start: i32,
+    len: i32,
+) -> Option<StatementText> {
     if source.is_null() {
         return None;
     }
-    // SAFETY: PostgreSQL's NUL-terminated source text and the statement's PlannedStmt.
-    let (full, start, len) = unsafe {
-        (
-            CStr::from_ptr(source).to_string_lossy(),
-            (*stmt).stmt_location,
-            (*stmt).stmt_len,
-        )
-    };
+    // SAFETY: as the caller guarantees.
+    let full = unsafe { CStr::from_ptr(source).to_string_lossy() };
     let text = if start >= 0 && (start as usize) < full.len() {
         let start = start as usize;
         let end = if len > 0 {

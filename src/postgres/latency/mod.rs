@@ -1,9 +1,10 @@
 //! Execution-time statistics recorded by optidb itself: the shared-memory table (`table`) and
-//! sample ring (`samples`), the hooks that feed them (`hooks`, with `nesting` and `failures`),
+//! sample ring (`samples`), the statements that failed (`failed`), the hooks that feed them (`hooks`, with `nesting` and `failures`),
 //! their persistence (`dump`) and their history in optidb.latency (`history`). The SQL
 //! functions over them are in `crate::api::latency`.
 
 mod dump;
+pub mod failed;
 mod failures;
 pub mod history;
 pub mod hooks;

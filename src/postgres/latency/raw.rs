@@ -63,6 +63,13 @@ unsafe extern "C-unwind" {
     pub fn InstrEndLoop(instr: *mut Instrumentation);
     pub fn GetUserId() -> Oid;
     pub fn GetCurrentStatementStartTimestamp() -> i64;
+    pub fn GetCurrentTimestamp() -> i64;
+    /// Whether a timeout (utils/timeout.h's TimeoutId, an enum passed as int) is armed.
+    pub fn get_timeout_active(id: c_int) -> bool;
+    /// When a timeout was last armed.
+    pub fn get_timeout_start_time(id: c_int) -> i64;
+    /// The schemas of the search path (computed when the statement looked its names up).
+    pub fn fetch_search_path_array(sarray: *mut Oid, sarray_len: c_int) -> c_int;
     /// The SQLSTATE of the error being reported; only valid inside an error context callback.
     pub fn geterrcode() -> c_int;
     #[cfg(feature = "pg15")]
@@ -89,6 +96,9 @@ unsafe extern "C-unwind" {
     pub fn hash_get_num_entries(hashp: *mut HTAB) -> c_long;
     fn pg_re_throw() -> !;
 }
+
+/// utils/timeout.h: STATEMENT_TIMEOUT's place in TimeoutId (the same in PostgreSQL 15 to 18).
+pub const STATEMENT_TIMEOUT: c_int = 3;
 
 /// Run `call` (a call into PostgreSQL) and then `always`, however `call` ends: an ERROR raised
 /// inside is caught, `always` runs, and the very same error is re-thrown (PG_TRY/PG_FINALLY).

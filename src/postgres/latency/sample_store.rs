@@ -1,18 +1,24 @@
 //! Samples drained from shared memory (samples.rs) into optidb.sample, for the statements
 //! optidb tracks; per statement the slowest one and the latest KEEP_TYPICAL typical ones stay.
+//! A failed statement (failed.rs) gives a typical sample too: its latest failed execution,
+//! with its text and search_path, so it can be replayed in the context it ran in.
 
-use super::samples;
+use super::failed::Failed;
+use super::samples::{self, Sample, SearchPath};
 use crate::postgres::pgss;
+use crate::postgres::rows;
 use optidb_core::vocabulary::SampleKind;
 use pgrx::prelude::*;
 
 const KEEP_TYPICAL: i64 = 5;
 
-/// Store this database's new samples. Returns how many were stored.
-pub fn store() -> usize {
+/// Store this database's new samples, and one for each statement of `failed`. Returns how
+/// many statements got samples.
+pub fn store(failed: &[Failed]) -> usize {
     // SAFETY: the current database's oid, set at connection.
     let dbid = unsafe { pg_sys::MyDatabaseId.to_u32() };
-    let drained = samples::drain(dbid);
+    let mut drained = samples::drain(dbid);
+    drained.extend(failed.iter().filter_map(failed_sample));
     if drained.is_empty() {
         return 0;
     }
@@ -84,4 +90,46 @@ pub fn store() -> usize {
     )
     .unwrap_or_else(|e| error!("pruning samples failed: {e}"));
     touched.len()
+}
+
+/// The latest failed execution of a failed statement as a typical sample (no parameter values:
+/// they are not rendered while an error is raised). None when nothing of it is known.
+fn failed_sample(f: &Failed) -> Option<Sample> {
+    let search_path = path_names(&f.path_oids).map(|text| SearchPath {
+        text,
+        oids: f.path_oids.clone(),
+    });
+    let text = f.text.clone().filter(|_| f.replayable);
+    if search_path.is_none() && text.is_none() {
+        return None;
+    }
+    Some(Sample {
+        key: f.key,
+        elapsed_ns: f.max_us.max(0) as u64 * 1000,
+        started_us: f.started_us,
+        slowest: false,
+        typical: true,
+        search_path,
+        text,
+        params: Vec::new(),
+        relations: Vec::new(),
+    })
+}
+
+/// The search_path setting naming these schemas (quoted, in order); None when one no longer
+/// exists (a replay uses a name only while it denotes the schema the statement found).
+fn path_names(oids: &[u32]) -> Option<String> {
+    if oids.is_empty() {
+        return None;
+    }
+    let oids: Vec<pg_sys::Oid> = oids.iter().map(|o| (*o).into()).collect();
+    rows::value::<String>(
+        "search_path of a failed statement",
+        "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(n.nspname::text), ', ' \
+                                      ORDER BY u.i) \
+         FROM unnest($1::oid[]) WITH ORDINALITY AS u(oid, i) \
+         JOIN pg_catalog.pg_namespace n ON n.oid = u.oid \
+         HAVING count(*) = pg_catalog.cardinality($1::oid[])",
+        &[oids.into()],
+    )
 }

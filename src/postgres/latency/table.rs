@@ -146,8 +146,8 @@ pub unsafe fn request(max_entries: i64) {
     unsafe {
         MAX_ENTRIES = max_entries;
         pg_sys::RequestAddinShmemSpace(shmem_size(max_entries));
-        // The table's lock, and the sample ring's (samples.rs).
-        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 2);
+        // The table's lock, the sample ring's (samples.rs) and the failed statements' (failed.rs).
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 3);
     }
 }
 
@@ -197,6 +197,7 @@ pub unsafe fn attach() -> bool {
         );
         let locks = pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr());
         super::samples::attach(&raw mut (*locks.add(1)).lock);
+        super::failed::attach(&raw mut (*locks.add(2)).lock);
         pg_sys::LWLockRelease(init_lock);
         !found
     }
