@@ -12,7 +12,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import PORT, SOCKET, connect, new_database, scalar
+from conftest import HYPOPG, PORT, SOCKET, connect, new_database, scalar
 
 TIMEOUT_MS = 300
 
@@ -26,7 +26,7 @@ def world():
     tag = uuid.uuid4().hex[:6]
     roles = {k: f"optidb_{k}_{tag}" for k in ("adm", "app", "reader", "mallory", "plain")}
     try:
-        with new_database(extensions=("pg_stat_statements", "hypopg", "optidb")) as db:
+        with new_database(extensions=("pg_stat_statements", *HYPOPG, "optidb")) as db:
             with connect(db) as su:
                 for name in roles.values():
                     su.execute(f'CREATE ROLE "{name}" LOGIN')
