@@ -356,8 +356,10 @@ def main():
                 say(f"   error: {e}")
         else:
             say("\nindex_advisor: skipped (INDEX_ADVISOR_SRC unset)")
+        default_top_k = db.execute("SHOW optidb.explain_top_k").fetchone()[0]
         advice, secs, note = optidb_advice(db)
-        results.append(report("optidb (defaults, explain_top_k = 20)", advice, secs, note))
+        results.append(report(f"optidb (defaults, explain_top_k = {default_top_k})", advice,
+                              secs, note))
         advice, secs, note = optidb_advice(db, 100)
         results.append(report("optidb (second scan, explain_top_k = 100)", advice, secs, note))
 

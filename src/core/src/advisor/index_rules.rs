@@ -5,7 +5,7 @@
 //! (`ORDER BY ... LIMIT n` over a whole large table, no filter): an index on its sort keys,
 //! with their direction.
 
-use super::{comparable, without_order, Catalog, Kind, Recommendation, Statement, Table};
+use super::{Catalog, Kind, Recommendation, Statement, Table};
 use crate::bottleneck::fmt_count;
 use crate::plan_facts::{SeqScan, SortNode};
 use crate::predicates::{self, Operator, Target};
@@ -315,19 +315,6 @@ pub(super) fn sort_columns(sort: &SortNode, alias: &str) -> Option<Vec<(String, 
 
 /// True when a valid, unconditional B-tree index already starts with these columns.
 fn already_indexed(catalog: &Catalog, table: &Table, chosen: &[Chosen]) -> bool {
-    let wanted: Vec<String> = chosen
-        .iter()
-        .map(|c| comparable(without_order(&c.label)))
-        .collect();
-    catalog.indexes_of(table).any(|index| {
-        index.is_valid
-            && index.access_method == "btree"
-            && index.predicate.is_none()
-            && index.columns.len() >= wanted.len()
-            && index
-                .columns
-                .iter()
-                .zip(&wanted)
-                .all(|(have, want)| comparable(have) == *want)
-    })
+    let labels: Vec<String> = chosen.iter().map(|c| c.label.clone()).collect();
+    super::candidates::already_indexed(catalog, table, &labels)
 }
