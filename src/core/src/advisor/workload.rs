@@ -15,10 +15,6 @@
 
 use std::collections::BTreeSet;
 
-/// A smaller index is advised instead of a larger one when no statement costs more than this
-/// many times as much with it.
-const NEARLY_AS_GOOD: f64 = 1.2;
-
 /// One statement as measured with hypothetical indexes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measured {
@@ -117,18 +113,7 @@ pub fn select(statements: &[Measured], prices: &[Price], limits: Limits) -> Sele
                 .then_with(|| b.1.cmp(&a.1))
         });
         let Some((_, best)) = best else { break };
-        // A smaller index that serves every statement nearly as well is the better advice:
-        // the extra columns of the best one buy a few percent of planned cost, not a plan.
-        let lean = scored
-            .iter()
-            .filter(|(_, m)| w.bytes(m) < w.bytes(best) && w.nearly_as_good(&chosen, m, best))
-            .min_by(|a, b| {
-                w.bytes(&a.1)
-                    .total_cmp(&w.bytes(&b.1))
-                    .then(b.0.total_cmp(&a.0))
-            });
-        let pick = lean.map_or(best, |(_, m)| m).clone();
-        chosen.extend(pick);
+        chosen.extend(best.clone());
     }
     // A pick that later picks made useless (its statements now use others, or gain little
     // more from it than from the rest of the set) goes.
@@ -189,21 +174,6 @@ impl Workload<'_> {
 
     fn bytes(&self, set: &BTreeSet<usize>) -> f64 {
         set.iter().map(|i| self.prices[*i].bytes).sum()
-    }
-
-    /// With `m` instead of `best` added, no statement's cost is more than NEARLY_AS_GOOD
-    /// times what it would be with `best` (plus one cost unit: tiny plans are all alike).
-    fn nearly_as_good(
-        &self,
-        chosen: &BTreeSet<usize>,
-        m: &BTreeSet<usize>,
-        best: &BTreeSet<usize>,
-    ) -> bool {
-        let with_m: BTreeSet<usize> = chosen.union(m).copied().collect();
-        let with_best: BTreeSet<usize> = chosen.union(best).copied().collect();
-        self.statements
-            .iter()
-            .all(|s| self.cost(s, &with_m) <= NEARLY_AS_GOOD * self.cost(s, &with_best) + 1.0)
     }
 
     /// Adding `m` to `chosen` cuts some statement's cost by at least half of `min_gain`.
@@ -446,19 +416,17 @@ mod tests {
     }
 
     #[test]
-    fn a_narrower_index_nearly_as_good_is_preferred_to_a_wider_one() {
-        // 0 = (blog_id): 85; 1 = (user_id, blog_id): 83. 2 = (a): 500; 3 = (a, b): 20.
-        let s = [
-            stmt(1, 100.0, 20_000.0, &[(&[0], 85.0), (&[1], 83.0)]),
-            stmt(2, 100.0, 20_000.0, &[(&[2], 500.0), (&[3], 20.0)]),
-        ];
-        let mut prices = free(4);
+    fn a_prefix_is_not_added_beside_the_wider_index_that_serves_better() {
+        // 0 = (a): 100; 1 = (a, b): 95. Once (a, b) is in, (a) cuts nothing more.
+        let s = [stmt(1, 100.0, 20_000.0, &[(&[0], 100.0), (&[1], 95.0)])];
+        let mut prices = free(2);
         prices[1].bytes = 2.0;
-        prices[3].bytes = 2.0;
         let sel = select(&s, &prices, LIMITS);
-        let mut picked: Vec<usize> = sel.picks.iter().map(|p| p.candidate).collect();
-        picked.sort();
-        assert_eq!(picked, vec![0, 3]);
+        assert_eq!(
+            sel.picks.iter().map(|p| p.candidate).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(sel.picks.len(), 1);
     }
 
     #[test]
