@@ -15,7 +15,7 @@ use crate::postgres::replay_worker::{self, Answer, Job, WhatIf};
 use crate::postgres::rows;
 use optidb_core::advisor::candidates::{self, Candidate, StatementCandidates};
 use optidb_core::advisor::workload::{self, Limits, Measured, Pick, Price, Selection};
-use optidb_core::advisor::write_cost::{self, Write};
+use optidb_core::advisor::write_cost::{self, Write, WriteCost};
 use optidb_core::advisor::{Catalog, Recommendation, Statement};
 use optidb_core::bottleneck::fmt_count;
 use serde_json::{json, Value};
@@ -101,20 +101,26 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
 
     let writes = load_writes(catalog);
     let hours = window_hours();
+    // Each candidate's write cost, once: it prices the selection and is the advice's evidence.
+    let upkeep: Vec<Option<WriteCost>> = pool
+        .iter()
+        .map(|c| {
+            catalog
+                .table(&c.table, Some(&c.schema))
+                .map(|t| write_cost::of_index(catalog, t, &c.labels, &writes))
+        })
+        .collect();
     let prices: Vec<Price> = pool
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let table = catalog.table(&c.table, Some(&c.schema));
-            Price {
-                bytes: bytes.get(&i).copied().unwrap_or_else(|| {
-                    table.map_or(0.0, |t| catalog.rows_with_partitions(t) * BYTES_PER_ROW)
-                }),
-                write_ms: table.map_or(0.0, |t| {
-                    write_cost::of_index(catalog, t, &c.labels, &writes).ms
-                }),
-                covers: (0..pool.len()).filter(|j| c.covers(&pool[*j])).collect(),
-            }
+        .map(|(i, c)| Price {
+            bytes: bytes.get(&i).copied().unwrap_or_else(|| {
+                catalog
+                    .table(&c.table, Some(&c.schema))
+                    .map_or(0.0, |t| catalog.rows_with_partitions(t) * BYTES_PER_ROW)
+            }),
+            write_ms: upkeep[i].as_ref().map_or(0.0, |w| w.ms),
+            covers: (0..pool.len()).filter(|j| c.covers(&pool[*j])).collect(),
         })
         .collect();
     let budget_bytes = budget_bytes();
@@ -127,14 +133,29 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
     let mut advice: Vec<Advice> = selection
         .picks
         .iter()
-        .map(|p| advise(p, &pool[p.candidate], catalog, &writes, hours, total, true))
+        .map(|p| {
+            advise(
+                p,
+                &pool[p.candidate],
+                catalog,
+                &upkeep[p.candidate],
+                hours,
+                total,
+                true,
+            )
+        })
         .collect();
-    advice.extend(
-        selection
-            .net_negative
-            .iter()
-            .map(|p| advise(p, &pool[p.candidate], catalog, &writes, hours, total, false)),
-    );
+    advice.extend(selection.net_negative.iter().map(|p| {
+        advise(
+            p,
+            &pool[p.candidate],
+            catalog,
+            &upkeep[p.candidate],
+            hours,
+            total,
+            false,
+        )
+    }));
     Search {
         advice,
         summary: summary(
@@ -195,15 +216,12 @@ fn advise(
     pick: &Pick,
     candidate: &Candidate,
     catalog: &Catalog,
-    writes: &[Write],
+    write: &Option<WriteCost>,
     hours: f64,
     advised: usize,
     open: bool,
 ) -> Advice {
     let kind = candidate.kind();
-    let write = catalog
-        .table(&candidate.table, Some(&candidate.schema))
-        .map(|t| write_cost::of_index(catalog, t, &candidate.labels, writes));
     let (saving_h, write_h) = (pick.saving_ms / hours, pick.write_ms / hours);
     let served: Vec<String> = pick
         .serves
