@@ -42,7 +42,12 @@ pub fn advise() -> Advised {
     let mut summary = None;
     if let Some(h) = &hypopg {
         let search = index_search::search(h, &statements, &catalog);
-        recs.retain(|r| !r.kind.creates_index());
+        // The plan rules' index advice stays only for statements the search could not measure
+        // (its replays found no worker slot, or failed): shown unproven, never dropped because
+        // someone kept the worker slots busy.
+        recs.retain(|r| {
+            !r.kind.creates_index() || r.query_ids.iter().any(|q| search.unmeasured.contains(q))
+        });
         for advice in search.advice {
             searched.insert(advice.rec.key(), (advice.figures, advice.open));
             recs.push(advice.rec);

@@ -50,6 +50,9 @@ pub struct Advice {
 pub struct Search {
     pub advice: Vec<Advice>,
     pub summary: Value,
+    /// Statements whose what-if job could not run (no worker slot, a replay error): the search
+    /// says nothing about them, so their advice must not vanish for it.
+    pub unmeasured: Vec<i64>,
 }
 
 /// One statement searched: its figures and its candidates.
@@ -87,13 +90,15 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
     let mut bytes: HashMap<usize, f64> = HashMap::new();
     let mut measured: Vec<Measured> = Vec::new();
     let mut failures: Vec<Value> = Vec::new();
+    let mut unmeasured: Vec<i64> = Vec::new();
     for (s, answer) in searched.iter().zip(answers) {
         match answer.into_iter().next() {
             Some(Ok(Answer::WhatIf(w))) => {
                 measured.push(measure(s, &w, &mut pool, &mut bytes));
             }
             Some(Err(f)) => {
-                failures.push(json!({"query_id": s.stmt.query_id, "error": f.to_string()}))
+                failures.push(json!({"query_id": s.stmt.query_id, "error": f.to_string()}));
+                unmeasured.push(s.stmt.query_id);
             }
             _ => {}
         }
@@ -158,6 +163,7 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
     }));
     Search {
         advice,
+        unmeasured,
         summary: summary(
             &selection,
             &measured,
