@@ -145,8 +145,14 @@ fn simulate_all(
         let Some(index_sql) = rec.index_sql.as_deref().filter(|_| rec.simulable) else {
             continue;
         };
+        // Replayed where the statement ran against the index's table (the same text may run
+        // in several schemas).
+        let touching = replay::Which::Touching {
+            schema: &rec.schema,
+            table: &rec.table,
+        };
         for query_id in &rec.query_ids {
-            match replay::load(*query_id) {
+            match replay::load_in(*query_id, touching) {
                 None => {}
                 Some(Err(failure)) => done
                     .entry(*id)

@@ -11,6 +11,7 @@ use crate::api::simulate;
 use crate::postgres::gucs;
 use crate::postgres::hypopg::Hypopg;
 use crate::postgres::replay;
+use crate::postgres::replay::Which;
 use crate::postgres::replay_worker::{self, Answer, Job, WhatIf};
 use crate::postgres::rows;
 use optidb_core::advisor::candidates::{self, Candidate, StatementCandidates};
@@ -55,10 +56,12 @@ pub struct Search {
     pub unmeasured: Vec<i64>,
 }
 
-/// One statement searched: its figures and its candidates.
+/// One statement searched in one resolution of its names: its figures, its candidates there,
+/// and the share of its recorded time that resolution stands for.
 struct Searched<'a> {
     stmt: &'a Statement,
     candidates: StatementCandidates,
+    share: f64,
 }
 
 pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> Search {
@@ -74,15 +77,21 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
         let Some(Ok(stored)) = replay::load(stmt.query_id) else {
             continue;
         };
-        let sqls = |list: &[Candidate]| list.iter().map(Candidate::index_sql).collect();
-        let job = Job::WhatIf {
-            statement: simulate::basis_statement(&stored),
-            singles: sqls(&candidates.singles),
-            multis: sqls(&candidates.multis),
-            hypopg_schema: hypopg.schema_name(),
-        };
-        batches.push((stored.context.clone(), vec![job]));
-        searched.push(Searched { stmt, candidates });
+        for (stored, candidates, share) in resolved(stmt.query_id, stored, candidates, catalog) {
+            let sqls = |list: &[Candidate]| list.iter().map(Candidate::index_sql).collect();
+            let job = Job::WhatIf {
+                statement: simulate::basis_statement(&stored),
+                singles: sqls(&candidates.singles),
+                multis: sqls(&candidates.multis),
+                hypopg_schema: hypopg.schema_name(),
+            };
+            batches.push((stored.context, vec![job]));
+            searched.push(Searched {
+                stmt,
+                candidates,
+                share,
+            });
+        }
     }
     let answers = replay_worker::run_batches(batches);
 
@@ -176,6 +185,76 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
     }
 }
 
+/// The resolutions of a statement's names to search it in: the one its plan was captured in
+/// (`stored`, with the plan's candidates), then each other one its kept samples show (the same
+/// text run in another schema), with the candidates moved to the tables of the same names
+/// there. Each stands for its share of the kept samples.
+fn resolved(
+    query_id: i64,
+    stored: replay::Stored,
+    candidates: StatementCandidates,
+    catalog: &Catalog,
+) -> Vec<(replay::Stored, StatementCandidates, f64)> {
+    // Samples whose plans used other partitions of the same tables are one resolution.
+    let mut groups: Vec<(Vec<(String, String)>, Vec<Vec<u32>>, i64)> = Vec::new();
+    for r in replay::resolutions(query_id) {
+        let tables = tables_of(&r.relations, catalog);
+        match groups.iter_mut().find(|g| g.0 == tables) {
+            Some(g) => {
+                g.1.push(r.relations);
+                g.2 += r.samples;
+            }
+            None => groups.push((tables, vec![r.relations], r.samples)),
+        }
+    }
+    let total = groups.iter().map(|g| g.2).sum::<i64>() as f64;
+    let Some(own) = groups.iter().position(|g| g.1.contains(&stored.relations)) else {
+        return vec![(stored, candidates, 1.0)];
+    };
+    let mut out = Vec::new();
+    for (i, (tables, members, samples)) in groups.iter().enumerate() {
+        if i == own {
+            continue;
+        }
+        // The group's latest sample is replayed (resolutions come the latest first).
+        let Some(Ok(there)) = replay::load_in(query_id, Which::Relations(&members[0])) else {
+            continue;
+        };
+        let moved = candidates.resolved_in(|c| {
+            let mut schemas = tables
+                .iter()
+                .filter(|(_, name)| *name == c.table)
+                .map(|(schema, _)| schema);
+            match (schemas.next(), schemas.next()) {
+                (Some(schema), None) => Some(schema.clone()),
+                _ => None,
+            }
+        });
+        if !moved.singles.is_empty() || !moved.multis.is_empty() {
+            out.push((there, moved, *samples as f64 / total));
+        }
+    }
+    out.insert(0, (stored, candidates, groups[own].2 as f64 / total));
+    out
+}
+
+/// The tables these relations are, by schema and name, a partition as its partitioned table
+/// (as the plan's candidates name it).
+fn tables_of(relations: &[u32], catalog: &Catalog) -> Vec<(String, String)> {
+    let mut tables: Vec<(String, String)> = replay::relation_names(relations)
+        .into_iter()
+        .map(|(schema, name)| {
+            catalog
+                .table(&name, Some(&schema))
+                .and_then(|t| t.root.clone())
+                .unwrap_or((schema, name))
+        })
+        .collect();
+    tables.sort();
+    tables.dedup();
+    tables
+}
+
 /// A statement's what-if answer in the pool's numbering (one number per distinct index).
 fn measure(
     s: &Searched,
@@ -211,8 +290,8 @@ fn measure(
     }
     Measured {
         query_id: s.stmt.query_id,
-        total_ms: s.stmt.total_ms,
-        calls: s.stmt.calls as f64,
+        total_ms: s.stmt.total_ms * s.share,
+        calls: s.stmt.calls as f64 * s.share,
         base_cost: w.base_cost,
         configs,
     }
@@ -341,7 +420,16 @@ fn advise(
             evidence,
             confidence,
             risk,
-            query_ids: pick.serves.iter().map(|s| s.query_id).collect(),
+            // Once each, though it may serve a statement in several of its resolutions.
+            query_ids: {
+                let mut ids: Vec<i64> = Vec::new();
+                for s in &pick.serves {
+                    if !ids.contains(&s.query_id) {
+                        ids.push(s.query_id);
+                    }
+                }
+                ids
+            },
             simulable: true,
             not_simulable_reason: None,
         },

@@ -457,7 +457,11 @@ fn simulate(
     }
     let row = own_work::run(|| {
         let rec = load_recommendation(rec_id);
-        let stmt = replay::load(query_id).unwrap_or_else(|| {
+        let touching = replay::Which::Touching {
+            schema: &rec.schema,
+            table: &rec.table,
+        };
+        let stmt = replay::load_in(query_id, touching).unwrap_or_else(|| {
             raise(
                 PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
                 format!("optidb has no statement with id {query_id}"),

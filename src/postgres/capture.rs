@@ -134,7 +134,7 @@ pub fn capture_all(targets: &[Target], captured_at: &TimestampWithTimeZone) -> (
         let Some((info, generic_failure)) = planned_text(t) else {
             continue;
         };
-        let (path, relations) = replay::recorded(t.query_id)
+        let (path, relations) = replay::recorded(t.query_id, replay::Which::Latest)
             .map(|r| (r.path, r.relations))
             .unzip();
         match replay::resolve(t.userid, path, &info.tables) {

@@ -102,6 +102,25 @@ impl Sampled {
 /// Statement `query_id` of optidb.query, ready to replay. None when there is no such statement
 /// (or the caller may not see it); Err when it cannot be replayed, with the reason.
 pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
+    load_in(query_id, Which::Latest)
+}
+
+/// Which of a statement's recorded resolutions to replay it in. The same text run under
+/// search_paths that find other schemas' tables (a schema per tenant, per test case) is one
+/// statement with several resolutions, each seen in the relations its samples' plans used.
+#[derive(Debug, Clone, Copy)]
+pub enum Which<'a> {
+    /// The latest sampled execution's (where its plans were captured).
+    Latest,
+    /// The latest sampled execution whose plan used exactly these relations.
+    Relations(&'a [u32]),
+    /// The latest sampled execution whose plan used this table or one of its partitions.
+    Touching { schema: &'a str, table: &'a str },
+}
+
+/// The statement ready to replay in the resolution `which` picks (the latest one when no
+/// sample matches).
+pub fn load_in(query_id: i64, which: Which) -> Option<Result<Stored, Failure>> {
     let (raw_sql, role) = rows::first(
         "statement to replay",
         "SELECT raw_sql, userid, role_name::text, role_missing FROM optidb.query WHERE id = $1",
@@ -117,21 +136,32 @@ pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
             )
         },
     )?;
-    let latest = latest_sampled_plan(query_id);
+    let latest = recorded(query_id, Which::Latest);
+    let chosen = match which {
+        Which::Latest => None,
+        _ => recorded(query_id, which)
+            .filter(|c| latest.as_ref().is_none_or(|l| l.relations != c.relations)),
+    };
+    // The latest resolution replays with the sampled execution its plans were captured for;
+    // another with its own latest sample's values when they were kept (else generic).
+    let sampled = match &chosen {
+        None => latest_sampled_plan(query_id),
+        Some(c) => sample(c.sample_id).map(|s| (s, true)),
+    };
+    let recorded = chosen.or(latest);
     // A normalized text that does not prepare (`extract($1 FROM d)`) is replayed as the text
-    // of the sampled execution its plans were captured for (src/postgres/capture.rs).
+    // of that sampled execution (src/postgres/capture.rs).
     let text = preparable(&raw_sql).or_else(|failure| {
-        latest
+        sampled
             .as_ref()
             .and_then(|(s, _)| preparable(&s.sql).ok())
             .ok_or(failure)
     });
     Some(text.and_then(|(_, info)| {
         let userid = vouched_owner(role)?;
-        let recorded = recorded(query_id);
         let (path, relations) = recorded.map(|r| (r.path, r.relations)).unzip();
         let context = resolve(userid, path, &info.tables)?;
-        let (sampled, sampled_is_basis) = latest.unzip();
+        let (sampled, sampled_is_basis) = sampled.unzip();
         Ok(Stored {
             info,
             context,
@@ -142,11 +172,57 @@ pub fn load(query_id: i64) -> Option<Result<Stored, Failure>> {
     }))
 }
 
-/// What optidb's hooks recorded of the statement's latest sampled execution.
+/// What optidb's hooks recorded of one sampled execution of the statement.
 pub struct Recorded {
     pub path: RecordedPath,
     /// The relations its plan used (empty when there were too many to keep).
     pub relations: Vec<u32>,
+    pub sample_id: i64,
+}
+
+/// One resolution of a statement's names among its kept samples: the relations its plan used
+/// and how many kept samples ran with them.
+pub struct Resolution {
+    pub relations: Vec<u32>,
+    pub samples: i64,
+}
+
+/// The statement's resolutions its kept samples show, the latest first.
+pub fn resolutions(query_id: i64) -> Vec<Resolution> {
+    rows::select(
+        "resolutions of a statement",
+        "SELECT relation_oids, count(*) AS samples FROM optidb.sample \
+         WHERE query_id = $1 AND search_path IS NOT NULL \
+           AND pg_catalog.cardinality(relation_oids) > 0 \
+         GROUP BY relation_oids ORDER BY max(started_at) DESC",
+        &[query_id.into()],
+        |row| Resolution {
+            relations: oids(row.opt("relation_oids")),
+            samples: row.get("samples"),
+        },
+    )
+}
+
+/// Schema and name of each of these relations that still exists.
+pub fn relation_names(relations: &[u32]) -> Vec<(String, String)> {
+    let oids: Vec<pg_sys::Oid> = relations.iter().map(|r| (*r).into()).collect();
+    rows::select(
+        "relation names",
+        "SELECT n.nspname::text AS schema, c.relname::text AS name \
+         FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE c.oid OPERATOR(pg_catalog.=) ANY ($1)",
+        &[oids.into()],
+        |row| (row.get("schema"), row.get("name")),
+    )
+}
+
+fn oids(list: Option<Vec<Option<pg_sys::Oid>>>) -> Vec<u32> {
+    list.unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .map(|r| r.to_u32())
+        .collect()
 }
 
 /// A search_path as the hooks recorded it: the schemas the statement found, by name, and (in
@@ -156,13 +232,35 @@ pub struct RecordedPath {
     pub schema_oids: Option<Vec<u32>>,
 }
 
-pub fn recorded(query_id: i64) -> Option<Recorded> {
+pub fn recorded(query_id: i64, which: Which) -> Option<Recorded> {
+    let (relations, schema, table) = match which {
+        Which::Latest => (None, None, None),
+        Which::Relations(r) => (
+            Some(r.iter().map(|o| pg_sys::Oid::from(*o)).collect::<Vec<_>>()),
+            None,
+            None,
+        ),
+        Which::Touching { schema, table } => (None, Some(schema), Some(table)),
+    };
     rows::first(
         "recorded search_path",
-        "SELECT search_path, search_path_oids, relation_oids FROM optidb.sample \
-         WHERE query_id = $1 AND search_path IS NOT NULL \
-         ORDER BY started_at DESC LIMIT 1",
-        &[query_id.into()],
+        "SELECT s.id, s.search_path, s.search_path_oids, s.relation_oids FROM optidb.sample s \
+         WHERE s.query_id = $1 AND s.search_path IS NOT NULL \
+           AND ($2::pg_catalog.oid[] IS NULL OR s.relation_oids OPERATOR(pg_catalog.=) $2) \
+           AND ($3::text IS NULL OR EXISTS ( \
+               SELECT FROM pg_catalog.pg_class c \
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+               WHERE n.nspname OPERATOR(pg_catalog.=) $3 AND c.relname OPERATOR(pg_catalog.=) $4 \
+                 AND (c.oid OPERATOR(pg_catalog.=) ANY (s.relation_oids) \
+                      OR EXISTS (SELECT FROM pg_catalog.pg_partition_tree(c.oid) t \
+                                 WHERE t.relid OPERATOR(pg_catalog.=) ANY (s.relation_oids))))) \
+         ORDER BY s.started_at DESC LIMIT 1",
+        &[
+            query_id.into(),
+            relations.into(),
+            schema.into(),
+            table.into(),
+        ],
         |row| Recorded {
             path: RecordedPath {
                 text: row.get("search_path"),
@@ -174,19 +272,16 @@ pub fn recorded(query_id: i64) -> Option<Recorded> {
                             .collect()
                     }),
             },
-            relations: row
-                .opt::<Vec<Option<pg_sys::Oid>>>("relation_oids")
-                .unwrap_or_default()
-                .into_iter()
-                .flatten()
-                .map(|r| r.to_u32())
-                .collect(),
+            relations: oids(row.opt("relation_oids")),
+            sample_id: row.get("id"),
         },
     )
 }
 
-/// Text, built-in parameter types (NULL for others) and values of samples of one statement.
-const SAMPLES_SQL: &str = "
+/// Text, built-in parameter types (NULL for others) and values of samples.
+macro_rules! sample_select {
+    () => {
+        "
 SELECT s.id, s.sql_text,
        ARRAY(SELECT CASE WHEN t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
                          THEN 'pg_catalog.' || pg_catalog.quote_ident(t.typname::text) END
@@ -194,29 +289,51 @@ SELECT s.id, s.sql_text,
              LEFT JOIN pg_catalog.pg_type t ON t.oid = u.type ORDER BY u.n) AS param_types,
        s.param_values
 FROM optidb.sample s
-WHERE s.query_id = $1 AND s.kind = $2 AND s.values_known AND s.sql_text IS NOT NULL
+WHERE s.values_known AND s.sql_text IS NOT NULL"
+    };
+}
+
+/// Samples of one statement of one kind, the one nearest a time first.
+const SAMPLES_SQL: &str = concat!(
+    sample_select!(),
+    "
+  AND s.query_id = $1 AND s.kind = $2
 ORDER BY CASE WHEN $3::float8 IS NOT NULL
               THEN abs(ln(greatest(s.elapsed_ms, 0.001) / greatest($3, 0.001))) END,
          s.elapsed_ms DESC, s.started_at DESC
-LIMIT 5";
+LIMIT 5"
+);
 
 fn samples(query_id: i64, kind: SampleKind, near_ms: Option<f64>) -> Option<Sampled> {
     rows::select(
         "samples of a statement",
         SAMPLES_SQL,
         &[query_id.into(), kind.as_str().into(), near_ms.into()],
-        |row| {
-            Sampled::new(
-                Some(row.get("id")),
-                &row.get::<String>("sql_text"),
-                row.get("param_types"),
-                row.get("param_values"),
-            )
-        },
+        sampled_row,
     )
     .into_iter()
     .flatten()
     .next()
+}
+
+/// One sample ready to plan with its values (None when they were not all kept).
+fn sample(sample_id: i64) -> Option<Sampled> {
+    rows::first(
+        "sample",
+        concat!(sample_select!(), " AND s.id = $1"),
+        &[sample_id.into()],
+        sampled_row,
+    )
+    .flatten()
+}
+
+fn sampled_row(row: &rows::Row) -> Option<Sampled> {
+    Sampled::new(
+        Some(row.get("id")),
+        &row.get::<String>("sql_text"),
+        row.get("param_types"),
+        row.get("param_values"),
+    )
 }
 
 /// The typical sampled execution: the one whose time is closest to the statement's median.

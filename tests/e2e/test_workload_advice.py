@@ -56,6 +56,16 @@ INSERT INTO orders SELECT g, 1 + g % 40000, g % 500, repeat('o', 60)
     FROM generate_series(1, 200000) g;
 CREATE VIEW big_orders AS SELECT id, customer_id, total FROM orders WHERE total > 100;
 
+-- One schema per tenant, the same table in each: the same statement text runs in both.
+CREATE SCHEMA tenant_a;
+CREATE SCHEMA tenant_b;
+CREATE TABLE tenant_a.ticket (id int PRIMARY KEY, owner_id int NOT NULL, body text);
+CREATE TABLE tenant_b.ticket (id int PRIMARY KEY, owner_id int NOT NULL, body text);
+INSERT INTO tenant_a.ticket SELECT g, 1 + g % 20000, repeat('t', 60)
+    FROM generate_series(1, 150000) g;
+INSERT INTO tenant_b.ticket SELECT g, 1 + g % 20000, repeat('t', 60)
+    FROM generate_series(1, 150000) g;
+
 -- Written all the time, read once: an index on status would cost more than it saves.
 CREATE TABLE event (id int PRIMARY KEY, status int NOT NULL, payload text);
 INSERT INTO event SELECT g, g % 50, repeat('e', 40) FROM generate_series(1, 200000) g;
@@ -93,6 +103,12 @@ def run_workload(db, app):
                       "AND logdate >= %s AND logdate < %s", (i * 13, "2026-05-01", "2026-05-08"))
             c.execute("SELECT id, total FROM big_orders WHERE customer_id = %s", (i * 999,))
             c.execute("DELETE FROM session WHERE token = %s", (f"no-such-token-{i}",))
+        # The same text in each tenant's schema, the tenants taking turns.
+        for i in range(1, 5):
+            for tenant in ("tenant_a", "tenant_b"):
+                c.execute(f"SET search_path = {tenant}")
+                c.execute("SELECT id, body FROM ticket WHERE owner_id = %s", (i * 4001,))
+        c.execute("SET search_path = shop")
         # SQL-level PREPARE/EXECUTE.
         c.execute("PREPARE pay(numeric, text) AS "
                   "UPDATE account SET balance = balance + $1 WHERE email = $2")
@@ -195,6 +211,23 @@ def test_a_view_is_resolved_to_its_table(advised):
     hits, rows = expected(adm, "orders", ["customer_id"])
     assert hits, rows
     assert statement_id(adm, "FROM big_orders WHERE customer_id") in hits[0][1]
+
+
+def test_the_same_text_in_each_tenant_schema_is_advised_in_each(advised):
+    _, adm, _ = advised
+    qid = statement_id(adm, "FROM ticket WHERE owner_id = $1")
+    rows = adm.execute(
+        "SELECT table_name, columns, query_ids, rec_id FROM optidb.recommend() "
+        "WHERE kind = ANY (%s) AND table_name LIKE 'tenant_%%.ticket'", (INDEX_KINDS,)
+    ).fetchall()
+    advised_in = sorted(r[0] for r in rows if r[1][:1] == ["owner_id"] and qid in r[2])
+    assert advised_in == ["tenant_a.ticket", "tenant_b.ticket"], rows
+    # Each simulated where the statement ran against that tenant's table.
+    for table, _, _, rec_id in rows:
+        sim = adm.execute("SELECT improvement_pct, error "
+                          "FROM optidb.simulate(query_id => %s, rec_id => %s)",
+                          (qid, rec_id)).fetchone()
+        assert sim[1] is None and sim[0] > 50, (table, sim)
 
 
 def test_an_index_whose_writes_cost_more_than_it_saves_is_not_advised(advised):

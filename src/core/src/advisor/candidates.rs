@@ -60,6 +60,19 @@ impl Candidate {
                 || (n == 1 && bare(&self.labels[0]) == bare(&other.labels[0])))
     }
 
+    /// The same index on the table of the same name in another schema.
+    pub fn in_schema(&self, schema: &str) -> Candidate {
+        Candidate {
+            schema: schema.to_string(),
+            qualified: format!(
+                "{}.{}",
+                crate::predicates::quote_ident(schema),
+                crate::predicates::quote_ident(&self.table)
+            ),
+            ..self.clone()
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         if self.has_expression {
             Kind::ExpressionIndex
@@ -77,6 +90,26 @@ impl Candidate {
 pub struct StatementCandidates {
     pub singles: Vec<Candidate>,
     pub multis: Vec<Candidate>,
+}
+
+impl StatementCandidates {
+    /// The candidates for another resolution of the statement's names (the same text run
+    /// under a search_path that found another schema's tables): each moved to the schema
+    /// `schema_of` gives its table there; one whose table it gives none for is dropped.
+    pub fn resolved_in(
+        &self,
+        schema_of: impl Fn(&Candidate) -> Option<String>,
+    ) -> StatementCandidates {
+        let moved = |list: &[Candidate]| -> Vec<Candidate> {
+            list.iter()
+                .filter_map(|c| schema_of(c).map(|schema| c.in_schema(&schema)))
+                .collect()
+        };
+        StatementCandidates {
+            singles: moved(&self.singles),
+            multis: moved(&self.multis),
+        }
+    }
 }
 
 /// One element and why it is proposed.
@@ -471,6 +504,28 @@ mod tests {
         );
         let wide = c.multis.iter().find(|m| m.labels[0] == "blog_id").unwrap();
         assert!(wide.covers(&c.singles[0]) && !c.singles[0].covers(wide));
+    }
+
+    #[test]
+    fn another_resolution_moves_each_candidate_to_its_schema_or_drops_it() {
+        let plan = from_explain_json(&json!({"Plan": {
+            "Node Type": "Hash Join", "Hash Cond": "(r.book_id = b.id)", "Plans": [
+                {"Node Type": "Seq Scan", "Relation Name": "review", "Schema": "app",
+                 "Alias": "r"},
+                {"Node Type": "Hash", "Plans": [
+                    {"Node Type": "Seq Scan", "Relation Name": "book", "Schema": "app",
+                     "Alias": "b", "Filter": "(b.author_id = $1)"}]}]}}))
+        .unwrap();
+        let c = for_statement(&plan, &catalog());
+        // The other tenant has its own review table; its book is not known.
+        let moved = c.resolved_in(|c| (c.table == "review").then(|| "Tenant 2".to_string()));
+        assert_eq!(labels(&moved.singles), vec!["review(book_id)"]);
+        assert!(moved.multis.iter().all(|m| m.table == "review"));
+        assert_eq!(
+            moved.singles[0].index_sql(),
+            "CREATE INDEX ON \"Tenant 2\".review (book_id)"
+        );
+        assert_eq!(moved.singles[0].key(), "Tenant 2.review:book_id");
     }
 
     #[test]
