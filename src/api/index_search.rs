@@ -196,32 +196,40 @@ fn resolved(
     catalog: &Catalog,
 ) -> Vec<(replay::Stored, StatementCandidates, f64)> {
     // Samples whose plans used other partitions of the same tables are one resolution.
-    let mut groups: Vec<(Vec<(String, String)>, Vec<Vec<u32>>, i64)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     for r in replay::resolutions(query_id) {
         let tables = tables_of(&r.relations, catalog);
-        match groups.iter_mut().find(|g| g.0 == tables) {
+        match groups.iter_mut().find(|g| g.tables == tables) {
             Some(g) => {
-                g.1.push(r.relations);
-                g.2 += r.samples;
+                g.members.push(r.relations);
+                g.samples += r.samples;
             }
-            None => groups.push((tables, vec![r.relations], r.samples)),
+            None => groups.push(Group {
+                tables,
+                members: vec![r.relations],
+                samples: r.samples,
+            }),
         }
     }
-    let total = groups.iter().map(|g| g.2).sum::<i64>() as f64;
-    let Some(own) = groups.iter().position(|g| g.1.contains(&stored.relations)) else {
+    let total = groups.iter().map(|g| g.samples).sum::<i64>() as f64;
+    let Some(own) = groups
+        .iter()
+        .position(|g| g.members.contains(&stored.relations))
+    else {
         return vec![(stored, candidates, 1.0)];
     };
     let mut out = Vec::new();
-    for (i, (tables, members, samples)) in groups.iter().enumerate() {
+    for (i, g) in groups.iter().enumerate() {
         if i == own {
             continue;
         }
         // The group's latest sample is replayed (resolutions come the latest first).
-        let Some(Ok(there)) = replay::load_in(query_id, Which::Relations(&members[0])) else {
+        let Some(Ok(there)) = replay::load_in(query_id, Which::Relations(&g.members[0])) else {
             continue;
         };
         let moved = candidates.resolved_in(|c| {
-            let mut schemas = tables
+            let mut schemas = g
+                .tables
                 .iter()
                 .filter(|(_, name)| *name == c.table)
                 .map(|(schema, _)| schema);
@@ -231,11 +239,19 @@ fn resolved(
             }
         });
         if !moved.singles.is_empty() || !moved.multis.is_empty() {
-            out.push((there, moved, *samples as f64 / total));
+            out.push((there, moved, g.samples as f64 / total));
         }
     }
-    out.insert(0, (stored, candidates, groups[own].2 as f64 / total));
+    out.insert(0, (stored, candidates, groups[own].samples as f64 / total));
     out
+}
+
+/// One resolution of a statement's names: the tables its samples' plans used, the relation
+/// lists seen (the latest first) and how many kept samples it has.
+struct Group {
+    tables: Vec<(String, String)>,
+    members: Vec<Vec<u32>>,
+    samples: i64,
 }
 
 /// The tables these relations are, by schema and name, a partition as its partitioned table
