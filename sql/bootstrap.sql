@@ -510,9 +510,13 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'optidb_admin') THEN
         CREATE ROLE optidb_admin NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'optidb_monitor') THEN
+        CREATE ROLE optidb_monitor NOLOGIN;
+    END IF;
 END
 $roles$;
 GRANT optidb_reader TO optidb_admin;
+GRANT optidb_monitor TO optidb_admin;
 GRANT pg_read_all_stats TO optidb_admin;
 
 SET LOCAL search_path TO optidb, pg_temp;

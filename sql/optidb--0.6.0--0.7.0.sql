@@ -54,6 +54,34 @@ ALTER TABLE optidb.recommendation ADD CONSTRAINT recommendation_kind_check
     CHECK (kind IN ('missing_index', 'composite_index', 'expression_index', 'redundant_index',
                     'unused_index', 'stats', 'rewrite', 'trigram_index'));
 
+-- A role for monitoring systems (postgres_exporter, docs/monitoring.md): health figures, open
+-- alerts and every statement's aggregate figures, nothing else.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'optidb_monitor') THEN
+        CREATE ROLE optidb_monitor NOLOGIN;
+    END IF;
+END
+$roles$;
+GRANT optidb_monitor TO optidb_admin;
+
+-- For monitoring systems (0.7.0; postgres_exporter's query file, docs/monitoring.md), read by
+-- optidb_monitor: every statement's aggregate figures with a one-line 60-character snippet of
+-- its normalized text (no parameter values, plans or samples), and open alerts per severity.
+-- Owned by the extension's owner, they read what that role reads; optidb_monitor may read
+-- these two views and nothing else of optidb's tables.
+CREATE VIEW optidb.monitor_statements WITH (security_barrier) AS
+SELECT query_id,
+       pg_catalog.left(pg_catalog.regexp_replace(COALESCE(query, ''), '\s+', ' ', 'g'), 60)
+           AS query,
+       execution_count, total_ms, mean_ms, p95_ms, failure_rate
+FROM optidb.mv_query_metrics;
+CREATE VIEW optidb.monitor_alerts WITH (security_barrier) AS
+SELECT s.severity, count(a.id) AS open
+FROM pg_catalog.unnest(ARRAY['info', 'warning', 'critical']) AS s(severity)
+LEFT JOIN optidb.alert a ON a.severity = s.severity AND a.resolved_at IS NULL
+GROUP BY s.severity;
+
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);
 

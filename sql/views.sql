@@ -113,6 +113,23 @@ JOIN optidb.query q ON q.id = m.query_id
 JOIN optidb.family f ON f.id = q.family_id
 GROUP BY f.id, f.label, f.verb, f.tables;
 
+-- For monitoring systems (0.7.0; postgres_exporter's query file, docs/monitoring.md), read by
+-- optidb_monitor: every statement's aggregate figures with a one-line 60-character snippet of
+-- its normalized text (no parameter values, plans or samples), and open alerts per severity.
+-- Owned by the extension's owner, they read what that role reads; optidb_monitor may read
+-- these two views and nothing else of optidb's tables.
+CREATE VIEW optidb.monitor_statements WITH (security_barrier) AS
+SELECT query_id,
+       pg_catalog.left(pg_catalog.regexp_replace(COALESCE(query, ''), '\s+', ' ', 'g'), 60)
+           AS query,
+       execution_count, total_ms, mean_ms, p95_ms, failure_rate
+FROM optidb.mv_query_metrics;
+CREATE VIEW optidb.monitor_alerts WITH (security_barrier) AS
+SELECT s.severity, count(a.id) AS open
+FROM pg_catalog.unnest(ARRAY['info', 'warning', 'critical']) AS s(severity)
+LEFT JOIN optidb.alert a ON a.severity = s.severity AND a.resolved_at IS NULL
+GROUP BY s.severity;
+
 COMMENT ON MATERIALIZED VIEW optidb.mv_query_metrics IS
     'Per statement over retained history; read it through optidb.query_metrics';
 COMMENT ON MATERIALIZED VIEW optidb.mv_query_metrics_hourly IS

@@ -54,10 +54,7 @@ fn health_families(database: &str) -> Vec<Family> {
 fn alert_family() -> Family {
     let samples = rows::select(
         "open alerts",
-        "SELECT s.severity, count(a.id)::float8 AS open \
-         FROM pg_catalog.unnest(ARRAY['info', 'warning', 'critical']) AS s(severity) \
-         LEFT JOIN optidb.alert a ON a.severity = s.severity AND a.resolved_at IS NULL \
-         GROUP BY s.severity ORDER BY s.severity",
+        "SELECT severity, open::float8 AS open FROM optidb.monitor_alerts ORDER BY severity",
         &[],
         |row| Sample {
             labels: vec![("severity".into(), row.get("severity"))],
@@ -97,7 +94,7 @@ fn statement_families(top: i32) -> Vec<Family> {
         "top statements",
         "SELECT query_id, query, execution_count::float8 AS calls, total_ms, mean_ms, p95_ms, \
                 failure_rate \
-         FROM optidb.query_metrics ORDER BY total_ms DESC NULLS LAST, query_id LIMIT $1",
+         FROM optidb.monitor_statements ORDER BY total_ms DESC NULLS LAST, query_id LIMIT $1",
         &[top.into()],
         |row| {
             let labels = vec![

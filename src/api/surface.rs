@@ -16,6 +16,8 @@ use pgrx::prelude::*;
 pub enum Audience {
     /// optidb_reader (and so optidb_admin, a member of it).
     Reader,
+    /// optidb_monitor (and so optidb_admin, a member of it): what a monitoring system reads.
+    Monitor,
     /// optidb_admin only.
     Admin,
     /// Nobody but the extension's owner (the install and upgrade scripts, the views).
@@ -26,6 +28,7 @@ impl Audience {
     fn as_str(self) -> &'static str {
         match self {
             Audience::Reader => "reader",
+            Audience::Monitor => "monitor",
             Audience::Admin => "admin",
             Audience::Internal => "internal",
         }
@@ -153,6 +156,14 @@ const READER_VIEWS: [&str; 5] = [
     "family_metrics",
 ];
 
+/// Views a monitoring system reads (optidb_monitor, and optidb_admin through it): aggregate
+/// figures of every statement with a short snippet, open alerts per severity.
+pub const MONITOR_VIEWS: [&str; 2] = ["monitor_statements", "monitor_alerts"];
+
+/// Tables optidb_monitor reads whole, for health() (the alert rules give each figure its
+/// status) and metrics() (the metric views' ages): no statement text in either.
+pub const MONITOR_TABLES: [&str; 2] = ["alert_rule", "refresh_log"];
+
 /// Materialized views: not RLS-capable, so nobody but the owner reads them directly. The one
 /// list of them: refresh() refreshes them in this order (per-statement views first, tables
 /// last), test_surface checks it against the catalog.
@@ -246,7 +257,7 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         signature: "optidb.health()",
-        audience: Audience::Admin,
+        audience: Audience::Monitor,
         comment: "The database's health now: one row per figure (connections, locks, cache, transactions, vacuum, WAL, replication...) with a status from the alert rules",
     },
     Function {
@@ -271,7 +282,7 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         signature: "optidb.metrics(integer)",
-        audience: Audience::Admin,
+        audience: Audience::Monitor,
         comment: "Key figures in Prometheus text exposition format: health figures, open alerts, metric view ages and the top statements (low cardinality)",
     },
     Function {
@@ -491,11 +502,11 @@ fn surface() -> TableIterator<
         (
             "table".to_string(),
             format!("optidb.{}", t.name),
-            if t.admin_edits {
-                format!("{},admin_edits", t.readers.as_str())
-            } else {
-                t.readers.as_str().to_string()
-            },
+            std::iter::once(t.readers.as_str())
+                .chain(t.admin_edits.then_some("admin_edits"))
+                .chain(MONITOR_TABLES.contains(&t.name).then_some("monitor_reads"))
+                .collect::<Vec<_>>()
+                .join(","),
             Some(matches!(t.kept, Kept::Dumped(_))),
             table_comment(t),
         )
@@ -505,6 +516,15 @@ fn surface() -> TableIterator<
             "view".to_string(),
             format!("optidb.{v}"),
             "own_statements".to_string(),
+            None,
+            String::new(),
+        )
+    });
+    let monitor_views = MONITOR_VIEWS.iter().map(|v| {
+        (
+            "view".to_string(),
+            format!("optidb.{v}"),
+            "monitor".to_string(),
             None,
             String::new(),
         )
@@ -530,6 +550,7 @@ fn surface() -> TableIterator<
     let rows: Vec<_> = functions
         .chain(tables)
         .chain(views)
+        .chain(monitor_views)
         .chain(materialized)
         .chain(enums)
         .collect();
@@ -560,7 +581,7 @@ fn apply_surface(missing_ok: bool) {
             Some("Add the object to the install script or remove it from src/api/surface.rs."),
         )
     };
-    run("GRANT USAGE ON SCHEMA optidb TO optidb_reader");
+    run("GRANT USAGE ON SCHEMA optidb TO optidb_reader, optidb_monitor");
     for f in FUNCTIONS {
         if !exists(
             "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
@@ -579,6 +600,9 @@ fn apply_surface(missing_ok: bool) {
         ));
         match f.audience {
             Audience::Reader => run(&format!("GRANT EXECUTE ON FUNCTION {sig} TO optidb_reader")),
+            Audience::Monitor => run(&format!(
+                "GRANT EXECUTE ON FUNCTION {sig} TO optidb_monitor"
+            )),
             Audience::Admin => run(&format!("GRANT EXECUTE ON FUNCTION {sig} TO optidb_admin")),
             Audience::Internal => {}
         }
@@ -602,6 +626,15 @@ fn apply_surface(missing_ok: bool) {
             "CREATE POLICY admin_reads_all ON {table} FOR SELECT TO optidb_admin USING (true)"
         ));
         run(&format!("DROP POLICY IF EXISTS admin_edits ON {table}"));
+        run(&format!(
+            "DROP POLICY IF EXISTS monitor_reads_all ON {table}"
+        ));
+        if MONITOR_TABLES.contains(&t.name) {
+            run(&format!("GRANT SELECT ON {table} TO optidb_monitor"));
+            run(&format!(
+                "CREATE POLICY monitor_reads_all ON {table} FOR SELECT TO optidb_monitor USING (true)"
+            ));
+        }
         if t.admin_edits {
             run(&format!(
                 "GRANT INSERT, UPDATE, DELETE ON {table} TO optidb_admin"
@@ -655,6 +688,15 @@ fn apply_surface(missing_ok: bool) {
             "REVOKE ALL ON optidb.{view} FROM PUBLIC, optidb_admin"
         ));
         run(&format!("GRANT SELECT ON optidb.{view} TO optidb_reader"));
+    }
+    for view in MONITOR_VIEWS {
+        if missing_ok && !exists(REGCLASS_EXISTS, &format!("optidb.{view}")) {
+            continue;
+        }
+        run(&format!(
+            "REVOKE ALL ON optidb.{view} FROM PUBLIC, optidb_reader, optidb_admin"
+        ));
+        run(&format!("GRANT SELECT ON optidb.{view} TO optidb_monitor"));
     }
     for view in MATERIALIZED_VIEWS {
         if missing_ok && !exists(REGCLASS_EXISTS, &format!("optidb.{view}")) {

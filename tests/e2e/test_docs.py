@@ -88,7 +88,8 @@ def test_roles_page_has_every_role_and_each_function_under_its_audience(fresh_db
     audience = dict(fresh_db.execute(
         "SELECT p.proname, s.access FROM optidb.surface() s "
         "JOIN pg_proc p ON p.oid = s.name::regprocedure WHERE s.kind = 'function'").fetchall())
-    for role, want in (("optidb_reader", "reader"), ("optidb_admin", "admin")):
+    for role, want in (("optidb_reader", "reader"), ("optidb_monitor", "monitor"),
+                       ("optidb_admin", "admin")):
         runs = set(re.findall(r"\[`([a-z_]+)`\]", roles[role][-1]))
         assert runs == {f for f, a in audience.items() if a == want}, (
             f"roles.md: what {role} may run differs from the registry's {want} functions")

@@ -25,17 +25,20 @@ def test_every_function_is_classified_commented_and_granted_by_audience(fresh_db
         "SELECT p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc'), "
         "has_function_privilege('optidb_reader', p.oid, 'EXECUTE'), "
         "has_function_privilege('optidb_admin', p.oid, 'EXECUTE'), "
+        "has_function_privilege('optidb_monitor', p.oid, 'EXECUTE'), "
         "has_function_privilege('public', p.oid, 'EXECUTE') "
         "FROM pg_proc p WHERE p.pronamespace = 'optidb'::regnamespace")}
     registered = names(surface, "function")
     assert set(functions) - registered == set(), "functions nobody classified in src/api/surface.rs"
     assert registered - set(functions) == set(), "registry entries without a function"
-    for name, (comment, reader, admin, public) in functions.items():
+    for name, (comment, reader, admin, monitor, public) in functions.items():
         audience, _, description = surface[("function", name)]
         assert comment == description and comment, name
         assert not public, name
-        assert (reader, admin) == {"reader": (True, True), "admin": (False, True),
-                                   "internal": (False, False)}[audience], (name, audience)
+        assert (reader, monitor, admin) == {
+            "reader": (True, False, True), "monitor": (False, True, True),
+            "admin": (False, False, True), "internal": (False, False, False)}[audience], (
+            name, audience)
 
 
 def test_every_relation_is_classified_with_its_rls_grants_and_dump(fresh_db, surface):
@@ -45,22 +48,27 @@ def test_every_relation_is_classified_with_its_rls_grants_and_dump(fresh_db, sur
         "has_table_privilege('optidb_reader', c.oid, 'SELECT'), "
         "has_table_privilege('optidb_admin', c.oid, 'SELECT'), "
         "has_table_privilege('optidb_admin', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE'), "
+        "has_table_privilege('optidb_monitor', c.oid, 'SELECT'), "
         "c.oid = ANY (SELECT unnest(e.extconfig) FROM pg_extension e WHERE e.extname = 'optidb') "
         "FROM pg_class c WHERE c.relnamespace = 'optidb'::regnamespace "
         "AND c.relkind IN ('r', 'p', 'v', 'm')")}
     kinds = {"r": "table", "p": "table", "v": "view", "m": "materialized view"}
     classified = {name for (k, name) in surface if k in kinds.values()}
     assert set(relations) - classified == set(), "relations nobody classified in src/api/surface.rs"
-    for name, (relkind, rls, forced, comment, reader, admin, admin_writes, dumped) in \
+    for name, (relkind, rls, forced, comment, reader, admin, admin_writes, monitor, dumped) in \
             relations.items():
         access, should_dump, description = surface[(kinds[relkind], name)]
-        # Settings such as alert rules are the admin's to edit; nothing else is.
-        access, _, edits = access.partition(",")
-        assert admin_writes == (edits == "admin_edits"), f"{name}: optidb_admin may write it"
+        # Settings such as alert rules are the admin's to edit; nothing else is. A monitoring
+        # system (optidb_monitor) reads its own views and the tables flagged monitor_reads.
+        access, *flags = access.split(",")
+        edits = "admin_edits" in flags
+        assert admin_writes == edits, f"{name}: optidb_admin may write it"
+        assert monitor == ("monitor_reads" in flags or access == "monitor"), (
+            f"{name}: optidb_monitor may read it")
         if relkind == "m":
             assert not reader and not admin, name
             continue
-        assert reader == (access != "none"), (name, access)
+        assert reader == (access not in ("none", "monitor")), (name, access)
         if relkind == "v":
             continue
         assert rls and forced, f"{name}: row-level security not forced"
@@ -71,7 +79,8 @@ def test_every_relation_is_classified_with_its_rls_grants_and_dump(fresh_db, sur
             assert "not dumped" in comment, f"{name}: neither dumped nor said why"
         policies = {r[0] for r in fresh_db.execute(
             "SELECT polname FROM pg_policy WHERE polrelid = %s::regclass", (name,))}
-        admins = {"admin_reads_all"} | ({"admin_edits"} if edits else set())
+        admins = {"admin_reads_all"} | ({"admin_edits"} if edits else set()) | (
+            {"monitor_reads_all"} if monitor else set())
         readers = policies - admins
         assert admins <= policies and len(readers) == (access != "none"), (name, policies)
 
