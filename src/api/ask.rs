@@ -61,8 +61,9 @@ fn subject(b: &mut AnswerBuilder, query_id: Option<i64>) -> Option<i64> {
         }
         None => {
             b.unknown(
-                "which statement you mean: pass its id, as in ask('why is query 42 slow?') or \
-                 ask('why is it slow?', 42)",
+                // No digits here: a number no fact carries drops the sentence (finish()).
+                "which statement you mean: name its id in the question, as in \
+                 ask('why is query N slow?'), or pass it, as in ask('why is it slow?', N)",
             );
             None
         }
