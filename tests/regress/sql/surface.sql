@@ -73,8 +73,10 @@ FROM optidb.surface() s WHERE s.kind = 'enum' ORDER BY 1;
 
 -- Roles optidb creates, and what PUBLIC may do: nothing.
 SELECT rolname, rolcanlogin, rolsuper FROM pg_catalog.pg_roles
-WHERE rolname IN ('optidb_reader', 'optidb_admin') ORDER BY 1;
+WHERE rolname IN ('optidb_reader', 'optidb_monitor', 'optidb_admin') ORDER BY 1;
 SELECT pg_catalog.pg_has_role('optidb_admin', 'optidb_reader', 'MEMBER') AS admin_is_reader,
+       pg_catalog.pg_has_role('optidb_admin', 'optidb_monitor', 'MEMBER') AS admin_is_monitor,
+       pg_catalog.pg_has_role('optidb_monitor', 'optidb_reader', 'MEMBER') AS monitor_is_reader,
        pg_catalog.pg_has_role('optidb_admin', 'pg_read_all_stats', 'MEMBER') AS admin_reads_all_stats;
 SELECT p.proname FROM pg_catalog.pg_proc p
 WHERE p.pronamespace = 'optidb'::regnamespace
