@@ -144,10 +144,13 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
     };
     let selection = workload::select(&measured, &prices, limits);
     let total = selection.picks.len();
-    let mut advice: Vec<Advice> = selection
+    // The advised set, then the indexes whose writes cost more than they save (rejected).
+    let advice: Vec<Advice> = selection
         .picks
         .iter()
-        .map(|p| {
+        .map(|p| (p, true))
+        .chain(selection.net_negative.iter().map(|p| (p, false)))
+        .map(|(p, open)| {
             advise(
                 p,
                 &pool[p.candidate],
@@ -155,21 +158,10 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
                 &upkeep[p.candidate],
                 hours,
                 total,
-                true,
+                open,
             )
         })
         .collect();
-    advice.extend(selection.net_negative.iter().map(|p| {
-        advise(
-            p,
-            &pool[p.candidate],
-            catalog,
-            &upkeep[p.candidate],
-            hours,
-            total,
-            false,
-        )
-    }));
     Search {
         advice,
         unmeasured,
