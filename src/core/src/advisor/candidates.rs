@@ -442,16 +442,21 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn both_sides_of_a_hash_join_propose_their_join_keys() {
-        let plan = from_explain_json(&json!({"Plan": {
+    /// Reviews of one author's books: a hash join of review and book, book filtered.
+    fn review_of_books_by_author() -> crate::plan_facts::PlanFacts {
+        from_explain_json(&json!({"Plan": {
             "Node Type": "Hash Join", "Hash Cond": "(r.book_id = b.id)", "Plans": [
                 {"Node Type": "Seq Scan", "Relation Name": "review", "Schema": "app",
                  "Alias": "r"},
                 {"Node Type": "Hash", "Plans": [
                     {"Node Type": "Seq Scan", "Relation Name": "book", "Schema": "app",
                      "Alias": "b", "Filter": "(b.author_id = $1)"}]}]}}))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn both_sides_of_a_hash_join_propose_their_join_keys() {
+        let plan = review_of_books_by_author();
         let c = for_statement(&plan, &catalog());
         let singles = labels(&c.singles);
         assert!(
@@ -508,14 +513,7 @@ mod tests {
 
     #[test]
     fn another_resolution_moves_each_candidate_to_its_schema_or_drops_it() {
-        let plan = from_explain_json(&json!({"Plan": {
-            "Node Type": "Hash Join", "Hash Cond": "(r.book_id = b.id)", "Plans": [
-                {"Node Type": "Seq Scan", "Relation Name": "review", "Schema": "app",
-                 "Alias": "r"},
-                {"Node Type": "Hash", "Plans": [
-                    {"Node Type": "Seq Scan", "Relation Name": "book", "Schema": "app",
-                     "Alias": "b", "Filter": "(b.author_id = $1)"}]}]}}))
-        .unwrap();
+        let plan = review_of_books_by_author();
         let c = for_statement(&plan, &catalog());
         // The other tenant has its own review table; its book is not known.
         let moved = c.resolved_in(|c| (c.table == "review").then(|| "Tenant 2".to_string()));
