@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$OPTIDB_ROOT"
 
 root=${OPTIDB_DOCKER_ROOT:-/tmp/optidb-docker}
-port=${OPTIDB_DOCKER_PORT:-55437}
+port=${OPTIDB_DOCKER_PORT:-55480}
 image=optidb:test
 container=optidb-test-$port
 debian_pg=/usr/lib/postgresql/$PG_MAJOR/bin # the image has Debian's paths: so must the package

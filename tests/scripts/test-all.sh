@@ -3,7 +3,8 @@
 #   1. cargo fmt --check and clippy (no warnings),
 #   2. core unit tests (plain `cargo test`, no server),
 #   3. #[pg_test] SQL-surface tests inside a real backend (`cargo pgrx test`),
-#   4. the Debian package: built, installed with dpkg, README quick start on a fresh cluster,
+#   4. the Debian package: built, installed with dpkg, README quick start on a fresh cluster;
+#      the Docker image built from it (private dockerd, local base image) and its container run,
 #   5. the symbol-isolation check on the built library, pgspot on the installed extension script,
 #   6. end-to-end tests (pytest) against a real cluster with the demo workload committed,
 #   7. PostgreSQL 18 (from PyPI): #[pg_test] tests and the end-to-end tests without hypopg/pg_cron.
@@ -29,6 +30,8 @@ cargo pgrx test pg15 --runas postgres --pgdata "$pgrx_data/data"
 
 log "4/7 the Debian package (dpkg -i, preloaded, README quick start)"
 "$OPTIDB_ROOT/tests/scripts/test-package.sh"
+log "4/7 the Docker image of that package: built offline, run, answering"
+"$OPTIDB_ROOT/tests/scripts/docker-test.sh"
 
 log "5/7 build, install, symbol check, pgspot"
 "$OPTIDB_ROOT/tests/scripts/install-extension.sh"
