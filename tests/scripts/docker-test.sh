@@ -86,6 +86,8 @@ stop_all() {
         kill "$dockerd_pid" 2>/dev/null || true
         wait "$dockerd_pid" 2>/dev/null || true
         dockerd_pid=
+        # dockerd leaves its network namespace mounted (exec/netns/default) when it exits.
+        awk -v r="$root/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount
     fi
 }
 
@@ -94,7 +96,7 @@ base_image() {
     dk image inspect debian:bookworm >/dev/null 2>&1 && return 0
     local mirror rootfs=$root/rootfs
     mirror=$(grep -rhoP '^(URIs:\s*|deb\s+(\[[^]]*\]\s*)?)\Khttps?://\S+/debian/?$' \
-        /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1)
+        /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 || true)
     mirror=${OPTIDB_DEBIAN_MIRROR:-${mirror:-http://deb.debian.org/debian}}
     log "making the base image debian:bookworm (debootstrap from $mirror, about a minute)"
     rm -rf "$rootfs"
@@ -150,6 +152,8 @@ base_image
 log "docker build (host network, base image local)"
 dk build --network host -t "$image" . >"$root/build.log" 2>&1 \
     || { tail -30 "$root/build.log" >&2; die "docker build failed (log: $root/build.log)"; }
+# The previous run's image (its package layer) is kept by nothing now.
+dk image prune -f >/dev/null
 
 log "docker run on port $port"
 dk rm -f "$container" >/dev/null 2>&1 || true
