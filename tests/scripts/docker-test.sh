@@ -159,12 +159,16 @@ log "docker run on port $port"
 dk rm -f "$container" >/dev/null 2>&1 || true
 # --shm-size: as README says (optidb's simulations need a 64 MB shared memory segment).
 dk run -d --name "$container" --network host --shm-size=256m -e PGPORT="$port" \
-    -e POSTGRES_PASSWORD="$password" "$image" >/dev/null
+    -e POSTGRES_PASSWORD="$password" "$image" -c work_mem=12MB >/dev/null
 wait_ready
 check "pg_stat_statements, optidb and pg_cron preloaded" postgres \
     "SELECT pg_catalog.current_setting('shared_preload_libraries') = 'pg_stat_statements,optidb,pg_cron'"
+check "docker run's arguments reach postgres" postgres \
+    "SELECT pg_catalog.current_setting('work_mem') = '12MB'"
 wait_backend "optidb worker"
 wait_backend "pg_cron launcher"
+[ -n "$(dk exec "$container" psql -X -Atc "SELECT optidb.metrics()")" ] \
+    || die "docker image: docker exec ... psql (peer, inside) does not answer as README says"
 check "the extensions created in database postgres, optidb at version $version" postgres \
     "SELECT pg_catalog.string_agg(extname, ',' ORDER BY extname) = 'hypopg,optidb,pg_cron,pg_stat_statements'
         AND pg_catalog.bool_or(extname = 'optidb' AND extversion = '$version')
@@ -203,6 +207,9 @@ check "the workload's history survives the restart" shop \
     "SELECT count(*) > 0 FROM optidb.recommendation
      WHERE schemaname = 'app' AND tablename = 'orders'"
 
+# Two fast shutdowns: the entrypoint's after creating the extensions, docker restart's.
+[ "$(dk logs "$container" 2>&1 | grep -c 'received fast shutdown request')" = 2 ] \
+    || die "docker image: docker stop did not ask for a fast shutdown (STOPSIGNAL SIGINT)"
 if dk logs "$container" 2>&1 | grep -E 'PANIC|terminated by signal|optidb: /dev/shm' >&2; then
     die "docker image: the container's log shows a crash or a warning (above)"
 fi
