@@ -116,7 +116,8 @@ package() {
         log "reusing $deb"
         return 0
     fi
-    PG_CONFIG=$debian_pg/pg_config PGBIN=$debian_pg "$OPTIDB_ROOT/tests/scripts/package.sh" >/dev/null
+    PG_CONFIG=$debian_pg/pg_config PGBIN=$debian_pg "$OPTIDB_ROOT/tests/scripts/package.sh" \
+        >/dev/null
 }
 
 wait_ready() {
@@ -162,7 +163,8 @@ dk run -d --name "$container" --network host --shm-size=256m -e PGPORT="$port" \
     -e POSTGRES_PASSWORD="$password" "$image" -c work_mem=12MB >/dev/null
 wait_ready
 check "pg_stat_statements, optidb and pg_cron preloaded" postgres \
-    "SELECT pg_catalog.current_setting('shared_preload_libraries') = 'pg_stat_statements,optidb,pg_cron'"
+    "SELECT pg_catalog.current_setting('shared_preload_libraries')
+            = 'pg_stat_statements,optidb,pg_cron'"
 check "docker run's arguments reach postgres" postgres \
     "SELECT pg_catalog.current_setting('work_mem') = '12MB'"
 wait_backend "optidb worker"
@@ -170,22 +172,24 @@ wait_backend "pg_cron launcher"
 [ -n "$(dk exec "$container" psql -X -Atc "SELECT optidb.metrics()")" ] \
     || die "docker image: docker exec ... psql (peer, inside) does not answer as README says"
 check "the extensions created in database postgres, optidb at version $version" postgres \
-    "SELECT pg_catalog.string_agg(extname, ',' ORDER BY extname) = 'hypopg,optidb,pg_cron,pg_stat_statements'
+    "SELECT pg_catalog.string_agg(extname, ',' ORDER BY extname)
+            = 'hypopg,optidb,pg_cron,pg_stat_statements'
         AND pg_catalog.bool_or(extname = 'optidb' AND extversion = '$version')
      FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql'"
 
-log "a new database: CREATE EXTENSION, tables in schema app, a workload through search_path"
-dpsql -d postgres -qc "CREATE DATABASE shop"
+log "a new database: CREATE EXTENSION; the application's role, its schema, a workload"
+dpsql -d postgres -qc "CREATE DATABASE shop" -c "CREATE ROLE shop_app LOGIN PASSWORD '$password'"
 dpsql -d shop -q -c "CREATE EXTENSION pg_stat_statements" -c "CREATE EXTENSION hypopg" \
-    -c "CREATE EXTENSION optidb" -c "CREATE SCHEMA app" \
+    -c "CREATE EXTENSION optidb" -c "CREATE SCHEMA app AUTHORIZATION shop_app" \
     -c "CREATE TABLE app.orders AS SELECT g AS id, g % 5000 AS customer_id,
                                           now() - g * interval '1 minute' AS created_at
                                    FROM pg_catalog.generate_series(1, 200000) g" \
-    -c "ANALYZE app.orders"
+    -c "ALTER TABLE app.orders OWNER TO shop_app" -c "ANALYZE app.orders"
 workload=$(mktemp)
-printf '\\set c random(1, 5000)\nSELECT id, created_at FROM orders WHERE customer_id = :c;\n' >"$workload"
+printf '%s\n' '\set c random(1, 5000)' \
+    'SELECT id, created_at FROM orders WHERE customer_id = :c;' >"$workload"
 PGPASSWORD=$password PGOPTIONS='-c search_path=app' "$debian_pg/pgbench" -n -M extended -t 300 \
-    -f "$workload" -h 127.0.0.1 -p "$port" -U postgres shop >/dev/null
+    -f "$workload" -h 127.0.0.1 -p "$port" -U shop_app shop >/dev/null
 rm -f "$workload"
 dpsql -d shop -qc "SELECT * FROM optidb.scan()" >/dev/null
 check "bottlenecks() finds the lookups by customer_id" shop \
