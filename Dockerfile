@@ -1,37 +1,38 @@
-# PostgreSQL 15 with pg_stat_statements, hypopg, pg_cron and optidb preloaded.
-# Not built on the development machines (no Docker engine there): reviewed, not tested.
-FROM debian:12 AS build
-RUN apt-get update && apt-get install -y --no-install-recommends \
-        postgresql-15 postgresql-server-dev-15 clang libclang-dev binutils \
-        build-essential ca-certificates curl pkg-config \
-    && rm -rf /var/lib/apt/lists/*
-RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain 1.95.0
-ENV PATH=/root/.cargo/bin:$PATH
-RUN cargo install cargo-pgrx --version 0.18.0 --locked \
-    && cargo pgrx init --pg15 /usr/lib/postgresql/15/bin/pg_config
-WORKDIR /src
-COPY . .
-# The same Debian package the test suite installs (release build, upgrade scripts).
-RUN bash tests/scripts/package.sh
+# PostgreSQL 15 from Debian with pg_stat_statements, optidb and pg_cron preloaded and hypopg
+# installed, in the cluster the container starts (docker/entrypoint.sh creates it on first start).
+#
+# optidb comes from the Debian package that tests/scripts/package.sh builds on a Debian 12 host
+# (target/optidb-postgresql-15_<version>_amd64.deb): the image build needs only the Debian
+# archive, no Rust toolchain and no installer download, and the image holds exactly the package
+# the suite tests with dpkg. Build and run (README "Docker", docs/install.md):
+#   bash tests/scripts/package.sh && docker build -t optidb .
+#   docker run -d --name optidb -e POSTGRES_PASSWORD=... -p 5432:5432 optidb
+# The suite builds and runs it offline from a locally made base image: tests/scripts/docker-test.sh.
+FROM debian:bookworm
 
-FROM debian:12
-RUN apt-get update && apt-get install -y --no-install-recommends \
-        postgresql-15 postgresql-contrib postgresql-15-hypopg postgresql-15-cron \
+ENV LANG=C.UTF-8 PGDATA=/var/lib/postgresql/data PGPORT=5432
+# Debian's packages would create and start a cluster "main" of their own: not in this image.
+RUN mkdir -p /etc/postgresql-common/createcluster.d \
+    && echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/no-main.conf \
+    && apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        postgresql-15 postgresql-15-hypopg postgresql-15-cron \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/optidb-postgresql-15_*_amd64.deb /tmp/
-RUN dpkg -i /tmp/optidb-postgresql-15_*_amd64.deb && rm /tmp/optidb-postgresql-15_*_amd64.deb \
-    && echo "shared_preload_libraries = 'pg_stat_statements,optidb,pg_cron'" \
-        >> /usr/share/postgresql/postgresql.conf.sample
+
+# The newest optidb package in target/ (.dockerignore sends nothing else of the tree).
+COPY target/optidb-postgresql-15_*_amd64.deb /tmp/optidb/
+RUN deb=$(ls /tmp/optidb/*.deb | sort -V | tail -1) \
+    && echo "installing $deb" \
+    && apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$deb" \
+    && rm -rf /tmp/optidb /var/lib/apt/lists/* \
+    && install -d -o postgres -g postgres -m 2775 /var/run/postgresql \
+    && install -d -o postgres -g postgres -m 700 "$PGDATA"
+
+COPY docker/entrypoint.sh /usr/local/bin/optidb-entrypoint
 USER postgres
-ENV PGDATA=/var/lib/postgresql/data
-# Local connections only (use `docker exec -it <container> psql`); open it up deliberately.
-# optidb's hooks record every statement; its worker snapshots, records health and evaluates the
-# alert rules in database postgres, where the extensions are created at build time.
-RUN /usr/lib/postgresql/15/bin/initdb -D "$PGDATA" -A peer \
-    && printf "%s\n" "listen_addresses = 'localhost'" "optidb.database = 'postgres'" \
-        "cron.database_name = 'postgres'" >> "$PGDATA/postgresql.conf" \
-    && /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -w start \
-    && psql -d postgres -c "CREATE EXTENSION pg_stat_statements" -c "CREATE EXTENSION hypopg" \
-        -c "CREATE EXTENSION optidb" \
-    && /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -w stop
-CMD ["/usr/lib/postgresql/15/bin/postgres", "-D", "/var/lib/postgresql/data"]
+VOLUME /var/lib/postgresql/data
+EXPOSE 5432
+# SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave).
+STOPSIGNAL SIGINT
+ENTRYPOINT ["/usr/local/bin/optidb-entrypoint"]
