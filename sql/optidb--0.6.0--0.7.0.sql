@@ -3,7 +3,8 @@ SET LOCAL pg_stat_statements.track = none;
 -- upgraded with it has exactly the schema of a fresh 0.7.0 install and keeps its data.
 --
 -- 0.7.0: advice on real workloads (issue 23): index advice is chosen for the whole workload by
--- hypothetical-index costs, net of the write cost each index adds.
+-- hypothetical-index costs, net of the write cost each index adds; bottlenecks() gains the
+-- family and anomaly columns (issue 25).
 
 -- The first line: none of this script reaches pg_stat_statements, whatever its track setting
 -- (why and how: the top of sql/bootstrap.sql); set back at the end.
@@ -53,6 +54,20 @@ ALTER TABLE optidb.recommendation DROP CONSTRAINT recommendation_kind_check;
 ALTER TABLE optidb.recommendation ADD CONSTRAINT recommendation_kind_check
     CHECK (kind IN ('missing_index', 'composite_index', 'expression_index', 'redundant_index',
                     'unused_index', 'stats', 'rewrite', 'trigram_index'));
+
+-- bottlenecks() shows each statement's family and anomaly kinds as columns (issue 25), not only
+-- inside evidence: a changed RETURNS TABLE needs DROP and CREATE (grants and the comment come
+-- back from apply_surface below). Nothing in the schema depends on the function.
+DROP FUNCTION optidb.bottlenecks(integer);
+CREATE FUNCTION optidb.bottlenecks("lim" integer DEFAULT 20) RETURNS TABLE (
+    "query_id" bigint, "fingerprint" text, "query" text, "calls" bigint,
+    "mean_ms" double precision, "p95_ms" double precision, "p99_ms" double precision,
+    "total_ms" double precision, "share_pct" double precision, "reason" text,
+    "evidence" jsonb, "ddl" text, "confidence" double precision, "family_id" bigint,
+    "family_label" text, "anomalies" text[])
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'bottlenecks_wrapper';
 
 -- A role for monitoring systems (postgres_exporter, docs/monitoring.md): health figures, open
 -- alerts and every statement's aggregate figures, nothing else.

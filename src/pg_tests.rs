@@ -90,6 +90,14 @@ mod tests {
         sql: &str,
         count: usize,
     ) -> Result<crate::postgres::explain::CapturedPlan, crate::postgres::guarded::Failure> {
+        plan_as_me(sql, crate::postgres::explain::Values::Generic { count })
+    }
+
+    /// The costs of `sql` planned with `values`, replayed as this test's role.
+    fn plan_as_me(
+        sql: &str,
+        values: crate::postgres::explain::Values,
+    ) -> Result<crate::postgres::explain::CapturedPlan, crate::postgres::guarded::Failure> {
         let context = my_context();
         let replay = crate::postgres::explain::Replay {
             context: &context,
@@ -97,7 +105,7 @@ mod tests {
             param_types: &[],
             tables: &[],
             relations: &[],
-            values: crate::postgres::explain::Values::Generic { count },
+            values,
             limit: crate::postgres::gucs::statement_limit(),
         };
         crate::postgres::explain::plan(replay, crate::postgres::explain::Mode::Costs)
@@ -187,19 +195,9 @@ mod tests {
     #[pg_test]
     fn a_custom_plan_uses_the_sampled_values() {
         setup_workload();
-        let context = my_context();
         let sql = "SELECT * FROM t_orders WHERE id < $1";
         let values = [Some("5".to_string())];
-        let replay = crate::postgres::explain::Replay {
-            context: &context,
-            sql,
-            param_types: &[],
-            tables: &[],
-            relations: &[],
-            values: crate::postgres::explain::Values::Sampled(&values),
-            limit: crate::postgres::gucs::statement_limit(),
-        };
-        let custom = crate::postgres::explain::plan(replay, crate::postgres::explain::Mode::Costs)
+        let custom = plan_as_me(sql, crate::postgres::explain::Values::Sampled(&values))
             .unwrap_or_else(|f| panic!("{f}"));
         let filter = custom.facts.seq_scans[0].filter.clone().unwrap_or_default();
         assert!(filter.contains("< 5"), "{filter}");

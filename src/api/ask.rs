@@ -27,6 +27,34 @@ fn of_row(table: &'static str, id: i64) -> impl Fn(&str, &str) -> Option<Fact> {
     move |name, expr| fact(name, format!("SELECT {expr} FROM {table} WHERE id = {id}"))
 }
 
+/// The row of `table` a group of sentences cites, as `pick` (labelled `label` in errors)
+/// finds it: its id and its facts; None, after saying nothing is known of `missing`, when
+/// there is none.
+fn cited_row(
+    b: &mut AnswerBuilder,
+    (label, table): (&str, &'static str),
+    pick: &str,
+    args: &[pgrx::datum::DatumWithOid],
+    missing: &str,
+) -> Option<(i64, impl Fn(&str, &str) -> Option<Fact>)> {
+    let Some(id) = rows::value::<i64>(label, pick, args) else {
+        b.unknown(missing);
+        return None;
+    };
+    Some((id, of_row(table, id)))
+}
+
+/// The latest plan advice rests on, of statement $1.
+const LATEST_PLAN: &str = "SELECT id FROM optidb.plan \
+    WHERE query_id = $1 AND plan_json IS NOT NULL AND basis \
+    ORDER BY captured_at DESC, id DESC LIMIT 1";
+/// The most confident open advice serving statement $1.
+const TOP_ADVICE: &str = "SELECT id FROM optidb.recommendation \
+    WHERE status = 'open' AND $1 = ANY (query_ids) ORDER BY confidence DESC, id LIMIT 1";
+/// The latest successful simulation of advice $1 for statement $2.
+const LATEST_SIMULATION: &str = "SELECT id FROM optidb.simulation \
+    WHERE rec_id = $1 AND query_id = $2 AND error IS NULL ORDER BY ran_at DESC LIMIT 1";
+
 /// Facts that exist, for one sentence.
 fn facts(list: Vec<Option<Fact>>) -> Vec<Fact> {
     list.into_iter().flatten().collect()
@@ -105,16 +133,11 @@ fn metrics_sentence(b: &mut AnswerBuilder, id: i64) {
 
 /// The latest plan advice rests on: its facts.
 fn plan_sentences(b: &mut AnswerBuilder, id: i64) {
-    let Some(plan_id) = rows::value::<i64>(
-        "ask: latest plan",
-        "SELECT id FROM optidb.plan WHERE query_id = $1 AND plan_json IS NOT NULL AND basis \
-         ORDER BY captured_at DESC, id DESC LIMIT 1",
-        &[id.into()],
-    ) else {
-        b.unknown("its plan: none was captured (run optidb.scan())");
+    let missing = "its plan: none was captured (run optidb.scan())";
+    let plan = ("ask: latest plan", "optidb.plan");
+    let Some((plan_id, p)) = cited_row(b, plan, LATEST_PLAN, &[id.into()], missing) else {
         return;
     };
-    let p = of_row("optidb.plan", plan_id);
     b.say(
         "Its latest {plan_kind} plan (captured {plan_captured_at}) costs {total_cost}.",
         facts(vec![
@@ -146,16 +169,11 @@ fn plan_sentences(b: &mut AnswerBuilder, id: i64) {
 }
 
 fn advice_sentences(b: &mut AnswerBuilder, id: i64) {
-    let Some(rec) = rows::value::<i64>(
-        "ask: advice",
-        "SELECT id FROM optidb.recommendation WHERE status = 'open' AND $1 = ANY (query_ids) \
-         ORDER BY confidence DESC, id LIMIT 1",
-        &[id.into()],
-    ) else {
-        b.unknown("advice for it: scan() made no open recommendation that serves it");
+    let missing = "advice for it: scan() made no open recommendation that serves it";
+    let advice = ("ask: advice", "optidb.recommendation");
+    let Some((rec, r)) = cited_row(b, advice, TOP_ADVICE, &[id.into()], missing) else {
         return;
     };
-    let r = of_row("optidb.recommendation", rec);
     b.say(
         "Recommendation {recommendation_id} ({kind}, confidence {confidence}): {ddl}",
         facts(vec![
@@ -169,16 +187,12 @@ fn advice_sentences(b: &mut AnswerBuilder, id: i64) {
 }
 
 fn simulation_sentence(b: &mut AnswerBuilder, id: i64, rec: i64) {
-    let Some(sim) = rows::value::<i64>(
-        "ask: simulation",
-        "SELECT id FROM optidb.simulation WHERE rec_id = $1 AND query_id = $2 AND error IS NULL \
-         ORDER BY ran_at DESC LIMIT 1",
-        &[rec.into(), id.into()],
-    ) else {
-        b.unknown("its simulated gain: it was not simulated yet");
+    let missing = "its simulated gain: it was not simulated yet";
+    let simulation = ("ask: simulation", "optidb.simulation");
+    let args = [rec.into(), id.into()];
+    let Some((_, s)) = cited_row(b, simulation, LATEST_SIMULATION, &args, missing) else {
         return;
     };
-    let s = of_row("optidb.simulation", sim);
     b.say(
         "Simulated ({mode}, {basis} plan, {ran_at}): cost {before_cost} -> {after_cost}, \
          {improvement_pct}% better.",

@@ -196,6 +196,9 @@ fn bottlenecks(
         name!(evidence, JsonB),
         name!(ddl, Option<String>),
         name!(confidence, f64),
+        name!(family_id, Option<i64>),
+        name!(family_label, Option<String>),
+        name!(anomalies, Vec<String>),
     ),
 > {
     require_positive("lim", lim);
@@ -216,6 +219,9 @@ type BottleneckRow = (
     JsonB,
     Option<String>,
     f64,
+    Option<i64>,
+    Option<String>,
+    Vec<String>,
 );
 
 fn rows(lim: i32) -> Vec<BottleneckRow> {
@@ -239,9 +245,25 @@ fn rows(lim: i32) -> Vec<BottleneckRow> {
                 JsonB(evidence(&o, &d)),
                 o.ddl.clone(),
                 d.confidence,
+                o.family["id"].as_i64(),
+                o.family["label"].as_str().map(str::to_owned),
+                anomaly_kinds(&o.anomalies),
             )
         })
         .collect()
+}
+
+/// The kinds of a statement's anomaly tags (the `anomalies` column: chips in the list; the
+/// evidence of each stays in `evidence -> 'anomalies'`), sorted as the query orders them.
+fn anomaly_kinds(anomalies: &serde_json::Value) -> Vec<String> {
+    anomalies
+        .as_array()
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|t| t["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Percentiles from optidb's own histograms over all stored history, when it has any.

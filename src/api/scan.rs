@@ -445,6 +445,7 @@ fn store_deltas(entries: &[(&PgssEntry, i64)], captured_at: &TimestampWithTimeZo
     }
 
     let col = |f: &dyn Fn(&PgssEntry) -> i64| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+    let [queryid, userid, dbid, toplevel] = pgss::key_arrays(entries.iter().map(|(e, _)| *e));
     Spi::run_with_args(
         "INSERT INTO optidb.pgss_state AS s (queryid, userid, dbid, toplevel, query_id, calls, \
              total_exec_time, rows, shared_blks_hit, shared_blks_read, temp_blks_read, \
@@ -464,14 +465,10 @@ fn store_deltas(entries: &[(&PgssEntry, i64)], captured_at: &TimestampWithTimeZo
              temp_blks_read = excluded.temp_blks_read, \
              temp_blks_written = excluded.temp_blks_written, seen_at = excluded.seen_at",
         &[
-            col(&|e| e.queryid).into(),
-            col(&|e| e.userid).into(),
-            col(&|e| e.dbid).into(),
-            entries
-                .iter()
-                .map(|(e, _)| e.toplevel)
-                .collect::<Vec<_>>()
-                .into(),
+            queryid,
+            userid,
+            dbid,
+            toplevel,
             entries.iter().map(|(_, q)| *q).collect::<Vec<_>>().into(),
             col(&|e| e.current.calls).into(),
             entries

@@ -178,7 +178,7 @@ pub const FUNCTIONS: &[Function] = &[
     Function {
         signature: "optidb.bottlenecks(integer)",
         audience: Audience::Reader,
-        comment: "The statements with the largest total execution time, each with reason, evidence, DDL and confidence",
+        comment: "The statements with the largest total execution time, each with reason, evidence, DDL, confidence, family and anomaly kinds",
     },
     Function {
         signature: "optidb.query(bigint)",

@@ -8,10 +8,10 @@
 
 use pgrx::prelude::*;
 
-const COLLECT_TABLES: &str = "
-INSERT INTO optidb.schema_table AS t
-    (relid, schemaname, relname, rows_est, bytes, seq_scan, seq_tup_read, idx_scan, n_live_tup,
-     n_dead_tup, n_mod_since_analyze, last_analyze, last_vacuum, captured_at)
+/// Tables and their sizes and activity, keyed by relid.
+const TABLE_COLUMNS: &str = "relid, schemaname, relname, rows_est, bytes, seq_scan, seq_tup_read, \
+     idx_scan, n_live_tup, n_dead_tup, n_mod_since_analyze, last_analyze, last_vacuum, captured_at";
+const TABLES: &str = "
 SELECT s.relid, s.schemaname, s.relname,
        CASE WHEN c.reltuples < 0 THEN s.n_live_tup ELSE c.reltuples END,
        (c.relpages::bigint + COALESCE(toast.relpages, 0)
@@ -26,24 +26,17 @@ SELECT s.relid, s.schemaname, s.relname,
 FROM pg_catalog.pg_stat_user_tables s
 JOIN pg_catalog.pg_class c ON c.oid = s.relid
 LEFT JOIN pg_catalog.pg_class toast ON toast.oid = c.reltoastrelid
-WHERE s.schemaname <> 'optidb'
-ON CONFLICT (relid) DO UPDATE SET
-    schemaname = excluded.schemaname, relname = excluded.relname, rows_est = excluded.rows_est,
-    bytes = excluded.bytes, seq_scan = excluded.seq_scan, seq_tup_read = excluded.seq_tup_read,
-    idx_scan = excluded.idx_scan, n_live_tup = excluded.n_live_tup,
-    n_dead_tup = excluded.n_dead_tup, n_mod_since_analyze = excluded.n_mod_since_analyze,
-    last_analyze = excluded.last_analyze, last_vacuum = excluded.last_vacuum,
-    captured_at = excluded.captured_at";
+WHERE s.schemaname <> 'optidb'";
 
 const FORGET_DROPPED_TABLES: &str = "
 DELETE FROM optidb.schema_table t
 WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_user_tables s WHERE s.relid = t.relid)";
 
-const COLLECT_INDEXES: &str = "
-INSERT INTO optidb.schema_index AS x
-    (indexrelid, relid, schemaname, tablename, indexname, columns, is_unique, is_primary,
-     is_valid, backs_constraint, has_expressions, predicate, access_method, idx_scan, bytes,
-     definition, captured_at)
+/// Indexes of user tables, keyed by indexrelid.
+const INDEX_COLUMNS: &str = "indexrelid, relid, schemaname, tablename, indexname, columns, \
+     is_unique, is_primary, is_valid, backs_constraint, has_expressions, predicate, \
+     access_method, idx_scan, bytes, definition, captured_at";
+const INDEXES: &str = "
 SELECT i.indexrelid, i.indrelid, n.nspname, t.relname, ic.relname,
        ARRAY(SELECT pg_catalog.pg_get_indexdef(i.indexrelid, k, true)
              FROM pg_catalog.generate_series(1, i.indnkeyatts) AS k ORDER BY k),
@@ -60,21 +53,16 @@ JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
 JOIN pg_catalog.pg_am am ON am.oid = ic.relam
 LEFT JOIN pg_catalog.pg_stat_user_indexes su ON su.indexrelid = i.indexrelid
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'optidb')
-  AND n.nspname !~ '^pg_toast' AND t.relkind IN ('r', 'm', 'p')
-ON CONFLICT (indexrelid) DO UPDATE SET
-    relid = excluded.relid, schemaname = excluded.schemaname, tablename = excluded.tablename,
-    indexname = excluded.indexname, columns = excluded.columns, is_unique = excluded.is_unique,
-    is_primary = excluded.is_primary, is_valid = excluded.is_valid,
-    backs_constraint = excluded.backs_constraint, has_expressions = excluded.has_expressions,
-    predicate = excluded.predicate, access_method = excluded.access_method,
-    idx_scan = excluded.idx_scan, bytes = excluded.bytes, definition = excluded.definition,
-    captured_at = excluded.captured_at";
+  AND n.nspname !~ '^pg_toast' AND t.relkind IN ('r', 'm', 'p')";
 
 const FORGET_DROPPED_INDEXES: &str = "
 DELETE FROM optidb.schema_index x
 WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = x.indexrelid)";
 
-const COLLECT_COLUMNS: &str = "
+/// Column statistics, keyed by (relid, attname); the ones pg_stats no longer has go first.
+const COLUMN_COLUMNS: &str =
+    "relid, attname, type, null_frac, n_distinct, correlation, most_common_freq, captured_at";
+const FRESH_COLUMNS: &str = "
 WITH fresh AS (
     SELECT c.oid AS relid, s.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
            s.null_frac, s.n_distinct, s.correlation, s.most_common_freqs[1] AS most_common_freq
@@ -87,25 +75,53 @@ WITH fresh AS (
 ), gone AS (
     DELETE FROM optidb.schema_column o
     WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.relid = o.relid AND f.attname = o.attname)
-)
-INSERT INTO optidb.schema_column
-    (relid, attname, type, null_frac, n_distinct, correlation, most_common_freq, captured_at)
+)";
+const COLUMNS: &str = "
 SELECT relid, attname, type, null_frac, n_distinct, correlation, most_common_freq,
        pg_catalog.now()
-FROM fresh
-ON CONFLICT (relid, attname) DO UPDATE SET
-    type = excluded.type, null_frac = excluded.null_frac, n_distinct = excluded.n_distinct,
-    correlation = excluded.correlation, most_common_freq = excluded.most_common_freq,
-    captured_at = excluded.captured_at";
+FROM fresh";
+
+/// `with` (a WITH clause, or empty), then the rows `select` returns, in `columns` order,
+/// inserted into `table`; a row whose `key` is there already overwrites every other column:
+/// the copy says what the catalog says now.
+fn replace_rows(with: &str, table: &str, columns: &str, key: &str, select: &str) -> String {
+    let keys: Vec<&str> = key.split(',').map(str::trim).collect();
+    let set: Vec<String> = columns
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !keys.contains(c))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let set = set.join(", ");
+    format!(
+        "{with} INSERT INTO {table} ({columns}) {select} ON CONFLICT ({key}) DO UPDATE SET {set}"
+    )
+}
 
 /// Bring optidb.schema_table, schema_index and schema_column up to date with the catalog.
 pub fn collect() {
+    let tables = replace_rows("", "optidb.schema_table", TABLE_COLUMNS, "relid", TABLES);
+    let indexes = replace_rows(
+        "",
+        "optidb.schema_index",
+        INDEX_COLUMNS,
+        "indexrelid",
+        INDEXES,
+    );
+    let key = "relid, attname";
+    let columns = replace_rows(
+        FRESH_COLUMNS,
+        "optidb.schema_column",
+        COLUMN_COLUMNS,
+        key,
+        COLUMNS,
+    );
     for sql in [
-        COLLECT_TABLES,
+        tables.as_str(),
         FORGET_DROPPED_TABLES,
-        COLLECT_INDEXES,
+        indexes.as_str(),
         FORGET_DROPPED_INDEXES,
-        COLLECT_COLUMNS,
+        columns.as_str(),
     ] {
         Spi::run(sql).unwrap_or_else(|e| error!("collecting catalog facts failed: {e}"));
     }

@@ -233,6 +233,20 @@ pub fn forget_baselines() {
     .unwrap_or_else(|e| error!("clearing pg_stat_statements baselines failed: {e}"));
 }
 
+/// The entries' key in optidb.pgss_state (queryid, userid, dbid, toplevel) as four arrays,
+/// for the statements that write rows of it from unnest().
+pub fn key_arrays<'a>(
+    entries: impl Iterator<Item = &'a PgssEntry> + Clone,
+) -> [pgrx::datum::DatumWithOid<'static>; 4] {
+    let col = |f: fn(&PgssEntry) -> i64| entries.clone().map(f).collect::<Vec<_>>();
+    [
+        col(|e| e.queryid).into(),
+        col(|e| e.userid).into(),
+        col(|e| e.dbid).into(),
+        entries.map(|e| e.toplevel).collect::<Vec<_>>().into(),
+    ]
+}
+
 /// Remember entries seen for the first time and not recorded: with the fingerprint of their
 /// statement, or None for an entry that is no statement (boilerplate, a call of optidb), so no
 /// later pass parses them again. They have no statement and no baseline yet.
@@ -240,7 +254,7 @@ pub fn remember(entries: &[(&PgssEntry, Option<&str>)], seen_at: &TimestampWithT
     if entries.is_empty() {
         return;
     }
-    let col = |f: &dyn Fn(&PgssEntry) -> i64| entries.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+    let [queryid, userid, dbid, toplevel] = key_arrays(entries.iter().map(|(e, _)| *e));
     Spi::run_with_args(
         "INSERT INTO optidb.pgss_state (queryid, userid, dbid, toplevel, query_id, fingerprint, \
              calls, total_exec_time, rows, shared_blks_hit, shared_blks_read, temp_blks_read, \
@@ -251,14 +265,10 @@ pub fn remember(entries: &[(&PgssEntry, Option<&str>)], seen_at: &TimestampWithT
               AS u(queryid, userid, dbid, toplevel, fingerprint) \
          ON CONFLICT (queryid, userid, dbid, toplevel) DO NOTHING",
         &[
-            col(&|e| e.queryid).into(),
-            col(&|e| e.userid).into(),
-            col(&|e| e.dbid).into(),
-            entries
-                .iter()
-                .map(|(e, _)| e.toplevel)
-                .collect::<Vec<_>>()
-                .into(),
+            queryid,
+            userid,
+            dbid,
+            toplevel,
             entries
                 .iter()
                 .map(|(_, f)| f.map(str::to_string))

@@ -55,6 +55,24 @@ def test_every_function_has_a_reference_page_naming_its_arguments(fresh_db):
     assert unlisted == [], f"docs/reference/README.md does not list {unlisted}"
 
 
+def test_every_result_column_has_its_row_in_the_columns_table(fresh_db):
+    """A column added to a function's RETURNS TABLE without its row in the page fails here."""
+    functions = fresh_db.execute(
+        "SELECT p.proname, array_agg(a.name ORDER BY a.n) "
+        "FROM optidb.surface() s JOIN pg_proc p ON p.oid = s.name::regprocedure, "
+        "     unnest(p.proargnames, p.proargmodes) WITH ORDINALITY AS a(name, mode, n) "
+        "WHERE s.kind = 'function' AND a.mode = 't' GROUP BY p.proname").fetchall()
+    assert any(name == "bottlenecks" for name, _ in functions), functions
+    for proname, columns in functions:
+        page = read("docs", "reference", proname + ".md")
+        assert "## Columns" in page, f"docs/reference/{proname}.md has no Columns section"
+        section = page.split("## Columns", 1)[1].split("\n## ", 1)[0]
+        documented = {word for first in re.findall(r"^\| ([^|]+) \|", section, re.M)
+                      for word in re.findall(r"[a-z_][a-z_0-9]*", first)}
+        missing = [c for c in columns if c not in documented]
+        assert missing == [], f"docs/reference/{proname}.md: no Columns row for {missing}"
+
+
 def test_settings_page_and_pg_settings_list_the_same_settings_and_defaults(fresh_db):
     rows = fresh_db.execute(
         "SELECT name, boot_val, context FROM pg_settings WHERE name LIKE 'optidb.%'").fetchall()

@@ -79,8 +79,10 @@ def test_demo_statements_fall_into_labelled_families(cast):
         label = scalar(c, "SELECT label FROM optidb.family WHERE id = %s", (grouped[0][0],))
         assert "items" in label
         # Families show in bottlenecks(), query(id) and the per-family view.
-        evidence = c.execute("SELECT evidence->'family' FROM optidb.bottlenecks(5)").fetchall()
+        evidence = c.execute("SELECT evidence->'family', family_id, family_label "
+                             "FROM optidb.bottlenecks(5)").fetchall()
         assert all(e[0] and e[0]["label"] in labels for e in evidence), evidence
+        assert all((e[1], e[2]) == (e[0]["id"], e[0]["label"]) for e in evidence), evidence
         qid = scalar(c, "SELECT min(id) FROM optidb.query WHERE family_id = %s", (grouped[0][0],))
         assert scalar(c, "SELECT optidb.query(%s)->'family'->>'label'", (qid,)) == label
         row = c.execute("SELECT statements, execution_count FROM optidb.family_metrics "
@@ -132,6 +134,27 @@ def test_a_seeded_latency_spike_is_tagged_and_a_steady_statement_is_not(cast):
         qid = scalar(c, "SELECT id FROM optidb.query WHERE norm_sql ~ 'AS spiky'")
         kinds = [a["kind"] for a in scalar(c, "SELECT optidb.query(%s)->'anomalies'", (qid,))]
         assert "latency_spike" in kinds
+        # bottlenecks() shows the family and the tags as columns (chips in the list).
+        family = c.execute("SELECT f.id, f.label FROM optidb.query q "
+                           "JOIN optidb.family f ON f.id = q.family_id WHERE q.id = %s",
+                           (qid,)).fetchone()
+        row = c.execute("SELECT family_id, family_label, anomalies FROM optidb.bottlenecks(1000) "
+                        "WHERE query_id = %s", (qid,)).fetchone()
+        assert row == (family[0], family[1], kinds), (row, family, kinds)
+        # The owner's list holds only its own statements; one without a tag shows none.
+        listed = c.execute("SELECT query_id, anomalies FROM optidb.bottlenecks(1000)").fetchall()
+        with connect(DEMO_DB) as su:  # what the role ran, as the superuser sees it
+            mine = {r[0] for r in su.execute("SELECT id FROM optidb.query WHERE role_name = %s",
+                                             (roles["app"],))}
+        assert listed and {r[0] for r in listed} <= mine, listed
+        counted = scalar(c, "SELECT id FROM optidb.query "
+                            "WHERE norm_sql LIKE 'SELECT count(*) FROM items WHERE kind%%'")
+        assert [r[1] for r in listed if r[0] == counted] == [[]], listed
+    with connect(DEMO_DB, user=roles["reader"]) as c:  # another reader: not a trace of it
+        assert scalar(c, "SELECT count(*) FROM optidb.bottlenecks(1000) "
+                         "WHERE %s = ANY (anomalies) OR family_label ~ 'items'",
+                      ("latency_spike",)) == 0
+    with connect(DEMO_DB, user=roles["app"]) as c:
         answer, _, facts = c.execute("SELECT * FROM optidb.ask('what changed?', %s)",
                                      (qid,)).fetchone()
         assert "Latency spike" in answer and any(f["name"] == "ratio" for f in facts), answer

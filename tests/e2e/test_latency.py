@@ -10,9 +10,11 @@ import time
 import psycopg
 import pytest
 
-from conftest import connect, scalar
+from conftest import connect, own_cluster, scalar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The restart tests' own cluster (one at a time), away from the suite's server.
+RESTART_PORT = int(os.environ.get("OPTIDB_E2E_RESTART_PORT", "55434"))
 
 
 def counters(conn, pattern):
@@ -229,15 +231,15 @@ def test_memory_view_reports_capacity(fresh_db):
 
 def test_counters_survive_clean_restart_and_recording_survives_a_crash():
     """Own cluster: restarts must not disturb the other tests' server."""
-    data = "/tmp/optidb-restart-test/data"
+    data = f"/tmp/optidb-restart-test-{RESTART_PORT}/data"
     subprocess.run(["rm", "-rf", os.path.dirname(data)], check=True)
-    env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT="55434")
+    env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT=str(RESTART_PORT))
     cluster = os.path.join(ROOT, "tests/scripts/cluster.sh")
     subprocess.run(["bash", cluster, "start"], env=env, check=True)
     try:
         def conn():
-            return psycopg.connect(host="/tmp", port=55434, user="postgres", dbname="postgres",
-                                   autocommit=True, prepare_threshold=None)
+            return psycopg.connect(host="/tmp", port=RESTART_PORT, user="postgres",
+                                   dbname="postgres", autocommit=True, prepare_threshold=None)
 
         def calls(c):
             return scalar(c, "SELECT coalesce(sum(c.calls), 0) FROM optidb.latency_counters() c "
@@ -285,6 +287,55 @@ def test_counters_survive_clean_restart_and_recording_survives_a_crash():
             assert calls(c) >= 3, "not recording after crash recovery"
     finally:
         subprocess.run(["bash", cluster, "stop"], env=env, check=False)
+
+
+def test_a_counters_file_of_another_format_or_torn_is_refused_with_a_log_line():
+    """The file a clean stop writes, altered while the server is down: the previous format
+    version, then a torn body, then junk. Each start refuses it whole with a LOG line, deletes
+    it and records afresh: no crash, no counters read at the wrong offsets."""
+    with own_cluster(f"restart-format-{RESTART_PORT}", RESTART_PORT,
+                     "pg_stat_statements,optidb") as port:
+        data = f"/tmp/optidb-restart-format-{RESTART_PORT}/data"
+        env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT=str(port))
+        cluster = os.path.join(ROOT, "tests/scripts/cluster.sh")
+        stat = os.path.join(data, "pg_stat", "optidb_latency.stat")
+        log = os.path.join(data, "server.log")
+
+        def probe_calls():
+            with connect("postgres", port=port) as c:
+                return scalar(c, "SELECT coalesce(sum(c.calls), 0) FROM optidb.latency_counters() c "
+                                 "JOIN pg_stat_statements s USING (queryid) "
+                                 "WHERE s.query = 'SELECT $1 + $2 AS format_probe'")
+
+        with connect("postgres", port=port) as c:
+            c.execute("CREATE EXTENSION pg_stat_statements")
+            c.execute("CREATE EXTENSION optidb")
+            for i in range(7):
+                c.execute(f"SELECT {i} + 1 AS format_probe")
+        subprocess.run(["bash", cluster, "restart"], env=env, check=True)
+        assert probe_calls() == 7, "a file of this format must load"
+        for alter, said in (
+                (lambda b: b[:8] + (int.from_bytes(b[8:16], "little") - 1).to_bytes(8, "little")
+                 + b[16:], "written by another optidb or PostgreSQL version (format "),
+                (lambda b: b[:-100], "truncated: "),
+                (lambda b: b"junk", "not an optidb latency file")):
+            with connect("postgres", port=port) as c:
+                c.execute("SELECT 1 + 1 AS format_probe")
+            subprocess.run(["bash", cluster, "stop"], env=env, check=True)
+            with open(stat, "r+b") as f:  # written by the clean stop; keeps its owner
+                altered = alter(f.read())
+                f.seek(0)
+                f.truncate()
+                f.write(altered)
+            logged = os.path.getsize(log)
+            subprocess.run(["bash", cluster, "start"], env=env, check=True)
+            with open(log) as f:
+                f.seek(logged)
+                lines = [line for line in f if "optidb_latency.stat" in line]
+            assert any(f"ignoring pg_stat/optidb_latency.stat: {said}" in line
+                       for line in lines), lines
+            assert not os.path.exists(stat), "a refused file is deleted, never read again"
+            assert probe_calls() == 0, "counters of a refused file were loaded"
 
 
 def test_slowest_execution_text_is_kept_with_literals_and_secrets_redacted(fresh_db):

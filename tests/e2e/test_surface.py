@@ -55,6 +55,7 @@ def test_every_relation_is_classified_with_its_rls_grants_and_dump(fresh_db, sur
     kinds = {"r": "table", "p": "table", "v": "view", "m": "materialized view"}
     classified = {name for (k, name) in surface if k in kinds.values()}
     assert set(relations) - classified == set(), "relations nobody classified in src/api/surface.rs"
+    assert classified - set(relations) == set(), "registry entries without a relation"
     for name, (relkind, rls, forced, comment, reader, admin, admin_writes, monitor, dumped) in \
             relations.items():
         access, should_dump, description = surface[(kinds[relkind], name)]

@@ -435,16 +435,25 @@ mod tests {
         ]
     }
 
+    /// A why_slow answer: each template said over `metrics()`, then one unknown subject.
+    fn why_slow(templates: &[&str], unknown: &str) -> Answer {
+        let mut b = AnswerBuilder::new("why_slow");
+        for template in templates {
+            b.say(template, metrics());
+        }
+        b.unknown(unknown);
+        b.finish()
+    }
+
     #[test]
     fn builder_fills_templates_and_drops_sentences_missing_a_fact() {
-        let mut b = AnswerBuilder::new("why_slow");
-        b.say(
-            "Query {query_id} averages {mean_ms} ms over {calls} calls.",
-            metrics(),
+        let answer = why_slow(
+            &[
+                "Query {query_id} averages {mean_ms} ms over {calls} calls.",
+                "It reads {rows_read} rows per call.",
+            ],
+            "its plan",
         );
-        b.say("It reads {rows_read} rows per call.", metrics());
-        b.unknown("its plan");
-        let answer = b.finish();
         assert_eq!(
             answer.text,
             "Query 42 averages 12.5 ms over 1,234 calls. I have no stored facts about its plan."
@@ -473,20 +482,14 @@ mod tests {
         };
         assert_eq!(ungrounded_numbers(&invented), vec!["3".to_string()]);
         // The builder drops a sentence whose template carries its own number.
-        let mut b = AnswerBuilder::new("why_slow");
-        b.say("Query {query_id} got 3 times slower.", metrics());
-        b.unknown("query 77");
-        let answer = b.finish();
+        let answer = why_slow(&["Query {query_id} got 3 times slower."], "query 77");
         assert_eq!(answer.text, NOTHING_KNOWN);
         assert!(
             answer.facts.is_empty(),
             "facts of dropped sentences are not cited"
         );
         // ... unless a fact grounds it.
-        let mut b = AnswerBuilder::new("why_slow");
-        b.say("Query {query_id} is slow.", metrics());
-        b.unknown("query 42's plan");
-        let answer = b.finish();
+        let answer = why_slow(&["Query {query_id} is slow."], "query 42's plan");
         assert_eq!(
             answer.text,
             "Query 42 is slow. I have no stored facts about query 42's plan."

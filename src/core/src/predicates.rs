@@ -285,19 +285,28 @@ pub(crate) fn deparse_expression(expr: &Node) -> Option<String> {
 
 /// Quote an identifier the way PostgreSQL's quote_ident() does.
 pub fn quote_ident(name: &str) -> String {
-    let plain = name
-        .chars()
+    quote_unless(name, is_lower_case_name(name) && !is_reserved(name))
+}
+
+/// `name` as it is, or in double quotes (inner ones doubled) unless `bare` says it may stand
+/// without.
+pub(crate) fn quote_unless(name: &str, bare: bool) -> String {
+    if bare {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// A name PostgreSQL reads back unchanged without quotes, keywords aside: lower-case ASCII
+/// letters, digits and underscores, not starting with a digit.
+pub(crate) fn is_lower_case_name(name: &str) -> bool {
+    name.chars()
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !is_reserved(name);
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
 }
 
 fn is_reserved(name: &str) -> bool {

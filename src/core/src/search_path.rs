@@ -97,18 +97,7 @@ fn is_space(c: char) -> bool {
 
 /// `name` as an identifier in a setting: quoted unless it is plain lower case.
 pub fn quote(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
+    crate::predicates::quote_unless(name, crate::predicates::is_lower_case_name(name))
 }
 
 /// The schema each element names, `$user` spelled out as `role`.

@@ -15,18 +15,16 @@ pub struct Hold {
 impl Hold {
     /// # Safety
     /// `lock` points to an LWLock in shared memory.
-    #[allow(
-        ffi_unwind_calls,
-        reason = "LWLockAcquire waits rather than raising; its one ERROR (over 200 LWLocks held \
-                  at once) cannot occur with optidb holding at most one (see raw.rs)"
-    )]
     pub unsafe fn shared(lock: *mut pg_sys::LWLock) -> Hold {
-        // SAFETY: the caller guarantees `lock` is an LWLock in shared memory. LWLockAcquire
-        // waits for it; its only ERROR ("too many LWLocks taken", MAX_SIMUL_LWLOCKS) cannot
-        // occur, since optidb never holds more than one of its locks and never takes one inside
-        // code that holds many.
-        unsafe { raw::LWLockAcquire(lock, pg_sys::LWLockMode::LW_SHARED) };
-        Hold { lock }
+        // SAFETY: passed on from the caller.
+        unsafe { Hold::acquire(lock, pg_sys::LWLockMode::LW_SHARED) }
+    }
+
+    /// # Safety
+    /// `lock` points to an LWLock in shared memory.
+    pub unsafe fn exclusive(lock: *mut pg_sys::LWLock) -> Hold {
+        // SAFETY: passed on from the caller.
+        unsafe { Hold::acquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE) }
     }
 
     /// # Safety
@@ -36,9 +34,12 @@ impl Hold {
         reason = "LWLockAcquire waits rather than raising; its one ERROR (over 200 LWLocks held \
                   at once) cannot occur with optidb holding at most one (see raw.rs)"
     )]
-    pub unsafe fn exclusive(lock: *mut pg_sys::LWLock) -> Hold {
-        // SAFETY: as in `shared`.
-        unsafe { raw::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE) };
+    unsafe fn acquire(lock: *mut pg_sys::LWLock, mode: pg_sys::LWLockMode::Type) -> Hold {
+        // SAFETY: the caller guarantees `lock` is an LWLock in shared memory. LWLockAcquire
+        // waits for it; its only ERROR ("too many LWLocks taken", MAX_SIMUL_LWLOCKS) cannot
+        // occur, since optidb never holds more than one of its locks and never takes one inside
+        // code that holds many.
+        unsafe { raw::LWLockAcquire(lock, mode) };
         Hold { lock }
     }
 }

@@ -619,6 +619,7 @@ pub fn record_failure(key: Key, class: u32) -> Found {
 }
 
 /// A consistent-enough copy of one entry (each counter read atomically).
+#[derive(Debug, PartialEq)]
 pub struct EntryCopy {
     pub key: Key,
     pub calls: u64,
