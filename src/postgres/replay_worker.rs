@@ -38,8 +38,17 @@ use serde_json::Value;
 /// its lock before its worker is terminated (the caller polls every 100 ms).
 const DEADLINE_SLACK_MS: u64 = 1000;
 
-/// Room for the answer: plans of one batch (a few kB to a few hundred kB each).
-const ANSWER_BYTES: usize = 64 << 20;
+/// Room for the answer, per job (plans: a few kB to a few hundred kB each), and its bounds. The
+/// segment takes that room from /dev/shm (posix shared memory is allocated when created), which
+/// a container may keep small (Docker's default is 64 MB for the whole server): a simulation of a
+/// few jobs asks for the minimum, a scan's batch of many statements for up to the maximum.
+const ANSWER_BYTES_PER_JOB: usize = 2 << 20;
+const MIN_ANSWER_BYTES: usize = 8 << 20;
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+fn answer_room(jobs: usize) -> usize {
+    (jobs * ANSWER_BYTES_PER_JOB).clamp(MIN_ANSWER_BYTES, MAX_ANSWER_BYTES)
+}
 
 /// A statement to plan: its text, the types to declare, and its values (None: generic plan,
 /// NULL for each of `placeholders` parameters).
@@ -227,7 +236,8 @@ impl Segment {
 fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure> {
     let bytes = serde_json::to_vec(request).expect("a request serializes");
     let answer_at = Segment::answer_at(bytes.len());
-    let size = Segment::answer_bytes_at(bytes.len()) + ANSWER_BYTES;
+    let room = answer_room(request.jobs.len());
+    let size = Segment::answer_bytes_at(bytes.len()) + room;
     // SAFETY: a new segment owned by the current resource owner (detached at transaction end,
     // also on error); its handle is what the worker attaches to.
     let segment = unsafe {
@@ -277,7 +287,7 @@ fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure>
     let answer = if segment.read_u64(answer_at) == DONE {
         let len = segment.read_u64(answer_at + 8) as usize;
         let at = Segment::answer_bytes_at(bytes.len());
-        serde_json::from_slice(segment.bytes(at, len.min(ANSWER_BYTES)))
+        serde_json::from_slice(segment.bytes(at, len.min(room)))
             .map_err(|e| Failure::new("XX000", format!("unreadable replay answer: {e}")))
     } else {
         Err(Failure::new(
@@ -444,19 +454,25 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
             },
         )
     });
-    let bytes = serde_json::to_vec(&answers).expect("answers serialize");
-    let answer_at = Segment::answer_at(len);
-    if bytes.len() <= ANSWER_BYTES {
-        segment.write_u64(answer_at + 8, bytes.len() as u64);
-        segment.write_bytes(Segment::answer_bytes_at(len), &bytes);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        segment.write_u64(answer_at, DONE);
-    } else {
-        pgrx::log!(
-            "optidb replay: answer of {} bytes does not fit",
-            bytes.len()
+    let room = answer_room(request.jobs.len());
+    let mut bytes = serde_json::to_vec(&answers).expect("answers serialize");
+    if bytes.len() > room {
+        // Every job's answer is lost then: each says why, rather than no answer at all.
+        let too_large = Failure::new(
+            "54000",
+            format!(
+                "the replay's answer ({} bytes) exceeds its room in shared memory ({room} bytes)",
+                bytes.len()
+            ),
         );
+        let failures: Vec<Result<Answer, Failure>> = vec![Err(too_large); answers.len()];
+        bytes = serde_json::to_vec(&failures).expect("answers serialize");
     }
+    let answer_at = Segment::answer_at(len);
+    segment.write_u64(answer_at + 8, bytes.len() as u64);
+    segment.write_bytes(Segment::answer_bytes_at(len), &bytes);
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+    segment.write_u64(answer_at, DONE);
 }
 
 /// One job, in a subtransaction that is always rolled back: nothing it did stays, even in
