@@ -118,12 +118,20 @@ GROUP BY f.id, f.label, f.verb, f.tables;
 -- its normalized text (no parameter values, plans or samples), and open alerts per severity.
 -- Owned by the extension's owner, they read what that role reads; optidb_monitor may read
 -- these two views and nothing else of optidb's tables.
+-- The snippet: comments removed (they are kept verbatim), whitespace collapsed; of a statement
+-- that is not a query or DML, only its leading keywords, since normalization keeps the
+-- literals of utility statements (COMMENT ... IS '...', COPY ... TO PROGRAM '...').
 CREATE VIEW optidb.monitor_statements WITH (security_barrier) AS
 SELECT query_id,
-       pg_catalog.left(pg_catalog.regexp_replace(COALESCE(query, ''), '\s+', ' ', 'g'), 60)
-           AS query,
+       CASE WHEN kind = ANY (ARRAY['select', 'insert', 'update', 'delete', 'merge'])
+            THEN pg_catalog.left(bare, 60)
+            ELSE pg_catalog.upper(pg_catalog.substring(bare, '^[A-Za-z]+(?: [A-Za-z]+)?'))
+       END AS query,
        execution_count, total_ms, mean_ms, p95_ms, failure_rate
-FROM optidb.mv_query_metrics;
+FROM optidb.mv_query_metrics,
+     LATERAL (SELECT pg_catalog.btrim(pg_catalog.regexp_replace(pg_catalog.regexp_replace(
+                  COALESCE(query, ''), '/\*.*?\*/|--[^\n]*', ' ', 'g'), '\s+', ' ', 'g'))
+              AS bare) b;
 CREATE VIEW optidb.monitor_alerts WITH (security_barrier) AS
 SELECT s.severity, count(a.id) AS open
 FROM pg_catalog.unnest(ARRAY['info', 'warning', 'critical']) AS s(severity)
