@@ -67,6 +67,8 @@ struct Searched<'a> {
 pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> Search {
     let started = Instant::now();
     let mut searched: Vec<Searched> = Vec::new();
+    // Other resolutions of a statement that cannot be replayed (the summary says why).
+    let mut refused: Vec<Value> = Vec::new();
     let mut batches = Vec::new();
     for stmt in statements {
         let Some(plan) = &stmt.plan else { continue };
@@ -77,7 +79,9 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
         let Some(Ok(stored)) = replay::load(stmt.query_id) else {
             continue;
         };
-        for (stored, candidates, share) in resolved(stmt.query_id, stored, candidates, catalog) {
+        for (stored, candidates, share) in
+            resolved(stmt.query_id, stored, candidates, catalog, &mut refused)
+        {
             let sqls = |list: &[Candidate]| list.iter().map(Candidate::index_sql).collect();
             let job = Job::WhatIf {
                 statement: simulate::basis_statement(&stored),
@@ -98,7 +102,7 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
     let mut pool: Vec<Candidate> = Vec::new();
     let mut bytes: HashMap<usize, f64> = HashMap::new();
     let mut measured: Vec<Measured> = Vec::new();
-    let mut failures: Vec<Value> = Vec::new();
+    let mut failures: Vec<Value> = refused;
     let mut unmeasured: Vec<i64> = Vec::new();
     for (s, answer) in searched.iter().zip(answers) {
         match answer.into_iter().next() {
@@ -186,6 +190,7 @@ fn resolved(
     stored: replay::Stored,
     candidates: StatementCandidates,
     catalog: &Catalog,
+    refused: &mut Vec<Value>,
 ) -> Vec<(replay::Stored, StatementCandidates, f64)> {
     // Samples whose plans used other partitions of the same tables are one resolution.
     let mut groups: Vec<Group> = Vec::new();
@@ -216,8 +221,14 @@ fn resolved(
             continue;
         }
         // The group's latest sample is replayed (resolutions come the latest first).
-        let Some(Ok(there)) = replay::load_in(query_id, Which::Relations(&g.members[0])) else {
-            continue;
+        let there = match replay::load_in(query_id, Which::Relations(&g.members[0])) {
+            Some(Ok(there)) => there,
+            Some(Err(f)) => {
+                refused.push(json!({"query_id": query_id, "resolution": g.tables,
+                                    "error": f.to_string()}));
+                continue;
+            }
+            None => continue,
         };
         let moved = candidates.resolved_in(|c| {
             let mut schemas = g

@@ -54,8 +54,8 @@ fn planned_text(t: &Target) -> Option<(StatementInfo, Option<Failure>)> {
         // Text that parses but cannot be EXPLAINed (a utility statement) has no plan at all.
         Err(_) if !unparsed(&t.raw_sql) => None,
         Err(failure) => {
-            let sample = replay::typical_sample(t.query_id)
-                .or_else(|| replay::slowest_sample(t.query_id))?;
+            let sample = replay::typical_sample(t.query_id, &[])
+                .or_else(|| replay::slowest_sample(t.query_id, &[]))?;
             let (_, info) = replay::preparable(&sample.sql).ok()?;
             Some((info, Some(failure)))
         }
@@ -226,8 +226,9 @@ fn plans_for(
     if generic {
         plans.push((PlanKind::Generic, None, generic_statement(info, relations)));
     }
-    let typical = replay::typical_sample(query_id);
-    let slowest = replay::slowest_sample(query_id).filter(|s| Some(s) != typical.as_ref());
+    let typical = replay::typical_sample(query_id, relations);
+    let slowest =
+        replay::slowest_sample(query_id, relations).filter(|s| Some(s) != typical.as_ref());
     for (kind, sample) in [(PlanKind::Typical, typical), (PlanKind::Slowest, slowest)] {
         if let Some(s) = sample {
             let statement = s.statement(info, relations);

@@ -298,17 +298,30 @@ const SAMPLES_SQL: &str = concat!(
     sample_select!(),
     "
   AND s.query_id = $1 AND s.kind = $2
-ORDER BY CASE WHEN $3::float8 IS NOT NULL
+ORDER BY s.relation_oids OPERATOR(pg_catalog.=) $4 DESC NULLS LAST,
+         CASE WHEN $3::float8 IS NOT NULL
               THEN abs(ln(greatest(s.elapsed_ms, 0.001) / greatest($3, 0.001))) END,
          s.elapsed_ms DESC, s.started_at DESC
 LIMIT 5"
 );
 
-fn samples(query_id: i64, kind: SampleKind, near_ms: Option<f64>) -> Option<Sampled> {
+fn samples(
+    query_id: i64,
+    kind: SampleKind,
+    near_ms: Option<f64>,
+    relations: &[u32],
+) -> Option<Sampled> {
+    let relations: Option<Vec<pg_sys::Oid>> =
+        (!relations.is_empty()).then(|| relations.iter().map(|r| (*r).into()).collect());
     rows::select(
         "samples of a statement",
         SAMPLES_SQL,
-        &[query_id.into(), kind.as_str().into(), near_ms.into()],
+        &[
+            query_id.into(),
+            kind.as_str().into(),
+            near_ms.into(),
+            relations.into(),
+        ],
         sampled_row,
     )
     .into_iter()
@@ -336,19 +349,21 @@ fn sampled_row(row: &rows::Row) -> Option<Sampled> {
     )
 }
 
-/// The typical sampled execution: the one whose time is closest to the statement's median.
-pub fn typical_sample(query_id: i64) -> Option<Sampled> {
+/// The typical sampled execution: the one whose time is closest to the statement's median,
+/// among those that ran against `relations` if any did (the resolution being planned; empty:
+/// any).
+pub fn typical_sample(query_id: i64, relations: &[u32]) -> Option<Sampled> {
     let median = crate::postgres::latency::history::merged(Some(query_id), None, None, None)
         .into_iter()
         .next()
         .and_then(|(_, m)| m.stats)
         .map(|s| s.median_ms);
-    samples(query_id, SampleKind::Typical, median)
+    samples(query_id, SampleKind::Typical, median, relations)
 }
 
-/// The slowest sampled execution.
-pub fn slowest_sample(query_id: i64) -> Option<Sampled> {
-    samples(query_id, SampleKind::Slowest, None)
+/// The slowest sampled execution (among those against `relations` if any, as above).
+pub fn slowest_sample(query_id: i64, relations: &[u32]) -> Option<Sampled> {
+    samples(query_id, SampleKind::Slowest, None, relations)
 }
 
 /// The sampled plan of the statement's latest capture (the basis one, else the typical one):
