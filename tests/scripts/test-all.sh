@@ -41,7 +41,7 @@ log "6/8 end-to-end tests against a real cluster"
 "$OPTIDB_ROOT/tests/scripts/e2e.sh"
 
 # The newest major runs every end-to-end test; 16 and 17 run this subset (the CI budget: the
-# whole suite takes about 16 minutes on 18 here, the subset about 2.5): scans and plans, the statement hooks and their
+# whole suite takes about 12 minutes on 18 here, the subset under 3): scans and plans, the statement hooks and their
 # exact counts, recommendations and hypopg simulations, the SQL API and the metric views.
 MAJOR_SUBSET=(tests/e2e/test_scan.py tests/e2e/test_api.py tests/e2e/test_latency.py
     tests/e2e/test_hooks_exact.py tests/e2e/test_recommend.py tests/e2e/test_sampled_plans.py
