@@ -17,15 +17,15 @@ DEMO_DB = os.environ.get("OPTIDB_DB", "optidb_e2e_demo")
 
 
 def pytest_configure(config):
-    # The other-major run (tests/scripts/test-major.sh) has neither extension nor libxml: it
-    # deselects these with -m. Every other run keeps them.
+    # The other-major run (tests/scripts/test-major.sh) has no pg_cron: it deselects those
+    # with -m. A server without hypopg or libxml can deselect the others the same way.
     config.addinivalue_line("markers", "hypopg: needs the hypopg extension (simulations)")
     config.addinivalue_line("markers", "pg_cron: needs pg_cron preloaded")
     config.addinivalue_line("markers", "libxml: needs a server built with libxml (XMLTABLE)")
 
 
-# Set by tests/scripts/test-major.sh on a server without hypopg: fixtures leave it out and the
-# tests marked `hypopg` are deselected.
+# Set on a server without hypopg (no script of the suite does any more: test-major.sh builds
+# it): fixtures leave it out, and the tests marked `hypopg` are to be deselected.
 HYPOPG = () if os.environ.get("OPTIDB_WITHOUT_HYPOPG") == "1" else ("hypopg",)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

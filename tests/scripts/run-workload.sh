@@ -15,7 +15,7 @@ if [ "${SKIP_DEMO_LOAD:-0}" != 1 ]; then
     pg -d "$OPTIDB_DB" -q -f "$demo/schema.sql" >/dev/null
 fi
 pg -d "$OPTIDB_DB" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
-# hypopg is packaged for PostgreSQL 15 here; the other-major run (test-major.sh) has none.
+# hypopg: Debian's package on 15, built by test-major.sh on the other majors; optional.
 if [ "$(pg -d "$OPTIDB_DB" -Atc "SELECT count(*) FROM pg_available_extensions WHERE name = 'hypopg'")" = 1 ]; then
     pg -d "$OPTIDB_DB" -qc "CREATE EXTENSION IF NOT EXISTS hypopg"
 else

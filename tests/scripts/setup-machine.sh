@@ -2,7 +2,8 @@
 # Install what building and testing optidb needs on a fresh Debian 12 machine (idempotent):
 # PostgreSQL 15 with server headers, pg_stat_statements (contrib), hypopg, pg_cron, clang for
 # bindgen, sudo for `cargo pgrx test --runas`, headless Chromium (the HTML report test),
-# Prometheus and its postgres_exporter (the monitoring test),
+# Prometheus and its postgres_exporter (the monitoring test), make and gcc (hypopg is built
+# with PGXS against the other majors, tests/scripts/test-major.sh),
 # cargo-pgrx 0.18.0, and a Python venv for the
 # end-to-end tests.
 set -euo pipefail
@@ -10,7 +11,7 @@ set -euo pipefail
 
 packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-hypopg
           postgresql-15-cron clang libclang-dev sudo python3-venv binutils
-          chromium fonts-dejavu-core prometheus prometheus-postgres-exporter)
+          make gcc libc6-dev chromium fonts-dejavu-core prometheus prometheus-postgres-exporter)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
