@@ -135,7 +135,9 @@ def test_monitors_see_no_literal_of_another_roles_utility_statement():
             stored = [r[0] for r in su.execute(
                 "SELECT norm_sql FROM optidb.query WHERE norm_sql LIKE '%monitor-secret-%' "
                 "OR raw_sql LIKE '%monitor-secret-%'")]
-            assert len(stored) == len(UTILITY), stored  # the statements are there
+            # The statements are there with their literals (PostgreSQL 18's
+            # pg_stat_statements normalizes the value of ALTER ROLE ... SET: not that one).
+            assert len(stored) >= 2, stored
         try:
             with connect(db, user=monitor) as m:
                 seen = [r[0] for r in m.execute(
