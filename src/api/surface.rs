@@ -680,31 +680,31 @@ fn apply_surface(missing_ok: bool) {
             spi::quote_literal(table_comment(t))
         ));
     }
-    for view in READER_VIEWS {
-        if missing_ok && !exists(REGCLASS_EXISTS, &format!("optidb.{view}")) {
-            continue;
+    // Views: revoked from everyone but their audience, which may read them (materialized
+    // views: nobody but the owner).
+    let views: [(&[&str], &str, Option<&str>); 3] = [
+        (&READER_VIEWS, "PUBLIC, optidb_admin", Some("optidb_reader")),
+        (
+            &MONITOR_VIEWS,
+            "PUBLIC, optidb_reader, optidb_admin",
+            Some("optidb_monitor"),
+        ),
+        (
+            &MATERIALIZED_VIEWS,
+            "PUBLIC, optidb_reader, optidb_admin",
+            None,
+        ),
+    ];
+    for (list, revoked_from, readers) in views {
+        for view in list {
+            if missing_ok && !exists(REGCLASS_EXISTS, &format!("optidb.{view}")) {
+                continue;
+            }
+            run(&format!("REVOKE ALL ON optidb.{view} FROM {revoked_from}"));
+            if let Some(readers) = readers {
+                run(&format!("GRANT SELECT ON optidb.{view} TO {readers}"));
+            }
         }
-        run(&format!(
-            "REVOKE ALL ON optidb.{view} FROM PUBLIC, optidb_admin"
-        ));
-        run(&format!("GRANT SELECT ON optidb.{view} TO optidb_reader"));
-    }
-    for view in MONITOR_VIEWS {
-        if missing_ok && !exists(REGCLASS_EXISTS, &format!("optidb.{view}")) {
-            continue;
-        }
-        run(&format!(
-            "REVOKE ALL ON optidb.{view} FROM PUBLIC, optidb_reader, optidb_admin"
-        ));
-        run(&format!("GRANT SELECT ON optidb.{view} TO optidb_monitor"));
-    }
-    for view in MATERIALIZED_VIEWS {
-        if missing_ok && !exists(REGCLASS_EXISTS, &format!("optidb.{view}")) {
-            continue;
-        }
-        run(&format!(
-            "REVOKE ALL ON optidb.{view} FROM PUBLIC, optidb_reader, optidb_admin"
-        ));
     }
 }
 
