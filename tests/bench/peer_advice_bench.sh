@@ -9,7 +9,8 @@
 # $PG_CONFIG is another installation (a copy under /opt), its .so, .control and .sql files are
 # copied into that installation's pkglibdir and share/extension.
 # index_advisor (pure SQL) is installed from a checkout of github.com/supabase/index_advisor
-# named by INDEX_ADVISOR_SRC; without it that tool is skipped.
+# named by INDEX_ADVISOR_SRC (how to get one: docs/benchmarks.md, "How to run"); without it
+# that tool is skipped.
 #
 # Starts its own cluster (tests/scripts/cluster.sh) on $OPTIDB_PGPORT with data in
 # $PEER_BENCH_PGDATA (default /tmp/optidb-peer-bench-$OPTIDB_PGPORT/data, removed and recreated),
