@@ -494,6 +494,59 @@ CREATE TABLE optidb.job_lock (
 );
 INSERT INTO optidb.job_lock (name) VALUES ('refresh'), ('snapshot'), ('alerts');
 
+-- Read replicas as sources (0.7.0, issue 26; src/postgres/sources.rs): each standby an admin
+-- registers with optidb.add_source() is reached through a foreign server of its own (dblink;
+-- the credentials stay in its user mapping, never here). Each scan and snapshot pulls what
+-- optidb and pg_stat_statements recorded there and keeps it as history of that source; a pull
+-- that fails is recorded here (state, last_error), never a failed scan.
+CREATE TABLE optidb.source (
+    name           text        PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$' AND name <> 'local'),
+    server         name        NOT NULL,
+    added_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    added_by       name        NOT NULL DEFAULT SESSION_USER,
+    state          text        NOT NULL DEFAULT 'new'
+                               CHECK (state IN ('new', 'ok', 'unreachable')),
+    last_error     text,
+    last_pulled_at timestamptz,
+    last_tried_at  timestamptz
+);
+-- Statements are keyed by source too: the same statement on the primary ('local') and on a
+-- replica are two rows, shown apart and together (bottlenecks(source => ...)).
+ALTER TABLE optidb.query ADD COLUMN source text NOT NULL DEFAULT 'local';
+ALTER TABLE optidb.query DROP CONSTRAINT query_fingerprint_userid_dbid_key,
+    ADD CONSTRAINT query_fingerprint_userid_dbid_source_key
+        UNIQUE (fingerprint, userid, dbid, source);
+-- The last cumulative counters pulled from each source, the baselines of its next pull (as
+-- pgss_state and latency_state are the primary's own). Keyed by the standby's role OIDs,
+-- which are the primary's (physical replication); statements map roles by name.
+CREATE TABLE optidb.source_pgss_state (
+    source           text             NOT NULL REFERENCES optidb.source (name) ON DELETE CASCADE,
+    queryid          bigint           NOT NULL,
+    userid           oid              NOT NULL,
+    toplevel         boolean          NOT NULL,
+    query_id         bigint           REFERENCES optidb.query (id) ON DELETE CASCADE,
+    calls            bigint           NOT NULL,
+    total_exec_time  double precision NOT NULL,
+    rows             bigint           NOT NULL,
+    shared_blks_hit  bigint           NOT NULL,
+    shared_blks_read bigint           NOT NULL,
+    temp_blks_read   bigint           NOT NULL,
+    temp_blks_written bigint          NOT NULL,
+    PRIMARY KEY (source, queryid, userid, toplevel)
+);
+CREATE TABLE optidb.source_latency_state (
+    source    text     NOT NULL REFERENCES optidb.source (name) ON DELETE CASCADE,
+    queryid   bigint   NOT NULL,
+    userid    oid      NOT NULL,
+    calls     bigint   NOT NULL,
+    errors    bigint   NOT NULL,
+    error_classes jsonb NOT NULL,
+    sum_ns    bigint   NOT NULL,
+    buckets   integer[] NOT NULL,
+    counts    bigint[] NOT NULL,
+    PRIMARY KEY (source, queryid, userid)
+);
+
 -- What pg_dump keeps of each table, its comment, grants and row-level security: declared once
 -- in src/api/surface.rs and applied by optidb.apply_surface() (end of sql/security.sql).
 

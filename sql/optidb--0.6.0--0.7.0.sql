@@ -59,13 +59,15 @@ ALTER TABLE optidb.recommendation ADD CONSTRAINT recommendation_kind_check
 -- inside evidence: a changed RETURNS TABLE needs DROP and CREATE (grants and the comment come
 -- back from apply_surface below). Nothing in the schema depends on the function.
 DROP FUNCTION optidb.bottlenecks(integer);
-CREATE FUNCTION optidb.bottlenecks("lim" integer DEFAULT 20) RETURNS TABLE (
+-- It also takes a source and shows where each statement ran (issue 26; below).
+CREATE FUNCTION optidb.bottlenecks("lim" integer DEFAULT 20, "source" text DEFAULT NULL)
+RETURNS TABLE (
     "query_id" bigint, "fingerprint" text, "query" text, "calls" bigint,
     "mean_ms" double precision, "p95_ms" double precision, "p99_ms" double precision,
     "total_ms" double precision, "share_pct" double precision, "reason" text,
     "evidence" jsonb, "ddl" text, "confidence" double precision, "family_id" bigint,
-    "family_label" text, "anomalies" text[])
-STRICT STABLE PARALLEL SAFE
+    "family_label" text, "anomalies" text[], "source" text)
+STABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'bottlenecks_wrapper';
 
@@ -104,6 +106,91 @@ SELECT s.severity, count(a.id) AS open
 FROM pg_catalog.unnest(ARRAY['info', 'warning', 'critical']) AS s(severity)
 LEFT JOIN optidb.alert a ON a.severity = s.severity AND a.resolved_at IS NULL
 GROUP BY s.severity;
+
+-- Read replicas as sources (0.7.0, issue 26; src/postgres/sources.rs): each standby an admin
+-- registers with optidb.add_source() is reached through a foreign server of its own (dblink;
+-- the credentials stay in its user mapping, never here). Each scan and snapshot pulls what
+-- optidb and pg_stat_statements recorded there and keeps it as history of that source; a pull
+-- that fails is recorded here (state, last_error), never a failed scan.
+CREATE TABLE optidb.source (
+    name           text        PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$' AND name <> 'local'),
+    server         name        NOT NULL,
+    added_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    added_by       name        NOT NULL DEFAULT SESSION_USER,
+    state          text        NOT NULL DEFAULT 'new'
+                               CHECK (state IN ('new', 'ok', 'unreachable')),
+    last_error     text,
+    last_pulled_at timestamptz,
+    last_tried_at  timestamptz
+);
+-- Statements are keyed by source too: the same statement on the primary ('local') and on a
+-- replica are two rows, shown apart and together (bottlenecks(source => ...)).
+ALTER TABLE optidb.query ADD COLUMN source text NOT NULL DEFAULT 'local';
+ALTER TABLE optidb.query DROP CONSTRAINT query_fingerprint_userid_dbid_key,
+    ADD CONSTRAINT query_fingerprint_userid_dbid_source_key
+        UNIQUE (fingerprint, userid, dbid, source);
+-- The last cumulative counters pulled from each source, the baselines of its next pull (as
+-- pgss_state and latency_state are the primary's own). Keyed by the standby's role OIDs,
+-- which are the primary's (physical replication); statements map roles by name.
+CREATE TABLE optidb.source_pgss_state (
+    source           text             NOT NULL REFERENCES optidb.source (name) ON DELETE CASCADE,
+    queryid          bigint           NOT NULL,
+    userid           oid              NOT NULL,
+    toplevel         boolean          NOT NULL,
+    query_id         bigint           REFERENCES optidb.query (id) ON DELETE CASCADE,
+    calls            bigint           NOT NULL,
+    total_exec_time  double precision NOT NULL,
+    rows             bigint           NOT NULL,
+    shared_blks_hit  bigint           NOT NULL,
+    shared_blks_read bigint           NOT NULL,
+    temp_blks_read   bigint           NOT NULL,
+    temp_blks_written bigint          NOT NULL,
+    PRIMARY KEY (source, queryid, userid, toplevel)
+);
+CREATE TABLE optidb.source_latency_state (
+    source    text     NOT NULL REFERENCES optidb.source (name) ON DELETE CASCADE,
+    queryid   bigint   NOT NULL,
+    userid    oid      NOT NULL,
+    calls     bigint   NOT NULL,
+    errors    bigint   NOT NULL,
+    error_classes jsonb NOT NULL,
+    sum_ns    bigint   NOT NULL,
+    buckets   integer[] NOT NULL,
+    counts    bigint[] NOT NULL,
+    PRIMARY KEY (source, queryid, userid)
+);
+-- Registering sources, and what a primary reads from a standby's shared memory; statistics
+-- of one source.
+CREATE FUNCTION optidb.add_source("name" text, "server" text) RETURNS TABLE (
+    "source" text, "foreign_server" text, "state" text)
+STRICT VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'add_source_wrapper';
+CREATE FUNCTION optidb.drop_source("name" text) RETURNS bool
+STRICT VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'drop_source_wrapper';
+CREATE FUNCTION optidb.latency_entries() RETURNS TABLE (
+    "queryid" bigint, "userid" bigint, "calls" bigint, "errors" bigint,
+    "error_classes" jsonb, "sum_ns" bigint, "min_ns" bigint, "max_ns" bigint,
+    "interval_min_ns" bigint, "interval_max_ns" bigint, "buckets" integer[],
+    "counts" bigint[])
+STRICT VOLATILE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'latency_entries_wrapper';
+DROP FUNCTION optidb.execution_time_stats(bigint, timestamp with time zone,
+                                          timestamp with time zone);
+CREATE FUNCTION optidb.execution_time_stats("query_id" bigint DEFAULT NULL,
+    "start_at" timestamp with time zone DEFAULT NULL,
+    "end_at" timestamp with time zone DEFAULT NULL, "source" text DEFAULT NULL)
+RETURNS TABLE (
+    "query_id" bigint, "count" bigint, "mean_ms" double precision,
+    "median_ms" double precision, "min_ms" double precision, "max_ms" double precision,
+    "p95_ms" double precision, "p99_ms" double precision, "error_count" bigint,
+    "error_rate" double precision)
+STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'execution_time_stats_wrapper';
 
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);

@@ -29,6 +29,8 @@ struct Observed {
     /// Its family (id, label) and anomaly tags (kind, evidence), as scan() stored them.
     family: serde_json::Value,
     anomalies: serde_json::Value,
+    /// Where it ran: 'local' (this server) or a registered source (src/api/sources.rs).
+    source: String,
 }
 
 // Completed executions come from pg_stat_statements' deltas (optidb.metric), failed ones from
@@ -55,6 +57,7 @@ WITH completed AS (
     FROM completed c FULL JOIN failed f ON f.query_id = c.query_id
 ), grand AS (SELECT sum(total_ms + failed_ms) AS total FROM totals)
 SELECT q.id AS query_id, q.fingerprint, COALESCE(q.norm_sql, q.raw_sql) AS query, t.calls,
+       q.source,
        t.total_ms, t.rows, t.hit, t.read, t.twritten, t.failures, t.timeouts, t.failed_ms,
        t.sqlstate,
        COALESCE((t.total_ms + t.failed_ms) / NULLIF(g.total, 0), 0) AS share_of_total,
@@ -77,14 +80,20 @@ LEFT JOIN LATERAL (
     WHERE status = $3 AND q.id = ANY (query_ids)
     ORDER BY confidence DESC, est_saved_ms DESC NULLS LAST LIMIT 1) r ON true
 WHERE (t.calls > 0 OR t.failures > 0) AND ($1::int8 IS NULL OR q.id = $1)
+  AND ($4::text IS NULL OR q.source = $4)
 ORDER BY t.total_ms + t.failed_ms DESC, q.id
 LIMIT $2";
 
-fn observed(only: Option<i64>, limit: i64) -> Vec<Observed> {
+fn observed(only: Option<i64>, limit: i64, source: Option<&str>) -> Vec<Observed> {
     rows::select(
         "observed statements",
         OBSERVED_SQL,
-        &[only.into(), limit.into(), Status::Open.as_str().into()],
+        &[
+            only.into(),
+            limit.into(),
+            Status::Open.as_str().into(),
+            source.into(),
+        ],
         |row| {
             let facts = row.opt::<JsonB>("facts").map(|j| j.0);
             Observed {
@@ -114,6 +123,7 @@ fn observed(only: Option<i64>, limit: i64) -> Vec<Observed> {
                 }),
                 family: row.opt::<JsonB>("family").map_or(json!(null), |j| j.0),
                 anomalies: row.opt::<JsonB>("anomalies").map_or(json!([]), |j| j.0),
+                source: row.get("source"),
             }
         },
     )
@@ -154,6 +164,7 @@ fn evidence(o: &Observed, d: &Diagnosis) -> serde_json::Value {
         "seq_scans": o.plan.as_ref().map(|p| &p.seq_scans),
         "family": o.family,
         "anomalies": o.anomalies,
+        "source": o.source,
     })
 }
 
@@ -179,7 +190,8 @@ fn failures(m: &StatementMetrics) -> serde_json::Value {
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn bottlenecks(
-    lim: default!(i32, 20),
+    lim: default!(Option<i32>, 20),
+    source: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -199,10 +211,15 @@ fn bottlenecks(
         name!(family_id, Option<i64>),
         name!(family_label, Option<String>),
         name!(anomalies, Vec<String>),
+        name!(source, String),
     ),
 > {
+    // NULL lim: no rows, as when the function was STRICT (before its source argument).
+    let Some(lim) = lim else {
+        return TableIterator::new(Vec::new());
+    };
     require_positive("lim", lim);
-    TableIterator::new(own_work::run(|| rows(lim)))
+    TableIterator::new(own_work::run(|| rows(lim, source)))
 }
 
 type BottleneckRow = (
@@ -222,11 +239,12 @@ type BottleneckRow = (
     Option<i64>,
     Option<String>,
     Vec<String>,
+    String,
 );
 
-fn rows(lim: i32) -> Vec<BottleneckRow> {
+fn rows(lim: i32, source: Option<&str>) -> Vec<BottleneckRow> {
     let tables = table_sizes();
-    observed(None, lim as i64)
+    observed(None, lim as i64, source)
         .into_iter()
         .map(|o| {
             let d = bottleneck::diagnose(&o.metrics, o.plan.as_ref(), &tables);
@@ -248,6 +266,7 @@ fn rows(lim: i32) -> Vec<BottleneckRow> {
                 o.family["id"].as_i64(),
                 o.family["label"].as_str().map(str::to_owned),
                 anomaly_kinds(&o.anomalies),
+                o.source.clone(),
             )
         })
         .collect()
@@ -349,7 +368,7 @@ fn detail(id: i64) -> JsonB {
             )
         });
     let mut value = detail.0;
-    let diagnosis = observed(Some(id), 1)
+    let diagnosis = observed(Some(id), 1, None)
         .first()
         .map(|o| bottleneck::diagnose(&o.metrics, o.plan.as_ref(), &table_sizes()));
     value["diagnosis"] = serde_json::to_value(diagnosis).unwrap_or_default();

@@ -5,6 +5,7 @@ use crate::postgres::errors::{raise, require_known_query};
 use crate::postgres::latency::history::{merged, Merged};
 use crate::postgres::latency::table;
 use crate::postgres::own_work;
+use crate::postgres::rows;
 use optidb_core::histogram::Histogram;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -72,6 +73,7 @@ fn execution_time_stats(
     query_id: default!(Option<i64>, "NULL"),
     start_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     end_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    source: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -100,7 +102,12 @@ fn execution_time_stats(
         if let Some(id) = query_id {
             require_known_query(id, "Pick a query_id from optidb.bottlenecks().");
         }
-        merged(query_id, start_at, end_at, None)
+        let of_source = source.map(statements_of);
+        let mut stats = merged(query_id, start_at, end_at, None);
+        if let Some(ids) = of_source {
+            stats.retain(|((id, _), _)| ids.contains(id));
+        }
+        stats
     })
     .into_iter()
     .map(|((id, _), m)| row(id, &m))
@@ -115,6 +122,19 @@ fn execution_time_stats(
         ));
     }
     TableIterator::new(rows)
+}
+
+/// The statements of one source ('local': this server's own; src/api/sources.rs) the caller
+/// may see.
+fn statements_of(source: &str) -> std::collections::HashSet<i64> {
+    rows::select(
+        "statements of a source",
+        "SELECT id FROM optidb.query WHERE source = $1",
+        &[source.into()],
+        |row| row.get::<i64>("id"),
+    )
+    .into_iter()
+    .collect()
 }
 
 type StatsRow = (

@@ -17,5 +17,6 @@ pub mod refresh;
 pub mod report;
 pub mod scan;
 pub mod simulate;
+pub mod sources;
 pub mod surface;
 pub mod visibility;

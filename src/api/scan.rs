@@ -7,6 +7,7 @@
 //! families, anomalies) each run in a subtransaction of their own (`analyse`).
 
 use crate::api::advisor;
+use crate::api::sources;
 use crate::postgres::capture;
 use crate::postgres::catalog;
 use crate::postgres::errors::require_positive;
@@ -134,7 +135,7 @@ fn run(top: usize, pass: ScanKind) -> Summary {
     // role (src/postgres/ingest.rs): no role can push the others' statements out of optidb.
     let entries = pgss::read_all(&view);
     let selection = ingest::select(&entries, top, &captured_at);
-    let accepted: Vec<Accepted> = selection
+    let mut accepted: Vec<Accepted> = selection
         .chosen
         .iter()
         .map(|s| Accepted {
@@ -157,6 +158,15 @@ fn run(top: usize, pass: ScanKind) -> Summary {
     store_deltas(&kept_entries, &captured_at);
     crate::postgres::latency::history::store_deltas(&captured_at, &selection.failed);
     latency::sample_store::store(&selection.failed);
+    // Each registered standby's work since the previous pass, as statements of that source
+    // (src/api/sources.rs); they are planned here like local ones.
+    let pulled = sources::pull_all(&view, &captured_at);
+    summary.queries_seen += pulled.len();
+    accepted.extend(pulled.into_iter().map(|p| Accepted {
+        query_id: p.query_id,
+        userid: pg_sys::Oid::from(p.userid as u32),
+        raw_sql: p.raw_sql,
+    }));
     catalog::collect();
     let mut failed = Vec::new();
     if pass == ScanKind::Scan {
@@ -491,6 +501,12 @@ fn store_deltas(entries: &[(&PgssEntry, i64)], captured_at: &TimestampWithTimeZo
         .map(|q| (*q, per_query[q]))
         .filter(|(_, d)| d.calls > 0)
         .collect();
+    store_metric_deltas(&deltas, captured_at);
+}
+
+/// One optidb.metric row per statement's delta (added to a row of the same time), and the
+/// statements' last_seen. Also what a source's pull stores (src/api/sources.rs).
+pub(crate) fn store_metric_deltas(deltas: &[(i64, Counters)], captured_at: &TimestampWithTimeZone) {
     let dcol = |f: &dyn Fn(&Counters) -> i64| deltas.iter().map(|(_, d)| f(d)).collect::<Vec<_>>();
     Spi::run_with_args(
         "WITH d AS ( \

@@ -176,7 +176,7 @@ pub const MATERIALIZED_VIEWS: [&str; 4] = [
 
 pub const FUNCTIONS: &[Function] = &[
     Function {
-        signature: "optidb.bottlenecks(integer)",
+        signature: "optidb.bottlenecks(integer,text)",
         audience: Audience::Reader,
         comment: "The statements with the largest total execution time, each with reason, evidence, DDL, confidence, family and anomaly kinds",
     },
@@ -196,7 +196,7 @@ pub const FUNCTIONS: &[Function] = &[
         comment: "What the latest scan's advised index set does to the whole workload: planned cost before and after, MB against optidb.index_budget_mb, time saved and write cost per hour",
     },
     Function {
-        signature: "optidb.execution_time_stats(bigint,timestamp with time zone,timestamp with time zone)",
+        signature: "optidb.execution_time_stats(bigint,timestamp with time zone,timestamp with time zone,text)",
         audience: Audience::Reader,
         comment: "Execution-time statistics per statement over a time range, from optidb's own histograms",
     },
@@ -289,6 +289,21 @@ pub const FUNCTIONS: &[Function] = &[
         signature: "optidb.report(integer,integer)",
         audience: Audience::Admin,
         comment: "One self-contained HTML page (inline CSS and SVG, no JavaScript): bottlenecks and advice, latency trends and histogram, errors, health, alerts, view freshness",
+    },
+    Function {
+        signature: "optidb.add_source(text,text)",
+        audience: Audience::Admin,
+        comment: "Register a read replica as a source of statements, reached through a foreign server (dblink) and its user mapping; scan() and snapshot() pull from it",
+    },
+    Function {
+        signature: "optidb.drop_source(text)",
+        audience: Audience::Admin,
+        comment: "Stop pulling from a source; its statements and history stay",
+    },
+    Function {
+        signature: "optidb.latency_entries()",
+        audience: Audience::Admin,
+        comment: "The raw shared-memory latency histograms of this database: what a primary pulls from a standby (read-only, runs on a standby)",
     },
     Function {
         signature: "optidb.apply_surface(boolean)",
@@ -455,6 +470,31 @@ pub const TABLES: &[Table] = &[
         ),
         admin_edits: false,
         comment: "Wait events of running statements sampled by the worker (lock contention evidence)",
+    },
+    Table {
+        name: "source",
+        readers: Readers::None,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
+        comment: "Registered read replicas (add_source()): the foreign server that reaches each, and the state, error and time of its last pull",
+    },
+    Table {
+        name: "source_pgss_state",
+        readers: Readers::None,
+        kept: Kept::NotDumped(
+            "not dumped: a source's last pg_stat_statements counters, the baseline its next pull starts from",
+        ),
+        admin_edits: false,
+        comment: "Last cumulative pg_stat_statements counters pulled per source and entry",
+    },
+    Table {
+        name: "source_latency_state",
+        readers: Readers::None,
+        kept: Kept::NotDumped(
+            "not dumped: a source's last shared-memory latency counters, the baseline its next pull starts from",
+        ),
+        admin_edits: false,
+        comment: "Last cumulative latency counters pulled per source and entry",
     },
     Table {
         name: "job_lock",

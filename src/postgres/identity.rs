@@ -88,33 +88,36 @@ struct Decision {
 /// another cluster: the OID of the role of its name. Rows without a role are retried once a
 /// role of their name exists (and its key is free), so a role created after the restore takes
 /// its statements over. A row may not take a key
-/// (fingerprint, role, database) another row holds (a statement of that role already recorded
+/// (fingerprint, role, database, source) another row holds (a statement of that role already recorded
 /// here, or two copies of one role's statement: the role was dropped and re-created before the
 /// dump): the latest seen keeps it, the others stay without a role, saying which one has it.
 const DECISIONS: &str = "
 WITH moving AS (
     -- Recorded in another cluster or database.
-    SELECT q.id, q.fingerprint, q.last_seen, q.role_name, q.system_identifier, q.dbid,
+    SELECT q.id, q.fingerprint, q.source, q.last_seen, q.role_name, q.system_identifier, q.dbid,
            CASE WHEN q.userid IS NOT NULL AND q.system_identifier = $1 THEN q.userid
                 ELSE r.oid END AS target
     FROM optidb.query q LEFT JOIN pg_catalog.pg_roles r ON r.rolname = q.role_name
     WHERE q.system_identifier <> $1 OR q.dbid <> $2
     UNION ALL
     -- Without a role, now that one of its name exists (and that role's key is free).
-    SELECT q.id, q.fingerprint, q.last_seen, q.role_name, q.system_identifier, q.dbid, r.oid
+    SELECT q.id, q.fingerprint, q.source, q.last_seen, q.role_name, q.system_identifier, q.dbid,
+           r.oid
     FROM optidb.query q JOIN pg_catalog.pg_roles r ON r.rolname = q.role_name
     WHERE q.userid IS NULL AND q.system_identifier = $1 AND q.dbid = $2
       AND NOT EXISTS (SELECT FROM optidb.query s
-                      WHERE s.fingerprint = q.fingerprint AND s.userid = r.oid AND s.dbid = $2)
+                      WHERE s.fingerprint = q.fingerprint AND s.userid = r.oid AND s.dbid = $2
+                        AND s.source = q.source)
 ), ranked AS (
     SELECT m.*,
            pg_catalog.row_number() OVER w AS rank,
            pg_catalog.first_value(m.id) OVER w AS first_id,
            (SELECT s.id FROM optidb.query s
             WHERE s.fingerprint = m.fingerprint AND s.userid = m.target AND s.dbid = $2
+              AND s.source = m.source
               AND s.id NOT IN (SELECT id FROM moving) LIMIT 1) AS holder
     FROM moving m
-    WINDOW w AS (PARTITION BY m.fingerprint, m.target ORDER BY m.last_seen DESC, m.id DESC)
+    WINDOW w AS (PARTITION BY m.fingerprint, m.source, m.target ORDER BY m.last_seen DESC, m.id DESC)
 )
 SELECT id, (system_identifier <> $1 OR dbid <> $2) AS foreign_row,
        CASE WHEN target IS NOT NULL AND holder IS NULL AND rank = 1 THEN target END AS userid,

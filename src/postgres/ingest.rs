@@ -143,7 +143,7 @@ pub(crate) struct NewStatement {
 /// Parse an entry. None for session boilerplate and for statements about optidb itself, which
 /// are not recorded at all. Text the parser rejects is still a statement (fingerprint
 /// `queryid:N`), with the parse error, so it is visible rather than silently lost.
-fn analyze(entry: &PgssEntry) -> Option<NewStatement> {
+pub(crate) fn analyze(entry: &PgssEntry) -> Option<NewStatement> {
     let (fingerprint, kind, norm_sql, parse_error, tables) = match statement::analyze(&entry.text) {
         Ok(info) if info.kind == StatementKind::Boilerplate || info.touches_optidb => return None,
         Ok(info) => (
@@ -217,6 +217,18 @@ fn identify(entries: &[PgssEntry]) -> (Vec<Option<Owner>>, HashMap<usize, NewSta
 pub(crate) fn filed_ids<'a>(
     statements: impl Iterator<Item = &'a NewStatement>,
 ) -> HashMap<(String, i64), i64> {
+    filed_ids_of(LOCAL, statements)
+}
+
+/// This server's own statements' source (optidb.query.source); a replica's is the name it was
+/// registered under (src/postgres/sources.rs).
+pub const LOCAL: &str = "local";
+
+/// `filed_ids` among the statements of `source`.
+pub(crate) fn filed_ids_of<'a>(
+    source: &str,
+    statements: impl Iterator<Item = &'a NewStatement>,
+) -> HashMap<(String, i64), i64> {
     let (fingerprints, (userids, dbids)): (Vec<String>, (Vec<i64>, Vec<i64>)) = statements
         .map(|s| (s.fingerprint.clone(), (s.userid, s.dbid)))
         .unzip();
@@ -228,8 +240,13 @@ pub(crate) fn filed_ids<'a>(
         "SELECT q.id, q.fingerprint, q.userid::int8 AS userid \
          FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(fingerprint, userid, dbid) \
          JOIN optidb.query q ON q.fingerprint = u.fingerprint AND q.userid = u.userid::oid \
-                            AND q.dbid = u.dbid::oid",
-        &[fingerprints.into(), userids.into(), dbids.into()],
+                            AND q.dbid = u.dbid::oid AND q.source = $4",
+        &[
+            fingerprints.into(),
+            userids.into(),
+            dbids.into(),
+            source.into(),
+        ],
         |row| {
             (
                 (row.get::<String>("fingerprint"), row.get::<i64>("userid")),
@@ -335,6 +352,11 @@ fn file(
 /// with its role's name too: across clusters a statement keeps its role by name
 /// (src/postgres/identity.rs).
 fn insert(new: &[&NewStatement]) -> usize {
+    insert_into(LOCAL, new)
+}
+
+/// `insert` for the statements of `source`.
+pub(crate) fn insert_into(source: &str, new: &[&NewStatement]) -> usize {
     if new.is_empty() {
         return 0;
     }
@@ -353,17 +375,17 @@ fn insert(new: &[&NewStatement]) -> usize {
         "file statements",
         "WITH added AS ( \
              INSERT INTO optidb.query (fingerprint, userid, dbid, kind, raw_sql, norm_sql, \
-                 parse_error, tables, role_name) \
+                 parse_error, tables, role_name, source) \
              SELECT r.fingerprint, r.userid::oid, r.dbid::oid, r.kind, r.raw_sql, r.norm_sql, \
-                    r.parse_error, r.tables, a.rolname \
+                    r.parse_error, r.tables, a.rolname, $2 \
              FROM pg_catalog.jsonb_to_recordset($1) AS r(fingerprint text, userid int8, \
                   dbid int8, kind text, raw_sql text, norm_sql text, parse_error text, \
                   tables text[]) \
              LEFT JOIN pg_catalog.pg_roles a ON a.oid = r.userid::oid \
-             ON CONFLICT (fingerprint, userid, dbid) DO NOTHING \
+             ON CONFLICT (fingerprint, userid, dbid, source) DO NOTHING \
              RETURNING 1) \
          SELECT count(*) FROM added",
-        &[JsonB(rows).into()],
+        &[JsonB(rows).into(), source.into()],
     )
     .unwrap_or(0) as usize
 }

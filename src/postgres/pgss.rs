@@ -150,7 +150,7 @@ pub struct PgssEntry {
 
 /// Statements that only manage the session are never worth a row; this cheap text filter trims
 /// them before the parser classifies what is left (and recognises statements about optidb).
-const SKIP_PATTERN: &str = r"^\s*(begin|commit|rollback|end|abort|start\s+transaction|savepoint|release|set|reset|show|discard|deallocate|listen|unlisten|notify)\M";
+pub const SKIP_PATTERN: &str = r"^\s*(begin|commit|rollback|end|abort|start\s+transaction|savepoint|release|set|reset|show|discard|deallocate|listen|unlisten|notify)\M";
 
 /// Every entry of this database, costliest (total execution time) first, with what optidb
 /// knows of it (optidb.pgss_state). Every entry, not the top ones: entries are grouped into
@@ -178,23 +178,13 @@ pub fn read_all(view: &PgssView) -> Vec<PgssEntry> {
           AND b.toplevel = s.toplevel \
          LEFT JOIN optidb.query q \
            ON b.query_id IS NULL AND q.fingerprint = b.fingerprint AND q.userid = s.userid \
-          AND q.dbid = s.dbid \
+          AND q.dbid = s.dbid AND q.source = 'local' \
          WHERE s.dbid = (SELECT oid FROM db) \
            AND s.queryid IS NOT NULL \
            AND s.query !~* $1 \
          ORDER BY s.total_exec_time DESC",
         view = view.statements()
     );
-    // Column names of the counters, as pg_stat_statements and optidb.pgss_state name them.
-    let counters = |row: &Row, prefix: &str| Counters {
-        calls: row.get(&format!("{prefix}calls")),
-        total_ms: row.get(&format!("{prefix}total_exec_time")),
-        rows: row.get(&format!("{prefix}rows")),
-        shared_blks_hit: row.get(&format!("{prefix}shared_blks_hit")),
-        shared_blks_read: row.get(&format!("{prefix}shared_blks_read")),
-        temp_blks_read: row.get(&format!("{prefix}temp_blks_read")),
-        temp_blks_written: row.get(&format!("{prefix}temp_blks_written")),
-    };
     rows::select(
         "pg_stat_statements entries",
         &sql,
@@ -216,6 +206,20 @@ pub fn read_all(view: &PgssView) -> Vec<PgssEntry> {
             }
         },
     )
+}
+
+/// A row's counters, under the column names pg_stat_statements and optidb.pgss_state use
+/// (after `prefix`).
+pub fn counters(row: &Row, prefix: &str) -> Counters {
+    Counters {
+        calls: row.get(&format!("{prefix}calls")),
+        total_ms: row.get(&format!("{prefix}total_exec_time")),
+        rows: row.get(&format!("{prefix}rows")),
+        shared_blks_hit: row.get(&format!("{prefix}shared_blks_hit")),
+        shared_blks_read: row.get(&format!("{prefix}shared_blks_read")),
+        temp_blks_read: row.get(&format!("{prefix}temp_blks_read")),
+        temp_blks_written: row.get(&format!("{prefix}temp_blks_written")),
+    }
 }
 
 /// pg_stat_statements was reset since the previous pass: every entry restarted from zero, so

@@ -183,6 +183,10 @@ def source():
         workload(port, db, roles, "gone", rounds=2)
         with connect(db, user=roles["dev"], port=port) as c:
             c.execute("SELECT count(*) FROM shop.customers WHERE email LIKE %s", ("user1%",))
+        with connect(db, port=port) as su:
+            # A registered read replica (optidb.source is dumped); without dblink here, the
+            # scan records it as unreachable.
+            su.execute("INSERT INTO optidb.source (name, server) VALUES ('replica1', 'replica1')")
         with connect(db, user=roles["adm"], port=port) as c:
             c.execute("INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, "
                       "severity, description) VALUES ('any_connection', 'connections', '>=', 0, "

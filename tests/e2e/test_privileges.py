@@ -185,7 +185,7 @@ def test_admins_read_optidbs_tables_and_only_its_own_functions_write_them(cast):
             "SELECT proname FROM pg_proc WHERE pronamespace = 'optidb'::regnamespace "
             "AND prosecdef")}
         assert definers == {"scan", "snapshot", "prune", "refresh", "simulate", "record_health",
-                            "check_alerts", "sample_waits"}, definers
+                            "check_alerts", "sample_waits", "add_source", "drop_source"}, definers
     with connect(db, user=roles["carol"]) as c:
         assert scalar(c, "SELECT count(*) FROM optidb.query") > 0
         for sql in ("UPDATE optidb.query SET raw_sql = 'SELECT 1'",

@@ -83,6 +83,12 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// optidb.source.state: registered and never pulled, pulled by the latest pass, or not
+    /// reached by it (last_error says why).
+    pub enum SourceState { New => "new", Ok => "ok", Unreachable => "unreachable" }
+}
+
+vocabulary! {
     /// optidb.recommendation.status: shown, rejected by its simulations, or no longer derived.
     pub enum Status { Open => "open", Rejected => "rejected", Stale => "stale" }
 }
@@ -145,6 +151,7 @@ pub const COLUMNS: &[Column] = &[
     ("alert_rule.severity", words::<Severity>),
     ("alert.severity", words::<Severity>),
     ("anomaly.kind", words::<AnomalyKind>),
+    ("source.state", words::<SourceState>),
 ];
 
 #[cfg(test)]

@@ -36,33 +36,40 @@ struct Delta {
 }
 
 fn baselines(dbid: u32) -> HashMap<(i64, u32), Baseline> {
-    rows::select(
-        "latency baselines",
+    baselines_of(
         "SELECT queryid, userid::int8 AS userid, calls, errors, sum_ns, error_classes, buckets, \
                 counts \
          FROM optidb.latency_state WHERE dbid = $1::int8::oid",
-        &[(dbid as i64).into()],
-        |row| {
-            let mut buckets = vec![0u64; BUCKETS];
-            let idx: Vec<i32> = row.get("buckets");
-            let counts: Vec<i64> = row.get("counts");
-            for (b, c) in idx.iter().zip(&counts) {
-                if let Some(slot) = usize::try_from(*b).ok().and_then(|b| buckets.get_mut(b)) {
-                    *slot = *c as u64;
-                }
-            }
-            (
-                (row.get("queryid"), row.get::<i64>("userid") as u32),
-                Baseline {
-                    calls: row.get::<i64>("calls") as u64,
-                    errors: row.get::<i64>("errors") as u64,
-                    sum_ns: row.get::<i64>("sum_ns") as u64,
-                    classes: row.json("error_classes").unwrap_or_default(),
-                    buckets,
-                },
-            )
-        },
+        (dbid as i64).into(),
     )
+}
+
+/// The baselines a query returns (one row per entry, latency_state's columns), by
+/// (queryid, userid): this server's, or a source's (src/postgres/sources.rs).
+fn baselines_of(
+    sql: &str,
+    arg: pgrx::datum::DatumWithOid<'static>,
+) -> HashMap<(i64, u32), Baseline> {
+    rows::select("latency baselines", sql, &[arg], |row| {
+        let mut buckets = vec![0u64; BUCKETS];
+        let idx: Vec<i32> = row.get("buckets");
+        let counts: Vec<i64> = row.get("counts");
+        for (b, c) in idx.iter().zip(&counts) {
+            if let Some(slot) = usize::try_from(*b).ok().and_then(|b| buckets.get_mut(b)) {
+                *slot = *c as u64;
+            }
+        }
+        (
+            (row.get("queryid"), row.get::<i64>("userid") as u32),
+            Baseline {
+                calls: row.get::<i64>("calls") as u64,
+                errors: row.get::<i64>("errors") as u64,
+                sum_ns: row.get::<i64>("sum_ns") as u64,
+                classes: row.json("error_classes").unwrap_or_default(),
+                buckets,
+            },
+        )
+    })
     .into_iter()
     .collect()
 }
@@ -121,9 +128,75 @@ pub fn store_deltas(captured_at: &TimestampWithTimeZone, failed: &[Failed]) -> u
     }
     let base = baselines(dbid);
     let owners = pgss::owners(dbid);
+    let mut per_query = accumulate(&entries, &base, &owners);
+    for f in failed {
+        let Some(query_id) = owners.get(&(f.key.queryid as i64, f.key.userid)) else {
+            continue;
+        };
+        let acc = per_query.entry(*query_id).or_default();
+        // The latency table counted them too, unless its entry was evicted meanwhile.
+        acc.errors = acc.errors.max(f.failures);
+        acc.failed_ms += f.sum_us as f64 / 1000.0;
+        acc.timeouts += f.timeouts;
+        acc.sqlstate = Some(f.sqlstate.clone());
+    }
+    insert_history(&per_query, captured_at);
+    store_baselines(&entries);
+    per_query.len()
+}
 
+/// Store what a source's latency table (pulled by src/postgres/sources.rs: `entries`, keyed by
+/// this server's role OIDs) counted since its previous pull, under the source's statements
+/// (`owners`), and its new baselines. Returns the number of history rows written.
+pub fn store_source_deltas(
+    source: &str,
+    entries: &[EntryCopy],
+    owners: &HashMap<(i64, u32), i64>,
+    captured_at: &TimestampWithTimeZone,
+) -> usize {
+    let base = baselines_of(
+        "SELECT queryid, userid::int8 AS userid, calls, errors, sum_ns, error_classes, buckets, \
+                counts \
+         FROM optidb.source_latency_state WHERE source = $1",
+        source.into(),
+    );
+    let per_query = accumulate(entries, &base, owners);
+    insert_history(&per_query, captured_at);
+    for e in entries {
+        let (idx, counts, classes) = baseline_arrays(e);
+        Spi::run_with_args(
+            "INSERT INTO optidb.source_latency_state AS s (source, queryid, userid, calls, \
+                 errors, error_classes, sum_ns, buckets, counts) \
+             VALUES ($1, $2, $3::int8::oid, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (source, queryid, userid) DO UPDATE SET calls = excluded.calls, \
+                 errors = excluded.errors, error_classes = excluded.error_classes, \
+                 sum_ns = excluded.sum_ns, buckets = excluded.buckets, counts = excluded.counts",
+            &[
+                source.into(),
+                (e.key.queryid as i64).into(),
+                (e.key.userid as i64).into(),
+                (e.calls as i64).into(),
+                (e.errors as i64).into(),
+                classes.into(),
+                (e.sum_ns as i64).into(),
+                idx.into(),
+                counts.into(),
+            ],
+        )
+        .unwrap_or_else(|e| error!("storing a source's latency baselines failed: {e}"));
+    }
+    per_query.len()
+}
+
+/// Each statement's delta since the baselines (entries of statements not in `owners` are
+/// left out), and the slowest execution text kept on its statement.
+fn accumulate(
+    entries: &[EntryCopy],
+    base: &HashMap<(i64, u32), Baseline>,
+    owners: &HashMap<(i64, u32), i64>,
+) -> HashMap<i64, Delta> {
     let mut per_query: HashMap<i64, Delta> = HashMap::new();
-    for e in &entries {
+    for e in entries {
         let key = (e.key.queryid as i64, e.key.userid);
         if let (Some(query_id), Some((ns, text))) = (owners.get(&key), &e.slowest) {
             Spi::run_with_args(
@@ -154,18 +227,12 @@ pub fn store_deltas(captured_at: &TimestampWithTimeZone, failed: &[Failed]) -> u
             acc.hist.merge(&d.hist);
         }
     }
-    for f in failed {
-        let Some(query_id) = owners.get(&(f.key.queryid as i64, f.key.userid)) else {
-            continue;
-        };
-        let acc = per_query.entry(*query_id).or_default();
-        // The latency table counted them too, unless its entry was evicted meanwhile.
-        acc.errors = acc.errors.max(f.failures);
-        acc.failed_ms += f.sum_us as f64 / 1000.0;
-        acc.timeouts += f.timeouts;
-        acc.sqlstate = Some(f.sqlstate.clone());
-    }
-    for (query_id, d) in &per_query {
+    per_query
+}
+
+/// One optidb.latency row per statement of `per_query`.
+fn insert_history(per_query: &HashMap<i64, Delta>, captured_at: &TimestampWithTimeZone) {
+    for (query_id, d) in per_query {
         let (idx, counts) = d.hist.sparse();
         // Extremes are only known when a call of this interval recorded them.
         let has_extremes = d.calls > 0 && d.hist.min_us <= d.hist.max_us;
@@ -192,24 +259,33 @@ pub fn store_deltas(captured_at: &TimestampWithTimeZone, failed: &[Failed]) -> u
         )
         .unwrap_or_else(|e| error!("storing latency history failed: {e}"));
     }
-    store_baselines(&entries);
-    per_query.len()
+}
+
+/// An entry's cumulative histogram as sparse (bucket, count) arrays, and its failures per
+/// SQLSTATE class: how baselines store them.
+fn baseline_arrays(e: &EntryCopy) -> (Vec<i32>, Vec<i64>, JsonB) {
+    let (idx, counts): (Vec<i32>, Vec<i64>) = e
+        .buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(i, c)| (i as i32, *c as i64))
+        .unzip();
+    let classes: HashMap<&str, u64> = e
+        .error_classes
+        .iter()
+        .map(|(c, n)| (c.as_str(), *n))
+        .collect();
+    (
+        idx,
+        counts,
+        JsonB(serde_json::to_value(classes).unwrap_or_default()),
+    )
 }
 
 fn store_baselines(entries: &[EntryCopy]) {
     for e in entries {
-        let (idx, counts): (Vec<i32>, Vec<i64>) = e
-            .buckets
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
-            .map(|(i, c)| (i as i32, *c as i64))
-            .unzip();
-        let classes: HashMap<&str, u64> = e
-            .error_classes
-            .iter()
-            .map(|(c, n)| (c.as_str(), *n))
-            .collect();
+        let (idx, counts, classes) = baseline_arrays(e);
         Spi::run_with_args(
             "INSERT INTO optidb.latency_state AS s (queryid, userid, dbid, calls, errors, \
                  error_classes, sum_ns, buckets, counts) \
@@ -223,7 +299,7 @@ fn store_baselines(entries: &[EntryCopy]) {
                 (e.key.dbid as i64).into(),
                 (e.calls as i64).into(),
                 (e.errors as i64).into(),
-                JsonB(serde_json::to_value(classes).unwrap_or_default()).into(),
+                classes.into(),
                 (e.sum_ns as i64).into(),
                 idx.into(),
                 counts.into(),

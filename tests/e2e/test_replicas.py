@@ -1,0 +1,215 @@
+"""Read replicas as sources (issue 26): a real primary and a real streaming standby of it
+(pg_basebackup -R), optidb and pg_stat_statements preloaded on both. A read workload that runs
+only on the standby (an app role, a non-public schema through SET search_path, PREPARE/EXECUTE,
+a statement that errors) reaches the primary's scan through dblink: its statements, their
+percentiles and index advice are on the primary, with the source shown. The standby going down
+is a recorded state and the scan still finishes; a reader sees only their own statements from
+every source; only an admin registers a source."""
+
+import os
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from conftest import PORT, ROOT, SOCKET, connect, own_cluster, scalar, wait_for
+
+# The primary and the standby: ports of this test's own (the e2e cluster is PORT).
+PRIMARY_PORT, STANDBY_PORT = PORT + 30, PORT + 31
+STANDBY_DATA = "/tmp/optidb-replica-standby/data"
+PGBIN = os.environ["PGBIN"]
+DB = "shop"
+APP, READER, ADMIN = "replica_app", "replica_reader", "replica_admin"
+
+PRIMARY_CONF = "wal_level = replica\nmax_wal_senders = 4\nhot_standby = on"
+
+
+def as_postgres(*args, check=True):
+    return subprocess.run(["runuser", "-u", "postgres", "--", *args], check=check,
+                          capture_output=True, text=True)
+
+
+def standby(action):
+    as_postgres(f"{PGBIN}/pg_ctl", "-D", STANDBY_DATA, "-m", "fast", "-w",
+                "-l", f"{STANDBY_DATA}/server.log", action)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    with own_cluster("replica-primary", PRIMARY_PORT, "pg_stat_statements,optidb",
+                     PRIMARY_CONF) as port:
+        with connect("postgres", port=port) as su:
+            su.execute(f"CREATE DATABASE {DB}")
+        with connect(DB, port=port) as su:
+            for ext in ("pg_stat_statements", "optidb", "dblink", "hypopg"):
+                su.execute(f"CREATE EXTENSION {ext}")
+            su.execute(f"CREATE ROLE {APP} LOGIN")
+            su.execute(f"CREATE ROLE {READER} LOGIN IN ROLE optidb_reader")
+            su.execute(f"CREATE ROLE {ADMIN} LOGIN IN ROLE optidb_admin")
+            su.execute("CREATE SCHEMA inv")
+            su.execute("CREATE TABLE inv.item (id int PRIMARY KEY, category int NOT NULL, "
+                       "sku text NOT NULL, price int NOT NULL)")
+            su.execute("INSERT INTO inv.item SELECT g, g % 5000, 'sku-' || g, g % 997 "
+                       "FROM generate_series(1, 200000) g")
+            su.execute("ANALYZE inv.item")
+            su.execute(f"GRANT USAGE ON SCHEMA inv TO {APP}, {READER}")
+            su.execute(f"GRANT SELECT ON inv.item TO {APP}, {READER}")
+            su.execute(f"CREATE SERVER standby1 FOREIGN DATA WRAPPER dblink_fdw OPTIONS "
+                       f"(host '{SOCKET}', port '{STANDBY_PORT}', dbname '{DB}', "
+                       "connect_timeout '5')")
+            su.execute("CREATE USER MAPPING FOR PUBLIC SERVER standby1 "
+                       "OPTIONS (user 'postgres')")
+        subprocess.run(["rm", "-rf", os.path.dirname(STANDBY_DATA)], check=True)
+        os.makedirs(os.path.dirname(STANDBY_DATA))
+        subprocess.run(["chown", "postgres", os.path.dirname(STANDBY_DATA)], check=True)
+        as_postgres(f"{PGBIN}/pg_basebackup", "-h", SOCKET, "-p", str(port), "-U", "postgres",
+                    "-D", STANDBY_DATA, "-R", "-X", "stream")
+        with open(os.path.join(STANDBY_DATA, "postgresql.conf"), "a") as f:
+            f.write(f"port = {STANDBY_PORT}\n")
+        standby("start")
+        try:
+            wait_for("the standby to accept reads", lambda: scalar(
+                connect(DB, port=STANDBY_PORT), "SELECT pg_is_in_recovery()"))
+            yield port
+        finally:
+            standby("stop")
+            subprocess.run(["rm", "-rf", os.path.dirname(STANDBY_DATA)], check=False)
+
+
+def standby_workload():
+    """Reads that run only on the standby: prepared, through search_path, and one that errors."""
+    with connect(DB, user=APP, port=STANDBY_PORT) as c:
+        assert scalar(c, "SELECT pg_is_in_recovery()")
+        c.execute("SET search_path = inv")
+        c.execute("PREPARE by_category(int) AS SELECT sku, price FROM item WHERE category = $1")
+        for i in range(40):
+            c.execute(f"EXECUTE by_category({i})")
+        for i in (1, 2, 0, 3):
+            if i == 0:
+                with pytest.raises(psycopg.errors.DivisionByZero):
+                    c.execute("SELECT count(*) FROM item WHERE price = 10 / %s", (i,))
+            else:
+                c.execute("SELECT count(*) FROM item WHERE price = 10 / %s", (i,))
+    with connect(DB, user=READER, port=STANDBY_PORT) as c:
+        c.execute("SET search_path = inv")
+        for i in range(5):
+            c.execute("SELECT max(price) FROM item WHERE sku = %s", (f"sku-{i}",))
+
+
+@pytest.fixture(scope="module")
+def scanned(fleet):
+    with connect(DB, user=ADMIN, port=fleet) as admin:
+        row = admin.execute("SELECT * FROM optidb.add_source('standby1', 'standby1')").fetchone()
+        assert row == ("standby1", "standby1", "new")
+        standby_workload()
+        # The same statement on the primary: another row, of source 'local'.
+        with connect(DB, user=APP, port=fleet) as c:
+            c.execute("SET search_path = inv")
+            c.execute("PREPARE by_category(int) AS "
+                      "SELECT sku, price FROM item WHERE category = $1")
+            for i in range(3):
+                c.execute(f"EXECUTE by_category({i})")
+        admin.execute("SELECT * FROM optidb.scan()")
+        yield admin
+
+
+def test_only_an_admin_registers_a_source_with_clear_errors(fleet):
+    with connect(DB, user=APP, port=fleet) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT * FROM optidb.add_source('mine', 'standby1')")
+    with connect(DB, user=READER, port=fleet) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT * FROM optidb.add_source('mine', 'standby1')")
+    with connect(DB, user=ADMIN, port=fleet) as admin:
+        with pytest.raises(psycopg.errors.UndefinedObject) as e:
+            admin.execute("SELECT * FROM optidb.add_source('other', 'no_such_server')")
+        assert "CREATE SERVER" in e.value.diag.message_hint
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            admin.execute("SELECT * FROM optidb.add_source('local', 'standby1')")
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            admin.execute("SELECT optidb.drop_source('never_added')")
+        # No credentials in optidb's tables: the server name only.
+        cols = [r[0] for r in admin.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'optidb.source'::regclass "
+            "AND attnum > 0").fetchall()]
+        assert not [c for c in cols if "pass" in c or "conn" in c]
+
+
+def test_standby_statements_reach_the_primary_with_their_source(scanned):
+    admin = scanned
+    state, error, pulled = admin.execute(
+        "SELECT state, last_error, last_pulled_at FROM optidb.source "
+        "WHERE name = 'standby1'").fetchone()
+    assert (state, error) == ("ok", None) and pulled is not None
+    rows = admin.execute(
+        "SELECT query_id, query, calls, p95_ms, source FROM optidb.bottlenecks(50, 'standby1') "
+        "WHERE query LIKE '%FROM item WHERE category = $1%'").fetchall()
+    assert len(rows) == 1, rows
+    replica_id, _, calls, p95, source = rows[0]
+    assert source == "standby1" and calls == 40 and p95 is not None and p95 > 0
+    # The same statement on the primary is a statement of its own, shown apart and together.
+    local = admin.execute(
+        "SELECT query_id, calls FROM optidb.bottlenecks(50, 'local') "
+        "WHERE query LIKE '%FROM item WHERE category = $1%'").fetchall()
+    assert len(local) == 1 and local[0][1] == 3 and local[0][0] != replica_id
+    both = {r[0] for r in admin.execute(
+        "SELECT query_id FROM optidb.bottlenecks(50) "
+        "WHERE query LIKE '%FROM item WHERE category = $1%'").fetchall()}
+    assert both == {replica_id, local[0][0]}
+    # Percentiles from the standby's own histograms.
+    stats = admin.execute(
+        "SELECT query_id, count, p95_ms FROM optidb.execution_time_stats(source => 'standby1')"
+    ).fetchall()
+    assert (replica_id, 40) in [(r[0], r[1]) for r in stats]
+    assert all(r[0] != local[0][0] for r in stats)
+    # The statement that errored on the standby: its failure is counted there.
+    failed = admin.execute(
+        "SELECT s.error_count FROM optidb.execution_time_stats(source => 'standby1') s "
+        "JOIN optidb.query q ON q.id = s.query_id WHERE q.norm_sql LIKE '%price = ($_ / $_)%'"
+    ).fetchall()
+    assert failed and failed[0][0] == 1, admin.execute(
+        "SELECT q.norm_sql, s.count, s.error_count FROM optidb.query q LEFT JOIN "
+        "optidb.execution_time_stats(source => 'standby1') s ON s.query_id = q.id "
+        "WHERE q.source = 'standby1'").fetchall()
+
+
+def test_index_advice_for_a_standby_statement_is_computed_on_the_primary(scanned):
+    admin = scanned
+    replica_id = scalar(admin, "SELECT id FROM optidb.query WHERE source = 'standby1' "
+                               "AND norm_sql LIKE '%FROM item WHERE category = $1%'")
+    plan = admin.execute("SELECT search_path, had_seq_scan FROM optidb.plan "
+                         "WHERE query_id = %s AND plan_json IS NOT NULL", (replica_id,)).fetchone()
+    assert plan is not None and plan[1], plan
+    ddl = [r[0] for r in admin.execute(
+        "SELECT ddl FROM optidb.recommend(%s)", (replica_id,)).fetchall()]
+    assert any("inv.item" in d and "category" in d for d in ddl), ddl
+
+
+def test_a_reader_sees_only_their_own_statements_from_every_source(scanned, fleet):
+    with connect(DB, user=READER, port=fleet) as c:
+        roles = {r[0] for r in c.execute("SELECT role_name FROM optidb.query").fetchall()}
+        assert roles == {READER}, roles
+        mine = c.execute("SELECT source, query FROM optidb.bottlenecks(50)").fetchall()
+        assert mine and all(s == "standby1" for s, _ in mine)
+        assert all("sku = $1" in q for _, q in mine)
+
+
+def test_a_standby_that_went_down_is_recorded_and_the_scan_finishes(scanned):
+    admin = scanned
+    scans = scalar(admin, "SELECT count(*) FROM optidb.scan_log")
+    standby("stop")
+    try:
+        admin.execute("SELECT * FROM optidb.scan()")
+        assert scalar(admin, "SELECT count(*) FROM optidb.scan_log") == scans + 1
+        state, error = admin.execute("SELECT state, last_error FROM optidb.source "
+                                     "WHERE name = 'standby1'").fetchone()
+        assert state == "unreachable" and error, (state, error)
+        # History already pulled stays.
+        assert scalar(admin, "SELECT count(*) FROM optidb.bottlenecks(50, 'standby1')") > 0
+    finally:
+        standby("start")
+    wait_for("the standby to be back", lambda: scalar(
+        connect(DB, port=STANDBY_PORT), "SELECT NOT pg_is_in_recovery() IS NULL"))
+    admin.execute("SELECT * FROM optidb.scan()")
+    assert scalar(admin, "SELECT state FROM optidb.source WHERE name = 'standby1'") == "ok"
