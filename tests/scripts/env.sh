@@ -14,8 +14,13 @@ log() { printf '\033[1;34m==> %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[1;31merror: %s\033[0m\n' "$*" >&2; exit 1; }
 
 # PostgreSQL refuses to run as root: every server-side command runs as user postgres.
+# OPTIDB_PG_RUN, when set, is the command prefix that does it instead (debian-chroot.sh sets it
+# to run the programs of a Debian chroot: PGBIN is then a path inside the chroot).
 as_postgres() {
-    if [ "$(id -un)" = postgres ]; then "$@"; else runuser -u postgres -- "$@"; fi
+    if [ -n "${OPTIDB_PG_RUN:-}" ]; then
+        # shellcheck disable=SC2086 # a command prefix: split into words on purpose
+        $OPTIDB_PG_RUN "$@"
+    elif [ "$(id -un)" = postgres ]; then "$@"; else runuser -u postgres -- "$@"; fi
 }
 
 # psql against the project's cluster as the postgres superuser.
