@@ -40,13 +40,6 @@ dir=$chroots/$release
 tarball=$chroots/$release.tar
 packages=(postgresql-$major postgresql-$major-hypopg postgresql-$major-cron)
 
-mirror() {
-    local m
-    m=$(grep -rhoP '^(URIs:\s*|deb\s+(\[[^]]*\]\s*)?)\Khttps?://\S+/debian/?$' \
-        /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 || true)
-    echo "${OPTIDB_DEBIAN_MIRROR:-${m:-http://deb.debian.org/debian}}"
-}
-
 # Mounts live in this process's private mount namespace (unshare -m): they vanish with it and
 # the host's mount table never sees them.
 mount_all() {
@@ -67,7 +60,11 @@ in_namespace() {
 
 debootstrap_release() {
     local m
-    m=$(mirror)
+    m=$(debian_mirror)
+    if ! command -v debootstrap >/dev/null; then
+        log "installing debootstrap"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    fi
     log "debootstrap --variant=minbase $release from $m (about a minute)"
     rm -rf "$dir"
     mkdir -p "$chroots"

@@ -39,3 +39,12 @@ demo_mix() {
     done
     chmod -R a+rX "$OPTIDB_ROOT/tests/demo"
 }
+
+# The Debian mirror this machine's apt uses (or OPTIDB_DEBIAN_MIRROR): debootstrap's source for
+# the Docker base image and the trixie/sid chroots.
+debian_mirror() {
+    local m
+    m=$(grep -rhoP '^(URIs:\s*|deb\s+(\[[^]]*\]\s*)?)\Khttps?://\S+/debian/?$' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 || true)
+    echo "${OPTIDB_DEBIAN_MIRROR:-${m:-http://deb.debian.org/debian}}"
+}
