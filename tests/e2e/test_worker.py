@@ -20,6 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PORT = int(os.environ.get("OPTIDB_WORKER_TEST_PORT", "55436"))
 DB = "optidb_worker"
 PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
+# How a server program runs as user postgres: OPTIDB_PG_RUN in a Debian chroot
+# (tests/scripts/debian-chroot.sh; PGBIN is then a path inside it), as env.sh's as_postgres.
+AS_POSTGRES = os.environ.get("OPTIDB_PG_RUN", "runuser -u postgres --").split()
 
 
 
@@ -167,7 +170,7 @@ def test_worker_does_nothing_on_a_standby(cluster):
     standby = os.path.join(os.path.dirname(data), "standby")
     log = standby + ".log"  # outside the data directory, which pg_basebackup copies
     pgbin = PGBIN
-    as_postgres = ["runuser", "-u", "postgres", "--"]
+    as_postgres = AS_POSTGRES
     subprocess.run(["rm", "-rf", standby], check=True)
     subprocess.run(as_postgres + [f"{pgbin}/pg_basebackup", "-D", standby, "-R", "-h", "/tmp",
                                   "-p", str(PORT), "-U", "postgres"], check=True)

@@ -95,9 +95,7 @@ stop_all() {
 base_image() {
     dk image inspect debian:bookworm >/dev/null 2>&1 && return 0
     local mirror rootfs=$root/rootfs
-    mirror=$(grep -rhoP '^(URIs:\s*|deb\s+(\[[^]]*\]\s*)?)\Khttps?://\S+/debian/?$' \
-        /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 || true)
-    mirror=${OPTIDB_DEBIAN_MIRROR:-${mirror:-http://deb.debian.org/debian}}
+    mirror=$(debian_mirror)
     log "making the base image debian:bookworm (debootstrap from $mirror, about a minute)"
     rm -rf "$rootfs"
     debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$root/debootstrap.log" 2>&1 \

@@ -14,8 +14,13 @@ log() { printf '\033[1;34m==> %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[1;31merror: %s\033[0m\n' "$*" >&2; exit 1; }
 
 # PostgreSQL refuses to run as root: every server-side command runs as user postgres.
+# OPTIDB_PG_RUN, when set, is the command prefix that does it instead (debian-chroot.sh sets it
+# to run the programs of a Debian chroot: PGBIN is then a path inside the chroot).
 as_postgres() {
-    if [ "$(id -un)" = postgres ]; then "$@"; else runuser -u postgres -- "$@"; fi
+    if [ -n "${OPTIDB_PG_RUN:-}" ]; then
+        # shellcheck disable=SC2086 # a command prefix: split into words on purpose
+        $OPTIDB_PG_RUN "$@"
+    elif [ "$(id -un)" = postgres ]; then "$@"; else runuser -u postgres -- "$@"; fi
 }
 
 # psql against the project's cluster as the postgres superuser.
@@ -33,4 +38,13 @@ demo_mix() {
         DEMO_MIX+=(-f "$f@${weight:-1}")
     done
     chmod -R a+rX "$OPTIDB_ROOT/tests/demo"
+}
+
+# The Debian mirror this machine's apt uses (or OPTIDB_DEBIAN_MIRROR): debootstrap's source for
+# the Docker base image and the trixie/sid chroots.
+debian_mirror() {
+    local m
+    m=$(grep -rhoP '^(URIs:\s*|deb\s+(\[[^]]*\]\s*)?)\Khttps?://\S+/debian/?$' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 || true)
+    echo "${OPTIDB_DEBIAN_MIRROR:-${m:-http://deb.debian.org/debian}}"
 }

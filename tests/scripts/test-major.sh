@@ -9,13 +9,18 @@
 # end-to-end tests with hypopg. The wheel and the tarball are kept under target/majors, so a
 # second run needs no network.
 #
-# pg_cron: no pg_cron for 16+ is installable here (bookworm's 1.4.2 supports 15 only; the
-# trixie/sid packages need their own glibc), so the tests marked pg_cron are deselected, and
-# the summary says so.
+# pg_cron: no pg_cron for 16+ is installable on this PyPI server (bookworm's 1.4.2 supports 15
+# only; the trixie/sid packages need their own glibc), so the tests marked pg_cron are
+# deselected here, and the summary says so. They run on 17 and 18 with Debian's pg_cron in
+# chroots (tests/scripts/test-cron-major.sh); 16 has none.
 #
-# Usage: test-major.sh 16|17|18 [pytest arguments]
+# Usage: test-major.sh 16|17|18 [--prepare | pytest arguments]
 #   With no pytest arguments the whole end-to-end suite runs (except pg_cron); with test files
-#   only those run (tests/scripts/test-all.sh runs a stated subset on 16 and 17).
+#   only those run (tests/scripts/test-all.sh runs a stated subset on 16 and 17). --prepare
+#   stops once the server, hypopg and PGRX_HOME are ready (what package.sh NN needs).
+#   The e2e tests run on the release build (`cargo pgrx install --release`): the very library
+#   that package.sh NN packages right after it, without compiling again
+#   (target/optidb-postgresql-NN_<version>_<arch>.deb, installed by test-package.sh NN).
 # Settings (environment): OPTIDB_MAJORS_DIR (servers and build dirs, default /tmp/optidb-majors),
 #   OPTIDB_MAJORS_PGRX_DIR (cargo-pgrx's PGRX_HOME per major, default under OPTIDB_MAJORS_DIR),
 #   OPTIDB_PGRX_TEST_BASE_PORT (the #[pg_test] server listens on this + major, default pgrx's
@@ -112,6 +117,7 @@ if [ -n "${OPTIDB_PGRX_TEST_BASE_PORT:-}" ]; then
         >"$PGRX_HOME/config.toml.new"
     mv "$PGRX_HOME/config.toml.new" "$PGRX_HOME/config.toml"
 fi
+[ "${1:-}" != --prepare ] || exit 0
 
 log "PostgreSQL $major: clippy (no warnings) on this major's bindings"
 cargo clippy --no-default-features --features "pg$major" --all-targets --quiet -- -D warnings
@@ -125,10 +131,17 @@ cargo pgrx test "pg$major" --runas postgres --pgdata "$home/pgrx-test/data" 2>&1
 pg_tests=$(sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' "$home/pg_test.log" | sort -n | tail -1)
 
 log "PostgreSQL $major: install, symbol check, end-to-end tests with hypopg"
-cargo pgrx install --pg-config "$pg_config" >/dev/null
+cargo pgrx install --release --pg-config "$pg_config" >/dev/null
+# The Debian package of this very build, now: after another major's build cargo would compile
+# again (test-package.sh NN installs it later).
+"$OPTIDB_ROOT/tests/scripts/package.sh" "$major" >/dev/null
 "$OPTIDB_ROOT/tests/scripts/check-symbols.sh" "$("$pg_config" --pkglibdir)/optidb.so"
 
-deselected="pg_cron (tests/e2e/test_worker.py): no pg_cron for PostgreSQL $major is installed here (bookworm's pg_cron 1.4.2 supports 15 only)"
+case "$major" in
+16) cron_note="no pg_cron for 16 exists here (bookworm's 1.4.2 supports 15 only, no Debian postgresql-16-cron on the mirror)" ;;
+*) cron_note="run on Debian's own PostgreSQL $major and pg_cron in a chroot instead (test-cron-major.sh)" ;;
+esac
+deselected="pg_cron (tests/e2e/test_worker.py) on this PyPI server: $cron_note"
 scope="the whole end-to-end suite"
 for arg in "$@"; do
     case "$arg" in *.py | *.py::*) scope="a subset: $*" ;; esac
