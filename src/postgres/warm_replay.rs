@@ -33,7 +33,10 @@
 //! optidb.replay_workers is 0.
 
 use crate::postgres::gucs;
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use crate::postgres::rows;
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -69,6 +72,8 @@ struct Slot {
     caller_latch: AtomicUsize,
     request: AtomicU32,
     keep_ms: AtomicU32,
+    /// `settings_fingerprint()` when the worker connected.
+    settings: AtomicU64,
 }
 
 #[repr(C)]
@@ -177,12 +182,26 @@ pub fn submit(handle: pg_sys::dsm_handle) -> Option<Submitted> {
     // SAFETY: the current database's oid, set at connection.
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let slots = &shared.slots[..wanted.min(SLOTS)];
+    let settings = settings_fingerprint();
     let idle = |slot: &Slot| {
-        slot.database.load(Ordering::Acquire) == database
-            && slot
+        if slot.database.load(Ordering::Acquire) != database {
+            return false;
+        }
+        if slot.settings.load(Ordering::Acquire) != settings {
+            // Connected before an ALTER DATABASE/ROLE ... SET: its settings (the planner's,
+            // optidb.trusted_roles) are not what a new session gets. Let it go.
+            if slot
                 .state
-                .compare_exchange(IDLE, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(IDLE, EXITING, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+            {
+                set_latch(slot.worker_latch.load(Ordering::Acquire));
+            }
+            return false;
+        }
+        slot.state
+            .compare_exchange(IDLE, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     };
     let index = match slots.iter().position(idle) {
         Some(i) => i,
@@ -206,6 +225,27 @@ pub fn submit(handle: pg_sys::dsm_handle) -> Option<Submitted> {
         job,
         pid,
     })
+}
+
+/// What a new worker session of this database starts with besides the server's configuration
+/// (which a warm worker reloads on SIGHUP): the ALTER DATABASE/ROLE ... SET rows that apply to
+/// it, as a hash. A warm worker whose session started with other rows is not reused.
+fn settings_fingerprint() -> u64 {
+    rows::value::<i64>(
+        "replay settings",
+        "SELECT pg_catalog.hashtextextended(COALESCE(pg_catalog.string_agg( \
+             s.setdatabase::text || '/' || s.setrole::text || '=' \
+             || pg_catalog.array_to_string(s.setconfig, ','), ';' \
+             ORDER BY s.setdatabase, s.setrole), ''), 0) \
+         FROM pg_catalog.pg_db_role_setting s \
+         WHERE s.setdatabase IN (0, $1) AND s.setrole IN (0, $2)",
+        &[
+            // SAFETY: the current database's oid, set at connection.
+            unsafe { pg_sys::MyDatabaseId }.into(),
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID).into(),
+        ],
+    )
+    .unwrap_or(0) as u64
 }
 
 /// Start a warm worker in an empty slot and wait until it is idle; it is then CLAIMED for this
@@ -341,10 +381,11 @@ pub extern "C-unwind" fn optidb_warm_replay_main(arg: pg_sys::Datum) {
         MINE = (index, ticket);
         crate::postgres::signals::set_sigterm_handler();
         pg_sys::before_shmem_exit(Some(release_slot), pg_sys::Datum::from(0));
-        pg_sys::BackgroundWorkerUnblockSignals();
         pg_sys::CurrentResourceOwner =
             pg_sys::ResourceOwnerCreate(std::ptr::null_mut(), c"optidb warm replay".as_ptr());
     }
+    // A reload (SIGHUP) is applied before the next batch, as a new worker would read it.
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     if slot.ticket.load(Ordering::Acquire) != ticket {
         return;
     }
@@ -352,6 +393,8 @@ pub extern "C-unwind" fn optidb_warm_replay_main(arg: pg_sys::Datum) {
         Some(slot.database.load(Ordering::Acquire).into()),
         Some(pg_sys::BOOTSTRAP_SUPERUSERID.into()),
     );
+    let settings = BackgroundWorker::transaction(settings_fingerprint);
+    slot.settings.store(settings, Ordering::Release);
     // SAFETY: this process's pid and latch.
     slot.worker_pid
         .store(unsafe { pg_sys::MyProcPid }, Ordering::Release);
@@ -374,6 +417,11 @@ pub extern "C-unwind" fn optidb_warm_replay_main(arg: pg_sys::Datum) {
             .compare_exchange(SUBMITTED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            if BackgroundWorker::sighup_received() {
+                // SAFETY: a guarded call outside any transaction, between batches: where
+                // PostgreSQL's own processes reload the configuration.
+                unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            }
             let handle = slot.request.load(Ordering::Acquire);
             let caller = slot.caller_latch.load(Ordering::Acquire);
             let clean = crate::postgres::replay_worker::serve_warm(handle);
