@@ -501,7 +501,17 @@ pub fn serve_warm(handle: pg_sys::dsm_handle) -> bool {
         BackgroundWorker::transaction(reset_session);
         true
     })
-    .catch_others(|_| false)
+    .catch_others(|caught| {
+        let report = match &caught {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+            | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+            pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
+                ereport.message().to_string()
+            }
+        };
+        pgrx::warning!("optidb warm replay: a batch failed, the worker exits: {report}");
+        false
+    })
     .execute();
     clean
 }
@@ -615,11 +625,11 @@ fn reset_session() {
     }
     // hypopg's reset, called by OID (no name is resolved), when hypopg is installed here.
     let reset = Spi::get_one::<pg_sys::Oid>(
-        "SELECT p.oid FROM pg_catalog.pg_proc p \
+        "SELECT (SELECT p.oid FROM pg_catalog.pg_proc p \
          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
           AND d.objid = p.oid AND d.deptype = 'e' \
          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid \
-         WHERE e.extname = 'hypopg' AND p.proname = 'hypopg_reset' AND p.pronargs = 0",
+         WHERE e.extname = 'hypopg' AND p.proname = 'hypopg_reset' AND p.pronargs = 0)",
     )
     .unwrap_or_else(|e| error!("{e}"));
     if let Some(reset) = reset {

@@ -425,10 +425,12 @@ pub extern "C-unwind" fn optidb_warm_replay_main(arg: pg_sys::Datum) {
             let handle = slot.request.load(Ordering::Acquire);
             let caller = slot.caller_latch.load(Ordering::Acquire);
             let clean = crate::postgres::replay_worker::serve_warm(handle);
-            slot.state.store(IDLE, Ordering::Release);
+            // Something escaped a job's rollback: this session is not reused, and nobody may
+            // claim the slot before the exit callback empties it.
+            slot.state
+                .store(if clean { IDLE } else { EXITING }, Ordering::Release);
             set_latch(caller);
             if !clean {
-                // Something escaped a job's rollback: this session is not reused.
                 return;
             }
             idle_since = std::time::Instant::now();
