@@ -42,6 +42,8 @@ static MAX_CONCURRENT_SIMULATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
 static INDEX_BUDGET_MB: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static REAL_SIMULATIONS_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(10);
 static TRUSTED_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static REPLAY_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+static REPLAY_IDLE_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 
 /// Settings every backend has, whether or not optidb is preloaded.
 pub fn init() {
@@ -216,6 +218,26 @@ pub fn init() {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
+        c"optidb.replay_workers",
+        c"Warm replay workers kept per server: each serves many owners' replays in turn (0: a new worker per replay batch).",
+        c"Needs optidb in shared_preload_libraries; each takes a max_worker_processes slot while alive.",
+        &REPLAY_WORKERS,
+        0,
+        crate::postgres::warm_replay::SLOTS as i32,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.replay_idle_timeout",
+        c"Seconds a warm replay worker stays connected without work before it exits.",
+        c"Sent with each replay; the worker exits once idle this long.",
+        &REPLAY_IDLE_TIMEOUT_S,
+        1,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"optidb.index_budget_mb",
         c"Storage all advised indexes may take together, in MB (-1: the database's size, at least 1 GB).",
         c"The workload index search picks indexes by time saved net of write cost until this is used up.",
@@ -368,6 +390,15 @@ pub fn real_simulations_per_minute() -> i32 {
 }
 
 /// The time limit of each statement optidb runs on its own behalf (EXPLAIN captures).
+/// How many warm replay workers may exist (src/postgres/warm_replay.rs).
+pub fn replay_workers() -> i32 {
+    REPLAY_WORKERS.get()
+}
+
+pub fn replay_idle_timeout_ms() -> u32 {
+    REPLAY_IDLE_TIMEOUT_S.get() as u32 * 1000
+}
+
 pub fn statement_limit() -> Limit {
     Limit {
         ms: STATEMENT_TIMEOUT_MS.get(),

@@ -27,4 +27,5 @@ pub mod rows;
 pub mod settings;
 pub mod signals;
 pub mod vetting;
+pub mod warm_replay;
 pub mod worker;

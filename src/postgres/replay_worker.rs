@@ -1,6 +1,7 @@
-//! Replays run in a backend of their own: a dynamic background worker started for one statement
-//! owner's batch of jobs (EXPLAIN, hypothetical-index and real-index simulations), which exits
-//! when the batch is done.
+//! Replays run in a backend of their own: a background worker that runs one statement owner's
+//! batch of jobs (EXPLAIN, hypothetical-index and real-index simulations). Usually a warm one
+//! (src/postgres/warm_replay.rs) that serves every owner's batches in turn and resets its
+//! session after each (`reset_session`); else one started for the batch, which exits after it.
 //!
 //! Why not in the caller's backend: planning and running a statement runs its functions, and
 //! even as their owner inside a security-restricted operation they would see and touch the
@@ -11,13 +12,14 @@
 //! session_user sees the owner too), and runs every job as the owner inside a
 //! security-restricted operation with the statement's search_path (src/postgres/replay.rs), each job in
 //! a subtransaction that is rolled back. Whatever the statement's code does to the worker's
-//! session ends with the worker.
+//! session ends with the batch (`reset_session`) or with the worker.
 //!
 //! The request and the answer travel through a dynamic shared memory segment the caller
 //! creates (JSON: the jobs, then the plans or failures). Limits are read by the caller before
 //! any of the statement's code runs, and travel with the request. If the caller is canceled,
-//! the worker is terminated. Each batch needs a free background worker slot
-//! (max_worker_processes); without one the batch fails with a message that says so.
+//! the worker is terminated (a warm one only while it still runs the caller's job). A one-shot
+//! batch needs a free background worker slot (max_worker_processes); without one the batch
+//! fails with a message that says so.
 
 use crate::postgres::explain::{self, Mode, Replay, Values};
 use crate::postgres::guarded::{self, Failure, Limit};
@@ -28,6 +30,7 @@ use crate::postgres::replay::{self, Context};
 use crate::postgres::settings::{self, Setting};
 use crate::postgres::signals;
 use crate::postgres::vetting::Vetted;
+use crate::postgres::warm_replay;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -42,8 +45,11 @@ const DEADLINE_SLACK_MS: u64 = 1000;
 /// segment takes that room from /dev/shm (posix shared memory is allocated when created), which
 /// a container may keep small (Docker's default is 64 MB for the whole server): a simulation of a
 /// few jobs asks for the minimum, a scan's batch of many statements for up to the maximum.
-const ANSWER_BYTES_PER_JOB: usize = 2 << 20;
-const MIN_ANSWER_BYTES: usize = 8 << 20;
+/// Allocating it is paid per batch (Linux zeroes every page at creation: 8 MB was 17% of the
+/// caller's CPU samples in a 50-owner scan), so the room follows the jobs; a batch's jobs share
+/// it, so one large plan still fits beside small ones.
+const ANSWER_BYTES_PER_JOB: usize = 512 << 10;
+const MIN_ANSWER_BYTES: usize = 1 << 20;
 const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 fn answer_room(jobs: usize) -> usize {
@@ -254,6 +260,41 @@ fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure>
     segment.write_u64(deadline_at, 0);
     // SAFETY: reads the segment's handle.
     let handle = unsafe { pg_sys::dsm_segment_handle(segment.seg) };
+    let budget = budget_ms(request);
+    let deadline = || segment.read_u64(deadline_at);
+    let done = || segment.read_u64(answer_at) == DONE;
+    if let Some(warm) = warm_replay::submit(handle) {
+        // A cancel while waiting must not leave the warm worker running our job.
+        let terminate = TerminateWarmOnDrop(&warm);
+        let finished = wait_for_warm(&warm, budget, deadline, &done);
+        std::mem::forget(terminate);
+        finished?;
+    } else {
+        one_shot(handle, budget, deadline)?;
+    }
+    let answer = if done() {
+        // Pairs with the worker's Release fence before its DONE mark.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        let len = segment.read_u64(answer_at + 8) as usize;
+        let at = Segment::answer_bytes_at(bytes.len());
+        serde_json::from_slice(segment.bytes(at, len.min(room)))
+            .map_err(|e| Failure::new("XX000", format!("unreadable replay answer: {e}")))
+    } else {
+        Err(Failure::new(
+            "58000",
+            "the replay worker ended without an answer (it was terminated or failed: see the \
+             server log)",
+        ))
+    };
+    answer
+}
+
+/// Start a worker for this one request and wait until it exits.
+fn one_shot(
+    handle: pg_sys::dsm_handle,
+    budget: i64,
+    deadline: impl Fn() -> u64,
+) -> Result<(), Failure> {
     let worker = BackgroundWorkerBuilder::new("optidb replay")
         .set_type("optidb replay")
         .set_library("optidb")
@@ -280,22 +321,52 @@ fn in_worker(request: &Request) -> Result<Vec<Result<Answer, Failure>>, Failure>
     })?;
     // A cancel while waiting must not leave the worker running on its own.
     let terminate = TerminateOnDrop(pid);
-    let budget = budget_ms(request);
-    let finished = wait_or_terminate(&worker, pid, budget, || segment.read_u64(deadline_at));
+    let finished = wait_or_terminate(&worker, pid, budget, deadline);
     std::mem::forget(terminate);
-    finished?;
-    let answer = if segment.read_u64(answer_at) == DONE {
-        let len = segment.read_u64(answer_at + 8) as usize;
-        let at = Segment::answer_bytes_at(bytes.len());
-        serde_json::from_slice(segment.bytes(at, len.min(room)))
-            .map_err(|e| Failure::new("XX000", format!("unreadable replay answer: {e}")))
-    } else {
-        Err(Failure::new(
-            "58000",
-            "the replay worker ended without an answer (see the server log)",
-        ))
-    };
-    answer
+    finished
+}
+
+/// Wait until the warm worker has left our job (answered and reset, or ended), terminating it
+/// past the budget or the deadline it announced. Interruptible: a cancel of the
+/// caller raises here, and TerminateWarmOnDrop ends the worker if it still runs our job.
+fn wait_for_warm(
+    warm: &warm_replay::Submitted,
+    budget_ms: i64,
+    deadline: impl Fn() -> u64,
+    done: &dyn Fn() -> bool,
+) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
+    let mut terminated = false;
+    loop {
+        // The worker leaves our job once its session is reset (or when it ends): the DONE mark
+        // then tells whether it answered.
+        if !warm.serving() {
+            break;
+        }
+        let announced = deadline();
+        let past_deadline = announced != 0 && epoch_ms() > announced;
+        if !terminated && (past_deadline || started.elapsed().as_millis() as i64 > budget_ms) {
+            warm.terminate();
+            terminated = true;
+        }
+        warm_replay::wait(100);
+    }
+    if terminated && !done() {
+        return Err(Failure::TimedOut {
+            after_ms: budget_ms as i32,
+            setting: crate::postgres::guarded::TimeoutSetting::Statement,
+        });
+    }
+    Ok(())
+}
+
+/// Terminates the warm worker while a cancel of the caller unwinds, if it still runs our job.
+struct TerminateWarmOnDrop<'a>(&'a warm_replay::Submitted);
+
+impl Drop for TerminateWarmOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.terminate();
+    }
 }
 
 /// The longest a batch may take: each job's own limits, plus time to start. The statement's
@@ -385,7 +456,7 @@ impl Drop for TerminateOnDrop {
     }
 }
 
-/// The worker: attach the segment, connect, become the owner, run the jobs, answer, exit.
+/// The one-shot worker: attach the segment, connect, serve its one request, exit.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
@@ -400,23 +471,74 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
         pg_sys::BackgroundWorkerUnblockSignals();
         pg_sys::CurrentResourceOwner =
             pg_sys::ResourceOwnerCreate(std::ptr::null_mut(), c"optidb replay".as_ptr());
-        let seg = pg_sys::dsm_attach(arg.value() as pg_sys::dsm_handle);
-        if seg.is_null() {
+        let Some(segment) = Segment::attach(arg.value() as pg_sys::dsm_handle) else {
             return;
-        }
-        Segment {
-            seg,
-            base: pg_sys::dsm_segment_address(seg).cast(),
-        }
+        };
+        segment
     };
-    let len = segment.read_u64(0) as usize;
-    let Ok(request) = serde_json::from_slice::<Request>(segment.bytes(8, len)) else {
+    let Some(request) = segment.request() else {
         return;
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(
         Some(request.database.into()),
         Some(pg_sys::BOOTSTRAP_SUPERUSERID.into()),
     );
+    serve(&segment, &request);
+}
+
+/// A warm worker's request (src/postgres/warm_replay.rs): serve it as a one-shot worker would,
+/// then put the session back as a fresh worker's. False when that cannot be vouched for (an
+/// error escaped the batch or the reset): the worker must exit rather than serve again.
+pub fn serve_warm(handle: pg_sys::dsm_handle) -> bool {
+    let clean = PgTryBuilder::new(|| {
+        // SAFETY: the caller's segment (it waits for our answer, so it is still there; if it
+        // gave up, attach fails and there is nothing to do).
+        if let Some(segment) = unsafe { Segment::attach(handle) } {
+            if let Some(request) = segment.request() {
+                serve(&segment, &request);
+            }
+        }
+        BackgroundWorker::transaction(reset_session);
+        true
+    })
+    .catch_others(|caught| {
+        let report = match &caught {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+            | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+            pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
+                ereport.message().to_string()
+            }
+        };
+        pgrx::warning!("optidb warm replay: a batch failed, the worker exits: {report}");
+        false
+    })
+    .execute();
+    clean
+}
+
+impl Segment {
+    /// # Safety
+    /// `handle` names a segment laid out as above (or none: then None).
+    unsafe fn attach(handle: pg_sys::dsm_handle) -> Option<Segment> {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let seg = pg_sys::dsm_attach(handle);
+            (!seg.is_null()).then(|| Segment {
+                seg,
+                base: pg_sys::dsm_segment_address(seg).cast(),
+            })
+        }
+    }
+
+    fn request(&self) -> Option<Request> {
+        let len = self.read_u64(0) as usize;
+        serde_json::from_slice::<Request>(self.bytes(8, len)).ok()
+    }
+}
+
+/// Run the request's jobs as its owner, in a transaction of their own, and write the answers.
+fn serve(segment: &Segment, request: &Request) {
+    let len = segment.read_u64(0) as usize;
     let answers = BackgroundWorker::transaction(|| {
         let owner = pg_sys::Oid::from(request.owner);
         let Some(owner) = replay::owner(owner) else {
@@ -474,6 +596,57 @@ pub extern "C-unwind" fn optidb_replay_main(arg: pg_sys::Datum) {
     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
     segment.write_u64(answer_at, DONE);
 }
+
+/// Put a warm worker's session back as a new worker's, as DISCARD ALL does (which cannot run
+/// inside a function), plus hypopg's hypothetical indexes: the bootstrap superuser's identity
+/// and every setting's default; no prepared statement, portal, LISTEN, session advisory lock,
+/// cached plan, temporary object or sequence state left by the batch's code. Settings and
+/// identity are already restored by the batch itself (GUC nest levels, the restricted
+/// operation); this is the second line, for what outlives a rolled-back subtransaction.
+#[allow(
+    ffi_unwind_calls,
+    reason = "Async_UnlistenAll and ResetSequenceCaches are called inside pg_guard_ffi_boundary: \
+              an ERROR they raise comes back as a Rust panic"
+)]
+fn reset_session() {
+    // SAFETY: guarded calls on this worker's own session state, inside a transaction, as
+    // PostgreSQL's DiscardAll makes them; the worker connected as the bootstrap superuser, so
+    // it may take that identity back.
+    unsafe {
+        pg_sys::SetSessionAuthorization(pg_sys::BOOTSTRAP_SUPERUSERID.into(), true);
+        pg_sys::ResetAllOptions();
+        pg_sys::DropAllPreparedStatements();
+        pg_sys::PortalHashTableDeleteAll();
+        pg_sys::ffi::pg_guard_ffi_boundary(|| Async_UnlistenAll());
+        pg_sys::LockReleaseAll(USER_LOCKMETHOD, true);
+        pg_sys::ResetPlanCache();
+        pg_sys::ResetTempTableNamespace();
+        pg_sys::ffi::pg_guard_ffi_boundary(|| ResetSequenceCaches());
+    }
+    // hypopg's reset, called by OID (no name is resolved), when hypopg is installed here.
+    let reset = Spi::get_one::<pg_sys::Oid>(
+        "SELECT (SELECT p.oid FROM pg_catalog.pg_proc p \
+         JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+          AND d.objid = p.oid AND d.deptype = 'e' \
+         JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid \
+         WHERE e.extname = 'hypopg' AND p.proname = 'hypopg_reset' AND p.pronargs = 0)",
+    )
+    .unwrap_or_else(|e| error!("{e}"));
+    if let Some(reset) = reset {
+        // SAFETY: hypopg's own hypopg_reset(), a C function of no arguments.
+        unsafe { pg_sys::OidFunctionCall0Coll(reset, pg_sys::InvalidOid) };
+    }
+}
+
+// commands/async.h and commands/sequence.h are not in pgrx's bindings. Called inside
+// pg_guard_ffi_boundary, so an ERROR comes back as a Rust panic.
+unsafe extern "C-unwind" {
+    fn Async_UnlistenAll();
+    fn ResetSequenceCaches();
+}
+
+/// lock.h's USER_LOCKMETHOD: advisory locks.
+const USER_LOCKMETHOD: pg_sys::LOCKMETHODID = 2;
 
 /// One job, in a subtransaction that is always rolled back: nothing it did stays, even in
 /// this worker's own session.

@@ -106,6 +106,7 @@ unsafe extern "C-unwind" fn shmem_request() {
         table::request(max);
         samples::request(samples::slots_for(max));
         super::failed::request();
+        crate::postgres::warm_replay::request();
     }
 }
 
@@ -122,6 +123,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
             pg_sys::ffi::pg_guard_ffi_boundary(|| prev());
         }
         let created = table::attach();
+        crate::postgres::warm_replay::attach();
         if !pg_sys::IsUnderPostmaster {
             dump::register();
             if created {
@@ -515,6 +517,15 @@ unsafe extern "C-unwind" fn process_utility(
             )
         };
         let tag = (*(*pstmt).utilityStmt).type_;
+        if matches!(
+            tag,
+            pg_sys::NodeTag::T_DropdbStmt
+                | pg_sys::NodeTag::T_CreatedbStmt
+                | pg_sys::NodeTag::T_AlterDatabaseStmt
+        ) {
+            // These wait for (and then refuse) other sessions of the database concerned.
+            crate::postgres::warm_replay::release_idle();
+        }
         if matches!(
             tag,
             pg_sys::NodeTag::T_ExecuteStmt
