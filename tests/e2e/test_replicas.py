@@ -8,6 +8,7 @@ every source; only an admin registers a source."""
 
 import os
 import subprocess
+import threading
 import time
 
 import psycopg
@@ -269,3 +270,44 @@ def test_a_standby_that_went_down_is_recorded_and_the_scan_finishes(scanned, fle
     admin.execute("SELECT * FROM optidb.scan()")
     assert scalar(admin, "SELECT state FROM optidb.source WHERE name = 'standby1'") == "ok"
     assert source_health(fleet)["sources_unreachable"][:2] == (0, "ok")
+
+
+def test_a_standby_that_goes_down_mid_scan_is_recorded_and_the_scan_finishes(scanned, fleet):
+    """Deterministic: a lock on the pull's baselines holds the scan just before it reads the
+    standby (the pull's first statement opens optidb.source_pgss_state), the standby stops,
+    the lock goes: the running scan finds the standby gone, records it and finishes."""
+    admin = scanned
+    scans = scalar(admin, "SELECT count(*) FROM optidb.scan_log")
+    done = {}
+    with connect(DB, port=fleet) as su:
+        su.execute("BEGIN")
+        su.execute("LOCK TABLE optidb.source_pgss_state IN ACCESS EXCLUSIVE MODE")
+
+        def scan():
+            with connect(DB, user=ADMIN, port=fleet) as c:
+                done["pid"] = c.info.backend_pid
+                done["rows"] = c.execute("SELECT * FROM optidb.scan()").fetchall()
+
+        runner = threading.Thread(target=scan)
+        runner.start()
+        try:
+            wait_for("the scan to wait on the pull's baselines", lambda: scalar(
+                su, "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                    "AND relation = 'optidb.source_pgss_state'::regclass"))
+            standby("stop")
+        finally:
+            su.execute("COMMIT")
+            runner.join(120)
+    try:
+        assert "rows" in done and not runner.is_alive(), done
+        assert scalar(admin, "SELECT count(*) FROM optidb.scan_log") == scans + 1
+        state, error = admin.execute("SELECT state, last_error FROM optidb.source "
+                                     "WHERE name = 'standby1'").fetchone()
+        # The standby was gone when the pull ran (not a timeout of the held pull).
+        assert state == "unreachable" and "connect" in error, (state, error)
+    finally:
+        standby("start")
+    wait_for("the standby to be back", lambda: scalar(
+        connect(DB, port=STANDBY_PORT), "SELECT pg_is_in_recovery()"))
+    admin.execute("SELECT * FROM optidb.scan()")
+    assert scalar(admin, "SELECT state FROM optidb.source WHERE name = 'standby1'") == "ok"
