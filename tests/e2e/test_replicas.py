@@ -63,6 +63,8 @@ def fleet():
                        "connect_timeout '5')")
             su.execute("CREATE USER MAPPING FOR PUBLIC SERVER standby1 "
                        "OPTIONS (user 'postgres')")
+            # A superuser's server that the admin may use: what add_source() requires.
+            su.execute(f"GRANT USAGE ON FOREIGN SERVER standby1 TO {ADMIN}")
         subprocess.run(["rm", "-rf", os.path.dirname(STANDBY_DATA)], check=True)
         os.makedirs(os.path.dirname(STANDBY_DATA))
         subprocess.run(["chown", "postgres", os.path.dirname(STANDBY_DATA)], check=True)
