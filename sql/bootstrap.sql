@@ -370,6 +370,7 @@ CREATE TABLE optidb.alert_rule (
                     'temp_bytes_total', 'dead_tuples', 'tables_overdue_vacuum',
                     'checkpoints_total', 'buffers_written_total', 'wal_bytes_total',
                     'database_bytes', 'replicas', 'replication_lag_max_s',
+                    'sources_unreachable', 'source_pull_age_max_s',
                     'high_confidence_recommendation', 'statement_p95_ratio')),
     comparison  text             NOT NULL CHECK (comparison IN ('>', '>=', '<', '<=')),
     threshold   double precision NOT NULL CHECK (threshold OPERATOR(pg_catalog.<>) 'NaN'),
@@ -402,7 +403,10 @@ INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, hold, clear_
     ('new_advice', 'high_confidence_recommendation', '>=', 0.8, '0 s', '0 s', 'info', true,
      'scan() made a recommendation with confidence 0.8 or more'),
     ('statement_regression', 'statement_p95_ratio', '>', 2, '0 s', '1 h', 'warning', true,
-     'A statement''s p95 over the last hour is more than twice its p95 of the 7 days before');
+     'A statement''s p95 over the last hour is more than twice its p95 of the 7 days before'),
+    -- 0.7.0: read replicas as sources (optidb.source).
+    ('source_unreachable', 'sources_unreachable', '>', 0, '0 s', '1 min', 'warning', true,
+     'A registered read replica could not be pulled (optidb.source.last_error says why)');
 
 -- Alerts: one row per incident of a rule and subject (the database, a recommendation, a
 -- statement), open while resolved_at is NULL.

@@ -19,7 +19,9 @@ ALTER TABLE optidb.recommendation ADD COLUMN saving_ms_per_hour double precision
     ADD COLUMN index_bytes bigint;
 ALTER TABLE optidb.scan_log ADD COLUMN advice jsonb;
 DROP FUNCTION optidb.recommend(bigint);
-CREATE FUNCTION optidb.recommend("query_id" bigint DEFAULT NULL) RETURNS TABLE (
+-- It also takes a source (issue 26): the advice serving statements of that source.
+CREATE FUNCTION optidb.recommend("query_id" bigint DEFAULT NULL, "source" text DEFAULT NULL)
+RETURNS TABLE (
     "rec_id" bigint, "kind" text, "table_name" text, "columns" text[], "ddl" text,
     "rationale" text, "confidence" double precision, "risk" text, "query_ids" bigint[],
     "est_saved_ms" double precision, "improvement_pct" double precision,
@@ -90,17 +92,7 @@ GRANT optidb_monitor TO optidb_admin;
 -- The snippet: comments removed (they are kept verbatim), whitespace collapsed; of a statement
 -- that is not a query or DML, only its leading keywords, since normalization keeps the
 -- literals of utility statements (COMMENT ... IS '...', COPY ... TO PROGRAM '...').
-CREATE VIEW optidb.monitor_statements WITH (security_barrier) AS
-SELECT query_id,
-       CASE WHEN kind = ANY (ARRAY['select', 'insert', 'update', 'delete', 'merge'])
-            THEN pg_catalog.left(bare, 60)
-            ELSE pg_catalog.upper(pg_catalog.substring(bare, '^[A-Za-z]+(?: [A-Za-z]+)?'))
-       END AS query,
-       execution_count, total_ms, mean_ms, p95_ms, failure_rate
-FROM optidb.mv_query_metrics,
-     LATERAL (SELECT pg_catalog.btrim(pg_catalog.regexp_replace(pg_catalog.regexp_replace(
-                  COALESCE(query, ''), '/\*.*?\*/|--[^\n]*', ' ', 'g'), '\s+', ' ', 'g'))
-              AS bare) b;
+-- optidb.monitor_statements: below, once optidb.query has its source column.
 CREATE VIEW optidb.monitor_alerts WITH (security_barrier) AS
 SELECT s.severity, count(a.id) AS open
 FROM pg_catalog.unnest(ARRAY['info', 'warning', 'critical']) AS s(severity)
@@ -129,6 +121,19 @@ ALTER TABLE optidb.query ADD COLUMN source text NOT NULL DEFAULT 'local';
 ALTER TABLE optidb.query DROP CONSTRAINT query_fingerprint_userid_dbid_key,
     ADD CONSTRAINT query_fingerprint_userid_dbid_source_key
         UNIQUE (fingerprint, userid, dbid, source);
+CREATE VIEW optidb.monitor_statements WITH (security_barrier) AS
+SELECT query_id,
+       CASE WHEN kind = ANY (ARRAY['select', 'insert', 'update', 'delete', 'merge'])
+            THEN pg_catalog.left(bare, 60)
+            ELSE pg_catalog.upper(pg_catalog.substring(bare, '^[A-Za-z]+(?: [A-Za-z]+)?'))
+       END AS query,
+       execution_count, total_ms, mean_ms, p95_ms, failure_rate, source
+FROM optidb.mv_query_metrics m
+-- Where it ran ('local' or a registered source, issue 26): a bounded label.
+JOIN LATERAL (SELECT q.source FROM optidb.query q WHERE q.id = m.query_id) s ON true,
+     LATERAL (SELECT pg_catalog.btrim(pg_catalog.regexp_replace(pg_catalog.regexp_replace(
+                  COALESCE(m.query, ''), '/\*.*?\*/|--[^\n]*', ' ', 'g'), '\s+', ' ', 'g'))
+              AS bare) b;
 -- The last cumulative counters pulled from each source, the baselines of its next pull (as
 -- pgss_state and latency_state are the primary's own). Keyed by the standby's role OIDs,
 -- which are the primary's (physical replication); statements map roles by name.
@@ -191,6 +196,41 @@ RETURNS TABLE (
 STABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'execution_time_stats_wrapper';
+
+-- metrics() and report() keep one source's statements (issue 26), and metrics() labels each
+-- statement with its source; a NULL days or top still gives NULL, as when they were STRICT.
+DROP FUNCTION optidb.metrics(integer);
+CREATE FUNCTION optidb.metrics("top" integer DEFAULT 10, "source" text DEFAULT NULL)
+RETURNS text
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'metrics_wrapper';
+DROP FUNCTION optidb.report(integer, integer);
+CREATE FUNCTION optidb.report("days" integer DEFAULT 7, "top" integer DEFAULT 10,
+    "source" text DEFAULT NULL)
+RETURNS text
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'report_wrapper';
+
+-- An unreachable or stale source is a health item (health(): sources_unreachable,
+-- source_pull_age_max_s) that alert rules watch; one default rule, as a fresh install has.
+ALTER TABLE optidb.alert_rule DROP CONSTRAINT alert_rule_metric_check;
+ALTER TABLE optidb.alert_rule ADD CONSTRAINT alert_rule_metric_check CHECK (metric IN (
+    'cache_hit_pct', 'commits_total', 'rollbacks_total', 'rollback_pct',
+    'connections', 'connections_active', 'connections_idle',
+    'connections_idle_in_transaction', 'connections_used_pct', 'lock_waits',
+    'lock_wait_max_s', 'longest_query_s', 'longest_transaction_s',
+    'idle_in_transaction_max_s', 'deadlocks_total', 'temp_files_total',
+    'temp_bytes_total', 'dead_tuples', 'tables_overdue_vacuum',
+    'checkpoints_total', 'buffers_written_total', 'wal_bytes_total',
+    'database_bytes', 'replicas', 'replication_lag_max_s',
+    'sources_unreachable', 'source_pull_age_max_s',
+    'high_confidence_recommendation', 'statement_p95_ratio'));
+INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, hold, clear_for, severity, builtin, description) VALUES
+    ('source_unreachable', 'sources_unreachable', '>', 0, '0 s', '1 min', 'warning', true,
+     'A registered read replica could not be pulled (optidb.source.last_error says why)')
+ON CONFLICT (name) DO NOTHING;
 
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);

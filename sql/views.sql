@@ -127,10 +127,12 @@ SELECT query_id,
             THEN pg_catalog.left(bare, 60)
             ELSE pg_catalog.upper(pg_catalog.substring(bare, '^[A-Za-z]+(?: [A-Za-z]+)?'))
        END AS query,
-       execution_count, total_ms, mean_ms, p95_ms, failure_rate
-FROM optidb.mv_query_metrics,
+       execution_count, total_ms, mean_ms, p95_ms, failure_rate, source
+FROM optidb.mv_query_metrics m
+-- Where it ran ('local' or a registered source, issue 26): a bounded label.
+JOIN LATERAL (SELECT q.source FROM optidb.query q WHERE q.id = m.query_id) s ON true,
      LATERAL (SELECT pg_catalog.btrim(pg_catalog.regexp_replace(pg_catalog.regexp_replace(
-                  COALESCE(query, ''), '/\*.*?\*/|--[^\n]*', ' ', 'g'), '\s+', ' ', 'g'))
+                  COALESCE(m.query, ''), '/\*.*?\*/|--[^\n]*', ' ', 'g'), '\s+', ' ', 'g'))
               AS bare) b;
 CREATE VIEW optidb.monitor_alerts WITH (security_barrier) AS
 SELECT s.severity, count(a.id) AS open

@@ -1,8 +1,8 @@
 //! `optidb.metrics()`: the key figures in Prometheus text exposition format, for scrapers of
 //! the postgres_exporter kind (its custom queries, or a sidecar that serves the text). Low
 //! cardinality: the database-wide health figures, open alerts per severity, the metric views'
-//! age, and only the top `top` statements by total time, labelled by id and a 60-character
-//! query snippet.
+//! age, and only the top `top` statements by total time (of one source, or of all), labelled
+//! by id, a 60-character query snippet and the source they ran on.
 
 use crate::postgres::health;
 use crate::postgres::own_work;
@@ -89,13 +89,14 @@ fn view_age_family() -> Family {
 }
 
 /// The top statements' figures: one family per figure, one sample per statement.
-fn statement_families(top: i32) -> Vec<Family> {
+fn statement_families(top: i32, source: Option<&str>) -> Vec<Family> {
     let stats = rows::select(
         "top statements",
         "SELECT query_id, query, execution_count::float8 AS calls, total_ms, mean_ms, p95_ms, \
-                failure_rate \
-         FROM optidb.monitor_statements ORDER BY total_ms DESC NULLS LAST, query_id LIMIT $1",
-        &[top.into()],
+                failure_rate, source \
+         FROM optidb.monitor_statements WHERE $2::text IS NULL OR source = $2 \
+         ORDER BY total_ms DESC NULLS LAST, query_id LIMIT $1",
+        &[top.into(), source.into()],
         |row| {
             let labels = vec![
                 (
@@ -106,6 +107,7 @@ fn statement_families(top: i32) -> Vec<Family> {
                     "query".to_string(),
                     bounded_label(&row.get::<String>("query"), SNIPPET_CHARS),
                 ),
+                ("source".to_string(), row.get::<String>("source")),
             ];
             let figures: [Option<f64>; 5] = [
                 row.opt("calls"),
@@ -162,10 +164,16 @@ fn statement_families(top: i32) -> Vec<Family> {
         .collect()
 }
 
-/// optidb's key figures in Prometheus text exposition format (version 0.0.4).
+/// optidb's key figures in Prometheus text exposition format (version 0.0.4); `source` keeps
+/// the statements of one source (NULL: all).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn metrics(top: default!(i32, 10)) -> String {
+fn metrics(
+    top: default!(Option<i32>, 10),
+    source: default!(Option<&str>, "NULL"),
+) -> Option<String> {
+    // NULL top: NULL, as when the function was STRICT (before its source argument).
+    let top = top?;
     crate::postgres::errors::require_positive("top", top);
     own_work::run(|| {
         let database = rows::value::<String>(
@@ -177,7 +185,7 @@ fn metrics(top: default!(i32, 10)) -> String {
         let mut families = health_families(&database);
         families.push(alert_family());
         families.push(view_age_family());
-        families.extend(statement_families(top.min(MAX_TOP)));
-        prometheus::render(&families)
+        families.extend(statement_families(top.min(MAX_TOP), source));
+        Some(prometheus::render(&families))
     })
 }

@@ -1,7 +1,8 @@
 //! `optidb.recommend(query_id)`: the open recommendations, most confident first, each with its
 //! DDL, rationale, evidence, risk, the statements it serves and what simulation measured; for
 //! indexes from the workload search also the time they save and cost per hour, the net and
-//! their rank. `optidb.advice_summary()`: what the whole advised set does to the workload.
+//! their rank; `source` keeps the advice that serves statements of one source, and evidence
+//! names the sources of the statements it serves. `optidb.advice_summary()`: what the whole advised set does to the workload.
 
 use crate::postgres::errors::require_known_query;
 use crate::postgres::own_work;
@@ -20,7 +21,8 @@ SELECT r.id AS rec_id, r.kind, r.schemaname::text || '.' || r.tablename::text AS
             WHEN r.simulable AND r.improvement_pct IS NULL
                 THEN 'not simulated yet: install hypopg (CREATE EXTENSION hypopg) and run optidb.scan()'
             WHEN NOT r.simulable THEN 'not simulable: ' || r.not_simulable_reason END AS note,
-       r.evidence, r.saving_ms_per_hour, r.write_ms_per_hour,
+       r.evidence || pg_catalog.jsonb_build_object('sources', src.sources) AS evidence,
+       r.saving_ms_per_hour, r.write_ms_per_hour,
        r.saving_ms_per_hour - r.write_ms_per_hour AS net_ms_per_hour, r.rank,
        r.index_bytes / 1048576.0::float8 AS index_mb
 FROM optidb.recommendation r
@@ -31,7 +33,12 @@ LEFT JOIN LATERAL (
            (SELECT error FROM optidb.simulation
             WHERE rec_id = r.id AND error IS NOT NULL
             ORDER BY ran_at DESC LIMIT 1) AS last_error) s ON true
+-- Where the served statements ran (of those the caller may see): 'local' and source names.
+LEFT JOIN LATERAL (
+    SELECT pg_catalog.jsonb_agg(DISTINCT q.source ORDER BY q.source) AS sources FROM optidb.query q
+    WHERE q.id = ANY (r.query_ids)) src ON true
 WHERE r.status = $2 AND ($1::int8 IS NULL OR $1 = ANY (r.query_ids))
+  AND ($3::text IS NULL OR src.sources ? $3)
 ORDER BY r.confidence DESC, r.rank NULLS LAST, r.est_saved_ms DESC NULLS LAST, r.id";
 
 #[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
@@ -39,6 +46,7 @@ ORDER BY r.confidence DESC, r.rank NULLS LAST, r.est_saved_ms DESC NULLS LAST, r
 #[search_path(pg_catalog, pg_temp)]
 fn recommend(
     query_id: default!(Option<i64>, "NULL"),
+    source: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -73,7 +81,7 @@ fn recommend(
         rows::select(
             "open recommendations",
             RECOMMEND_SQL,
-            &[query_id.into(), Status::Open.as_str().into()],
+            &[query_id.into(), Status::Open.as_str().into(), source.into()],
             |row| {
                 (
                     row.get("rec_id"),

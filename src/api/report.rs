@@ -35,12 +35,12 @@ fn label(query_id: i64, text: &str) -> String {
     format!("#{query_id} {cut}")
 }
 
-fn bottlenecks(top: i32) -> Vec<Bottleneck> {
+fn bottlenecks(top: i32, source: Option<&str>) -> Vec<Bottleneck> {
     let mut found = rows::select(
         "report bottlenecks",
         "SELECT query_id, coalesce(query, fingerprint) AS query, calls, total_ms, mean_ms, \
-                p95_ms, reason, confidence FROM optidb.bottlenecks($1)",
-        &[top.into()],
+                p95_ms, reason, confidence FROM optidb.bottlenecks($1, $2)",
+        &[top.into(), source.into()],
         |row| Bottleneck {
             query_id: row.get("query_id"),
             query: row.get("query"),
@@ -157,15 +157,20 @@ fn histogram(
     }
 }
 
-fn error_rates(start: &TimestampWithTimeZone, end: &TimestampWithTimeZone) -> Vec<ErrorRate> {
+fn error_rates(
+    start: &TimestampWithTimeZone,
+    end: &TimestampWithTimeZone,
+    source: Option<&str>,
+) -> Vec<ErrorRate> {
     rows::select(
         "report errors",
         "SELECT l.query_id, coalesce(q.norm_sql, q.fingerprint) AS query, \
                 sum(l.calls + l.errors)::int8 AS calls, sum(l.errors)::int8 AS errors \
          FROM optidb.latency l JOIN optidb.query q ON q.id = l.query_id \
-         WHERE l.captured_at BETWEEN $1 AND $2 GROUP BY l.query_id, q.norm_sql, q.fingerprint \
+         WHERE l.captured_at BETWEEN $1 AND $2 AND ($3::text IS NULL OR q.source = $3) \
+         GROUP BY l.query_id, q.norm_sql, q.fingerprint \
          HAVING sum(l.errors) > 0 ORDER BY sum(l.errors) DESC, l.query_id LIMIT 10",
-        &[(*start).into(), (*end).into()],
+        &[(*start).into(), (*end).into(), source.into()],
         |row| {
             let query_id: i64 = row.get("query_id");
             ErrorRate {
@@ -262,11 +267,18 @@ fn freshness() -> Vec<Freshness> {
 }
 
 /// One self-contained HTML page (inline CSS and SVG, no JavaScript, every text escaped) about
-/// the last `days` days and the `top` statements by total time. From psql:
+/// the last `days` days and the `top` statements by total time; with `source`, the statements
+/// (and their errors) of that source only. From psql:
 /// `psql -Atc "select optidb.report()" > report.html`.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn report(days: default!(i32, 7), top: default!(i32, 10)) -> String {
+fn report(
+    days: default!(Option<i32>, 7),
+    top: default!(Option<i32>, 10),
+    source: default!(Option<&str>, "NULL"),
+) -> Option<String> {
+    // A NULL days or top: NULL, as when the function was STRICT (before its source argument).
+    let (days, top) = (days?, top?);
     crate::postgres::errors::require_positive("days", days);
     crate::postgres::errors::require_positive("top", top);
     own_work::run(|| {
@@ -287,20 +299,24 @@ fn report(days: default!(i32, 7), top: default!(i32, 10)) -> String {
             },
         )
         .expect("one row");
-        let bottlenecks = bottlenecks(top);
+        let bottlenecks = bottlenecks(top, source);
+        let days_text = format!("last {days} day{}", if days == 1 { "" } else { "s" });
         let data = ReportData {
             database,
             generated_at,
-            range: format!("last {days} day{}", if days == 1 { "" } else { "s" }),
+            range: match source {
+                Some(s) => format!("{days_text}, statements of source {s}"),
+                None => days_text,
+            },
             trends: trends(&bottlenecks, &start, &end),
             histogram: histogram(bottlenecks.first(), &start, &end),
-            errors: error_rates(&start, &end),
+            errors: error_rates(&start, &end, source),
             health: health_now(),
             health_series: health_series(&start, &end),
             alerts: alerts(&start),
             freshness: freshness(),
             bottlenecks,
         };
-        optidb_core::report::render(&data)
+        Some(optidb_core::report::render(&data))
     })
 }

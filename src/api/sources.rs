@@ -86,6 +86,20 @@ fn add_source(
             Some(SERVER_HINT),
         );
     }
+    // SAFETY: a plain read of a backend global: the role that called this SECURITY DEFINER
+    // function.
+    let caller = unsafe { pg_sys::GetOuterUserId() };
+    if let Some(refusal) = server_refusal(server, Some(caller)) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("foreign server \"{server}\" cannot be a source: {refusal}"),
+            Some(
+                "A pull connects as optidb's owner, a superuser: only a server a superuser owns, \
+                  and that you may use (GRANT USAGE ON FOREIGN SERVER), can be registered; see \
+                  docs/fleet.md.",
+            ),
+        );
+    }
     let added = rows::value::<bool>(
         "register source",
         "WITH added AS (INSERT INTO optidb.source (name, server) VALUES ($1, $2) \
@@ -186,6 +200,79 @@ fn latency_entries() -> TableIterator<
     TableIterator::new(rows)
 }
 
+/// Why `server` may not be pulled from (None: it may), on behalf of `caller` when one
+/// registers it. A pull's dblink call runs as optidb's owner, a superuser, whom dblink lets
+/// connect without a password: so the server (its host, database and options) and its user
+/// mappings must be a superuser's choice, never a registering admin's, and that admin must be
+/// allowed to use the server. The owner is checked again before every pull.
+fn server_refusal(server: &str, caller: Option<pg_sys::Oid>) -> Option<String> {
+    let caller = caller.map(|c| c.to_u32() as i64);
+    let (owner_is_superuser, caller_may_use) = rows::first(
+        "a source's foreign server",
+        "SELECT o.rolsuper AS owner_is_superuser, \
+                $2::oid IS NULL \
+                OR (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $2::oid) \
+                OR pg_catalog.has_server_privilege($2::oid, s.oid, 'USAGE') AS caller_may_use \
+         FROM pg_catalog.pg_foreign_server s \
+         JOIN pg_catalog.pg_roles o ON o.oid = s.srvowner WHERE s.srvname = $1",
+        &[server.into(), caller.into()],
+        |row| {
+            (
+                row.opt::<bool>("owner_is_superuser") == Some(true),
+                row.opt::<bool>("caller_may_use") == Some(true),
+            )
+        },
+    )?;
+    if !owner_is_superuser {
+        Some("its owner is not a superuser".into())
+    } else if !caller_may_use {
+        Some("you have no USAGE privilege on it".into())
+    } else {
+        None
+    }
+}
+
+/// Why the session behind `server` is not this database on a standby of this cluster (None:
+/// it is). Checked before every pull, so that a server pointing anywhere else (this primary,
+/// another database, another cluster) gives nothing, whatever its credentials reach.
+fn remote_refusal(server: &str, dblink: &str) -> Option<String> {
+    let remote = "SELECT pg_catalog.pg_is_in_recovery(), \
+                         (pg_catalog.pg_control_system()).system_identifier, \
+                         pg_catalog.current_database()::pg_catalog.text";
+    let sql = format!(
+        "SELECT r.standby, \
+                r.system_identifier OPERATOR(pg_catalog.=) $3 AS same_cluster, \
+                r.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()::text \
+                    AS same_database \
+         FROM {dblink}.dblink($1, $2) AS r(standby bool, system_identifier int8, datname text)"
+    );
+    // SAFETY: a read of the cluster's identifier, set at startup.
+    let system_identifier = unsafe { pg_sys::GetSystemIdentifier() } as i64;
+    let flag = |row: &rows::Row, column: &str| row.opt::<bool>(column) == Some(true);
+    let (standby, same_cluster, same_database) = rows::first(
+        "a source's identity",
+        &sql,
+        &[server.into(), remote.into(), system_identifier.into()],
+        |row| {
+            (
+                flag(row, "standby"),
+                flag(row, "same_cluster"),
+                flag(row, "same_database"),
+            )
+        },
+    )
+    .unwrap_or_default();
+    if !standby {
+        Some("it is not a server in recovery (a standby)".into())
+    } else if !same_cluster {
+        Some("it is not a standby of this cluster (another system identifier)".into())
+    } else if !same_database {
+        Some("its database is not this one".into())
+    } else {
+        None
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     name != ingest::LOCAL
@@ -279,6 +366,14 @@ fn pull_one(
     captured_at: &TimestampWithTimeZone,
 ) -> Vec<Pulled> {
     let dblink = dblink_schema();
+    if let Some(refusal) = server_refusal(server, None).or_else(|| remote_refusal(server, &dblink))
+    {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("refused: foreign server \"{server}\" cannot be a source: {refusal}"),
+            Some("Point the source at a superuser's foreign server that reaches this database on a standby of this cluster."),
+        );
+    }
     let entries = remote_entries(source, server, &dblink, statements_view);
     let ids = file_statements(source, &entries);
     let owned: Vec<(&PgssEntry, i64)> = entries
@@ -336,13 +431,14 @@ fn remote_entries(source: &str, server: &str, dblink: &str, view: &str) -> Vec<P
     // pulled back as the standby's workload.
     let remote = format!(
         "/* {PULL_MARK} */ \
-         SELECT s.queryid, a.rolname::text, s.toplevel, s.query, s.calls, s.total_exec_time, \
-                s.rows, s.shared_blks_hit, s.shared_blks_read, s.temp_blks_read, \
-                s.temp_blks_written \
-         FROM {view} s JOIN pg_catalog.pg_roles a ON a.oid = s.userid \
-         WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database \
-                         WHERE datname = pg_catalog.current_database()) \
-           AND s.queryid IS NOT NULL AND pg_catalog.strpos(s.query, '{PULL_MARK}') = 0"
+         SELECT s.queryid, a.rolname::pg_catalog.text, s.toplevel, s.query, s.calls, \
+                s.total_exec_time, s.rows, s.shared_blks_hit, s.shared_blks_read, \
+                s.temp_blks_read, s.temp_blks_written \
+         FROM {view} s JOIN pg_catalog.pg_roles a ON a.oid OPERATOR(pg_catalog.=) s.userid \
+         WHERE s.dbid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database \
+                 WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
+           AND s.queryid IS NOT NULL \
+           AND pg_catalog.strpos(s.query, '{PULL_MARK}') OPERATOR(pg_catalog.=) 0"
     );
     let sql = format!(
         "SELECT r.queryid, a.oid::int8 AS userid, r.toplevel, r.query, r.calls, \
@@ -464,11 +560,11 @@ fn store_baselines(source: &str, owned: &[(&PgssEntry, i64)]) {
 /// The standby's latency table (optidb.latency_entries() there), under this server's role
 /// OIDs (by name). Empty when optidb is not preloaded on the standby.
 fn remote_latency(server: &str, dblink: &str) -> Vec<EntryCopy> {
-    let remote = "SELECT a.rolname::text, e.queryid, e.calls, e.errors, e.error_classes, \
-                         e.sum_ns, e.min_ns, e.max_ns, e.interval_min_ns, e.interval_max_ns, \
-                         e.buckets, e.counts \
-                  FROM optidb.latency_entries() e \
-                  JOIN pg_catalog.pg_roles a ON a.oid = e.userid::oid";
+    let remote = "SELECT a.rolname::pg_catalog.text, e.queryid, e.calls, e.errors, \
+                         e.error_classes, e.sum_ns, e.min_ns, e.max_ns, e.interval_min_ns, \
+                         e.interval_max_ns, e.buckets, e.counts \
+                  FROM optidb.latency_entries() e JOIN pg_catalog.pg_roles a \
+                    ON a.oid OPERATOR(pg_catalog.=) e.userid::pg_catalog.oid";
     let sql = format!(
         "SELECT r.*, a.oid::int8 AS userid \
          FROM {dblink}.dblink($1, $2) AS r(role_name text, queryid int8, calls int8, \

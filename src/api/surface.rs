@@ -161,8 +161,9 @@ const READER_VIEWS: [&str; 5] = [
 pub const MONITOR_VIEWS: [&str; 2] = ["monitor_statements", "monitor_alerts"];
 
 /// Tables optidb_monitor reads whole, for health() (the alert rules give each figure its
-/// status) and metrics() (the metric views' ages): no statement text in either.
-pub const MONITOR_TABLES: [&str; 2] = ["alert_rule", "refresh_log"];
+/// status), metrics() (the metric views' ages) and health()'s sources figures (each source's
+/// state, pull times and last connection error): no statement text in any.
+pub const MONITOR_TABLES: [&str; 3] = ["alert_rule", "refresh_log", "source"];
 
 /// Materialized views: not RLS-capable, so nobody but the owner reads them directly. The one
 /// list of them: refresh() refreshes them in this order (per-statement views first, tables
@@ -186,9 +187,9 @@ pub const FUNCTIONS: &[Function] = &[
         comment: "Everything optidb knows about one statement (jsonb): text, metrics, latency, plans, samples, advice, simulations",
     },
     Function {
-        signature: "optidb.recommend(bigint)",
+        signature: "optidb.recommend(bigint,text)",
         audience: Audience::Reader,
-        comment: "Open recommendations (all, or those serving one statement) with DDL, rationale, evidence and simulated gain",
+        comment: "Open recommendations (all, or those serving one statement or one source) with DDL, rationale, evidence and simulated gain",
     },
     Function {
         signature: "optidb.advice_summary()",
@@ -281,12 +282,12 @@ pub const FUNCTIONS: &[Function] = &[
         comment: "Answer a question about the workload (why is query N slow, what index, show impact, what changed, top bottlenecks, is the database healthy) from stored facts only, each cited with the query that reads it",
     },
     Function {
-        signature: "optidb.metrics(integer)",
+        signature: "optidb.metrics(integer,text)",
         audience: Audience::Monitor,
         comment: "Key figures in Prometheus text exposition format: health figures, open alerts, metric view ages and the top statements (low cardinality)",
     },
     Function {
-        signature: "optidb.report(integer,integer)",
+        signature: "optidb.report(integer,integer,text)",
         audience: Audience::Admin,
         comment: "One self-contained HTML page (inline CSS and SVG, no JavaScript): bottlenecks and advice, latency trends and histogram, errors, health, alerts, view freshness",
     },

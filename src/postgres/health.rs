@@ -1,7 +1,7 @@
 //! Reading the database's health: one figure per optidb_core::health::Metric that describes
 //! the database as a whole, from the statistics views, with details naming what is behind a
 //! figure (blocked and blocking sessions, the oldest transaction, the tables overdue for
-//! vacuum). Query texts in details are cut to 300 characters and have secrets redacted.
+//! vacuum, registered sources). Query texts in details are cut to 300 characters and have secrets redacted.
 
 use crate::postgres::rows;
 use optidb_core::health::Metric;
@@ -54,7 +54,12 @@ fn health_sql() -> String {
                     FROM pg_catalog.pg_stat_replication), \
               lim AS (SELECT greatest(pg_catalog.current_setting('max_connections')::int \
                                       - pg_catalog.current_setting('superuser_reserved_connections')::int, 1) AS n), \
-              now AS (SELECT pg_catalog.clock_timestamp() AS at) \
+              now AS (SELECT pg_catalog.clock_timestamp() AS at), \
+              src AS (SELECT name, state, pg_catalog.left(last_error, 300) AS error, \
+                             extract(epoch FROM (SELECT at FROM now) \
+                               - coalesce(last_pulled_at, added_at))::float8 AS age, \
+                             extract(epoch FROM (SELECT at FROM now) - last_tried_at)::float8 AS tried \
+                      FROM optidb.source) \
          SELECT v.item, v.value, v.details FROM now, LATERAL (VALUES \
            ('cache_hit_pct', (SELECT 100.0 * blks_hit / NULLIF(blks_hit + blks_read, 0) FROM d)::float8, NULL::jsonb), \
            ('commits_total', (SELECT xact_commit FROM d)::float8, NULL), \
@@ -102,7 +107,13 @@ fn health_sql() -> String {
               THEN pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), '0/0')::float8 END, NULL), \
            ('database_bytes', pg_catalog.pg_database_size(pg_catalog.current_database())::float8, NULL), \
            ('replicas', (SELECT n FROM r), NULL), \
-           ('replication_lag_max_s', (SELECT lag FROM r), NULL) \
+           ('replication_lag_max_s', (SELECT lag FROM r), NULL), \
+           ('sources_unreachable', (SELECT count(*) FILTER (WHERE state = 'unreachable') FROM src)::float8, \
+              (SELECT pg_catalog.jsonb_build_object('sources', pg_catalog.jsonb_agg( \
+                   pg_catalog.jsonb_build_object('source', name, 'state', state, 'error', error, \
+                     'pulled_s_ago', round(age::numeric, 1), 'tried_s_ago', round(tried::numeric, 1)) \
+                   ORDER BY name)) FROM src HAVING count(*) > 0)), \
+           ('source_pull_age_max_s', (SELECT max(age) FROM src), NULL) \
          ) AS v(item, value, details)",
         checkpoints = checkpoints_sql()
     )

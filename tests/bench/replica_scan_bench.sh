@@ -38,7 +38,7 @@ CREATE USER MAPPING FOR PUBLIC SERVER s1 OPTIONS (user 'postgres');
 CREATE USER MAPPING FOR PUBLIC SERVER s2 OPTIONS (user 'postgres');
 SQL
 mkdir -p "$base/standby" && chown postgres "$base/standby"
-as_postgres "$PGBIN/pg_basebackup" -h "$OPTIDB_PGSOCKET" -p "$port" -U postgres -D "$base/standby/data" -R -X stream
+as_postgres "$PGBIN/pg_basebackup" -h "$OPTIDB_PGSOCKET" -p "$port" -U postgres -D "$base/standby/data" -R -X stream -c fast
 echo "port = $sport" >>"$base/standby/data/postgresql.conf"
 as_postgres "$PGBIN/pg_ctl" -D "$base/standby/data" -l "$base/standby/server.log" -w start >/dev/null
 

@@ -179,6 +179,8 @@ def test_health_lists_every_figure_for_admins_only(world):
         assert 0 < figures["cache_hit_pct"][0] <= 100 and figures["cache_hit_pct"][1] == "%"
         assert figures["database_bytes"][0] > 1_000_000
         assert figures["replication_lag_max_s"][0] is None  # no replicas
+        assert figures["sources_unreachable"][0] == 0  # no sources
+        assert figures["source_pull_age_max_s"][0] is None
         assert {f[2] for f in figures.values()} <= {"ok", "info", "warning", "critical"}
         # A rule that holds now shows in the status at once (hold is for alerts only).
         adm.execute("INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, hold, "
@@ -236,7 +238,7 @@ def test_rules_reject_what_they_cannot_evaluate(world):
         with pytest.raises(psycopg.errors.UniqueViolation):
             adm.execute("INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, "
                         "severity) VALUES ('lock_wait', 'lock_waits', '>', 1, 'info')")
-        assert scalar(adm, "SELECT count(*) FROM optidb.alert_rule WHERE builtin") == 11
+        assert scalar(adm, "SELECT count(*) FROM optidb.alert_rule WHERE builtin") == 12
 
 
 def test_new_high_confidence_advice_is_an_alert_source(world):

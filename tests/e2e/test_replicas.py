@@ -8,6 +8,7 @@ every source; only an admin registers a source."""
 
 import os
 import subprocess
+import threading
 import time
 
 import psycopg
@@ -21,6 +22,7 @@ STANDBY_DATA = "/tmp/optidb-replica-standby/data"
 PGBIN = os.environ["PGBIN"]
 DB = "shop"
 APP, READER, ADMIN = "replica_app", "replica_reader", "replica_admin"
+MONITOR = "replica_monitor"
 
 PRIMARY_CONF = "wal_level = replica\nmax_wal_senders = 4\nhot_standby = on"
 
@@ -47,6 +49,7 @@ def fleet():
             su.execute(f"CREATE ROLE {APP} LOGIN")
             su.execute(f"CREATE ROLE {READER} LOGIN IN ROLE optidb_reader")
             su.execute(f"CREATE ROLE {ADMIN} LOGIN IN ROLE optidb_admin")
+            su.execute(f"CREATE ROLE {MONITOR} LOGIN IN ROLE optidb_monitor")
             su.execute("CREATE SCHEMA inv")
             su.execute("CREATE TABLE inv.item (id int PRIMARY KEY, category int NOT NULL, "
                        "sku text NOT NULL, price int NOT NULL)")
@@ -60,11 +63,13 @@ def fleet():
                        "connect_timeout '5')")
             su.execute("CREATE USER MAPPING FOR PUBLIC SERVER standby1 "
                        "OPTIONS (user 'postgres')")
+            # A superuser's server that the admin may use: what add_source() requires.
+            su.execute(f"GRANT USAGE ON FOREIGN SERVER standby1 TO {ADMIN}")
         subprocess.run(["rm", "-rf", os.path.dirname(STANDBY_DATA)], check=True)
         os.makedirs(os.path.dirname(STANDBY_DATA))
         subprocess.run(["chown", "postgres", os.path.dirname(STANDBY_DATA)], check=True)
         as_postgres(f"{PGBIN}/pg_basebackup", "-h", SOCKET, "-p", str(port), "-U", "postgres",
-                    "-D", STANDBY_DATA, "-R", "-X", "stream")
+                    "-D", STANDBY_DATA, "-R", "-X", "stream", "-c", "fast")
         with open(os.path.join(STANDBY_DATA, "postgresql.conf"), "a") as f:
             f.write(f"port = {STANDBY_PORT}\n")
         standby("start")
@@ -186,6 +191,28 @@ def test_index_advice_for_a_standby_statement_is_computed_on_the_primary(scanned
     assert any("inv.item" in d and "category" in d for d in ddl), ddl
 
 
+def test_advice_report_and_metrics_filter_by_source_and_name_it(scanned):
+    admin = scanned
+    advice = admin.execute("SELECT ddl, evidence->'sources' FROM optidb.recommend("
+                           "source => 'standby1')").fetchall()
+    category = [src for ddl, src in advice if "inv.item" in ddl and "category" in ddl]
+    assert category and "standby1" in category[0], advice
+    assert all("standby1" in src for _, src in advice), advice
+    assert admin.execute("SELECT * FROM optidb.recommend(source => 'no_such')").fetchall() == []
+    assert scalar(admin, "SELECT count(*) FROM optidb.recommend()") >= len(advice)
+    # The old call still works, and a NULL top is still NULL (as when it was STRICT).
+    assert scalar(admin, "SELECT count(*) FROM optidb.recommend(NULL)") >= len(advice)
+    assert scalar(admin, "SELECT optidb.metrics(NULL)") is None
+    admin.execute("SELECT * FROM optidb.refresh()")
+    lines = [l for l in scalar(admin, "SELECT optidb.metrics(50, 'standby1')").splitlines()
+             if l.startswith("optidb_statement_calls_total{")]
+    assert lines and all('source="standby1"' in l for l in lines), lines
+    everything = scalar(admin, "SELECT optidb.metrics(50)")
+    assert 'source="local"' in everything and 'source="standby1"' in everything
+    page = scalar(admin, "SELECT optidb.report(1, 10, 'standby1')")
+    assert "statements of source standby1" in page and "category = $1" in page
+
+
 def test_a_reader_sees_only_their_own_statements_from_every_source(scanned, fleet):
     with connect(DB, user=READER, port=fleet) as c:
         roles = {r[0] for r in c.execute("SELECT role_name FROM optidb.query").fetchall()}
@@ -195,8 +222,22 @@ def test_a_reader_sees_only_their_own_statements_from_every_source(scanned, flee
         assert all("sku = $1" in q for _, q in mine)
 
 
-def test_a_standby_that_went_down_is_recorded_and_the_scan_finishes(scanned):
+def source_health(port):
+    """health()'s sources figures as a monitoring role reads them: {item: (value, status,
+    details)}."""
+    with connect(DB, user=MONITOR, port=port) as c:
+        return {r[0]: r[1:] for r in c.execute(
+            "SELECT item, value, status, details FROM optidb.health() "
+            "WHERE item IN ('sources_unreachable', 'source_pull_age_max_s')")}
+
+
+def test_a_standby_that_went_down_is_recorded_and_the_scan_finishes(scanned, fleet):
     admin = scanned
+    healthy = source_health(fleet)
+    assert healthy["sources_unreachable"][:2] == (0, "ok"), healthy
+    [entry] = healthy["sources_unreachable"][2]["sources"]
+    assert entry["source"] == "standby1" and entry["state"] == "ok" and entry["error"] is None
+    assert 0 <= healthy["source_pull_age_max_s"][0] < 600
     scans = scalar(admin, "SELECT count(*) FROM optidb.scan_log")
     standby("stop")
     try:
@@ -207,9 +248,68 @@ def test_a_standby_that_went_down_is_recorded_and_the_scan_finishes(scanned):
         assert state == "unreachable" and error, (state, error)
         # History already pulled stays.
         assert scalar(admin, "SELECT count(*) FROM optidb.bottlenecks(50, 'standby1')") > 0
+        # A health item a monitor sees, with the state, error and age of the last good pull,
+        # and the default rule fires on it.
+        down = source_health(fleet)
+        assert down["sources_unreachable"][:2] == (1, "warning"), down
+        [entry] = down["sources_unreachable"][2]["sources"]
+        assert entry["state"] == "unreachable" and entry["error"], entry
+        assert entry["pulled_s_ago"] > entry["tried_s_ago"] >= 0, entry
+        # (pulled_s_ago is rounded to 0.1 s)
+        assert down["source_pull_age_max_s"][0] >= entry["pulled_s_ago"] - 0.1
+        admin.execute("SELECT * FROM optidb.check_alerts()")
+        assert admin.execute(
+            "SELECT metric, value FROM optidb.alert WHERE rule_name = 'source_unreachable' "
+            "AND resolved_at IS NULL").fetchall() == [("sources_unreachable", 1)]
+        # A monitor reads no statement of any source.
+        with connect(DB, user=MONITOR, port=fleet) as c:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("SELECT * FROM optidb.query")
     finally:
         standby("start")
     wait_for("the standby to be back", lambda: scalar(
         connect(DB, port=STANDBY_PORT), "SELECT NOT pg_is_in_recovery() IS NULL"))
+    admin.execute("SELECT * FROM optidb.scan()")
+    assert scalar(admin, "SELECT state FROM optidb.source WHERE name = 'standby1'") == "ok"
+    assert source_health(fleet)["sources_unreachable"][:2] == (0, "ok")
+
+
+def test_a_standby_that_goes_down_mid_scan_is_recorded_and_the_scan_finishes(scanned, fleet):
+    """Deterministic: a lock on the pull's baselines holds the scan just before it reads the
+    standby (the pull's first statement opens optidb.source_pgss_state), the standby stops,
+    the lock goes: the running scan finds the standby gone, records it and finishes."""
+    admin = scanned
+    scans = scalar(admin, "SELECT count(*) FROM optidb.scan_log")
+    done = {}
+    with connect(DB, port=fleet) as su:
+        su.execute("BEGIN")
+        su.execute("LOCK TABLE optidb.source_pgss_state IN ACCESS EXCLUSIVE MODE")
+
+        def scan():
+            with connect(DB, user=ADMIN, port=fleet) as c:
+                done["pid"] = c.info.backend_pid
+                done["rows"] = c.execute("SELECT * FROM optidb.scan()").fetchall()
+
+        runner = threading.Thread(target=scan)
+        runner.start()
+        try:
+            wait_for("the scan to wait on the pull's baselines", lambda: scalar(
+                su, "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                    "AND relation = 'optidb.source_pgss_state'::regclass"))
+            standby("stop")
+        finally:
+            su.execute("COMMIT")
+            runner.join(120)
+    try:
+        assert "rows" in done and not runner.is_alive(), done
+        assert scalar(admin, "SELECT count(*) FROM optidb.scan_log") == scans + 1
+        state, error = admin.execute("SELECT state, last_error FROM optidb.source "
+                                     "WHERE name = 'standby1'").fetchone()
+        # The standby was gone when the pull ran (not a timeout of the held pull).
+        assert state == "unreachable" and "connect" in error, (state, error)
+    finally:
+        standby("start")
+    wait_for("the standby to be back", lambda: scalar(
+        connect(DB, port=STANDBY_PORT), "SELECT pg_is_in_recovery()"))
     admin.execute("SELECT * FROM optidb.scan()")
     assert scalar(admin, "SELECT state FROM optidb.source WHERE name = 'standby1'") == "ok"

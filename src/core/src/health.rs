@@ -32,6 +32,8 @@ crate::vocabulary! {
         DatabaseBytes => "database_bytes",
         Replicas => "replicas",
         ReplicationLagMaxS => "replication_lag_max_s",
+        SourcesUnreachable => "sources_unreachable",
+        SourcePullAgeMaxS => "source_pull_age_max_s",
         HighConfidenceRecommendation => "high_confidence_recommendation",
         StatementP95Ratio => "statement_p95_ratio",
     }
@@ -83,6 +85,8 @@ impl Metric {
             Metric::DatabaseBytes => ("bytes", Gauge, None, "size of this database on disk", "pg_database_size(current_database())"),
             Metric::Replicas => ("replicas", Gauge, None, "streaming replicas connected to this server", "pg_stat_replication"),
             Metric::ReplicationLagMaxS => ("s", Gauge, None, "the largest replay lag of a connected replica (NULL without replicas)", "pg_stat_replication.replay_lag"),
+            Metric::SourcesUnreachable => ("sources", Gauge, None, "registered read replicas whose last pull failed; details give every source's state, error and seconds since its last successful pull", "optidb.source.state = 'unreachable' (add_source())"),
+            Metric::SourcePullAgeMaxS => ("s", Gauge, None, "the longest time since a registered source was last pulled (since registration if never; NULL without sources)", "now() - optidb.source.last_pulled_at"),
             Metric::HighConfidenceRecommendation => ("confidence", Gauge, Some("recommendation"), "an open recommendation's confidence (0-1); alert source for new high-confidence advice", "optidb.recommendation, status 'open'"),
             Metric::StatementP95Ratio => ("ratio", Gauge, Some("statement"), "a statement's p95 over the last hour divided by its p95 over the 7 days before (at least 20 and 100 calls)", "optidb.latency (optidb's own histograms)"),
         };
