@@ -17,7 +17,7 @@ from conftest import PORT, SOCKET, connect, own_cluster, scalar, wait_for
 
 PRIMARY_PORT, STANDBY_PORT = PORT + 32, PORT + 33
 STANDBY_DATA = "/tmp/optidb-replica-redteam-standby/data"
-PGBIN = os.environ["PGBIN"]
+PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 DB = "shop"
 APP, READER, ADMIN, MALLORY = "rt_app", "rt_reader", "rt_admin", "mallory"
 PRIMARY_CONF = "wal_level = replica\nmax_wal_senders = 4\nhot_standby = on"

@@ -19,7 +19,7 @@ from conftest import PORT, ROOT, SOCKET, connect, own_cluster, scalar, wait_for
 # The primary and the standby: ports of this test's own (the e2e cluster is PORT).
 PRIMARY_PORT, STANDBY_PORT = PORT + 30, PORT + 31
 STANDBY_DATA = "/tmp/optidb-replica-standby/data"
-PGBIN = os.environ["PGBIN"]
+PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 DB = "shop"
 APP, READER, ADMIN = "replica_app", "replica_reader", "replica_admin"
 MONITOR = "replica_monitor"
