@@ -7,82 +7,44 @@ dblink lets connect without a password).
 Roles: mallory (LOGIN, CREATE on the database, no optidb grant), rt_admin (non-superuser
 optidb_admin, with USAGE on dblink_fdw: what it needs to set sources up itself)."""
 
-import os
-import subprocess
-
 import psycopg
 import pytest
 
-from conftest import PORT, SOCKET, connect, own_cluster, scalar, wait_for
+from conftest import PORT, SOCKET, connect, scalar, wait_for
+from fleet import pg_ctl, primary_and_standby
 
 PRIMARY_PORT, STANDBY_PORT = PORT + 32, PORT + 33
 STANDBY_DATA = "/tmp/optidb-replica-redteam-standby/data"
-PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 DB = "shop"
 APP, READER, ADMIN, MALLORY = "rt_app", "rt_reader", "rt_admin", "mallory"
-PRIMARY_CONF = "wal_level = replica\nmax_wal_senders = 4\nhot_standby = on"
-
-
-def as_postgres(*args, check=True):
-    return subprocess.run(["runuser", "-u", "postgres", "--", *args], check=check,
-                          capture_output=True, text=True)
-
-
 def standby(action):
-    as_postgres(f"{PGBIN}/pg_ctl", "-D", STANDBY_DATA, "-m", "fast", "-w",
-                "-l", f"{STANDBY_DATA}/server.log", action)
+    pg_ctl(STANDBY_DATA, action)
+
+
+def setup(su):
+    su.execute(f"CREATE ROLE {APP} LOGIN")
+    su.execute(f"CREATE ROLE {READER} LOGIN IN ROLE optidb_reader")
+    su.execute(f"CREATE ROLE {MALLORY} LOGIN")
+    su.execute(f"GRANT CREATE ON DATABASE {DB} TO {MALLORY}")
+    # What a non-superuser admin needs to create the servers of its sources itself.
+    su.execute(f"GRANT USAGE ON FOREIGN DATA WRAPPER dblink_fdw TO {ADMIN}")
+    su.execute("CREATE SCHEMA inv")
+    su.execute("CREATE TABLE inv.item (id int PRIMARY KEY, category int NOT NULL, "
+               "sku text NOT NULL, price int NOT NULL)")
+    su.execute("INSERT INTO inv.item SELECT g, g % 500, 'sku-' || g, g % 997 "
+               "FROM generate_series(1, 20000) g")
+    su.execute("ANALYZE inv.item")
+    su.execute(f"GRANT USAGE ON SCHEMA inv TO {APP}, {READER}, {MALLORY}")
+    su.execute(f"GRANT SELECT ON inv.item TO {APP}, {READER}, {MALLORY}")
 
 
 @pytest.fixture(scope="module")
 def fleet():
-    with own_cluster("redteam-primary", PRIMARY_PORT, "pg_stat_statements,optidb",
-                     PRIMARY_CONF) as port:
-        with connect("postgres", port=port) as su:
-            su.execute(f"CREATE DATABASE {DB}")
-        with connect(DB, port=port) as su:
-            for ext in ("pg_stat_statements", "optidb", "dblink", "hypopg"):
-                su.execute(f"CREATE EXTENSION {ext}")
-            su.execute(f"CREATE ROLE {APP} LOGIN")
-            su.execute(f"CREATE ROLE {READER} LOGIN IN ROLE optidb_reader")
-            su.execute(f"CREATE ROLE {ADMIN} LOGIN IN ROLE optidb_admin")
-            su.execute(f"CREATE ROLE {MALLORY} LOGIN")
-            su.execute(f"GRANT CREATE ON DATABASE {DB} TO {MALLORY}")
-            # What a non-superuser admin needs to create the servers of its sources itself.
-            su.execute(f"GRANT USAGE ON FOREIGN DATA WRAPPER dblink_fdw TO {ADMIN}")
-            su.execute("CREATE SCHEMA inv")
-            su.execute("CREATE TABLE inv.item (id int PRIMARY KEY, category int NOT NULL, "
-                       "sku text NOT NULL, price int NOT NULL)")
-            su.execute("INSERT INTO inv.item SELECT g, g % 500, 'sku-' || g, g % 997 "
-                       "FROM generate_series(1, 20000) g")
-            su.execute("ANALYZE inv.item")
-            su.execute(f"GRANT USAGE ON SCHEMA inv TO {APP}, {READER}, {MALLORY}")
-            su.execute(f"GRANT SELECT ON inv.item TO {APP}, {READER}, {MALLORY}")
-            # The documented setup: a superuser's server and a PUBLIC mapping, no password
-            # (trust on the local socket, as in tests/e2e/test_replicas.py).
-            su.execute(f"CREATE SERVER standby1 FOREIGN DATA WRAPPER dblink_fdw OPTIONS "
-                       f"(host '{SOCKET}', port '{STANDBY_PORT}', dbname '{DB}', "
-                       "connect_timeout '5')")
-            su.execute("CREATE USER MAPPING FOR PUBLIC SERVER standby1 "
-                       "OPTIONS (user 'postgres')")
-            # A superuser's server that the admin may use: what add_source() requires.
-            su.execute(f"GRANT USAGE ON FOREIGN SERVER standby1 TO {ADMIN}")
-        subprocess.run(["rm", "-rf", os.path.dirname(STANDBY_DATA)], check=True)
-        os.makedirs(os.path.dirname(STANDBY_DATA))
-        subprocess.run(["chown", "postgres", os.path.dirname(STANDBY_DATA)], check=True)
-        as_postgres(f"{PGBIN}/pg_basebackup", "-h", SOCKET, "-p", str(port), "-U", "postgres",
-                    "-D", STANDBY_DATA, "-R", "-X", "stream")
-        with open(os.path.join(STANDBY_DATA, "postgresql.conf"), "a") as f:
-            f.write(f"port = {STANDBY_PORT}\n")
-        standby("start")
-        try:
-            wait_for("the standby to accept reads", lambda: scalar(
-                connect(DB, port=STANDBY_PORT), "SELECT pg_is_in_recovery()"))
-            with connect(DB, user=ADMIN, port=port) as admin:
-                admin.execute("SELECT * FROM optidb.add_source('standby1', 'standby1')")
-            yield port
-        finally:
-            standby("stop")
-            subprocess.run(["rm", "-rf", os.path.dirname(STANDBY_DATA)], check=False)
+    with primary_and_standby("redteam-primary", PRIMARY_PORT, STANDBY_PORT, STANDBY_DATA, DB,
+                             ADMIN, setup) as port:
+        with connect(DB, user=ADMIN, port=port) as admin:
+            admin.execute("SELECT * FROM optidb.add_source('standby1', 'standby1')")
+        yield port
 
 
 def is_superuser(port, role):
