@@ -147,7 +147,11 @@ for arg in "$@"; do
     case "$arg" in *.py | *.py::*) scope="a subset: $*" ;; esac
 done
 log "PostgreSQL $major: e2e runs $scope; deselected: $deselected"
+# The PyPI build's libraries (dblink.so, libpqwalreceiver.so, its programs) name a RUNPATH of
+# the machine it was built on: without its own libpq first, they load this machine's older
+# libpq (bookworm's 15) and fail, e.g. `undefined symbol: PQcancelStart` for dblink on 18.
 PG_MAJOR=$major PGBIN="$("$pg_config" --bindir)" PG_CONFIG="$pg_config" \
+    LD_LIBRARY_PATH="$("$pg_config" --libdir)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     "$OPTIDB_ROOT/tests/scripts/e2e.sh" -m "not pg_cron" "$@" 2>&1 | tee "$home/e2e.log"
 e2e_result=$(grep -E '^[0-9]+ (passed|failed)|^=+ [0-9]+ passed' "$home/e2e.log" | tail -1 || true)
 
