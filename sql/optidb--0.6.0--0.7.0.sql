@@ -42,6 +42,18 @@ STRICT STABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'advice_summary_wrapper';
 
+-- Schema-per-tenant and role-per-tenant workloads (issue 27): the same index advice in many
+-- tenant schemas, once per tenant family (src/api/tenant_advice.rs).
+CREATE FUNCTION optidb.tenant_advice() RETURNS TABLE (
+    "family" text, "kind" text, "table_name" text, "columns" text[], "lacking" integer,
+    "already_indexed" integer, "schemas" text[], "indexed_schemas" text[], "script" text,
+    "rec_ids" bigint[], "query_ids" bigint[], "confidence" double precision,
+    "improvement_pct" double precision, "saving_ms_per_hour" double precision,
+    "evidence" jsonb)
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'tenant_advice_wrapper';
+
 -- Statements that never complete are first-class (issue 23): the latency history keeps, of
 -- each interval's failures, the time until failure, the statement_timeout cancels and the
 -- latest SQLSTATE.

@@ -8,6 +8,7 @@
 use crate::api::advice_checks;
 use crate::api::index_search::{self, Figures};
 use crate::api::simulate;
+use crate::api::tenant_advice;
 use crate::postgres::hypopg::{self, Hypopg};
 use crate::postgres::replay;
 use crate::postgres::replay_worker;
@@ -54,6 +55,8 @@ pub fn advise() -> Advised {
         }
         summary = Some(search.summary);
     }
+    // The same advice in many tenant schemas: one family, simulated on a sample of tenants.
+    tenant_advice::tag(&mut recs);
     let keys: Vec<String> = recs.iter().map(Recommendation::key).collect();
     Spi::run_with_args(
         "UPDATE optidb.recommendation SET status = $2, updated_at = pg_catalog.now() \
@@ -69,7 +72,10 @@ pub fn advise() -> Advised {
     let simulated = match &hypopg {
         Some(h) => {
             // Advice the search did not advise (net negative) is not simulated again.
-            let advised = |r: &Recommendation| searched.get(&r.key()).is_none_or(|(_, open)| *open);
+            let advised = |r: &Recommendation| {
+                searched.get(&r.key()).is_none_or(|(_, open)| *open)
+                    && tenant_advice::simulated_here(r)
+            };
             simulate_all(h, &recs, &ids, advised)
         }
         None => HashMap::new(),

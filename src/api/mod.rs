@@ -19,4 +19,5 @@ pub mod scan;
 pub mod simulate;
 pub mod sources;
 pub mod surface;
+pub mod tenant_advice;
 pub mod visibility;

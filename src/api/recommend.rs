@@ -16,7 +16,10 @@ SELECT r.id AS rec_id, r.kind, r.schemaname::text || '.' || r.tablename::text AS
        r.columns, r.ddl,
        r.rationale, r.confidence, r.risk, r.query_ids, r.est_saved_ms, r.improvement_pct,
        s.node_changes,
-       CASE WHEN r.simulable AND r.improvement_pct IS NULL AND s.last_error IS NOT NULL
+       CASE WHEN r.simulable AND r.improvement_pct IS NULL
+                 AND r.evidence #>> '{tenant_family,sampled}' = 'false'
+                THEN 'simulated on a sample of its tenant family: see optidb.tenant_advice()'
+            WHEN r.simulable AND r.improvement_pct IS NULL AND s.last_error IS NOT NULL
                 THEN 'not proven: its simulations failed (' || s.last_error || ')'
             WHEN r.simulable AND r.improvement_pct IS NULL
                 THEN 'not simulated yet: install hypopg (CREATE EXTENSION hypopg) and run optidb.scan()'

@@ -192,6 +192,11 @@ pub const FUNCTIONS: &[Function] = &[
         comment: "Open recommendations (all, or those serving one statement or one source) with DDL, rationale, evidence and simulated gain",
     },
     Function {
+        signature: "optidb.tenant_advice()",
+        audience: Audience::Reader,
+        comment: "Index advice that is the same in several tenant schemas, once per tenant family: schemas lacking it, schemas already indexed, a script, the tenants simulated",
+    },
+    Function {
         signature: "optidb.advice_summary()",
         audience: Audience::Admin,
         comment: "What the latest scan's advised index set does to the whole workload: planned cost before and after, MB against optidb.index_budget_mb, time saved and write cost per hour",

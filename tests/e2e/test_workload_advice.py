@@ -230,7 +230,7 @@ def test_a_view_is_resolved_to_its_table(advised):
     assert statement_id(adm, "FROM big_orders WHERE customer_id") in hits[0][1]
 
 
-def test_the_same_text_in_each_tenant_schema_is_advised_in_each(advised):
+def test_the_same_text_in_each_tenant_schema_is_one_tenant_family(advised):
     _, adm, _ = advised
     qid = statement_id(adm, "FROM ticket WHERE owner_id = $1")
     rows = adm.execute(
@@ -245,6 +245,12 @@ def test_the_same_text_in_each_tenant_schema_is_advised_in_each(advised):
                           "FROM optidb.simulate(query_id => %s, rec_id => %s)",
                           (qid, rec_id)).fetchone()
         assert sim[1] is None and sim[0] > 50, (table, sim)
+    # ... and one tenant family (issue 27): one row in tenant_advice() for both schemas.
+    families = adm.execute(
+        "SELECT schemas, lacking, already_indexed, rec_ids FROM optidb.tenant_advice() "
+        "WHERE table_name = 'ticket'").fetchall()
+    assert [f[:3] for f in families] == [(["tenant_a", "tenant_b"], 2, 0)], families
+    assert sorted(families[0][3]) == sorted(r[3] for r in rows if r[0] in advised_in)
 
 
 def test_an_index_whose_writes_cost_more_than_it_saves_is_not_advised(advised):

@@ -23,4 +23,5 @@ pub mod schedule;
 pub mod search_path;
 pub mod selection;
 pub mod statement;
+pub mod tenant;
 pub mod vocabulary;

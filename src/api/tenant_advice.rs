@@ -1,0 +1,223 @@
+//! Schema-per-tenant and role-per-tenant workloads (issue 27): the same index advice in many
+//! schemas is one tenant family. scan()'s advice step tags each index advice with its family
+//! key (`tag`): the kind, table name and index elements, the fingerprints of the statements it
+//! serves (the same text, whichever role ran it) and the structural signature of its table
+//! (column names, types, NOT NULL and collations in column order, and the relation kind), so a
+//! tenant whose table differs is never folded in. A family is simulated on a sample of its
+//! tenants (optidb_core::tenant). `optidb.tenant_advice()` shows each family of two or more
+//! schemas once, with the script that creates the index in each schema lacking it and the
+//! schemas that already have it; recommend() keeps one row per schema (each with its rec_id).
+
+use crate::postgres::own_work;
+use crate::postgres::rows;
+use optidb_core::advisor::Recommendation;
+use optidb_core::predicates::quote_ident;
+use optidb_core::tenant;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+/// The structural signature of relation `rel` (an SQL expression of type oid): what must be
+/// equal for two tenants' tables to take the same index the same way.
+fn signature_sql(rel: &str) -> String {
+    format!(
+        "(SELECT pg_catalog.md5(sc.relkind::text || ':' || pg_catalog.string_agg(\
+             pg_catalog.quote_ident(a.attname) || ' ' \
+             || pg_catalog.format_type(a.atttypid, a.atttypmod) \
+             || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END \
+             || ' ' || a.attcollation::pg_catalog.regcollation::text, \
+             ', ' ORDER BY a.attnum)) \
+          FROM pg_catalog.pg_class sc \
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = sc.oid \
+          WHERE sc.oid = {rel} AND a.attnum > 0 AND NOT a.attisdropped \
+          GROUP BY sc.relkind)"
+    )
+}
+
+/// Tag each index advice with its tenant family (evidence.tenant_family: key, signature and
+/// whether this scan simulates it). Advice alone in its family keeps being simulated.
+pub fn tag(recs: &mut [Recommendation]) {
+    let sql = format!(
+        "SELECT pg_catalog.md5(pg_catalog.concat_ws('|', $1::text, $2::text, $3::text, fp.fps, \
+                sig.signature)) AS key, sig.signature \
+         FROM (SELECT {} AS signature FROM pg_catalog.pg_class c \
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+               WHERE n.nspname = $4 AND c.relname = $2) sig, \
+              (SELECT pg_catalog.string_agg(DISTINCT q.fingerprint, ',' ORDER BY q.fingerprint) \
+                   AS fps FROM optidb.query q WHERE q.id = ANY ($5)) fp \
+         WHERE sig.signature IS NOT NULL",
+        signature_sql("c.oid")
+    );
+    let keys: Vec<Option<(String, String)>> = recs
+        .iter()
+        .map(|rec| {
+            if !rec.kind.creates_index() {
+                return None;
+            }
+            // The index elements, method and predicate: the statement without its table.
+            let qualified = format!("{}.{}", quote_ident(&rec.schema), quote_ident(&rec.table));
+            let elements = rec
+                .index_sql
+                .as_deref()
+                .unwrap_or(&rec.ddl)
+                .replacen(&qualified, "", 1);
+            rows::first(
+                "tenant family of an advice",
+                &sql,
+                &[
+                    rec.kind.as_str().into(),
+                    rec.table.clone().into(),
+                    elements.into(),
+                    rec.schema.clone().into(),
+                    rec.query_ids.clone().into(),
+                ],
+                |row| (row.get::<String>("key"), row.get::<String>("signature")),
+            )
+        })
+        .collect();
+    let members: Vec<(Option<&str>, &str)> = keys
+        .iter()
+        .zip(recs.iter())
+        .map(|(k, r)| (k.as_ref().map(|(key, _)| key.as_str()), r.schema.as_str()))
+        .collect();
+    let sampled = tenant::sampled(&members);
+    for ((rec, key), sampled) in recs.iter_mut().zip(keys).zip(sampled) {
+        if let (Some((key, signature)), Some(evidence)) = (key, rec.evidence.as_object_mut()) {
+            evidence.insert(
+                "tenant_family".into(),
+                serde_json::json!({"key": key, "signature": signature, "sampled": sampled}),
+            );
+        }
+    }
+}
+
+/// Whether this scan simulates the advice (false: another tenant of its family stands for it).
+pub fn simulated_here(rec: &Recommendation) -> bool {
+    rec.evidence
+        .pointer("/tenant_family/sampled")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(true)
+}
+
+fn tenant_advice_sql() -> String {
+    format!(
+        "
+WITH r AS (
+    SELECT r.*, r.schemaname::text AS schema_name, r.evidence->'tenant_family'->>'key' AS family
+    FROM optidb.recommendation r
+    WHERE r.status = 'open' AND r.evidence->'tenant_family'->>'key' IS NOT NULL),
+-- Families of two or more schemas among the advice the caller may see (RLS on each table).
+m AS (SELECT * FROM r WHERE family IN (SELECT family FROM r GROUP BY family HAVING count(*) > 1)),
+-- Other schemas where the family's statements (the same text, any role the caller may see)
+-- ran against a table of the same definition that already has an index on these columns:
+-- first each family's statement texts, then the distinct tables their samples used.
+texts AS (
+    SELECT DISTINCT m.family, q.fingerprint, q.dbid, m.tablename, m.columns,
+           m.evidence->'tenant_family'->>'signature' AS signature
+    FROM m JOIN optidb.query q ON q.id = ANY (m.query_ids)),
+seen AS (
+    SELECT DISTINCT t.family, t.columns, t.signature, c.oid AS rel, n.nspname::text AS schema_name
+    FROM texts t
+    JOIN optidb.query q ON q.fingerprint = t.fingerprint AND q.dbid = t.dbid
+    JOIN optidb.sample s ON s.query_id = q.id
+    JOIN pg_catalog.pg_class c ON c.oid = ANY (s.relation_oids) AND c.relname = t.tablename
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace),
+indexed AS (
+    SELECT DISTINCT v.family, v.schema_name
+    FROM seen v
+    WHERE NOT EXISTS (SELECT FROM m WHERE m.family = v.family AND m.schema_name = v.schema_name)
+      AND {sig} = v.signature
+      AND EXISTS (
+          SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = v.rel AND i.indpred IS NULL
+            AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord)
+                 FROM pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = v.rel AND a.attnum = k.attnum
+                 WHERE k.ord <= pg_catalog.cardinality(v.columns)) = v.columns)),
+-- The tenants this scan simulated, with their latest successful simulation.
+sim AS (
+    SELECT m.family, m.id, m.schema_name, x.before_cost, x.after_cost, x.improvement_pct
+    FROM m CROSS JOIN LATERAL (
+        SELECT before_cost, after_cost, improvement_pct FROM optidb.simulation
+        WHERE rec_id = m.id AND error IS NULL ORDER BY ran_at DESC LIMIT 1) x)
+SELECT m.family, pg_catalog.min(m.kind) AS kind, pg_catalog.min(m.tablename::text) AS table_name,
+       (SELECT m4.columns FROM m m4 WHERE m4.family = m.family LIMIT 1) AS columns,
+       pg_catalog.count(*)::int4 AS lacking,
+       coalesce((SELECT pg_catalog.count(*) FROM indexed i WHERE i.family = m.family), 0)::int4
+           AS already_indexed,
+       pg_catalog.array_agg(m.schema_name ORDER BY m.schema_name) AS schemas,
+       coalesce((SELECT pg_catalog.array_agg(i.schema_name ORDER BY i.schema_name)
+                 FROM indexed i WHERE i.family = m.family), '{{}}') AS indexed_schemas,
+       pg_catalog.string_agg(pg_catalog.rtrim(m.ddl, ';') || ';', E'\\n' ORDER BY m.schema_name)
+           AS script,
+       pg_catalog.array_agg(m.id ORDER BY m.schema_name) AS rec_ids,
+       (SELECT pg_catalog.array_agg(DISTINCT x.q ORDER BY x.q)
+        FROM m m3, pg_catalog.unnest(m3.query_ids) x(q) WHERE m3.family = m.family) AS query_ids,
+       pg_catalog.max(m.confidence) AS confidence,
+       (SELECT pg_catalog.min(s.improvement_pct) FROM sim s WHERE s.family = m.family)
+           AS improvement_pct,
+       pg_catalog.sum(m.saving_ms_per_hour) AS saving_ms_per_hour,
+       pg_catalog.jsonb_build_object(
+           'signature', pg_catalog.min(m.evidence->'tenant_family'->>'signature'),
+           'simulated', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                   'schema', s.schema_name, 'rec_id', s.id, 'before_cost', s.before_cost,
+                   'after_cost', s.after_cost, 'improvement_pct', s.improvement_pct)
+                   ORDER BY s.schema_name) FROM sim s WHERE s.family = m.family), '[]'),
+           'sample_size', {sample}) AS evidence
+FROM m
+GROUP BY m.family
+ORDER BY pg_catalog.count(*) DESC, saving_ms_per_hour DESC NULLS LAST, m.family",
+        sig = signature_sql("v.rel"),
+        sample = tenant::SAMPLE_SIZE,
+    )
+}
+
+/// Open index advice that is the same in two or more tenant schemas, one row per tenant
+/// family: how many schemas lack the index (and which), how many the same statements ran in
+/// that already have it, a script creating it in each schema lacking it, and the tenants
+/// simulated with their before/after costs. A reader sees only the advice and tenants of
+/// statements it may see.
+#[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn tenant_advice() -> TableIterator<
+    'static,
+    (
+        name!(family, String),
+        name!(kind, String),
+        name!(table_name, String),
+        name!(columns, Vec<String>),
+        name!(lacking, i32),
+        name!(already_indexed, i32),
+        name!(schemas, Vec<String>),
+        name!(indexed_schemas, Vec<String>),
+        name!(script, String),
+        name!(rec_ids, Vec<i64>),
+        name!(query_ids, Vec<i64>),
+        name!(confidence, f64),
+        name!(improvement_pct, Option<f64>),
+        name!(saving_ms_per_hour, Option<f64>),
+        name!(evidence, JsonB),
+    ),
+> {
+    let rows = own_work::run(|| {
+        rows::select("tenant advice", &tenant_advice_sql(), &[], |row| {
+            (
+                row.get("family"),
+                row.get("kind"),
+                row.get("table_name"),
+                row.get("columns"),
+                row.get("lacking"),
+                row.get("already_indexed"),
+                row.get("schemas"),
+                row.get("indexed_schemas"),
+                row.get("script"),
+                row.get("rec_ids"),
+                row.get("query_ids"),
+                row.get("confidence"),
+                row.opt("improvement_pct"),
+                row.opt("saving_ms_per_hour"),
+                row.get("evidence"),
+            )
+        })
+    });
+    TableIterator::new(rows)
+}
