@@ -136,3 +136,19 @@ def test_compaction_keeps_the_totals_and_percentiles(shop):
     su.execute("UPDATE optidb.scan_log SET started_at = started_at - interval '10 days'")
     su.execute("SELECT * FROM optidb.snapshot(top => 1)")
     assert su.execute("SELECT * FROM optidb.latency ORDER BY 1, 2").fetchall() == before
+
+
+def test_the_metric_views_refresh_when_planned_in_parallel(shop):
+    """With every statement's history the tables grow and a refresh of the metric views may be
+    planned in parallel; latency_rollup() reads through SPI, which a parallel worker cannot."""
+    db, su, app, other = shop
+    run_quiet(db, app, 3)
+    run_hot(db, other, 1)
+    su.execute("SELECT * FROM optidb.snapshot()")
+    for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0",
+                    "min_parallel_table_scan_size = 0", "max_parallel_workers_per_gather = 2"):
+        su.execute(f"SET {setting}")
+    new_name = int(scalar(su, "SHOW server_version_num")) >= 160000
+    su.execute(f"SET {'debug_parallel_query' if new_name else 'force_parallel_mode'} = on")
+    refreshed = su.execute("SELECT view_name, error FROM optidb.refresh()").fetchall()
+    assert refreshed and all(error is None for _, error in refreshed), refreshed
