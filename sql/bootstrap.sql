@@ -327,6 +327,9 @@ CREATE TABLE optidb.latency (
     CHECK (pg_catalog.cardinality(buckets) OPERATOR(pg_catalog.=) pg_catalog.cardinality(counts))
 );
 CREATE INDEX latency_captured_at ON optidb.latency (captured_at);
+-- The few rows with failures (0.7.0): bottlenecks() and report() sum them without reading
+-- every statement's history, which holds every statement that ran (issue 27).
+CREATE INDEX latency_errors ON optidb.latency (query_id, captured_at) WHERE errors > 0;
 
 -- Cumulative shared-memory counters at the last snapshot, per entry (this server only).
 CREATE TABLE optidb.latency_state (

@@ -244,6 +244,14 @@ INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, hold, clear_
      'A registered read replica could not be pulled (optidb.source.last_error says why)')
 ON CONFLICT (name) DO NOTHING;
 
+-- History for every statement (issue 27): the rows with failures have an index of their own,
+-- so bottlenecks() and report() sum them without reading every statement's history.
+CREATE INDEX latency_errors ON optidb.latency (query_id, captured_at) WHERE errors > 0;
+-- The metric views' refresh over a large history may be planned in parallel, and
+-- latency_rollup() reads through SPI, which cannot start in parallel mode: no parallel plan
+-- may call it.
+ALTER FUNCTION optidb.latency_rollup(text) PARALLEL UNSAFE;
+
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);
 

@@ -13,9 +13,12 @@ use pgrx::JsonB;
 use std::collections::HashMap;
 
 /// Histogram history rolled up per statement (grain NULL) or per statement and UTC hour or day:
-/// the source of the materialized metric views. Times in milliseconds.
+/// the source of the materialized metric views. Times in milliseconds. Parallel unsafe: it
+/// reads through SPI, which cannot start in parallel mode, not even in the leader (a refresh
+/// over a large history planned in parallel failed: "cannot start commands during a parallel
+/// operation").
 #[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn latency_rollup(
     grain: Option<&str>,

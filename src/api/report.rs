@@ -164,12 +164,18 @@ fn error_rates(
 ) -> Vec<ErrorRate> {
     rows::select(
         "report errors",
-        "SELECT l.query_id, coalesce(q.norm_sql, q.fingerprint) AS query, \
-                sum(l.calls + l.errors)::int8 AS calls, sum(l.errors)::int8 AS errors \
-         FROM optidb.latency l JOIN optidb.query q ON q.id = l.query_id \
-         WHERE l.captured_at BETWEEN $1 AND $2 AND ($3::text IS NULL OR q.source = $3) \
-         GROUP BY l.query_id, q.norm_sql, q.fingerprint \
-         HAVING sum(l.errors) > 0 ORDER BY sum(l.errors) DESC, l.query_id LIMIT 10",
+        // The statements that failed first (index latency_errors), then the calls of those
+        // shown: the history of every statement is not read.
+        "WITH failing AS ( \
+             SELECT query_id, sum(errors)::int8 AS errors FROM optidb.latency \
+             WHERE errors > 0 AND captured_at BETWEEN $1 AND $2 GROUP BY query_id) \
+         SELECT f.query_id, coalesce(q.norm_sql, q.fingerprint) AS query, f.errors, \
+                (SELECT sum(l.calls + l.errors) FROM optidb.latency l \
+                 WHERE l.query_id = f.query_id \
+                   AND l.captured_at BETWEEN $1 AND $2)::int8 AS calls \
+         FROM failing f JOIN optidb.query q ON q.id = f.query_id \
+         WHERE $3::text IS NULL OR q.source = $3 \
+         ORDER BY f.errors DESC, f.query_id LIMIT 10",
         &[(*start).into(), (*end).into(), source.into()],
         |row| {
             let query_id: i64 = row.get("query_id");

@@ -1,6 +1,7 @@
 //! `optidb.scan()`: one ingest pass. Reads pg_stat_statements' entries of this database, files
-//! them under their statements, chooses the `top` statements to record and stores their deltas
-//! since they were last recorded, collects catalog facts and captures
+//! them under their statements, stores the deltas of every statement that ran since it was last
+//! recorded (history.rs compacts the older ones), chooses the `top` statements, collects catalog
+//! facts and captures
 //! plans for the slowest statements, each replayed as its owner (src/postgres/replay.rs). Every step is
 //! set-based SQL except parsing (pg_query, in-process) and EXPLAIN (one guarded
 //! subtransaction per statement). After the ingest, a scan's stages (prune, plans, advice,
@@ -10,6 +11,7 @@ use crate::api::advisor;
 use crate::api::sources;
 use crate::postgres::capture;
 use crate::postgres::catalog;
+use crate::postgres::compaction;
 use crate::postgres::errors::require_positive;
 use crate::postgres::guarded::{self, Failure};
 use crate::postgres::gucs::{self, Fault};
@@ -135,9 +137,11 @@ fn run(top: usize, pass: ScanKind) -> Summary {
     // role (src/postgres/ingest.rs): no role can push the others' statements out of optidb.
     let entries = pgss::read_all(&view);
     let selection = ingest::select(&entries, top, &captured_at);
+    // Every statement that ran has its deltas stored; the `top` are planned.
     let mut accepted: Vec<Accepted> = selection
         .chosen
         .iter()
+        .filter(|s| s.top)
         .map(|s| Accepted {
             query_id: s.query_id,
             userid: pg_sys::Oid::from(s.userid as u32),
@@ -167,6 +171,13 @@ fn run(top: usize, pass: ScanKind) -> Summary {
         userid: pg_sys::Oid::from(p.userid as u32),
         raw_sql: p.raw_sql,
     }));
+    // Older history merged per hour and day (src/postgres/compaction.rs), from where the
+    // previous pass left off.
+    compaction::compact(rows::value::<TimestampWithTimeZone>(
+        "previous pass",
+        "SELECT started_at FROM optidb.scan_log ORDER BY id DESC LIMIT 1",
+        &[],
+    ));
     catalog::collect();
     let mut failed = Vec::new();
     if pass == ScanKind::Scan {

@@ -2,15 +2,16 @@
 //!
 //! Every entry of the database is read and grouped into its statement first (one statement =
 //! one fingerprint per role: an IN list of every length, the same text with other literals),
-//! and only then are at most `top` statements chosen (optidb_core::selection: by what they cost
-//! since optidb last recorded them, with a share for each role). So one statement's many
-//! entries count once, and no role can push the others' statements out of optidb, whatever it
-//! runs.
+//! and then every statement that ran since it was last recorded is recorded (0.7.0, issue 27:
+//! a statement that becomes slow later has its history from before), and at most `top` of
+//! them are chosen for plans (optidb_core::selection: by what they cost since optidb last
+//! recorded them, with a share for each role). So one statement's many entries count once, and
+//! no role can push the others' statements out of the plans, whatever it runs.
 //!
 //! An entry is parsed once, the first time it is seen: optidb.pgss_state remembers it, with the
 //! fingerprint of its statement until that statement is filed in optidb.query, which happens
-//! when it is first chosen (so optidb.query holds the statements optidb records, not every text
-//! pg_stat_statements ever held).
+//! when it is first recorded (so optidb.query holds the statements that ran while optidb
+//! recorded, not every text pg_stat_statements ever held).
 //!
 //! Statements that never complete have no pg_stat_statements entry (it records completed
 //! statements only). optidb's hooks keep their text, search_path and failures
@@ -33,10 +34,12 @@ use pgrx::JsonB;
 use serde_json::json;
 use std::collections::HashMap;
 
-/// A statement chosen by a pass, with its entries (costliest first).
+/// A statement recorded by a pass, with its entries (costliest first).
 pub struct Chosen<'a> {
     pub query_id: i64,
     pub userid: i64,
+    /// Among the `top` chosen for plans (the others only have their deltas stored).
+    pub top: bool,
     /// Empty for a statement that only failed (no pg_stat_statements entry).
     pub entries: Vec<&'a PgssEntry>,
     /// The text to plan: its costliest entry's, or for a statement that only failed, its
@@ -44,7 +47,8 @@ pub struct Chosen<'a> {
     pub raw_sql: String,
 }
 
-/// What a pass records: its statements, costliest (by pg_stat_statements' total time plus
+/// What a pass records: its statements (every one that ran since it was last recorded, and
+/// the `top`), costliest (by pg_stat_statements' total time plus
 /// the time until failure of their failures) first, how many of them were filed for the first
 /// time, and the failures drained from shared memory (their history is stored with the
 /// latency deltas, src/postgres/latency/history.rs).
@@ -76,18 +80,26 @@ pub fn select<'a>(
     let failed = failing::drain();
     let failure_owners = failing::add_to_groups(&mut groups, entries, &owners, &failed);
     let candidates: Vec<Candidate> = groups.iter().map(|g| g.candidate.clone()).collect();
-    let mut chosen: Vec<&Group> = selection::choose(&candidates, top)
-        .into_iter()
-        .map(|i| &groups[i])
+    let mut in_top = vec![false; groups.len()];
+    for i in selection::choose(&candidates, top) {
+        in_top[i] = true;
+    }
+    let mut chosen: Vec<(&Group, bool)> = groups
+        .iter()
+        .zip(&in_top)
+        .filter(|(g, top)| **top || g.candidate.active())
+        .map(|(g, top)| (g, *top))
         .collect();
     // The slowest first, as pg_stat_statements (and bottlenecks(), over the stored history)
     // rank them, not those that happened to run since the worker's last snapshot. (Which of
     // them get plans is decided over the stored history: optidb_core::plan_targets.)
-    chosen.sort_by(|a, b| {
+    chosen.sort_by(|(a, _), (b, _)| {
         b.candidate
             .cumulative_ms
             .total_cmp(&a.candidate.cumulative_ms)
     });
+    let top_of: HashMap<&Owner, bool> = chosen.iter().map(|(g, t)| (&g.owner, *t)).collect();
+    let chosen: Vec<&Group> = chosen.into_iter().map(|(g, _)| g).collect();
 
     let (ids, new_queries) = file(entries, &chosen, &mut parsed);
     failing::map_keys(&failure_owners, &ids, &failed, seen_at);
@@ -116,6 +128,7 @@ pub fn select<'a>(
             Some(Chosen {
                 query_id: ids.get(&g.owner).copied()?,
                 userid: g.candidate.role as i64,
+                top: top_of[&g.owner],
                 entries,
                 raw_sql,
             })
@@ -271,10 +284,9 @@ pub(crate) struct Group {
 /// Sum each statement's entries. Since each entry was last recorded: what recording the
 /// statement now would store.
 ///
-/// Entries of statements a pass does not choose keep their stored baseline (or have none yet):
-/// what they did is recorded, exactly once, by the first pass that chooses their statement.
-/// Advancing the baseline without storing a delta would lose that work; and since the delta
-/// keeps growing, a statement left out gains weight until it is chosen.
+/// Entries of statements a pass does not record (they did not run since they were last
+/// recorded) keep their stored baseline (or have none yet): their next run is recorded by the
+/// next pass.
 fn group(entries: &[PgssEntry], owners: &[Option<Owner>]) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<&Owner, usize> = HashMap::new();
@@ -322,7 +334,7 @@ fn file(
         }
     }
     // A statement is filed with the text of its costliest entry, parsed again if it was parsed
-    // by an earlier pass (at most `top` of them).
+    // by an earlier pass (entries seen before, not recorded until now).
     let reparse: Vec<usize> = unfiled
         .iter()
         .filter_map(|g| g.entries.first().copied())

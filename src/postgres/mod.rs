@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod backend_local;
 pub mod capture;
 pub mod catalog;
+pub mod compaction;
 pub mod errors;
 pub mod explain;
 pub mod failing;

@@ -191,6 +191,8 @@ def source():
             c.execute("INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, "
                       "severity, description) VALUES ('any_connection', 'connections', '>=', 0, "
                       "'info', 'fires at once')")
+            # One slot for plans: every statement that ran still has its history (issue 27).
+            c.execute("SELECT * FROM optidb.snapshot(top => 1)")
             c.execute("SELECT * FROM optidb.scan()")
             c.execute("SELECT * FROM optidb.refresh()")
             c.execute("SELECT optidb.record_health()")
@@ -198,6 +200,8 @@ def source():
             tables = dumped_tables(c)
         with connect(db, port=port) as su:
             held = {"contents": contents(su, tables), "statements": statements(su),
+                    "with_history": scalar(su, "SELECT count(DISTINCT query_id) "
+                                               "FROM optidb.latency"),
                     "tables": tables, "dbid": scalar(su, "SELECT oid::int8 FROM pg_database "
                                                          "WHERE datname = current_database()")}
         dump = os.path.join(tmp, "shop.dump")
@@ -216,6 +220,8 @@ def test_the_source_fills_every_dumped_table(source):
         set(held["tables"]), held["tables"]
     names = {name for name, *_ in held["statements"].values()}
     assert {roles["app"], roles["gone"], roles["dev"]} <= names, names
+    # Not only the one statement snapshot(top => 1) chose: the restores compare them all.
+    assert held["with_history"] > 3, held["with_history"]
 
 
 def restore_and_compare(port, target, dump, held, *options, env=None):

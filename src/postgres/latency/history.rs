@@ -116,7 +116,7 @@ fn delta(now: &EntryCopy, base: Option<&Baseline>) -> Delta {
 }
 
 /// Copy what happened since the previous snapshot into optidb.latency, for statements optidb
-/// tracks (those in optidb.pgss_state), with the failures the pass drained (`failed`: time
+/// tracks (those in optidb.pgss_state: every statement that ran, src/postgres/ingest.rs), with the failures the pass drained (`failed`: time
 /// until failure, timeouts, SQLSTATE). Returns the number of history rows written.
 pub fn store_deltas(captured_at: &TimestampWithTimeZone, failed: &[Failed]) -> usize {
     // SAFETY: a plain global of this backend, set when it connected to its database, before
@@ -230,35 +230,44 @@ fn accumulate(
     per_query
 }
 
-/// One optidb.latency row per statement of `per_query`.
+/// One optidb.latency row per statement of `per_query`, in one round trip (a snapshot stores
+/// a row for every statement that ran: thousands). The one writer of history rows, for this
+/// server's snapshots and for sources' pulls.
 fn insert_history(per_query: &HashMap<i64, Delta>, captured_at: &TimestampWithTimeZone) {
-    for (query_id, d) in per_query {
-        let (idx, counts) = d.hist.sparse();
-        // Extremes are only known when a call of this interval recorded them.
-        let has_extremes = d.calls > 0 && d.hist.min_us <= d.hist.max_us;
-        Spi::run_with_args(
-            "INSERT INTO optidb.latency (query_id, captured_at, calls, errors, error_classes, \
-                 sum_us, min_us, max_us, buckets, counts, failed_ms, timeouts, sqlstate) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (query_id, captured_at) DO NOTHING",
-            &[
-                (*query_id).into(),
-                (*captured_at).into(),
-                (d.calls as i64).into(),
-                (d.errors as i64).into(),
-                JsonB(serde_json::to_value(&d.classes).unwrap_or_default()).into(),
-                d.hist.sum_us.into(),
-                has_extremes.then_some(d.hist.min_us).into(),
-                has_extremes.then_some(d.hist.max_us).into(),
-                idx.into(),
-                counts.into(),
-                d.failed_ms.into(),
-                (d.timeouts as i64).into(),
-                d.sqlstate.clone().into(),
-            ],
-        )
-        .unwrap_or_else(|e| error!("storing latency history failed: {e}"));
+    if per_query.is_empty() {
+        return;
     }
+    let rows: Vec<serde_json::Value> = per_query
+        .iter()
+        .map(|(query_id, d)| {
+            let (idx, counts) = d.hist.sparse();
+            // Extremes are only known when a call of this interval recorded them.
+            let has_extremes = d.calls > 0 && d.hist.min_us <= d.hist.max_us;
+            serde_json::json!({
+                "query_id": query_id, "calls": d.calls, "errors": d.errors,
+                "error_classes": d.classes, "sum_us": d.hist.sum_us,
+                "min_us": has_extremes.then_some(d.hist.min_us),
+                "max_us": has_extremes.then_some(d.hist.max_us),
+                "buckets": idx, "counts": counts, "failed_ms": d.failed_ms,
+                "timeouts": d.timeouts, "sqlstate": d.sqlstate,
+            })
+        })
+        .collect();
+    Spi::run_with_args(
+        "INSERT INTO optidb.latency (query_id, captured_at, calls, errors, error_classes, \
+             sum_us, min_us, max_us, buckets, counts, failed_ms, timeouts, sqlstate) \
+         SELECT r.query_id, $2, r.calls, r.errors, r.error_classes, r.sum_us, r.min_us, \
+                r.max_us, r.buckets, r.counts, r.failed_ms, r.timeouts, r.sqlstate \
+         FROM pg_catalog.jsonb_to_recordset($1) AS r(query_id int8, calls int8, errors int8, \
+              error_classes jsonb, sum_us float8, min_us float8, max_us float8, \
+              buckets int4[], counts int8[], failed_ms float8, timeouts int8, sqlstate text) \
+         ON CONFLICT (query_id, captured_at) DO NOTHING",
+        &[
+            JsonB(serde_json::Value::Array(rows)).into(),
+            (*captured_at).into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("storing latency history failed: {e}"));
 }
 
 /// An entry's cumulative histogram as sparse (bucket, count) arrays, and its failures per
@@ -283,30 +292,38 @@ fn baseline_arrays(e: &EntryCopy) -> (Vec<i32>, Vec<i64>, JsonB) {
     )
 }
 
+/// Every entry's cumulative counters as this server's new baselines, in one round trip (one
+/// upsert per entry cost seconds a pass with thousands of entries).
 fn store_baselines(entries: &[EntryCopy]) {
-    for e in entries {
-        let (idx, counts, classes) = baseline_arrays(e);
-        Spi::run_with_args(
-            "INSERT INTO optidb.latency_state AS s (queryid, userid, dbid, calls, errors, \
-                 error_classes, sum_ns, buckets, counts) \
-             VALUES ($1, $2::int8::oid, $3::int8::oid, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (queryid, userid, dbid) DO UPDATE SET calls = excluded.calls, \
-                 errors = excluded.errors, error_classes = excluded.error_classes, \
-                 sum_ns = excluded.sum_ns, buckets = excluded.buckets, counts = excluded.counts",
-            &[
-                (e.key.queryid as i64).into(),
-                (e.key.userid as i64).into(),
-                (e.key.dbid as i64).into(),
-                (e.calls as i64).into(),
-                (e.errors as i64).into(),
-                classes.into(),
-                (e.sum_ns as i64).into(),
-                idx.into(),
-                counts.into(),
-            ],
-        )
-        .unwrap_or_else(|e| error!("storing latency baselines failed: {e}"));
+    if entries.is_empty() {
+        return;
     }
+    let rows: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            let (idx, counts, classes) = baseline_arrays(e);
+            serde_json::json!({
+                "queryid": e.key.queryid as i64, "userid": e.key.userid as i64,
+                "dbid": e.key.dbid as i64, "calls": e.calls as i64, "errors": e.errors as i64,
+                "error_classes": classes.0, "sum_ns": e.sum_ns as i64,
+                "buckets": idx, "counts": counts,
+            })
+        })
+        .collect();
+    Spi::run_with_args(
+        "INSERT INTO optidb.latency_state AS s (queryid, userid, dbid, calls, errors, \
+             error_classes, sum_ns, buckets, counts) \
+         SELECT r.queryid, r.userid::oid, r.dbid::oid, r.calls, r.errors, r.error_classes, \
+                r.sum_ns, r.buckets, r.counts \
+         FROM pg_catalog.jsonb_to_recordset($1) AS r(queryid int8, userid int8, dbid int8, \
+              calls int8, errors int8, error_classes jsonb, sum_ns int8, buckets int4[], \
+              counts int8[]) \
+         ON CONFLICT (queryid, userid, dbid) DO UPDATE SET calls = excluded.calls, \
+             errors = excluded.errors, error_classes = excluded.error_classes, \
+             sum_ns = excluded.sum_ns, buckets = excluded.buckets, counts = excluded.counts",
+        &[JsonB(serde_json::Value::Array(rows)).into()],
+    )
+    .unwrap_or_else(|e| error!("storing latency baselines failed: {e}"));
 }
 
 /// Merged statistics of one statement over a time range (or one period of it).
