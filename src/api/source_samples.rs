@@ -19,6 +19,7 @@ use crate::postgres::latency::failed::{self, Failed};
 use crate::postgres::latency::samples::{self, Param, Sample, SearchPath, Value};
 use crate::postgres::latency::table::Key;
 use crate::postgres::rows;
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use std::collections::HashMap;
 
@@ -238,11 +239,13 @@ pub fn remote_failures(server: &str, dblink: &str) -> Vec<Failed> {
 /// Give each failure of `failed` its statement of `source` in `owners`: the one of its
 /// pg_stat_statements entry there, or the one it was filed under before, or one filed now
 /// from its text (with a zero baseline in optidb.source_pgss_state, so later pulls find it).
-/// Returns the statements that failed in this pull and that have a text to plan.
+/// Returns the statements that failed in this pull and that have a text to plan; each is
+/// marked seen at `seen_at` (a statement that never completes has no counters to do it).
 pub fn file_failures(
     source: &str,
     failed: &[Failed],
     owners: &mut HashMap<(i64, u32), i64>,
+    seen_at: &TimestampWithTimeZone,
 ) -> Vec<(i64, i64, String)> {
     let key = |f: &Failed| (f.key.queryid as i64, f.key.userid);
     if failed.iter().any(|f| !owners.contains_key(&key(f))) {
@@ -271,9 +274,11 @@ pub fn file_failures(
         .collect();
     rows::select(
         "a source's failed statements",
-        "SELECT id, userid::int8 AS userid, raw_sql FROM optidb.query \
-         WHERE id = ANY ($1) AND raw_sql IS NOT NULL ORDER BY id",
-        &[failing.into()],
+        "WITH seen AS (UPDATE optidb.query SET last_seen = $2 WHERE id = ANY ($1) \
+                       RETURNING id, userid, raw_sql) \
+         SELECT id, userid::int8 AS userid, raw_sql FROM seen \
+         WHERE raw_sql IS NOT NULL ORDER BY id",
+        &[failing.into(), (*seen_at).into()],
         |row| (row.get("id"), row.get("userid"), row.get("raw_sql")),
     )
 }

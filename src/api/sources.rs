@@ -408,7 +408,7 @@ fn pull_one(
     let latency = remote_latency(server, &dblink);
     // Statements that failed there: some never completed, so they have no entry above.
     let failed = source_samples::remote_failures(server, &dblink);
-    let failing = source_samples::file_failures(source, &failed, &mut owners);
+    let failing = source_samples::file_failures(source, &failed, &mut owners, captured_at);
     history::store_source_deltas(source, &latency, &failed, &owners, captured_at);
     let samples = source_samples::remote_samples(server, &dblink);
     sample_store::store_pulled(samples, &failed, &owners);

@@ -201,6 +201,9 @@ def test_a_statement_that_never_completes_on_the_standby_reaches_the_primary(sca
     assert TIMEOUT_MS <= f["mean_time_until_failure_ms"] < TIMEOUT_MS + 3000, f
     assert reason.startswith(f"never completes: {NEVER_RUNS} of {NEVER_RUNS} executions "
                              "cancelled by statement_timeout"), reason
+    # Seen by this pull, though it has no counters; planned like the others.
+    assert scalar(admin, "SELECT last_seen = (SELECT max(started_at) FROM optidb.scan_log "
+                         "WHERE kind = 'scan') FROM optidb.query WHERE id = %s", (query_id,))
     # Its failed execution's search_path came too: a sample to replay it in.
     assert scalar(admin, "SELECT search_path FROM optidb.sample WHERE query_id = %s "
                          "LIMIT 1", (query_id,)) == "pg_catalog, inv"
