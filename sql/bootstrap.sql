@@ -409,7 +409,7 @@ INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, hold, clear_
      'A statement''s p95 over the last hour is more than twice its p95 of the 7 days before'),
     -- 0.7.0: read replicas as sources (optidb.source).
     ('source_unreachable', 'sources_unreachable', '>', 0, '0 s', '1 min', 'warning', true,
-     'A registered read replica could not be pulled (optidb.source.last_error says why)');
+     'A registered read replica could not be pulled: unreachable or refused (optidb.source.last_error says why)');
 
 -- Alerts: one row per incident of a rule and subject (the database, a recommendation, a
 -- statement), open while resolved_at is NULL.
@@ -512,7 +512,7 @@ CREATE TABLE optidb.source (
     added_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     added_by       name        NOT NULL DEFAULT SESSION_USER,
     state          text        NOT NULL DEFAULT 'new'
-                               CHECK (state IN ('new', 'ok', 'unreachable')),
+                               CHECK (state IN ('new', 'ok', 'unreachable', 'refused')),
     last_error     text,
     last_pulled_at timestamptz,
     last_tried_at  timestamptz

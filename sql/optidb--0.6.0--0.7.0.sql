@@ -122,11 +122,22 @@ CREATE TABLE optidb.source (
     added_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     added_by       name        NOT NULL DEFAULT SESSION_USER,
     state          text        NOT NULL DEFAULT 'new'
-                               CHECK (state IN ('new', 'ok', 'unreachable')),
+                               CHECK (state IN ('new', 'ok', 'unreachable', 'refused')),
     last_error     text,
     last_pulled_at timestamptz,
     last_tried_at  timestamptz
 );
+-- Registered sources as optidb_monitor reads them (health()): a failed pull's error names the
+-- standby's host, port and user, which only optidb_admin reads; a monitor gets the state and
+-- a fixed reason (a refusal's text is optidb's own and names no connection detail).
+CREATE VIEW optidb.monitor_sources WITH (security_barrier) AS
+SELECT name, state, added_at, last_pulled_at, last_tried_at,
+       CASE WHEN last_error IS NULL OR pg_catalog.pg_has_role('optidb_admin', 'USAGE')
+                 OR state = 'refused'
+            THEN last_error
+            ELSE 'could not be pulled (optidb_admin reads the error in optidb.source.last_error)'
+       END AS last_error
+FROM optidb.source;
 -- Statements are keyed by source too: the same statement on the primary ('local') and on a
 -- replica are two rows, shown apart and together (bottlenecks(source => ...)).
 ALTER TABLE optidb.query ADD COLUMN source text NOT NULL DEFAULT 'local';
@@ -195,6 +206,23 @@ CREATE FUNCTION optidb.latency_entries() RETURNS TABLE (
 STRICT VOLATILE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'latency_entries_wrapper';
+-- What a standby's hooks sampled and the statements that failed there, drained by a
+-- primary's pull (src/api/source_samples.rs); on a primary they return nothing.
+CREATE FUNCTION optidb.sample_entries() RETURNS TABLE (
+    "queryid" bigint, "userid" bigint, "started_us" bigint, "elapsed_ns" bigint,
+    "slowest" boolean, "typical" boolean, "search_path" text, "search_path_oids" bigint[],
+    "sql_text" text, "param_types" bigint[], "param_values" text[], "param_unknown" boolean[],
+    "relation_oids" bigint[])
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'sample_entries_wrapper';
+CREATE FUNCTION optidb.failure_entries() RETURNS TABLE (
+    "queryid" bigint, "userid" bigint, "failures" bigint, "timeouts" bigint,
+    "sum_us" bigint, "max_us" bigint, "sqlstate" text, "started_us" bigint,
+    "sql_text" text, "replayable" boolean, "search_path_oids" bigint[])
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'failure_entries_wrapper';
 DROP FUNCTION optidb.execution_time_stats(bigint, timestamp with time zone,
                                           timestamp with time zone);
 CREATE FUNCTION optidb.execution_time_stats("query_id" bigint DEFAULT NULL,
@@ -241,7 +269,7 @@ ALTER TABLE optidb.alert_rule ADD CONSTRAINT alert_rule_metric_check CHECK (metr
     'high_confidence_recommendation', 'statement_p95_ratio'));
 INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, hold, clear_for, severity, builtin, description) VALUES
     ('source_unreachable', 'sources_unreachable', '>', 0, '0 s', '1 min', 'warning', true,
-     'A registered read replica could not be pulled (optidb.source.last_error says why)')
+     'A registered read replica could not be pulled: unreachable or refused (optidb.source.last_error says why)')
 ON CONFLICT (name) DO NOTHING;
 
 -- History for every statement (issue 27): the rows with failures have an index of their own,

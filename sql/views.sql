@@ -134,6 +134,17 @@ JOIN LATERAL (SELECT q.source FROM optidb.query q WHERE q.id = m.query_id) s ON 
      LATERAL (SELECT pg_catalog.btrim(pg_catalog.regexp_replace(pg_catalog.regexp_replace(
                   COALESCE(m.query, ''), '/\*.*?\*/|--[^\n]*', ' ', 'g'), '\s+', ' ', 'g'))
               AS bare) b;
+-- Registered sources as optidb_monitor reads them (health()): a failed pull's error names the
+-- standby's host, port and user, which only optidb_admin reads; a monitor gets the state and
+-- a fixed reason (a refusal's text is optidb's own and names no connection detail).
+CREATE VIEW optidb.monitor_sources WITH (security_barrier) AS
+SELECT name, state, added_at, last_pulled_at, last_tried_at,
+       CASE WHEN last_error IS NULL OR pg_catalog.pg_has_role('optidb_admin', 'USAGE')
+                 OR state = 'refused'
+            THEN last_error
+            ELSE 'could not be pulled (optidb_admin reads the error in optidb.source.last_error)'
+       END AS last_error
+FROM optidb.source;
 CREATE VIEW optidb.monitor_alerts WITH (security_barrier) AS
 SELECT s.severity, count(a.id) AS open
 FROM pg_catalog.unnest(ARRAY['info', 'warning', 'critical']) AS s(severity)

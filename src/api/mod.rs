@@ -17,6 +17,7 @@ pub mod refresh;
 pub mod report;
 pub mod scan;
 pub mod simulate;
+pub mod source_samples;
 pub mod sources;
 pub mod surface;
 pub mod tenant_advice;

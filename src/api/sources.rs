@@ -5,8 +5,9 @@
 //! A standby replays the primary's catalogs, so optidb's functions and roles exist there, with
 //! the same OIDs; with optidb preloaded on it, its hooks record into the standby's own shared
 //! memory. A pull reads, through dblink, that standby's pg_stat_statements entries (with their
-//! role names) and its latency table (`optidb.latency_entries()`, a read of shared memory: a
-//! standby is read-only), and stores here what changed since the previous pull, against
+//! role names), its latency table (`optidb.latency_entries()`, a read of shared memory: a
+//! standby is read-only), and drains its samples and failed statements
+//! (src/api/source_samples.rs), and stores here what changed since the previous pull, against
 //! baselines kept per source (optidb.source_pgss_state, optidb.source_latency_state). Roles map
 //! by name, as restored statements do (src/postgres/identity.rs), so row-level security holds
 //! on pulled rows as on local ones. Texts are parsed here (the standby runs none of optidb's
@@ -14,15 +15,18 @@
 //! schema and data are the primary's.
 //!
 //! Each source is pulled in a subtransaction of its own, within optidb.statement_timeout: one
-//! that cannot be reached (or fails) leaves its state, error and time in optidb.source and a
-//! health item, and the pass goes on.
+//! that cannot be reached (or fails) leaves its state (`unreachable`, or `refused` when it fails
+//! the identity checks), error and time in optidb.source and a health item, and the pass goes
+//! on.
 
 use crate::api::scan;
+use crate::api::source_samples;
 use crate::postgres::errors::raise;
 use crate::postgres::guarded;
 use crate::postgres::gucs;
 use crate::postgres::ingest::{self, NewStatement};
 use crate::postgres::latency::history;
+use crate::postgres::latency::sample_store;
 use crate::postgres::latency::table::{self, EntryCopy, Key};
 use crate::postgres::pgss::{self, Counters, PgssEntry, PgssView};
 use crate::postgres::rows;
@@ -323,27 +327,23 @@ pub fn pull_all(view: &PgssView, captured_at: &TimestampWithTimeZone) -> Vec<Pul
             unsafe { pg_sys::GetCurrentTransactionId() };
             pull_one(&source, &srv, &statements, &at)
         });
-        match outcome {
-            Ok(p) => {
-                record_state(&name, captured_at, None);
+        let (state, error) = match outcome {
+            Ok(Ok(p)) => {
                 pulled.extend(p);
+                (SourceState::Ok, None)
             }
-            Err(failure) => {
-                warning!(
-                    "optidb: source \"{name}\" (server \"{server}\") was not pulled: {failure}"
-                );
-                record_state(&name, captured_at, Some(failure.to_string()));
-            }
+            Ok(Err(refusal)) => (SourceState::Refused, Some(refusal)),
+            Err(failure) => (SourceState::Unreachable, Some(failure.to_string())),
+        };
+        if let Some(error) = &error {
+            warning!("optidb: source \"{name}\" (server \"{server}\") was not pulled: {error}");
         }
+        record_state(&name, captured_at, state, error);
     }
     pulled
 }
 
-fn record_state(name: &str, at: &TimestampWithTimeZone, error: Option<String>) {
-    let state = match error {
-        None => SourceState::Ok,
-        Some(_) => SourceState::Unreachable,
-    };
+fn record_state(name: &str, at: &TimestampWithTimeZone, state: SourceState, error: Option<String>) {
     Spi::run_with_args(
         "UPDATE optidb.source SET last_tried_at = $2, state = $4, last_error = $3, \
              last_pulled_at = CASE WHEN $3::text IS NULL THEN $2 ELSE last_pulled_at END \
@@ -358,21 +358,21 @@ fn record_state(name: &str, at: &TimestampWithTimeZone, error: Option<String>) {
     .unwrap_or_else(|e| error!("recording the state of a source failed: {e}"));
 }
 
-/// One source's pull: pg_stat_statements deltas, then latency deltas, under its statements.
+/// One source's pull: pg_stat_statements deltas, then latency deltas, failures and samples,
+/// under its statements. Err: the source failed the identity checks (its state is `refused`,
+/// not `unreachable`); nothing was read from it.
 fn pull_one(
     source: &str,
     server: &str,
     statements_view: &str,
     captured_at: &TimestampWithTimeZone,
-) -> Vec<Pulled> {
+) -> Result<Vec<Pulled>, String> {
     let dblink = dblink_schema();
     if let Some(refusal) = server_refusal(server, None).or_else(|| remote_refusal(server, &dblink))
     {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("refused: foreign server \"{server}\" cannot be a source: {refusal}"),
-            Some("Point the source at a superuser's foreign server that reaches this database on a standby of this cluster."),
-        );
+        return Err(format!(
+            "refused: foreign server \"{server}\" cannot be a source: {refusal}"
+        ));
     }
     let entries = remote_entries(source, server, &dblink, statements_view);
     let ids = file_statements(source, &entries);
@@ -401,14 +401,19 @@ fn pull_one(
     scan::store_metric_deltas(&deltas, captured_at);
     store_baselines(source, &owned);
 
-    let owners: HashMap<(i64, u32), i64> = owned
+    let mut owners: HashMap<(i64, u32), i64> = owned
         .iter()
         .map(|(e, id)| ((e.queryid, e.userid as u32), *id))
         .collect();
     let latency = remote_latency(server, &dblink);
-    history::store_source_deltas(source, &latency, &owners, captured_at);
+    // Statements that failed there: some never completed, so they have no entry above.
+    let failed = source_samples::remote_failures(server, &dblink);
+    let failing = source_samples::file_failures(source, &failed, &mut owners, captured_at);
+    history::store_source_deltas(source, &latency, &failed, &owners, captured_at);
+    let samples = source_samples::remote_samples(server, &dblink);
+    sample_store::store_pulled(samples, &failed, &owners);
 
-    deltas
+    let mut pulled: Vec<Pulled> = deltas
         .iter()
         .map(|(id, _)| {
             let e = per_query[id].1;
@@ -418,7 +423,17 @@ fn pull_one(
                 raw_sql: e.text.clone(),
             }
         })
-        .collect()
+        .collect();
+    for (query_id, userid, raw_sql) in failing {
+        if !pulled.iter().any(|p| p.query_id == query_id) {
+            pulled.push(Pulled {
+                query_id,
+                userid,
+                raw_sql,
+            });
+        }
+    }
+    Ok(pulled)
 }
 
 /// In the text of the reads a pull runs on a standby.

@@ -157,13 +157,13 @@ const READER_VIEWS: [&str; 5] = [
 ];
 
 /// Views a monitoring system reads (optidb_monitor, and optidb_admin through it): aggregate
-/// figures of every statement with a short snippet, open alerts per severity.
-pub const MONITOR_VIEWS: [&str; 2] = ["monitor_statements", "monitor_alerts"];
+/// figures of every statement with a short snippet, open alerts per severity, the registered
+/// sources' states (their connection errors only for optidb_admin).
+pub const MONITOR_VIEWS: [&str; 3] = ["monitor_statements", "monitor_alerts", "monitor_sources"];
 
 /// Tables optidb_monitor reads whole, for health() (the alert rules give each figure its
-/// status), metrics() (the metric views' ages) and health()'s sources figures (each source's
-/// state, pull times and last connection error): no statement text in any.
-pub const MONITOR_TABLES: [&str; 3] = ["alert_rule", "refresh_log", "source"];
+/// status) and metrics() (the metric views' ages): no statement text in any.
+pub const MONITOR_TABLES: [&str; 2] = ["alert_rule", "refresh_log"];
 
 /// Materialized views: not RLS-capable, so nobody but the owner reads them directly. The one
 /// list of them: refresh() refreshes them in this order (per-statement views first, tables
@@ -310,6 +310,16 @@ pub const FUNCTIONS: &[Function] = &[
         signature: "optidb.latency_entries()",
         audience: Audience::Admin,
         comment: "The raw shared-memory latency histograms of this database: what a primary pulls from a standby (read-only, runs on a standby)",
+    },
+    Function {
+        signature: "optidb.sample_entries()",
+        audience: Audience::Admin,
+        comment: "Drain this database's sampled executions (search_path, parameter values) from shared memory on a standby: what a primary pulls (nothing on a primary)",
+    },
+    Function {
+        signature: "optidb.failure_entries()",
+        audience: Audience::Admin,
+        comment: "Drain this database's failed statements (text, search_path, failures, time until failure) from shared memory on a standby: what a primary pulls (nothing on a primary)",
     },
     Function {
         signature: "optidb.apply_surface(boolean)",

@@ -37,7 +37,7 @@ pub fn drain() -> Vec<Failed> {
 /// A failed statement as the parser sees its text (None: no text, not a statement of the
 /// workload, or text the parser rejects: it cannot be filed without a pg_stat_statements
 /// entry).
-fn analyze(f: &Failed) -> Option<NewStatement> {
+pub(crate) fn analyze(f: &Failed) -> Option<NewStatement> {
     let info = statement::analyze(f.text.as_deref()?).ok()?;
     if info.kind == StatementKind::Boilerplate || info.touches_optidb {
         return None;

@@ -59,7 +59,7 @@ fn health_sql() -> String {
                              extract(epoch FROM (SELECT at FROM now) \
                                - coalesce(last_pulled_at, added_at))::float8 AS age, \
                              extract(epoch FROM (SELECT at FROM now) - last_tried_at)::float8 AS tried \
-                      FROM optidb.source) \
+                      FROM optidb.monitor_sources) \
          SELECT v.item, v.value, v.details FROM now, LATERAL (VALUES \
            ('cache_hit_pct', (SELECT 100.0 * blks_hit / NULLIF(blks_hit + blks_read, 0) FROM d)::float8, NULL::jsonb), \
            ('commits_total', (SELECT xact_commit FROM d)::float8, NULL), \
@@ -108,7 +108,7 @@ fn health_sql() -> String {
            ('database_bytes', pg_catalog.pg_database_size(pg_catalog.current_database())::float8, NULL), \
            ('replicas', (SELECT n FROM r), NULL), \
            ('replication_lag_max_s', (SELECT lag FROM r), NULL), \
-           ('sources_unreachable', (SELECT count(*) FILTER (WHERE state = 'unreachable') FROM src)::float8, \
+           ('sources_unreachable', (SELECT count(*) FILTER (WHERE state IN ('unreachable', 'refused')) FROM src)::float8, \
               (SELECT pg_catalog.jsonb_build_object('sources', pg_catalog.jsonb_agg( \
                    pg_catalog.jsonb_build_object('source', name, 'state', state, 'error', error, \
                      'pulled_s_ago', round(age::numeric, 1), 'tried_s_ago', round(tried::numeric, 1)) \

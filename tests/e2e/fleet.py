@@ -24,11 +24,17 @@ def pg_ctl(data, action):
                 "-l", f"{data}/server.log", action)
 
 
+# Both orders of shared_preload_libraries: optidb's hooks chain with pg_stat_statements' either
+# way, on the primary and on the standby (which copies the primary's postgresql.conf).
+PRELOAD_ORDERS = ["pg_stat_statements,optidb", "optidb,pg_stat_statements"]
+
+
 @contextmanager
-def primary_and_standby(name, primary_port, standby_port, standby_data, db, admin, setup):
+def primary_and_standby(name, primary_port, standby_port, standby_data, db, admin, setup,
+                        preload=PRELOAD_ORDERS[0]):
     """Yields the primary's port once the standby accepts reads; `setup(su)` runs on the
     primary's database first (roles, schema, data: the standby gets them by the base backup)."""
-    with own_cluster(name, primary_port, "pg_stat_statements,optidb", PRIMARY_CONF) as port:
+    with own_cluster(name, primary_port, preload, PRIMARY_CONF) as port:
         with connect("postgres", port=port) as su:
             su.execute(f"CREATE DATABASE {db}")
         with connect(db, port=port) as su:

@@ -1,5 +1,5 @@
 """Red-team tests of read replicas as sources (src/api/sources.rs; docs/security-model.md, rows
-52-55). A real primary and a real streaming standby (pg_basebackup -R) as in
+52-56). A real primary and a real streaming standby (pg_basebackup -R) as in
 tests/e2e/test_replicas.py, on ports of their own. Each test asserts the safe behaviour; the
 three findings failed before the fix (a pull connects as optidb's owner, a superuser, whom
 dblink lets connect without a password).
@@ -125,8 +125,9 @@ def other_database_statement(port):
             su.execute("SELECT count(*) FROM payroll_secret_marker WHERE salary > 100000")
 
 
-def pulled_from_other_database(admin, source, refusal=None):
-    """What a scan pulled through `source`; with `refusal`, add_source() must refuse it so."""
+def pulled_from_other_database(admin, source, refusal=None, before_drop=lambda admin: None):
+    """What a scan pulled through `source`; with `refusal`, add_source() must refuse it so.
+    `before_drop(admin)` runs after the scan, while the source is still registered."""
     if refusal:
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match=refusal):
             admin.execute("SELECT * FROM optidb.add_source(%s, %s)", (source, source))
@@ -138,6 +139,7 @@ def pulled_from_other_database(admin, source, refusal=None):
         "WHERE norm_sql LIKE %s AND source = %s", ('%payroll_secret_marker%', source)).fetchall()
     state = admin.execute("SELECT state, last_error FROM optidb.source WHERE name = %s",
                           (source,)).fetchone()
+    before_drop(admin)
     admin.execute("SELECT optidb.drop_source(%s) "
                   "WHERE EXISTS (SELECT FROM optidb.source WHERE name = %s)", (source, source))
     return leaked, state
@@ -209,14 +211,33 @@ def test_a_server_that_is_not_this_database_on_a_standby_is_refused_at_each_pull
             "SELECT to_regclass('payroll_secret_marker') IS NOT NULL"))
         with connect("postgres", port=STANDBY_PORT) as c:
             c.execute("SELECT count(*) FROM payroll_secret_marker WHERE salary > 100000")
+    health = {}
+
+    def refused_is_a_health_item(admin):
+        health["item"] = admin.execute(
+            "SELECT value, status, details FROM optidb.health() "
+            "WHERE item = 'sources_unreachable'").fetchone()
+        admin.execute("SELECT * FROM optidb.check_alerts()")
+        health["alerts"] = scalar(admin, "SELECT count(*) FROM optidb.alert "
+                                         "WHERE resolved_at IS NULL "
+                                         "AND rule_name = 'source_unreachable'")
+
     try:
         with connect(DB, user=ADMIN, port=fleet) as admin:
-            leaked, (state, error) = pulled_from_other_database(admin, "elsewhere")
+            leaked, (state, error) = pulled_from_other_database(
+                admin, "elsewhere", before_drop=refused_is_a_health_item)
         assert not leaked
-        assert state == "unreachable"
+        # Refused, a state of its own (it was reached, unlike `unreachable`): a health item,
+        # and the default rule fires on it.
+        assert state == "refused"
         expected = ("not a server in recovery" if where == "the primary itself"
                     else "its database is not this one")
         assert error.startswith("refused") and expected in error, error
+        value, status, details = health["item"]
+        assert value >= 1 and status == "warning", health
+        [entry] = [e for e in details["sources"] if e["source"] == "elsewhere"]
+        assert entry["state"] == "refused" and entry["error"] == error, entry
+        assert health["alerts"] == 1, health
     finally:
         with connect(DB, port=fleet) as su:
             su.execute("DROP SERVER elsewhere CASCADE")
@@ -257,8 +278,14 @@ def test_mallory_cannot_register_or_drop_a_source(fleet):
             m.execute("SELECT * FROM optidb.add_source('mine', 'standby1')")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             m.execute("SELECT optidb.drop_source('standby1')")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            m.execute("SELECT * FROM optidb.latency_entries()")
+        # Nor read (and drain) what a standby's hooks recorded: texts, values, search_paths.
+        for standby_read in ("latency_entries", "sample_entries", "failure_entries"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                m.execute(f"SELECT * FROM optidb.{standby_read}()")
+    with connect(DB, user=MALLORY, port=STANDBY_PORT) as m:
+        for standby_read in ("sample_entries", "failure_entries"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                m.execute(f"SELECT * FROM optidb.{standby_read}()")
 
 
 def test_source_and_server_names_with_quotes_are_data(fleet):

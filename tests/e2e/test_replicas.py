@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from conftest import PORT, connect, scalar, wait_for
-from fleet import pg_ctl, primary_and_standby
+from fleet import PRELOAD_ORDERS, pg_ctl, primary_and_standby
 
 # The primary and the standby: ports of this test's own (the e2e cluster is PORT).
 PRIMARY_PORT, STANDBY_PORT = PORT + 30, PORT + 31
@@ -21,6 +21,12 @@ STANDBY_DATA = "/tmp/optidb-replica-standby/data"
 DB = "shop"
 APP, READER, ADMIN = "replica_app", "replica_reader", "replica_admin"
 MONITOR = "replica_monitor"
+
+# Cancelled by statement_timeout on the standby every time.
+NEVER_COMPLETES = ("SELECT count(*) FROM item a JOIN item b ON a.price = b.price "
+                   "WHERE a.sku LIKE 'never%' OR b.category > -1")
+TIMEOUT_MS, NEVER_RUNS = 300, 3
+
 
 def standby(action):
     pg_ctl(STANDBY_DATA, action)
@@ -40,10 +46,13 @@ def setup(su):
     su.execute(f"GRANT SELECT ON inv.item TO {APP}, {READER}")
 
 
-@pytest.fixture(scope="module")
-def fleet():
+@pytest.fixture(scope="module", params=PRELOAD_ORDERS)
+def fleet(request):
+    """The whole module runs once per order of shared_preload_libraries."""
     with primary_and_standby("replica-primary", PRIMARY_PORT, STANDBY_PORT, STANDBY_DATA, DB,
-                             ADMIN, setup) as port:
+                             ADMIN, setup, preload=request.param) as port:
+        with connect(DB, port=port) as su:
+            assert scalar(su, "SHOW shared_preload_libraries") == request.param
         yield port
 
 
@@ -65,6 +74,13 @@ def standby_workload():
         c.execute("SET search_path = inv")
         for i in range(5):
             c.execute("SELECT max(price) FROM item WHERE sku = %s", (f"sku-{i}",))
+    # A statement that never completes on the standby: pg_stat_statements there has no entry.
+    with connect(DB, user=APP, port=STANDBY_PORT) as c:
+        c.execute("SET search_path = inv")
+        c.execute(f"SET statement_timeout = {TIMEOUT_MS}")
+        for _ in range(NEVER_RUNS):
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                c.execute(NEVER_COMPLETES)
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +160,55 @@ def test_standby_statements_reach_the_primary_with_their_source(scanned):
         "WHERE q.source = 'standby1'").fetchall()
 
 
+def test_a_standby_statement_is_planned_with_its_sampled_search_path_and_values(scanned):
+    """The standby's hooks sampled EXECUTE by_category(i) with search_path inv (no schema in
+    the text): the pull stores those samples under the replica's statement, and the primary
+    plans it with them, not generically."""
+    admin = scanned
+    replica_id = scalar(admin, "SELECT id FROM optidb.query WHERE source = 'standby1' "
+                               "AND norm_sql LIKE '%FROM item WHERE category = $1%'")
+    samples = admin.execute(
+        "SELECT search_path, param_values, values_known, kind FROM optidb.sample "
+        "WHERE query_id = %s", (replica_id,)).fetchall()
+    assert samples, "no sample of the standby's statement reached the primary"
+    # The schemas the search_path found (pg_catalog is implicitly first), by name.
+    paths = {path for path, *_ in samples}
+    assert paths == {"pg_catalog, inv"}, samples
+    values = [v for _, v, known, _ in samples if known]
+    assert values and all(len(v) == 1 and 0 <= int(v[0]) < 40 for v in values), samples
+    plans = admin.execute(
+        "SELECT plan_kind, path_source, search_path, param_values FROM optidb.plan "
+        "WHERE query_id = %s AND plan_json IS NOT NULL", (replica_id,)).fetchall()
+    sampled = [p for p in plans if p[0] in ("typical", "slowest")]
+    assert sampled, plans
+    assert all(p[1] == "recorded" and p[2] in paths and p[3] in values for p in sampled), plans
+
+
+def test_a_statement_that_never_completes_on_the_standby_reaches_the_primary(scanned):
+    """Only cancelled on the standby (no pg_stat_statements entry there): filed on the primary
+    from its text, with its failures and time until failure, shown by bottlenecks()."""
+    admin = scanned
+    rows = admin.execute(
+        "SELECT query_id, query, calls, reason, evidence, source "
+        "FROM optidb.bottlenecks(50, 'standby1') WHERE query LIKE '%item a JOIN item b%'"
+    ).fetchall()
+    assert len(rows) == 1, admin.execute(
+        "SELECT source, norm_sql FROM optidb.query").fetchall()
+    query_id, query, calls, reason, evidence, source = rows[0]
+    assert source == "standby1" and calls == 0, rows
+    f = evidence["failures"]
+    assert f["count"] == f["timeouts"] == NEVER_RUNS and f["sqlstate"] == "57014", f
+    assert TIMEOUT_MS <= f["mean_time_until_failure_ms"] < TIMEOUT_MS + 3000, f
+    assert reason.startswith(f"never completes: {NEVER_RUNS} of {NEVER_RUNS} executions "
+                             "cancelled by statement_timeout"), reason
+    # Seen by this pull, though it has no counters; planned like the others.
+    assert scalar(admin, "SELECT last_seen = (SELECT max(started_at) FROM optidb.scan_log "
+                         "WHERE kind = 'scan') FROM optidb.query WHERE id = %s", (query_id,))
+    # Its failed execution's search_path came too: a sample to replay it in.
+    assert scalar(admin, "SELECT search_path FROM optidb.sample WHERE query_id = %s "
+                         "LIMIT 1", (query_id,)) == "pg_catalog, inv"
+
+
 def test_index_advice_for_a_standby_statement_is_computed_on_the_primary(scanned):
     admin = scanned
     replica_id = scalar(admin, "SELECT id FROM optidb.query WHERE source = 'standby1' "
@@ -219,6 +284,20 @@ def test_a_standby_that_went_down_is_recorded_and_the_scan_finishes(scanned, fle
         assert down["sources_unreachable"][:2] == (1, "warning"), down
         [entry] = down["sources_unreachable"][2]["sources"]
         assert entry["state"] == "unreachable" and entry["error"], entry
+        # The monitor reads no connection detail (host, port, user) of the error; the admin
+        # reads the full error, in optidb.source and in health().
+        assert str(STANDBY_PORT) not in entry["error"] and "postgres" not in entry["error"]
+        assert "could not be pulled" in entry["error"] and entry["error"] != error, entry
+        assert "could not establish connection" in error, error
+        [full] = [r[2]["sources"][0] for r in admin.execute(
+            "SELECT item, value, details FROM optidb.health() "
+            "WHERE item = 'sources_unreachable'")]
+        assert full["error"] == error[:300], full
+        with connect(DB, user=MONITOR, port=fleet) as c:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("SELECT last_error FROM optidb.source")
+            [seen] = c.execute("SELECT last_error FROM optidb.monitor_sources").fetchone()
+            assert seen == entry["error"], seen
         assert entry["pulled_s_ago"] > entry["tried_s_ago"] >= 0, entry
         # (pulled_s_ago is rounded to 0.1 s)
         assert down["source_pull_age_max_s"][0] >= entry["pulled_s_ago"] - 0.1

@@ -83,9 +83,11 @@ vocabulary! {
 }
 
 vocabulary! {
-    /// optidb.source.state: registered and never pulled, pulled by the latest pass, or not
-    /// reached by it (last_error says why).
-    pub enum SourceState { New => "new", Ok => "ok", Unreachable => "unreachable" }
+    /// optidb.source.state: registered and never pulled, pulled by the latest pass, not
+    /// reached by it, or refused by its identity checks (last_error says why).
+    pub enum SourceState {
+        New => "new", Ok => "ok", Unreachable => "unreachable", Refused => "refused"
+    }
 }
 
 vocabulary! {

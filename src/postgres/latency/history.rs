@@ -129,6 +129,19 @@ pub fn store_deltas(captured_at: &TimestampWithTimeZone, failed: &[Failed]) -> u
     let base = baselines(dbid);
     let owners = pgss::owners(dbid);
     let mut per_query = accumulate(&entries, &base, &owners);
+    add_failures(&mut per_query, failed, &owners);
+    insert_history(&per_query, captured_at);
+    store_baselines(&entries);
+    per_query.len()
+}
+
+/// Add the drained failures (time until failure, timeouts, SQLSTATE) to their statements'
+/// deltas: a pass's own, or a source's (pulled from its standby).
+fn add_failures(
+    per_query: &mut HashMap<i64, Delta>,
+    failed: &[Failed],
+    owners: &HashMap<(i64, u32), i64>,
+) {
     for f in failed {
         let Some(query_id) = owners.get(&(f.key.queryid as i64, f.key.userid)) else {
             continue;
@@ -140,17 +153,16 @@ pub fn store_deltas(captured_at: &TimestampWithTimeZone, failed: &[Failed]) -> u
         acc.timeouts += f.timeouts;
         acc.sqlstate = Some(f.sqlstate.clone());
     }
-    insert_history(&per_query, captured_at);
-    store_baselines(&entries);
-    per_query.len()
 }
 
-/// Store what a source's latency table (pulled by src/postgres/sources.rs: `entries`, keyed by
-/// this server's role OIDs) counted since its previous pull, under the source's statements
-/// (`owners`), and its new baselines. Returns the number of history rows written.
+/// Store what a source's latency table (pulled by src/api/sources.rs: `entries`, keyed by
+/// this server's role OIDs) counted since its previous pull, with the failures drained there
+/// (`failed`), under the source's statements (`owners`), and its new baselines. Returns the
+/// number of history rows written.
 pub fn store_source_deltas(
     source: &str,
     entries: &[EntryCopy],
+    failed: &[Failed],
     owners: &HashMap<(i64, u32), i64>,
     captured_at: &TimestampWithTimeZone,
 ) -> usize {
@@ -160,7 +172,8 @@ pub fn store_source_deltas(
          FROM optidb.source_latency_state WHERE source = $1",
         source.into(),
     );
-    let per_query = accumulate(entries, &base, owners);
+    let mut per_query = accumulate(entries, &base, owners);
+    add_failures(&mut per_query, failed, owners);
     insert_history(&per_query, captured_at);
     for e in entries {
         let (idx, counts, classes) = baseline_arrays(e);

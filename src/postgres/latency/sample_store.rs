@@ -9,6 +9,7 @@ use crate::postgres::pgss;
 use crate::postgres::rows;
 use optidb_core::vocabulary::SampleKind;
 use pgrx::prelude::*;
+use std::collections::HashMap;
 
 const KEEP_TYPICAL: i64 = 5;
 
@@ -22,9 +23,25 @@ pub fn store(failed: &[Failed]) -> usize {
     if drained.is_empty() {
         return 0;
     }
-    let owners = pgss::owners(dbid);
+    store_for(&drained, &pgss::owners(dbid))
+}
+
+/// Store `drained` (this server's samples, or a source's pulled from its standby) under the
+/// statements `owners` maps their (queryid, role) to, and a sample for each of `failed`.
+/// Returns how many statements got samples.
+pub fn store_pulled(
+    drained: Vec<Sample>,
+    failed: &[Failed],
+    owners: &HashMap<(i64, u32), i64>,
+) -> usize {
+    let mut drained = drained;
+    drained.extend(failed.iter().filter_map(failed_sample));
+    store_for(&drained, owners)
+}
+
+fn store_for(drained: &[Sample], owners: &HashMap<(i64, u32), i64>) -> usize {
     let mut touched = Vec::new();
-    for s in &drained {
+    for s in drained {
         let Some(query_id) = owners.get(&(s.key.queryid as i64, s.key.userid)) else {
             continue;
         };
