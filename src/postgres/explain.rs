@@ -16,6 +16,7 @@
 
 use crate::postgres::guarded::{self, Failure, Limit};
 use crate::postgres::replay::{self, Context};
+use crate::postgres::rows;
 use crate::postgres::settings::{self, Setting};
 use crate::postgres::vetting::{self, Vetted};
 use optidb_core::plan_facts::{self, PlanFacts};
@@ -160,12 +161,14 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
             let deallocate = format!("DEALLOCATE {prepared}");
             guarded::cleanup(|| {
                 // The shape is prepared only for a text with literals, and a PREPARE can fail.
-                let exists = Spi::get_one_with_args::<bool>(
+                let exists = rows::select_kept(
+                    "prepared statement exists",
                     "SELECT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements \
-                     WHERE name = $1)",
+                     WHERE name = $1) AS found",
                     &[prepared.as_str().into()],
+                    |row| row.get::<bool>("found"),
                 );
-                if let Ok(Some(true)) = exists {
+                if exists == [true] {
                     Spi::run(&deallocate).ok();
                 }
             });

@@ -463,11 +463,13 @@ fn vouched_owner(role: StoredRole) -> Result<pg_sys::Oid, Failure> {
 
 /// The role with this oid, if it still exists.
 pub fn owner(oid: pg_sys::Oid) -> Option<Owner> {
-    rows::value::<String>(
+    rows::select_kept(
         "role name",
-        "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $1",
+        "SELECT rolname::text AS name FROM pg_catalog.pg_roles WHERE oid = $1",
         &[oid.into()],
+        |row| row.get::<String>("name"),
     )
+    .pop()
     .map(|name| Owner { oid, name })
 }
 

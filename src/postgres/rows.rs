@@ -7,6 +7,7 @@
 //! bugs in optidb, and they must show as such.
 
 use crate::postgres::errors::raise;
+use crate::postgres::settings::{self, Setting};
 use pgrx::datum::{FromDatum, IntoDatum, TryFromDatumError};
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
@@ -156,4 +157,55 @@ fn spi_failed(query: &str, error: SpiError) -> ! {
         format!("optidb's query \"{query}\" could not be run: {error}"),
         Some(HINT),
     )
+}
+
+/// As `select`, for a fixed catalog query run many times by one process (the replay worker's
+/// vetting, once or twice per replayed statement): its plan is prepared on first use and kept
+/// for the process's lifetime (SPI_keepplan), so later runs skip parsing, analysis and, once
+/// the plan cache settles on a generic plan, planning. Only results are ever fresh: nothing is
+/// cached but the plan, which PostgreSQL's plan cache revalidates itself when a catalog it
+/// depends on changes (and `reset_session`'s ResetPlanCache marks it for re-analysis).
+///
+/// `sql` must name only pg_catalog objects, schema-qualified: the plan outlives any
+/// search_path.
+pub fn select_kept<T>(
+    query: &str,
+    sql: &'static str,
+    args: &[pgrx::datum::DatumWithOid],
+    decode: impl Fn(&Row) -> T,
+) -> Vec<T> {
+    use pgrx::spi::OwnedPreparedStatement;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        // Keyed by the address of the query's text: each is a distinct constant.
+        static KEPT: RefCell<HashMap<usize, OwnedPreparedStatement>> =
+            RefCell::new(HashMap::new());
+    }
+    let key = sql.as_ptr() as usize;
+    Spi::connect(|client| {
+        let known = KEPT.with(|kept| kept.borrow().contains_key(&key));
+        if !known {
+            let types: Vec<pgrx::PgOid> = args.iter().map(|a| pgrx::PgOid::from(a.oid())).collect();
+            let plan = client
+                .prepare(sql, &types)
+                .unwrap_or_else(|e| spi_failed(query, e))
+                .keep();
+            KEPT.with(|kept| kept.borrow_mut().insert(key, plan));
+        }
+        // A generic plan: made once (per invalidation), not re-planned for every call as
+        // custom plans would be; these queries' plans do not depend on the values.
+        let generic = [Setting::user("plan_cache_mode", "force_generic_plan")];
+        settings::with(&generic, || {
+            KEPT.with(|kept| {
+                let kept = kept.borrow();
+                let plan = kept.get(&key).expect("prepared above");
+                client
+                    .select(plan, None, args)
+                    .unwrap_or_else(|e| spi_failed(query, e))
+                    .map(|tuple| decode(&Row::new(&tuple, query)))
+                    .collect()
+            })
+        })
+    })
 }

@@ -231,12 +231,12 @@ pub fn submit(handle: pg_sys::dsm_handle) -> Option<Submitted> {
 /// (which a warm worker reloads on SIGHUP): the ALTER DATABASE/ROLE ... SET rows that apply to
 /// it, as a hash. A warm worker whose session started with other rows is not reused.
 fn settings_fingerprint() -> u64 {
-    rows::value::<i64>(
+    rows::select_kept(
         "replay settings",
         "SELECT pg_catalog.hashtextextended(COALESCE(pg_catalog.string_agg( \
              s.setdatabase::text || '/' || s.setrole::text || '=' \
              || pg_catalog.array_to_string(s.setconfig, ','), ';' \
-             ORDER BY s.setdatabase, s.setrole), ''), 0) \
+             ORDER BY s.setdatabase, s.setrole), ''), 0) AS fingerprint \
          FROM pg_catalog.pg_db_role_setting s \
          WHERE s.setdatabase IN (0, $1) AND s.setrole IN (0, $2)",
         &[
@@ -244,7 +244,10 @@ fn settings_fingerprint() -> u64 {
             unsafe { pg_sys::MyDatabaseId }.into(),
             pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID).into(),
         ],
+        |row| row.opt::<i64>("fingerprint"),
     )
+    .pop()
+    .flatten()
     .unwrap_or(0) as u64
 }
 

@@ -36,7 +36,8 @@ CREATE TABLE t1 AS SELECT g AS id, g % 100 AS a, md5(g::text) AS b FROM generate
 CREATE TABLE t2 AS SELECT g AS id, g % 7 AS a FROM generate_series(1, 50000) g;
 ANALYZE t1, t2;
 GRANT SELECT ON t1, t2 TO PUBLIC;
-SELECT pg_stat_statements_reset();
+-- This database's entries only: a reset of all would empty the other benchmark database's.
+SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0);
 SQL
     for _ in 1 2 3; do
         if [ "$n" = 1 ]; then
@@ -85,6 +86,8 @@ echo "median scan(100), explain_top_k = 20:"
 echo "  before (a worker per batch, replay_workers = 0): 1 owner ${b1} ms, $owners owners ${b50} ms, ratio $(echo "scale=2; $b50 / $b1" | bc)"
 echo "  after  (warm workers,       replay_workers = 2): 1 owner ${a1} ms, $owners owners ${a50} ms, ratio $(echo "scale=2; $a50 / $a1" | bc) (target <= 1.5)"
 echo "  $owners owners, after / before: $(echo "scale=2; $a50 / $b50" | bc)"
-echo "last scan: $(pg -d optidb_bench50 -qAt -F ' ' -c "SELECT 'queries_seen=' || queries_seen, 'plans_captured=' || plans_captured, 'explain_failures=' || explain_failures FROM optidb.scan_log ORDER BY id DESC LIMIT 1")"
+for db in optidb_bench optidb_bench50; do
+    echo "$db last scan: $(pg -d "$db" -qAt -F ' ' -c "SELECT 'queries_seen=' || queries_seen, 'plans_captured=' || plans_captured, 'explain_failures=' || explain_failures FROM optidb.scan_log ORDER BY id DESC LIMIT 1")"
+done
 pg -d postgres -qc "DROP DATABASE optidb_bench WITH (FORCE)" -c "DROP DATABASE optidb_bench50 WITH (FORCE)"
 for i in $(seq 1 $owners); do pg -d postgres -qc "DROP ROLE IF EXISTS bench_owner_$i"; done

@@ -256,3 +256,49 @@ def test_a_cancelled_caller_does_not_leave_the_warm_worker_stuck(world, cancel):
         c.execute("SELECT * FROM optidb.scan()")
         assert time.monotonic() - started < 20
         assert all("timed out" in e for e in errors(c, "a.hang()"))
+
+
+def test_a_function_redefined_by_a_hostile_role_after_vetting_is_refused_by_the_warm_worker(
+        world):
+    """The warm worker keeps the plan of its vetting query for its lifetime (rows::select_kept):
+    only the plan, never the answer. A function bob's statement uses is vetted and replayed;
+    then it passes to a hostile role, which redefines it: the same warm worker's next replay of
+    the statement must see the new owner and refuse, and the new body must never run."""
+    db, roles = world
+    bob, mallory = roles["bob"], f"warm_mallory_{uuid.uuid4().hex[:6]}"
+    with connect("postgres") as su:
+        su.execute(f'CREATE ROLE "{mallory}" LOGIN')
+    try:
+        with connect(db) as su:
+            su.execute("GRANT USAGE, CREATE ON SCHEMA b TO PUBLIC")
+        with connect(db, user=bob) as c:
+            c.execute("CREATE FUNCTION b.f(int) RETURNS int LANGUAGE sql IMMUTABLE "
+                      "AS 'SELECT $1 + 1'")
+        sql = "SELECT b.f(v), count(*) FROM public.shared_t WHERE v = %s GROUP BY 1"
+        run_as(db, bob, sql)
+        with admin(db) as su:
+            su.execute("SELECT * FROM optidb.scan()")
+            assert not errors(su, "b.f(v)"), "bob's own function must replay"
+            assert scalar(su, "SELECT count(*) FROM optidb.plan p JOIN optidb.query q "
+                              "ON q.id = p.query_id WHERE strpos(q.raw_sql, 'b.f(v)') > 0") > 0
+            (pid,) = warm_pids(su)
+            su.execute(f'ALTER FUNCTION b.f(int) OWNER TO "{mallory}"')
+        with connect(db, user=mallory) as c:
+            # Harmless in bob's own session (so the statement runs and is filed again),
+            # loud if a replay ever runs it.
+            c.execute("CREATE OR REPLACE FUNCTION b.f(int) RETURNS int LANGUAGE plpgsql "
+                      f"IMMUTABLE AS $f$ BEGIN IF {IN_REPLAY} THEN RAISE EXCEPTION "
+                      "'MALLORY RAN'; END IF; RETURN $1 + 1; END $f$")
+        run_as(db, bob, sql)
+        with admin(db) as su:
+            su.execute("SELECT * FROM optidb.scan()")
+            assert warm_pids(su) == [pid], "the test needs the same warm worker"
+            refused = errors(su, "b.f(v)")
+        assert refused, "the redefined function was not refused"
+        assert all("MALLORY RAN" not in e for e in refused), refused
+        assert any(f"owned by {mallory}" in e for e in refused), refused
+    finally:
+        with connect(db) as su:
+            su.execute("DROP FUNCTION IF EXISTS b.f(int)")
+        with connect("postgres") as su:
+            su.execute(f'DROP ROLE IF EXISTS "{mallory}"')
