@@ -124,35 +124,35 @@ pub fn worth_planning(statements: &[(i64, bool)], budget: usize) -> Vec<usize> {
         })
         .collect();
     let mut tenants = tenants_of(&ids);
-    let tenants: Vec<Option<(String, String)>> = ids.iter().map(|id| tenants.remove(id)).collect();
+    let tenants: Vec<Option<(String, Option<String>)>> =
+        ids.iter().map(|id| tenants.remove(id)).collect();
     let members: Vec<plan_targets::Member> = tenants
         .iter()
-        .map(|t| t.as_ref().map(|(k, s)| (k.as_str(), s.as_str())))
+        .map(|t| t.as_ref().map(|(k, s)| (k.as_str(), s.as_deref())))
         .collect();
     plan_targets::choose_with_families(&loads, &members, budget)
 }
 
 /// The tenant family of each of these statements that has one: (key, tenant). A family is the
 /// same text in the same database (so each of its statements is another role's) whose latest
-/// samples resolved in two or more search_paths; a tenant is named by its search_path, or by
-/// its role when no sample says where it ran (it is still planned as its own statement).
-fn tenants_of(ids: &[i64]) -> std::collections::HashMap<i64, (String, String)> {
+/// samples resolved in two or more search_paths; a tenant is named by its search_path (None
+/// when no sample says where it ran).
+fn tenants_of(ids: &[i64]) -> std::collections::HashMap<i64, (String, Option<String>)> {
     crate::postgres::rows::select(
         "tenant families",
         "WITH s AS ( \
              SELECT q.id, q.fingerprint || ':' || q.dbid::text AS key, \
                     (SELECT x.search_path FROM optidb.sample x \
                      WHERE x.query_id = q.id AND x.search_path IS NOT NULL \
-                     ORDER BY x.started_at DESC LIMIT 1) AS path, \
-                    pg_catalog.pg_get_userbyid(q.userid)::text AS role \
+                     ORDER BY x.started_at DESC LIMIT 1) AS path \
              FROM optidb.query q WHERE q.id = ANY ($1)) \
-         SELECT id, key, coalesce(path, role, id::text) AS tenant FROM s \
+         SELECT id, key, path FROM s \
          WHERE key IN (SELECT key FROM s GROUP BY key HAVING count(DISTINCT path) > 1)",
         &[ids.to_vec().into()],
         |row| {
             (
                 row.get::<i64>("id"),
-                (row.get::<String>("key"), row.get::<String>("tenant")),
+                (row.get::<String>("key"), row.opt::<String>("path")),
             )
         },
     )

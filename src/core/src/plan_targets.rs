@@ -91,8 +91,10 @@ fn rank(loads: &[Load], total_ms: f64, total_calls: i64) -> Vec<usize> {
 }
 
 /// A statement's tenant family, when it has one: its key (the same text in the same
-/// database) and the tenant it stands for (its schema, which orders the sample).
-pub type Member<'a> = Option<(&'a str, &'a str)>;
+/// database) and the tenant it stands for (its schema, which orders the sample), None when
+/// unknown (no sample says where it ran): such a statement adds its load to the family but is
+/// not in its sample, as it could not be replayed where it ran.
+pub type Member<'a> = Option<(&'a str, Option<&'a str>)>;
 
 /// As `choose`, with tenant families (`members[i]` is statement i's; a key shared by one
 /// statement only is no family): each family is one more candidate, weighed by its statements'
@@ -124,15 +126,14 @@ pub fn choose_with_families(loads: &[Load], members: &[Member], budget: usize) -
         let sample = match c.checked_sub(loads.len()) {
             None => vec![c],
             Some(f) => {
-                let plannable: Vec<usize> = families[f]
+                let (plannable, tenants): (Vec<usize>, Vec<(Option<&str>, &str)>) = families[f]
                     .iter()
-                    .copied()
-                    .filter(|&i| loads[i].plannable)
-                    .collect();
-                let tenants: Vec<(Option<&str>, &str)> = plannable
-                    .iter()
-                    .map(|&i| members[i].map_or((None, ""), |(k, s)| (Some(k), s)))
-                    .collect();
+                    .filter(|&&i| loads[i].plannable)
+                    .filter_map(|&i| match members[i] {
+                        Some((key, Some(tenant))) => Some((i, (Some(key), tenant))),
+                        _ => None,
+                    })
+                    .unzip();
                 let keep = tenant::sampled(&tenants);
                 plannable
                     .into_iter()
@@ -239,7 +240,10 @@ mod tests {
         let schemas: Vec<String> = (0..1000).map(|i| format!("t{i:04}")).collect();
         let mut loads: Vec<Load> = (0..1000).map(|_| load(1.0, 1)).collect();
         loads.push(load(100.0, 10));
-        let mut members: Vec<Member> = schemas.iter().map(|s| Some(("fp", s.as_str()))).collect();
+        let mut members: Vec<Member> = schemas
+            .iter()
+            .map(|s| Some(("fp", Some(s.as_str()))))
+            .collect();
         members.push(None);
         assert_eq!(choose(&loads, 10), vec![1000]);
         // The family (91% of the time) first: its first, middle and last tenant by name.
@@ -260,10 +264,10 @@ mod tests {
         ];
         // Statements 0 and 2 share a key (the family, 60%, first); statement 3's is its own.
         let members = [
-            Some(("a", "s1")),
+            Some(("a", Some("s1"))),
             None,
-            Some(("a", "s2")),
-            Some(("b", "s3")),
+            Some(("a", Some("s2"))),
+            Some(("b", Some("s3"))),
         ];
         assert_eq!(choose_with_families(&loads, &members, 10), vec![0, 2, 1]);
         // The family took one slot, with both its tenants.
@@ -271,5 +275,8 @@ mod tests {
         // Without families, the same choice as choose().
         let none = [None; 4];
         assert_eq!(choose_with_families(&loads, &none, 10), choose(&loads, 10));
+        // A tenant nothing says where it ran weighs in but is not planned for the family.
+        let unknown = [Some(("a", None)), None, Some(("a", Some("s2"))), None];
+        assert_eq!(choose_with_families(&loads, &unknown, 1), vec![2]);
     }
 }
