@@ -20,7 +20,9 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use std::collections::HashMap;
 
-/// Statements the advisor looks at: the top by total time (failed executions' time included).
+/// Statements the advisor looks at: the top by total time (failed executions' time included),
+/// planned ones first (a tenant family's sample is planned for the family, whatever each
+/// tenant's own time).
 const STATEMENTS: i64 = 200;
 /// Simulated improvement an index must reach on some affected statement to be shown.
 const SHOW_THRESHOLD_PCT: f64 = 10.0;
@@ -271,7 +273,7 @@ fn load_statements() -> Vec<Statement> {
          LEFT JOIN LATERAL (SELECT facts FROM optidb.plan \
                             WHERE query_id = q.id AND plan_json IS NOT NULL AND basis \
                             ORDER BY captured_at DESC, id DESC LIMIT 1) p ON true \
-         ORDER BY t.total_ms DESC LIMIT $1",
+         ORDER BY p.facts IS NOT NULL DESC, t.total_ms DESC LIMIT $1",
         &[STATEMENTS.into()],
         |row| Statement {
             query_id: row.get("query_id"),

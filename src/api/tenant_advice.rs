@@ -4,9 +4,11 @@
 //! serves (the same text, whichever role ran it) and the structural signature of its table
 //! (column names, types, NOT NULL and collations in column order, and the relation kind), so a
 //! tenant whose table differs is never folded in. A family is simulated on a sample of its
-//! tenants (optidb_core::tenant). `optidb.tenant_advice()` shows each family of two or more
-//! schemas once, with the script that creates the index in each schema lacking it and the
-//! schemas that already have it; recommend() keeps one row per schema (each with its rec_id).
+//! tenants (optidb_core::tenant), and scan() plans it as one statement on a sample of its
+//! tenants (optidb_core::plan_targets). `optidb.tenant_advice()` shows each family of two or
+//! more schemas once, with the script that creates the index in each schema lacking it (those
+//! with advice, and those where the family's statements ran unplanned) and the schemas that
+//! already have it; recommend() keeps one row per advised schema (each with its rec_id).
 
 use crate::postgres::own_work;
 use crate::postgres::rows;
@@ -105,15 +107,13 @@ WITH r AS (
     SELECT r.*, r.schemaname::text AS schema_name, r.evidence->'tenant_family'->>'key' AS family
     FROM optidb.recommendation r
     WHERE r.status = 'open' AND r.evidence->'tenant_family'->>'key' IS NOT NULL),
--- Families of two or more schemas among the advice the caller may see (RLS on each table).
-m AS (SELECT * FROM r WHERE family IN (SELECT family FROM r GROUP BY family HAVING count(*) > 1)),
 -- Other schemas where the family's statements (the same text, any role the caller may see)
--- ran against a table of the same definition that already has an index on these columns:
--- first each family's statement texts, then the distinct tables their samples used.
+-- ran against a table of the same definition: first each family's statement texts, then the
+-- distinct tables their samples used.
 texts AS (
-    SELECT DISTINCT m.family, q.fingerprint, q.dbid, m.tablename, m.columns,
-           m.evidence->'tenant_family'->>'signature' AS signature
-    FROM m JOIN optidb.query q ON q.id = ANY (m.query_ids)),
+    SELECT DISTINCT r.family, q.fingerprint, q.dbid, r.tablename, r.columns,
+           r.evidence->'tenant_family'->>'signature' AS signature
+    FROM r JOIN optidb.query q ON q.id = ANY (r.query_ids)),
 seen AS (
     SELECT DISTINCT t.family, t.columns, t.signature, c.oid AS rel, n.nspname::text AS schema_name
     FROM texts t
@@ -121,17 +121,36 @@ seen AS (
     JOIN optidb.sample s ON s.query_id = q.id
     JOIN pg_catalog.pg_class c ON c.oid = ANY (s.relation_oids) AND c.relname = t.tablename
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace),
-indexed AS (
-    SELECT DISTINCT v.family, v.schema_name
-    FROM seen v
-    WHERE NOT EXISTS (SELECT FROM m WHERE m.family = v.family AND m.schema_name = v.schema_name)
-      AND {sig} = v.signature
-      AND EXISTS (
+others AS (
+    SELECT v.family, v.schema_name, pg_catalog.bool_or(EXISTS (
           SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = v.rel AND i.indpred IS NULL
             AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord)
                  FROM pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = v.rel AND a.attnum = k.attnum
-                 WHERE k.ord <= pg_catalog.cardinality(v.columns)) = v.columns)),
+                 WHERE k.ord <= pg_catalog.cardinality(v.columns)) = v.columns)) AS has_index
+    FROM seen v
+    WHERE NOT EXISTS (SELECT FROM r WHERE r.family = v.family AND r.schema_name = v.schema_name)
+      AND {sig} = v.signature
+    GROUP BY v.family, v.schema_name),
+indexed AS (SELECT family, schema_name FROM others WHERE has_index),
+-- Tenants lacking the index whose own statements were not planned (a family is planned on a
+-- sample of its tenants): the family's index statement, for their schema.
+unplanned AS (
+    SELECT DISTINCT ON (o.family, o.schema_name) o.family, o.schema_name,
+           pg_catalog.replace(t.ddl,
+               pg_catalog.quote_ident(t.schema_name) || '.' || pg_catalog.quote_ident(t.tablename),
+               pg_catalog.quote_ident(o.schema_name) || '.' || pg_catalog.quote_ident(t.tablename))
+               AS ddl
+    FROM others o JOIN r t ON t.family = o.family
+    WHERE NOT o.has_index
+    ORDER BY o.family, o.schema_name, t.schema_name),
+lack AS (
+    SELECT family, schema_name, ddl FROM r
+    UNION ALL
+    SELECT family, schema_name, ddl FROM unplanned),
+-- Families of two or more schemas among the advice and tenants the caller may see (RLS).
+m AS (SELECT * FROM r
+      WHERE family IN (SELECT family FROM lack GROUP BY family HAVING count(*) > 1)),
 -- The tenants this scan simulated, with their latest successful simulation.
 sim AS (
     SELECT m.family, m.id, m.schema_name, x.before_cost, x.after_cost, x.improvement_pct
@@ -140,14 +159,16 @@ sim AS (
         WHERE rec_id = m.id AND error IS NULL ORDER BY ran_at DESC LIMIT 1) x)
 SELECT m.family, pg_catalog.min(m.kind) AS kind, pg_catalog.min(m.tablename::text) AS table_name,
        (SELECT m4.columns FROM m m4 WHERE m4.family = m.family LIMIT 1) AS columns,
-       pg_catalog.count(*)::int4 AS lacking,
+       (SELECT pg_catalog.count(*) FROM lack l WHERE l.family = m.family)::int4 AS lacking,
        coalesce((SELECT pg_catalog.count(*) FROM indexed i WHERE i.family = m.family), 0)::int4
            AS already_indexed,
-       pg_catalog.array_agg(m.schema_name ORDER BY m.schema_name) AS schemas,
+       (SELECT pg_catalog.array_agg(l.schema_name ORDER BY l.schema_name)
+        FROM lack l WHERE l.family = m.family) AS schemas,
        coalesce((SELECT pg_catalog.array_agg(i.schema_name ORDER BY i.schema_name)
                  FROM indexed i WHERE i.family = m.family), '{{}}') AS indexed_schemas,
-       pg_catalog.string_agg(pg_catalog.rtrim(m.ddl, ';') || ';', E'\\n' ORDER BY m.schema_name)
-           AS script,
+       (SELECT pg_catalog.string_agg(pg_catalog.rtrim(l.ddl, ';') || ';', E'\\n'
+                                     ORDER BY l.schema_name)
+        FROM lack l WHERE l.family = m.family) AS script,
        pg_catalog.array_agg(m.id ORDER BY m.schema_name) AS rec_ids,
        (SELECT pg_catalog.array_agg(DISTINCT x.q ORDER BY x.q)
         FROM m m3, pg_catalog.unnest(m3.query_ids) x(q) WHERE m3.family = m.family) AS query_ids,
@@ -164,7 +185,7 @@ SELECT m.family, pg_catalog.min(m.kind) AS kind, pg_catalog.min(m.tablename::tex
            'sample_size', {sample}) AS evidence
 FROM m
 GROUP BY m.family
-ORDER BY pg_catalog.count(*) DESC, saving_ms_per_hour DESC NULLS LAST, m.family",
+ORDER BY lacking DESC, saving_ms_per_hour DESC NULLS LAST, m.family",
         sig = signature_sql("v.rel"),
         sample = tenant::SAMPLE_SIZE,
     )

@@ -80,8 +80,9 @@ pub fn plannable(query_id: i64, raw_sql: &str) -> bool {
     planned_text(&target).is_some()
 }
 
-/// Which of these statements (query_id, plannable) to plan, at most `budget`, most important
-/// first: indexes into `statements` (optidb_core::plan_targets). Their loads come from the
+/// Which of these statements (query_id, plannable) to plan, at most `budget` targets (a tenant
+/// family is one, planned on a sample of its tenants), most important first: indexes into
+/// `statements` (optidb_core::plan_targets). Their loads come from the
 /// stored history (optidb.metric for completed executions, optidb.latency for failures), so
 /// a statement counts with everything optidb kept of it, not only this scan's interval.
 pub fn worth_planning(statements: &[(i64, bool)], budget: usize) -> Vec<usize> {
@@ -100,7 +101,7 @@ pub fn worth_planning(statements: &[(i64, bool)], budget: usize) -> Vec<usize> {
          LEFT JOIN (SELECT query_id, sum(errors)::int8 AS errors \
                     FROM optidb.latency WHERE query_id = ANY ($1) GROUP BY query_id) l \
                 ON l.query_id = i.id",
-        &[ids.into()],
+        &[ids.clone().into()],
         |row| {
             (
                 row.get::<i64>("id"),
@@ -122,7 +123,41 @@ pub fn worth_planning(statements: &[(i64, bool)], budget: usize) -> Vec<usize> {
             }
         })
         .collect();
-    plan_targets::choose(&loads, budget)
+    let mut tenants = tenants_of(&ids);
+    let tenants: Vec<Option<(String, Option<String>)>> =
+        ids.iter().map(|id| tenants.remove(id)).collect();
+    let members: Vec<plan_targets::Member> = tenants
+        .iter()
+        .map(|t| t.as_ref().map(|(k, s)| (k.as_str(), s.as_deref())))
+        .collect();
+    plan_targets::choose_with_families(&loads, &members, budget)
+}
+
+/// The tenant family of each of these statements that has one: (key, tenant). A family is the
+/// same text in the same database (so each of its statements is another role's) whose latest
+/// samples resolved in two or more search_paths; a tenant is named by its search_path (None
+/// when no sample says where it ran).
+fn tenants_of(ids: &[i64]) -> std::collections::HashMap<i64, (String, Option<String>)> {
+    crate::postgres::rows::select(
+        "tenant families",
+        "WITH s AS ( \
+             SELECT q.id, q.fingerprint || ':' || q.dbid::text AS key, \
+                    (SELECT x.search_path FROM optidb.sample x \
+                     WHERE x.query_id = q.id AND x.search_path IS NOT NULL \
+                     ORDER BY x.started_at DESC LIMIT 1) AS path \
+             FROM optidb.query q WHERE q.id = ANY ($1)) \
+         SELECT id, key, path FROM s \
+         WHERE key IN (SELECT key FROM s GROUP BY key HAVING count(DISTINCT path) > 1)",
+        &[ids.to_vec().into()],
+        |row| {
+            (
+                row.get::<i64>("id"),
+                (row.get::<String>("key"), row.opt::<String>("path")),
+            )
+        },
+    )
+    .into_iter()
+    .collect()
 }
 
 /// Capture the plans of these statements (skipping those that cannot be EXPLAINed). Returns

@@ -194,3 +194,71 @@ def test_a_reader_sees_only_the_tenants_of_statements_it_may_see(tenants):
         # Tenants it may not see are neither listed nor counted as indexed.
         assert rows[0][2] == 0 and rows[0][3] == []
         assert HOSTILE not in rows[0][4] and "umbrella" not in rows[0][4]
+
+
+MANY = 30
+
+
+@pytest.fixture(scope="module")
+def many_tenants():
+    """MANY tenants, each with a role whose search_path is its own schema, all running the same
+    statement: each is 1/MANY of the workload, and optidb.explain_top_k = 5 plans fewer
+    statements than there are tenants."""
+    tag = uuid.uuid4().hex[:6]
+    schemas = [f"tenant_{i:02d}" for i in range(MANY)]
+    role_of = {s: f"{s}_{tag}" for s in schemas}
+    adm = f"adm_many_{tag}"
+    with connect("postgres") as su:
+        for r in role_of.values():
+            su.execute(f"CREATE ROLE {r} LOGIN")
+        su.execute(f"CREATE ROLE {adm} LOGIN IN ROLE optidb_admin")
+    try:
+        with new_database(extensions=("pg_stat_statements", "hypopg", "optidb")) as db:
+            with connect(db) as su:
+                for s, r in role_of.items():
+                    su.execute(
+                        f"CREATE SCHEMA {s};"
+                        f"CREATE TABLE {s}.ticket (id int PRIMARY KEY, owner_id int NOT NULL, "
+                        f"body text);"
+                        f"INSERT INTO {s}.ticket SELECT g, 1 + g % 5000, repeat('t', 60) "
+                        f"FROM generate_series(1, 30000) g;"
+                        f"GRANT USAGE ON SCHEMA {s} TO {r};"
+                        f"GRANT SELECT ON {s}.ticket TO {r};"
+                        f'ALTER ROLE {r} IN DATABASE "{db}" SET search_path = {s}')
+                su.execute("VACUUM ANALYZE")
+                su.execute("SELECT pg_stat_statements_reset()")
+            for s, r in role_of.items():
+                with connect(db, user=r) as c:
+                    for i in range(1, 4):
+                        c.execute(QUERY, (i * 1001,))
+            with connect(db, user=adm) as a:
+                a.execute("SET optidb.explain_top_k = 5")
+                a.execute("SELECT * FROM optidb.scan()")
+                yield db, a, role_of
+    finally:
+        with connect("postgres") as su:
+            for r in list(role_of.values()) + [adm]:
+                su.execute(f"DROP ROLE IF EXISTS {r}")
+
+
+def test_a_family_of_many_tenants_is_planned_once_and_lists_every_tenant(many_tenants):
+    _, adm, role_of = many_tenants
+    rows = families(adm)
+    assert len(rows) == 1, rows
+    schemas, lacking, already, _, script, rec_ids, improvement, evidence = rows[0]
+    assert (sorted(schemas), lacking, already) == (sorted(role_of), MANY, 0)
+    # One index statement per tenant, each naming its own schema once.
+    statements = script.split("\n")
+    assert len(statements) == MANY, script
+    for s in role_of:
+        assert sum(f"{s}.ticket" in line for line in statements) == 1, (s, script)
+    # Planned on a sample, not per tenant: the budget of 5 is not 30 plans.
+    assert 2 <= len(rec_ids) <= 5 + 3, rec_ids
+    assert len(evidence["simulated"]) == 3 and improvement > 50, evidence
+    # Each planned tenant's advice rests on its own role's statement (its own search_path),
+    # never on another tenant's.
+    owners = adm.execute(
+        "SELECT r.schemaname::text, pg_get_userbyid(q.userid)::text "
+        "FROM optidb.recommendation r JOIN optidb.query q ON q.id = ANY (r.query_ids) "
+        "WHERE r.id = ANY (%s)", (rec_ids,)).fetchall()
+    assert owners and all(role_of[schema] == role for schema, role in owners), owners

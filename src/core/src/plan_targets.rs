@@ -21,7 +21,15 @@
 //! that keeps hitting a unique violation is not worth a slow query's slot). Ties keep the
 //! caller's order. Statements that cannot be planned (utility statements) count towards the
 //! workload's totals but never take a slot.
+//!
+//! Tenant families (issue 27): the same statement text run by many tenants, each resolving to
+//! its own schema, is one statement of the workload split into tenants' shares (0.01% each at
+//! 1,000 tenants, so none would qualify). A family is also one target weighed by its tenants'
+//! summed loads; choosing it plans a sample of its tenants (optidb_core::tenant), each still
+//! as its own statement (its owner, its search_path). A tenant that matters on its own keeps
+//! its own slot.
 
+use crate::tenant;
 use std::cmp::Ordering;
 
 /// Share of the workload's execution time that makes a statement worth planning.
@@ -60,6 +68,14 @@ fn qualifies(load: &Load, (time, calls): (f64, f64)) -> bool {
 pub fn choose(loads: &[Load], budget: usize) -> Vec<usize> {
     let total_ms: f64 = loads.iter().map(|l| l.time_ms.max(0.0)).sum();
     let total_calls: i64 = loads.iter().map(|l| l.calls.max(0)).sum();
+    rank(loads, total_ms, total_calls)
+        .into_iter()
+        .take(budget)
+        .collect()
+}
+
+/// Indexes of the loads that qualify against these totals, most important first.
+fn rank(loads: &[Load], total_ms: f64, total_calls: i64) -> Vec<usize> {
     let mut chosen: Vec<(usize, f64)> = loads
         .iter()
         .enumerate()
@@ -71,7 +87,69 @@ pub fn choose(loads: &[Load], budget: usize) -> Vec<usize> {
         .collect();
     // Stable: equal weights keep the caller's order.
     chosen.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
-    chosen.into_iter().take(budget).map(|(i, _)| i).collect()
+    chosen.into_iter().map(|(i, _)| i).collect()
+}
+
+/// A statement's tenant family, when it has one: its key (the same text in the same
+/// database) and the tenant it stands for (its schema, which orders the sample), None when
+/// unknown (no sample says where it ran): such a statement adds its load to the family but is
+/// not in its sample, as it could not be replayed where it ran.
+pub type Member<'a> = Option<(&'a str, Option<&'a str>)>;
+
+/// As `choose`, with tenant families (`members[i]` is statement i's; a key shared by one
+/// statement only is no family): each family is one more candidate, weighed by its statements'
+/// summed loads, that takes one slot and plans a sample of its plannable tenants.
+pub fn choose_with_families(loads: &[Load], members: &[Member], budget: usize) -> Vec<usize> {
+    let mut families: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, m) in members.iter().enumerate() {
+        if let Some((key, _)) = m {
+            families.entry(key).or_default().push(i);
+        }
+    }
+    families.retain(|_, f| f.len() > 1);
+    let families: Vec<Vec<usize>> = families.into_values().collect();
+    // The families follow the statements: `choose` weighs them against the same totals.
+    let summed = families.iter().map(|f| Load {
+        time_ms: f.iter().map(|&i| loads[i].time_ms.max(0.0)).sum(),
+        calls: f.iter().map(|&i| loads[i].calls.max(0)).sum(),
+        failures: f.iter().map(|&i| loads[i].failures.max(0)).sum(),
+        plannable: f.iter().any(|&i| loads[i].plannable),
+    });
+    let candidates: Vec<Load> = loads.iter().cloned().chain(summed).collect();
+    let total_ms: f64 = loads.iter().map(|l| l.time_ms.max(0.0)).sum();
+    let total_calls: i64 = loads.iter().map(|l| l.calls.max(0)).sum();
+    let mut chosen = Vec::new();
+    for c in rank(&candidates, total_ms, total_calls)
+        .into_iter()
+        .take(budget)
+    {
+        let sample = match c.checked_sub(loads.len()) {
+            None => vec![c],
+            Some(f) => {
+                let (plannable, tenants): (Vec<usize>, Vec<(Option<&str>, &str)>) = families[f]
+                    .iter()
+                    .filter(|&&i| loads[i].plannable)
+                    .filter_map(|&i| match members[i] {
+                        Some((key, Some(tenant))) => Some((i, (Some(key), tenant))),
+                        _ => None,
+                    })
+                    .unzip();
+                let keep = tenant::sampled(&tenants);
+                plannable
+                    .into_iter()
+                    .zip(keep)
+                    .filter(|(_, k)| *k)
+                    .map(|(i, _)| i)
+                    .collect()
+            }
+        };
+        for i in sample {
+            if !chosen.contains(&i) {
+                chosen.push(i);
+            }
+        }
+    }
+    chosen
 }
 
 #[cfg(test)]
@@ -154,5 +232,51 @@ mod tests {
     fn an_empty_or_idle_workload_plans_nothing_but_its_failures() {
         assert!(choose(&[], 200).is_empty());
         assert!(choose(&[load(0.0, 0), load(0.0, 0)], 200).is_empty());
+    }
+
+    #[test]
+    fn a_family_of_negligible_tenants_is_one_target_planned_on_a_sample() {
+        // 1,000 tenants of one statement (0.09% of the time each) and one big statement.
+        let schemas: Vec<String> = (0..1000).map(|i| format!("t{i:04}")).collect();
+        let mut loads: Vec<Load> = (0..1000).map(|_| load(1.0, 1)).collect();
+        loads.push(load(100.0, 10));
+        let mut members: Vec<Member> = schemas
+            .iter()
+            .map(|s| Some(("fp", Some(s.as_str()))))
+            .collect();
+        members.push(None);
+        assert_eq!(choose(&loads, 10), vec![1000]);
+        // The family (91% of the time) first: its first, middle and last tenant by name.
+        assert_eq!(choose_with_families(&loads, &members, 1), vec![0, 499, 999]);
+        assert_eq!(
+            choose_with_families(&loads, &members, 2),
+            vec![0, 499, 999, 1000]
+        );
+    }
+
+    #[test]
+    fn tenants_that_matter_alone_keep_their_slot_and_lone_keys_are_no_family() {
+        let loads = vec![
+            load(500.0, 100),
+            load(400.0, 100),
+            load(100.0, 100),
+            load(1.0, 1), // 0.1% of the time, 0.3% of the calls
+        ];
+        // Statements 0 and 2 share a key (the family, 60%, first); statement 3's is its own.
+        let members = [
+            Some(("a", Some("s1"))),
+            None,
+            Some(("a", Some("s2"))),
+            Some(("b", Some("s3"))),
+        ];
+        assert_eq!(choose_with_families(&loads, &members, 10), vec![0, 2, 1]);
+        // The family took one slot, with both its tenants.
+        assert_eq!(choose_with_families(&loads, &members, 1), vec![0, 2]);
+        // Without families, the same choice as choose().
+        let none = [None; 4];
+        assert_eq!(choose_with_families(&loads, &none, 10), choose(&loads, 10));
+        // A tenant nothing says where it ran weighs in but is not planned for the family.
+        let unknown = [Some(("a", None)), None, Some(("a", Some("s2"))), None];
+        assert_eq!(choose_with_families(&loads, &unknown, 1), vec![2]);
     }
 }
