@@ -21,34 +21,20 @@
 #   RUNS=5 tests/bench/history_bench.sh
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
+. "$(dirname "$0")/lib.sh"
 runs=${RUNS:-5}
 db=optidb_history_bench
 base=optidb_history_bench_baseline
 workload=/tmp/optidb-history-bench-workload.sql
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 for d in "$db" "$base"; do
     pg -d postgres -qc "DROP DATABASE IF EXISTS $d WITH (FORCE)" -c "CREATE DATABASE $d"
     pg -d "$d" -q -c "CREATE EXTENSION pg_stat_statements" -c "CREATE EXTENSION optidb"
 done
-pg -d "$db" -q <<'SQL'
-DO $$
-BEGIN
-    FOR t IN 0..124 LOOP
-        EXECUTE format('CREATE TABLE b_%s AS SELECT %s FROM generate_series(1, 10) g',
-                       chr(97 + t / 26) || chr(97 + t % 26),
-                       (SELECT string_agg(format('g AS c%s', c), ', ') FROM generate_series(0, 39) c));
-    END LOOP;
-END $$;
-SQL
+make_column_tables "$db" 125 10
 # 5,000 distinct statements: one column of one table each (names differ in letters:
 # fingerprints ignore digits of names).
-letters=({a..z})
-for t in $(seq 0 124); do
-    for c in $(seq 0 39); do
-        echo "SELECT c$c FROM b_${letters[t / 26]}${letters[t % 26]} WHERE c$c = $((t + c));"
-    done
-done >"$workload"
+write_column_workload 125 "$workload"
 head -100 "$workload" >"$workload.100"
 chmod a+r "$workload" "$workload.100"
 pg -d "$db" -qAt -c "SELECT pg_stat_statements_reset()" >/dev/null
@@ -91,25 +77,8 @@ SELECT count(*) FROM optidb.refresh();
 SQL
 
 log "generating the baseline (report_bench.sh's layout)"
+insert_report_history "$base"
 pg -d "$base" -q <<'SQL'
-INSERT INTO optidb.query (fingerprint, userid, dbid, kind, raw_sql, norm_sql)
-SELECT 'bench' || g, 10, 1, 'select', 'SELECT * FROM t' || g || ' WHERE id = 1',
-       'SELECT * FROM t' || g || ' WHERE id = $1' FROM generate_series(1, 5000) g;
-INSERT INTO optidb.metric (query_id, captured_at, calls, total_ms, mean_ms, rows, shared_blks_hit,
-                           shared_blks_read, temp_blks_read, temp_blks_written)
-SELECT q.id, date_trunc('hour', now()) - h * interval '1 hour', 60, 60 * (1 + q.id % 50),
-       1 + q.id % 50, 60, 600, 6, 0, 0
-FROM optidb.query q, generate_series(0, 719) h;
-INSERT INTO optidb.latency (query_id, captured_at, calls, errors, sum_us, min_us, max_us, buckets, counts)
-SELECT q.id, date_trunc('hour', now()) - h * interval '1 hour', 60, q.id % 2, 60 * 4000.0, 900.0,
-       25000.0, ARRAY(SELECT b FROM generate_series(350, 409, 6) b),
-       ARRAY(SELECT 6::int8 FROM generate_series(1, 10))
-FROM optidb.query q, generate_series(0, 719) h WHERE q.id % 50 = 49;
-INSERT INTO optidb.latency (query_id, captured_at, calls, errors, sum_us, min_us, max_us, buckets, counts)
-SELECT q.id, date_trunc('day', now()) - d * interval '1 day' + interval '1 minute', 1440, 0,
-       1440 * 2000.0, 500.0, 9000.0, ARRAY(SELECT b FROM generate_series(300, 359, 6) b),
-       ARRAY(SELECT 144::int8 FROM generate_series(1, 10))
-FROM optidb.query q, generate_series(0, 29) d WHERE q.id % 50 <> 49;
 ANALYZE optidb.metric;
 ANALYZE optidb.latency;
 SELECT count(*) FROM optidb.refresh();

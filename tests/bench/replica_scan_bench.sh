@@ -9,6 +9,7 @@
 #   RUNS=15 BENCH_PORT=56160 tests/bench/replica_scan_bench.sh
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
+. "$(dirname "$0")/lib.sh"
 runs=${RUNS:-15}
 port=${BENCH_PORT:-56160}
 sport=$((port + 1))
@@ -66,7 +67,6 @@ declare -A times
 for _ in $(seq 1 "$runs"); do
     for n in 0 1 2; do times[$n]+="$(pass "$n") "; done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 m0=$(echo "${times[0]}" | median)
 echo "snapshot(100), 100 statements per server, warm, $runs interleaved runs each"
 for n in 0 1 2; do

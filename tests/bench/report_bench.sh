@@ -10,31 +10,14 @@
 # (tests/scripts/cluster.sh start) and an installed release build.
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
+. "$(dirname "$0")/lib.sh"
 db=optidb_report_bench
 runs=${RUNS:-7}
 pg -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 log "generating history (a few minutes)"
+pg -d "$db" -q -c "CREATE EXTENSION pg_stat_statements" -c "CREATE EXTENSION optidb"
+insert_report_history "$db"
 pg -d "$db" -q <<'SQL'
-CREATE EXTENSION pg_stat_statements;
-CREATE EXTENSION optidb;
-INSERT INTO optidb.query (fingerprint, userid, dbid, kind, raw_sql, norm_sql)
-SELECT 'bench' || g, 10, 1, 'select', 'SELECT * FROM t' || g || ' WHERE id = 1',
-       'SELECT * FROM t' || g || ' WHERE id = $1' FROM generate_series(1, 5000) g;
-INSERT INTO optidb.metric (query_id, captured_at, calls, total_ms, mean_ms, rows, shared_blks_hit,
-                           shared_blks_read, temp_blks_read, temp_blks_written)
-SELECT q.id, date_trunc('hour', now()) - h * interval '1 hour', 60, 60 * (1 + q.id % 50),
-       1 + q.id % 50, 60, 600, 6, 0, 0
-FROM optidb.query q, generate_series(0, 719) h;
-INSERT INTO optidb.latency (query_id, captured_at, calls, errors, sum_us, min_us, max_us, buckets, counts)
-SELECT q.id, date_trunc('hour', now()) - h * interval '1 hour', 60, q.id % 2, 60 * 4000.0, 900.0,
-       25000.0, ARRAY(SELECT b FROM generate_series(350, 409, 6) b),
-       ARRAY(SELECT 6::int8 FROM generate_series(1, 10))
-FROM optidb.query q, generate_series(0, 719) h WHERE q.id % 50 = 49;
-INSERT INTO optidb.latency (query_id, captured_at, calls, errors, sum_us, min_us, max_us, buckets, counts)
-SELECT q.id, date_trunc('day', now()) - d * interval '1 day' + interval '1 minute', 1440, 0,
-       1440 * 2000.0, 500.0, 9000.0, ARRAY(SELECT b FROM generate_series(300, 359, 6) b),
-       ARRAY(SELECT 144::int8 FROM generate_series(1, 10))
-FROM optidb.query q, generate_series(0, 29) d WHERE q.id % 50 <> 49;
 INSERT INTO optidb.health_history (captured_at, item, value, status)
 SELECT now() - m * interval '5 minutes', i.item, random() * 100, 'ok'
 FROM generate_series(0, 8639) m,

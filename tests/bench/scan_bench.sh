@@ -8,6 +8,7 @@
 #   RUNS=15 tests/bench/scan_bench.sh
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
+. "$(dirname "$0")/lib.sh"
 runs=${RUNS:-15}
 owners=50
 
@@ -64,7 +65,6 @@ measure() {
     samples[$db/$workers]+=" $(pg -d "$db" -qAt -c "SET optidb.replay_workers = $workers" \
         -c "SET optidb.explain_top_k = 20" -c "SELECT round(elapsed_ms::numeric, 1) FROM optidb.scan(100)")"
 }
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 setup optidb_bench 1
 setup optidb_bench50 $owners

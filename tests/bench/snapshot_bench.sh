@@ -6,37 +6,20 @@
 #   RUNS=9 tests/bench/snapshot_bench.sh
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
+. "$(dirname "$0")/lib.sh"
 runs=${RUNS:-9}
 db=optidb_snapshot_bench
 workload=/tmp/optidb-snapshot-bench-workload.sql
 
 pg -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-pg -d "$db" -q <<'SQL'
-CREATE EXTENSION pg_stat_statements;
-CREATE EXTENSION optidb;
-DO $$
-BEGIN
-    FOR t IN 0..49 LOOP
-        EXECUTE format('CREATE TABLE b_%s AS SELECT %s FROM generate_series(1, 100) g',
-                       chr(97 + t / 26) || chr(97 + t % 26),
-                       (SELECT string_agg(format('g AS c%s', c), ', ') FROM generate_series(0, 39) c));
-    END LOOP;
-END $$;
-SQL
-# 2,000 distinct statements: one column of one table each. Table names differ in letters:
-# fingerprints ignore the digits of names (partitions), so b1 and b2 would be one statement.
-letters=({a..z})
-for t in $(seq 0 49); do
-    for c in $(seq 0 39); do
-        echo "SELECT c$c FROM b_${letters[t / 26]}${letters[t % 26]} WHERE c$c = $((t + c));"
-    done
-done >"$workload"
-chmod a+r "$workload"
+pg -d "$db" -q -c "CREATE EXTENSION pg_stat_statements" -c "CREATE EXTENSION optidb"
+make_column_tables "$db" 50 100
+# 2,000 distinct statements: one column of one table each.
+write_column_workload 50 "$workload"
 pg -d "$db" -qAt -c "SELECT pg_stat_statements_reset()" >/dev/null
 pg -d "$db" -q -o /dev/null -f "$workload"
 echo "entries in pg_stat_statements: $(pg -d "$db" -qAt -c "SELECT count(*) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()")"
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # Cold: every entry is new (parsed and filed once).
 echo "snapshot() cold: $(pg -d "$db" -qAt -c "SELECT round(elapsed_ms::numeric, 1) FROM optidb.snapshot()") ms"
 # Warm: a tenth of the statements ran again since the previous pass.
