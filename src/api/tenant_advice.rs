@@ -106,7 +106,10 @@ fn tenant_advice_sql() -> String {
 WITH r AS (
     SELECT r.*, r.schemaname::text AS schema_name, r.evidence->'tenant_family'->>'key' AS family
     FROM optidb.recommendation r
-    WHERE r.status = 'open' AND r.evidence->'tenant_family'->>'key' IS NOT NULL),
+    WHERE r.status = 'open' AND r.evidence->'tenant_family'->>'key' IS NOT NULL
+      -- A schema name with a control character (a newline) would break the script's one
+      -- statement per line, which DBAs split and run one by one: such a schema never joins.
+      AND r.schemaname::text !~ '[[:cntrl:]]'),
 -- Other schemas where the family's statements (the same text, any role the caller may see)
 -- ran against a table of the same definition: first each family's statement texts, then the
 -- distinct tables their samples used.
@@ -120,7 +123,8 @@ seen AS (
     JOIN optidb.query q ON q.fingerprint = t.fingerprint AND q.dbid = t.dbid
     JOIN optidb.sample s ON s.query_id = q.id
     JOIN pg_catalog.pg_class c ON c.oid = ANY (s.relation_oids) AND c.relname = t.tablename
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace),
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname::text !~ '[[:cntrl:]]'),
 others AS (
     SELECT v.family, v.schema_name, pg_catalog.bool_or(EXISTS (
           SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = v.rel AND i.indpred IS NULL
