@@ -11,23 +11,16 @@ import uuid
 import pytest
 
 from conftest import connect, new_database
+from test_tenant_advice import QUERY, quote, ticket
 
 pytestmark = pytest.mark.hypopg
-
-QUERY = "SELECT id, body FROM ticket WHERE owner_id = %s"
-
-
-def ticket(s):
-    return (f"CREATE SCHEMA {s}; CREATE TABLE {s}.ticket (id int PRIMARY KEY, "
-            f"owner_id int NOT NULL, body text); INSERT INTO {s}.ticket SELECT g, "
-            f"1 + g % 20000, repeat('t', 60) FROM generate_series(1, 80000) g; ANALYZE {s}.ticket")
 
 
 def test_hostile_schema_name_cannot_add_a_statement_to_the_script():
     tag = uuid.uuid4().hex[:6]
     bob, mallory, adm = f"bob_{tag}", f"mallory_{tag}", f"adm_{tag}"
     evil = f"m\nALTER ROLE {mallory} SUPERUSER--"
-    quoted = '"' + evil.replace('"', '""') + '"'
+    quoted = quote(evil)
     with connect("postgres") as su:
         su.execute(f"CREATE ROLE {bob} LOGIN")
         su.execute(f"CREATE ROLE {mallory} LOGIN")
@@ -40,8 +33,10 @@ def test_hostile_schema_name_cannot_add_a_statement_to_the_script():
             with connect(db, user=bob) as b:
                 for s in ("acme", "globex"):
                     b.execute(ticket(s))
+                    b.execute(f"ANALYZE {s}.ticket")
             with connect(db, user=mallory) as m:
-                m.execute(ticket(quoted))
+                m.execute(ticket(evil))
+                m.execute(f"ANALYZE {quoted}.ticket")
             with connect(db) as su:
                 su.execute("SELECT pg_stat_statements_reset()")
             with connect(db, user=bob) as b, connect(db, user=mallory) as m:
