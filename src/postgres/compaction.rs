@@ -35,16 +35,19 @@ pub fn compact(previous: Option<TimestampWithTimeZone>) -> i64 {
         .map(|(grain, age)| {
             TABLES_SQL
                 .iter()
-                .map(|sql| compact_table(sql, grain, age, previous))
+                .map(|(table, merge)| compact_table(table, merge, grain, age, previous))
                 .sum::<i64>()
         })
         .sum()
 }
 
-/// The rows of [lo, hi) merged per statement and `grain`, where hi is the start of the
-/// period `age` ago and lo that of the previous pass's; returns the rows written.
+/// The rows of `table` in [lo, hi) merged per statement and `grain` by `merge`, where hi is
+/// the start of the period `age` ago and lo that of the previous pass's; returns the rows
+/// written. Only periods with something to merge are rewritten (more than one row, or one not
+/// stamped with its period's start), so a second run changes nothing.
 fn compact_table(
-    sql: &str,
+    table: &str,
+    merge: &str,
     grain: &str,
     age: &str,
     previous: Option<TimestampWithTimeZone>,
@@ -55,32 +58,33 @@ fn compact_table(
             "WITH bounds AS ( \
                  SELECT pg_catalog.date_trunc($1, $3::timestamptz - $2::interval, 'UTC') AS lo, \
                         pg_catalog.date_trunc($1, pg_catalog.now() - $2::interval, 'UTC') AS hi), \
-             {sql}"
+             groups AS ( \
+                 SELECT h.query_id, pg_catalog.date_trunc($1, h.captured_at, 'UTC') AS period \
+                 FROM optidb.{table} h, bounds b \
+                 WHERE (b.lo IS NULL OR h.captured_at >= b.lo) AND h.captured_at < b.hi \
+                 GROUP BY 1, 2 \
+                 HAVING count(*) > 1 \
+                     OR bool_or(h.captured_at <> pg_catalog.date_trunc($1, h.captured_at, 'UTC'))), \
+             gone AS ( \
+                 DELETE FROM optidb.{table} h USING groups g, bounds b \
+                 WHERE h.query_id = g.query_id \
+                   AND (b.lo IS NULL OR h.captured_at >= b.lo) AND h.captured_at < b.hi \
+                   AND pg_catalog.date_trunc($1, h.captured_at, 'UTC') = g.period \
+                 RETURNING h.*, g.period), \
+             {merge}"
         ),
         &[grain.into(), age.into(), previous.into()],
     )
     .unwrap_or(0)
 }
 
-/// The part of each table's compaction (optidb.latency's, then optidb.metric's) after `bounds` (lo, hi; lo NULL: unbounded): the rows
-/// to merge (`gone`, deleted), their merged rows per statement and period (inserted), and the
-/// count of rows inserted. Only periods with something to merge are rewritten (more than one
-/// row, or one not stamped with its period's start), so a second run changes nothing.
-const TABLES_SQL: [&str; 2] = [
-    "groups AS ( \
-         SELECT l.query_id, pg_catalog.date_trunc($1, l.captured_at, 'UTC') AS period \
-         FROM optidb.latency l, bounds b \
-         WHERE (b.lo IS NULL OR l.captured_at >= b.lo) AND l.captured_at < b.hi \
-         GROUP BY 1, 2 \
-         HAVING count(*) > 1 \
-             OR bool_or(l.captured_at <> pg_catalog.date_trunc($1, l.captured_at, 'UTC'))), \
-     gone AS ( \
-         DELETE FROM optidb.latency l USING groups g, bounds b \
-         WHERE l.query_id = g.query_id \
-           AND (b.lo IS NULL OR l.captured_at >= b.lo) AND l.captured_at < b.hi \
-           AND pg_catalog.date_trunc($1, l.captured_at, 'UTC') = g.period \
-         RETURNING l.*, g.period), \
-     totals AS ( \
+/// Each history table and how its rows are merged: after `bounds` (lo, hi; lo NULL:
+/// unbounded) and `gone` (the rows to merge, deleted, with their period), the merged rows per
+/// statement and period (inserted) and the count of rows inserted.
+const TABLES_SQL: [(&str, &str); 2] = [
+    (
+        "latency",
+        "totals AS ( \
          SELECT query_id, period, sum(calls)::int8 AS calls, sum(errors)::int8 AS errors, \
                 sum(sum_us) AS sum_us, min(min_us) AS min_us, max(max_us) AS max_us, \
                 sum(failed_ms) AS failed_ms, sum(timeouts)::int8 AS timeouts, \
@@ -112,20 +116,10 @@ const TABLES_SQL: [&str; 2] = [
               LEFT JOIN hist h USING (query_id, period) \
          RETURNING 1) \
      SELECT count(*) FROM merged",
-    "groups AS ( \
-         SELECT m.query_id, pg_catalog.date_trunc($1, m.captured_at, 'UTC') AS period \
-         FROM optidb.metric m, bounds b \
-         WHERE (b.lo IS NULL OR m.captured_at >= b.lo) AND m.captured_at < b.hi \
-         GROUP BY 1, 2 \
-         HAVING count(*) > 1 \
-             OR bool_or(m.captured_at <> pg_catalog.date_trunc($1, m.captured_at, 'UTC'))), \
-     gone AS ( \
-         DELETE FROM optidb.metric m USING groups g, bounds b \
-         WHERE m.query_id = g.query_id \
-           AND (b.lo IS NULL OR m.captured_at >= b.lo) AND m.captured_at < b.hi \
-           AND pg_catalog.date_trunc($1, m.captured_at, 'UTC') = g.period \
-         RETURNING m.*, g.period), \
-     merged AS ( \
+    ),
+    (
+        "metric",
+        "merged AS ( \
          INSERT INTO optidb.metric (query_id, captured_at, calls, total_ms, mean_ms, rows, \
              shared_blks_hit, shared_blks_read, temp_blks_read, temp_blks_written) \
          SELECT query_id, period, sum(calls), sum(total_ms), \
@@ -135,4 +129,5 @@ const TABLES_SQL: [&str; 2] = [
          FROM gone GROUP BY query_id, period \
          RETURNING 1) \
      SELECT count(*) FROM merged",
+    ),
 ];
