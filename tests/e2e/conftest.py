@@ -15,6 +15,29 @@ PORT = int(os.environ.get("OPTIDB_PGPORT", "55433"))
 SOCKET = os.environ.get("OPTIDB_PGSOCKET", "/tmp")
 DEMO_DB = os.environ.get("OPTIDB_DB", "optidb_e2e_demo")
 
+# The preload order of every cluster a test starts with both libraries and no order of its own
+# (the e2e cluster's too: tests/scripts/env.sh reads the same variable). Every capability is
+# tested under both orders: CI runs 15 and 18 with pgss-first, 16 and 17 with optidb-first.
+PRELOAD_ORDERS = {"pgss-first": "pg_stat_statements,optidb",
+                  "optidb-first": "optidb,pg_stat_statements"}
+PRELOAD = PRELOAD_ORDERS[os.environ.get("OPTIDB_PRELOAD_ORDER") or "pgss-first"]
+
+# Clusters of a test's own use fixed ports (55434-55472) and data directories under /tmp;
+# a second run beside this one (another worktree) moves them: OPTIDB_E2E_PORT_SHIFT is added
+# to each such port, OPTIDB_E2E_OWN_DIR replaces /tmp.
+PORT_SHIFT = int(os.environ.get("OPTIDB_E2E_PORT_SHIFT") or 0)
+OWN_DIR = os.environ.get("OPTIDB_E2E_OWN_DIR") or "/tmp"
+
+
+def own_port(port):
+    """The port a test's own cluster listens on, for the fixed port the test names."""
+    return port + PORT_SHIFT
+
+
+def own_data(name):
+    """The data directory of the test's own cluster `name`."""
+    return f"{OWN_DIR}/optidb-{name}/data"
+
 
 def pytest_configure(config):
     # The other-major run (tests/scripts/test-major.sh) has no pg_cron: it deselects those
@@ -39,10 +62,13 @@ def connect(dbname, user="postgres", port=PORT, **kw):
 
 
 @contextlib.contextmanager
-def own_cluster(name, port, preload, conf=""):
-    """A cluster of the test's own (started by tests/scripts/cluster.sh) with this
-    shared_preload_libraries and extra postgresql.conf lines; stopped and removed afterwards."""
-    data = f"/tmp/optidb-{name}/data"
+def own_cluster(name, port, preload=PRELOAD, conf="", shift=True):
+    """A cluster of the test's own (started by tests/scripts/cluster.sh) on `own_port(port)`
+    (`port` itself with shift=False: one derived from the e2e cluster's) with this
+    shared_preload_libraries and extra postgresql.conf lines; stopped and removed afterwards.
+    Yields its port."""
+    data = own_data(name)
+    port = own_port(port) if shift else port
     subprocess.run(["rm", "-rf", os.path.dirname(data)], check=True)
     env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT=str(port), OPTIDB_PRELOAD=preload)
     script = os.path.join(ROOT, "tests/scripts/cluster.sh")

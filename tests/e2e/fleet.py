@@ -34,7 +34,7 @@ def primary_and_standby(name, primary_port, standby_port, standby_data, db, admi
                         preload=PRELOAD_ORDERS[0]):
     """Yields the primary's port once the standby accepts reads; `setup(su)` runs on the
     primary's database first (roles, schema, data: the standby gets them by the base backup)."""
-    with own_cluster(name, primary_port, preload, PRIMARY_CONF) as port:
+    with own_cluster(name, primary_port, preload, PRIMARY_CONF, shift=False) as port:
         with connect("postgres", port=port) as su:
             su.execute(f"CREATE DATABASE {db}")
         with connect(db, port=port) as su:

@@ -30,7 +30,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import HYPOPG, connect, new_database, own_cluster, scalar
+from conftest import HYPOPG, connect, new_database, own_cluster, own_data, scalar
 from conftest import wait_for as wait_until
 
 KEEP = 2
@@ -391,8 +391,8 @@ def test_the_worker_ends_within_seconds_on_sigterm_even_in_the_middle_of_a_job()
             "max_prepared_transactions = 2\n"
             "log_min_messages = log\n")
     name = "bounded-sigterm"
-    with own_cluster(name, SIGTERM_PORT, "pg_stat_statements,optidb", conf) as port:
-        data = f"/tmp/optidb-{name}/data"
+    with own_cluster(name, SIGTERM_PORT, conf=conf) as port:
+        data = own_data(name)
         with connect("postgres", port=port) as c:
             c.execute(f"CREATE DATABASE {SIGTERM_DB}")
         with connect(SIGTERM_DB, port=port) as c:

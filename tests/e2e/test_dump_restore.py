@@ -162,8 +162,7 @@ def source():
     tag = uuid.uuid4().hex[:6]
     roles = {k: f"{k}_{tag}" for k in ("app", "dev", "adm", "gone", "mallory")}
     db = f"shop_{tag}"
-    with own_cluster(f"dump-source-{SOURCE_PORT}", SOURCE_PORT,
-                     "pg_stat_statements,optidb") as port, \
+    with own_cluster(f"dump-source-{SOURCE_PORT}", SOURCE_PORT) as port, \
             tempfile.TemporaryDirectory() as tmp:
         oids = create_roles(port, [roles[k] for k in ("app", "dev", "adm", "gone", "mallory")])
         with connect("postgres", port=port) as su:
@@ -291,8 +290,7 @@ def second(source):
     history of WORKER_DB, which only the last test creates."""
     _, _, roles, oids, dump, held = source
     conf = f"optidb.database = '{WORKER_DB}'\noptidb.snapshot_interval = '1s'"
-    with own_cluster(f"dump-second-{SECOND_PORT}", SECOND_PORT, "pg_stat_statements,optidb",
-                     conf) as port:
+    with own_cluster(f"dump-second-{SECOND_PORT}", SECOND_PORT, conf=conf) as port:
         # One role more (it never ran anything), so the database gets the source's OID too, as
         # fresh clusters' first databases often do.
         here = create_roles(port, [roles[k] for k in ("mallory", "adm", "dev", "app")]

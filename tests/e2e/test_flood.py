@@ -49,7 +49,7 @@ FAILING = APP_STATEMENTS[-1]
 @pytest.fixture(scope="module")
 def track_all():
     """A cluster of this file's own, tracking nested statements too."""
-    with own_cluster("flood-track-all", 55462, "pg_stat_statements,optidb", TRACK_ALL) as port:
+    with own_cluster("flood-track-all", 55462, conf=TRACK_ALL) as port:
         yield port
 
 

@@ -16,7 +16,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from conftest import ROOT, SOCKET, connect, new_database, own_cluster, scalar
+from conftest import ROOT, SOCKET, connect, new_database, own_cluster, own_data, scalar
 
 ORDERS = {
     "pgss first": "pg_stat_statements,optidb",
@@ -152,7 +152,7 @@ def test_pg_stat_statements_buffer_figures_are_unchanged(cluster):
 
 def test_failures_are_counted_whatever_the_logging_settings():
     conf = "log_min_messages = fatal\nlog_min_error_statement = panic"
-    with own_cluster("hooks-quiet", 55441, "pg_stat_statements,optidb", conf) as port:
+    with own_cluster("hooks-quiet", 55441, conf=conf) as port:
         with new_database(port) as db, connect(db, port=port) as c:
             c.execute("CREATE TABLE u (id int PRIMARY KEY)")
             c.execute("INSERT INTO u VALUES (1)")
@@ -198,7 +198,7 @@ def test_failures_are_counted_whatever_the_logging_settings():
 
 
 def test_a_panic_or_error_in_the_bookkeeping_leaves_no_lock_held():
-    with own_cluster("hooks-faults", 55442, "pg_stat_statements,optidb") as port:
+    with own_cluster("hooks-faults", 55442) as port:
         with new_database(port) as db:
             with connect(db, port=port) as c:
                 c.execute("CREATE TABLE f AS SELECT g AS id FROM generate_series(1, 1000) g")
@@ -235,8 +235,8 @@ def test_a_panic_or_error_in_the_bookkeeping_leaves_no_lock_held():
 
 def test_a_burst_of_new_statements_evicts_in_batches_and_keeps_hot_ones():
     conf = "optidb.max_statements = 100\npg_stat_statements.max = 1000"
-    with own_cluster("hooks-evict", 55443, "pg_stat_statements,optidb", conf) as port:
-        log = "/tmp/optidb-hooks-evict/data/server.log"
+    with own_cluster("hooks-evict", 55443, conf=conf) as port:
+        log = os.path.join(own_data("hooks-evict"), "server.log")
         with new_database(port) as db, connect(db, port=port) as c:
             notices = []
             c.add_notice_handler(lambda d: notices.append(d.message_primary))
@@ -265,7 +265,7 @@ BEFORE_RESTART = ("SELECT sum(c.calls) FROM optidb.latency_counters() c "
 
 
 def test_settings_are_reserved_and_a_foreign_dump_is_ignored():
-    with own_cluster("hooks-misc", 55444, "pg_stat_statements,optidb") as port:
+    with own_cluster("hooks-misc", 55444) as port:
         with connect("postgres", port=port) as c:
             with pytest.raises(psycopg.errors.InvalidName):
                 c.execute("SET optidb.no_such_setting = 1")
@@ -274,7 +274,7 @@ def test_settings_are_reserved_and_a_foreign_dump_is_ignored():
             for i in range(3):
                 c.execute(f"SELECT {i} AS before_restart")
             assert scalar(c, BEFORE_RESTART) == 3
-        data = "/tmp/optidb-hooks-misc/data"
+        data = own_data("hooks-misc")
         env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT=str(port))
         script = os.path.join(ROOT, "tests/scripts/cluster.sh")
         subprocess.run(["bash", script, "stop"], env=env, check=True)

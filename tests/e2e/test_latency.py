@@ -10,11 +10,11 @@ import time
 import psycopg
 import pytest
 
-from conftest import connect, own_cluster, scalar
+from conftest import SOCKET, connect, own_cluster, own_data, own_port, scalar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The restart tests' own cluster (one at a time), away from the suite's server.
-RESTART_PORT = int(os.environ.get("OPTIDB_E2E_RESTART_PORT", "55434"))
+RESTART_PORT = own_port(int(os.environ.get("OPTIDB_E2E_RESTART_PORT", "55434")))
 
 
 def counters(conn, pattern):
@@ -231,14 +231,14 @@ def test_memory_view_reports_capacity(fresh_db):
 
 def test_counters_survive_clean_restart_and_recording_survives_a_crash():
     """Own cluster: restarts must not disturb the other tests' server."""
-    data = f"/tmp/optidb-restart-test-{RESTART_PORT}/data"
+    data = own_data(f"restart-test-{RESTART_PORT}")
     subprocess.run(["rm", "-rf", os.path.dirname(data)], check=True)
     env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT=str(RESTART_PORT))
     cluster = os.path.join(ROOT, "tests/scripts/cluster.sh")
     subprocess.run(["bash", cluster, "start"], env=env, check=True)
     try:
         def conn():
-            return psycopg.connect(host="/tmp", port=RESTART_PORT, user="postgres",
+            return psycopg.connect(host=SOCKET, port=RESTART_PORT, user="postgres",
                                    dbname="postgres", autocommit=True, prepare_threshold=None)
 
         def calls(c):
@@ -293,9 +293,9 @@ def test_a_counters_file_of_another_format_or_torn_is_refused_with_a_log_line():
     """The file a clean stop writes, altered while the server is down: the previous format
     version, then a torn body, then junk. Each start refuses it whole with a LOG line, deletes
     it and records afresh: no crash, no counters read at the wrong offsets."""
-    with own_cluster(f"restart-format-{RESTART_PORT}", RESTART_PORT,
-                     "pg_stat_statements,optidb") as port:
-        data = f"/tmp/optidb-restart-format-{RESTART_PORT}/data"
+    name = f"restart-format-{RESTART_PORT}"
+    with own_cluster(name, RESTART_PORT, shift=False) as port:
+        data = own_data(name)
         env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT=str(port))
         cluster = os.path.join(ROOT, "tests/scripts/cluster.sh")
         stat = os.path.join(data, "pg_stat", "optidb_latency.stat")

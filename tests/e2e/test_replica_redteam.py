@@ -10,11 +10,11 @@ optidb_admin, with USAGE on dblink_fdw: what it needs to set sources up itself).
 import psycopg
 import pytest
 
-from conftest import PORT, SOCKET, connect, scalar, wait_for
+from conftest import PORT, SOCKET, connect, scalar, own_data, wait_for
 from fleet import pg_ctl, primary_and_standby
 
 PRIMARY_PORT, STANDBY_PORT = PORT + 32, PORT + 33
-STANDBY_DATA = "/tmp/optidb-replica-redteam-standby/data"
+STANDBY_DATA = own_data("replica-redteam-standby")
 DB = "shop"
 APP, READER, ADMIN, MALLORY = "rt_app", "rt_reader", "rt_admin", "mallory"
 def standby(action):

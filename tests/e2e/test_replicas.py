@@ -12,12 +12,12 @@ import time
 import psycopg
 import pytest
 
-from conftest import PORT, connect, scalar, wait_for
+from conftest import PORT, connect, scalar, own_data, wait_for
 from fleet import PRELOAD_ORDERS, pg_ctl, primary_and_standby
 
 # The primary and the standby: ports of this test's own (the e2e cluster is PORT).
 PRIMARY_PORT, STANDBY_PORT = PORT + 30, PORT + 31
-STANDBY_DATA = "/tmp/optidb-replica-standby/data"
+STANDBY_DATA = own_data("replica-standby")
 DB = "shop"
 APP, READER, ADMIN = "replica_app", "replica_reader", "replica_admin"
 MONITOR = "replica_monitor"

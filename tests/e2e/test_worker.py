@@ -11,13 +11,13 @@ import time
 import psycopg
 import pytest
 
-from conftest import scalar, wait_for
+from conftest import PRELOAD, own_data, own_port, scalar, wait_for
 
 pytestmark = pytest.mark.pg_cron
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Another port (and data directory) when several worktrees run this beside each other.
-PORT = int(os.environ.get("OPTIDB_WORKER_TEST_PORT", "55436"))
+PORT = own_port(int(os.environ.get("OPTIDB_WORKER_TEST_PORT", "55436")))
 DB = "optidb_worker"
 PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 # How a server program runs as user postgres: OPTIDB_PG_RUN in a Debian chroot
@@ -28,13 +28,13 @@ AS_POSTGRES = os.environ.get("OPTIDB_PG_RUN", "runuser -u postgres --").split()
 
 @pytest.fixture(scope="module")
 def cluster():
-    data = f"/tmp/optidb-worker-test-{PORT}/data"
+    data = own_data(f"worker-test-{PORT}")
     subprocess.run(["rm", "-rf", os.path.dirname(data)], check=True)
     env = dict(os.environ, OPTIDB_PGDATA=data, OPTIDB_PGPORT=str(PORT))
     script = os.path.join(ROOT, "tests/scripts/cluster.sh")
     subprocess.run(["bash", script, "start"], env=env, check=True)
     with open(os.path.join(data, "postgresql.conf"), "a") as conf:
-        conf.write("shared_preload_libraries = 'pg_stat_statements,optidb,pg_cron'\n"
+        conf.write(f"shared_preload_libraries = '{PRELOAD},pg_cron'\n"
                    f"optidb.database = '{DB}'\n"
                    "optidb.snapshot_interval = '2s'\n"
                    "optidb.refresh_interval = '3s'\n"

@@ -2,10 +2,14 @@
 # Start or stop the project's own PostgreSQL cluster (run as user postgres, on its own port, with
 # pg_stat_statements and optidb preloaded, or OPTIDB_PRELOAD's list). Usage:
 # cluster.sh start|stop|restart|status
+# OPTIDB_PRELOAD_ORDER picks the order of the default list (env.sh): pgss-first (default,
+# 'pg_stat_statements,optidb') or optidb-first ('optidb,pg_stat_statements').
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
 init_cluster() {
+    local preload
+    preload=${OPTIDB_PRELOAD:-$(preload_list)}
     log "initdb $OPTIDB_PGDATA"
     mkdir -p "$(dirname "$OPTIDB_PGDATA")"
     chown postgres "$(dirname "$OPTIDB_PGDATA")"
@@ -15,7 +19,7 @@ init_cluster() {
 port = $OPTIDB_PGPORT
 listen_addresses = ''
 unix_socket_directories = '$OPTIDB_PGSOCKET'
-shared_preload_libraries = '${OPTIDB_PRELOAD:-pg_stat_statements,optidb}'
+shared_preload_libraries = '$preload'
 pg_stat_statements.max = 5000
 pg_stat_statements.track = top
 compute_query_id = on

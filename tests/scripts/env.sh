@@ -10,6 +10,17 @@ OPTIDB_PGSOCKET=${OPTIDB_PGSOCKET:-/tmp}
 OPTIDB_DB=${OPTIDB_DB:-optidb_demo}
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The two preload orders every capability is tested under (README, Tests): OPTIDB_PRELOAD_ORDER
+# pgss-first (default) or optidb-first. optidb's hooks run before or after pg_stat_statements'
+# depending on it; tests/e2e/conftest.py reads the same variable for the clusters tests start.
+preload_list() {
+    case "${OPTIDB_PRELOAD_ORDER:-pgss-first}" in
+    pgss-first) echo "pg_stat_statements,optidb" ;;
+    optidb-first) echo "optidb,pg_stat_statements" ;;
+    *) die "OPTIDB_PRELOAD_ORDER: pgss-first or optidb-first, not '$OPTIDB_PRELOAD_ORDER'" ;;
+    esac
+}
+
 log() { printf '\033[1;34m==> %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[1;31merror: %s\033[0m\n' "$*" >&2; exit 1; }
 

@@ -24,7 +24,8 @@
 # Settings (environment): OPTIDB_MAJORS_DIR (servers and build dirs, default /tmp/optidb-majors),
 #   OPTIDB_MAJORS_PGRX_DIR (cargo-pgrx's PGRX_HOME per major, default under OPTIDB_MAJORS_DIR),
 #   OPTIDB_PGRX_TEST_BASE_PORT (the #[pg_test] server listens on this + major, default pgrx's
-#   32200), OPTIDB_E2E_PGPORT/OPTIDB_E2E_PGDATA (the e2e cluster, see e2e.sh).
+#   32200), OPTIDB_E2E_PGPORT/OPTIDB_E2E_PGDATA (the e2e cluster, see e2e.sh),
+#   OPTIDB_PRELOAD_ORDER (pgss-first or optidb-first: the e2e clusters' preload order, env.sh).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$OPTIDB_ROOT"
@@ -158,6 +159,6 @@ e2e_result=$(grep -E '^[0-9]+ (passed|failed)|^=+ [0-9]+ passed' "$home/e2e.log"
 {
     echo "PostgreSQL $major ($("$pg_config" --version), hypopg $HYPOPG_VERSION): $((($(date +%s) - start))) s"
     echo "  #[pg_test]: ${pg_tests:-?} passed"
-    echo "  e2e ($scope): $e2e_result"
+    echo "  e2e ($scope; shared_preload_libraries = '$(preload_list)'): $e2e_result"
     echo "  deselected: $deselected"
 } | tee "$summary"
