@@ -220,7 +220,10 @@ CREATE TABLE optidb.scan_log (
     stage_errors   jsonb NOT NULL DEFAULT '[]',
     -- What the advised index set does to the workload (0.7.0; src/api/index_search.rs), NULL
     -- when no search ran (a snapshot; no hypopg).
-    advice         jsonb
+    advice         jsonb,
+    -- Failures whose text and search_path the shared-memory slots dropped since the previous
+    -- pass, per role name (0.7.0; src/postgres/latency/failed.rs): {"mallory": 412}; '{}' none.
+    failures_dropped jsonb NOT NULL DEFAULT '{}'
 );
 
 -- One row per materialized view refresh by optidb.refresh(). A refresh that failed (timed out,

@@ -18,6 +18,8 @@ ALTER TABLE optidb.recommendation ADD COLUMN saving_ms_per_hour double precision
     ADD COLUMN write_ms_per_hour double precision, ADD COLUMN rank integer,
     ADD COLUMN index_bytes bigint;
 ALTER TABLE optidb.scan_log ADD COLUMN advice jsonb;
+-- Failure slots shared fairly between roles: what each role had dropped since the previous pass.
+ALTER TABLE optidb.scan_log ADD COLUMN failures_dropped jsonb NOT NULL DEFAULT '{}';
 DROP FUNCTION optidb.recommend(bigint);
 -- It also takes a source (issue 26): the advice serving statements of that source.
 CREATE FUNCTION optidb.recommend("query_id" bigint DEFAULT NULL, "source" text DEFAULT NULL)

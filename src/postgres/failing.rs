@@ -34,6 +34,12 @@ pub fn drain() -> Vec<Failed> {
     failed::drain(dbid())
 }
 
+/// This database's failures that found no room in the shared-memory slots since the previous
+/// pass, per role (role 0: further roles together).
+pub fn drain_dropped() -> Vec<(u32, u64)> {
+    failed::drain_dropped(dbid())
+}
+
 /// A failed statement as the parser sees its text (None: no text, not a statement of the
 /// workload, or text the parser rejects: it cannot be filed without a pg_stat_statements
 /// entry).

@@ -22,6 +22,7 @@ pub mod report;
 pub mod schedule;
 pub mod search_path;
 pub mod selection;
+pub mod slot_share;
 pub mod statement;
 pub mod tenant;
 pub mod vocabulary;

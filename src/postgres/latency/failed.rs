@@ -9,18 +9,29 @@
 //! of a database drains that database's slots (src/postgres/ingest.rs), so the counts held
 //! are those since the previous one.
 //!
-//! A fixed number of slots under one LWLock. A full store keeps what costs the database most:
-//! a new statement takes the slot of the one whose failures took the least time in all, and is
-//! dropped when its own failure took less still (a flood of quick errors cannot push out a
-//! statement that keeps hitting statement_timeout). The latency table counts every failure
-//! anyway; what a dropped statement loses is its text until it fails again.
+//! A fixed number of slots under one LWLock; a statement's repeated failures share its slot
+//! (one per queryid, role and database). A full store is shared fairly between roles, then by
+//! cost (`place`): a statement of a role holding fewer slots than the role holding the most
+//! takes the cheapest slot of that role (so a role flooding the store with many distinct
+//! failing statements between two snapshots keeps at most an equal share once others fail
+//! too); within its own share, a new statement takes the slot whose failures took the least
+//! time in all, and is dropped when its own failure took less still (a flood of quick errors
+//! cannot push out a statement that keeps hitting statement_timeout). The latency table counts
+//! every failure anyway; what a dropped statement loses is its text until it fails again.
+//! What was dropped is counted per role and database (`drain_dropped`: the failures of an
+//! evicted slot, or the one failure that found no room), and each snapshot or scan stores it in
+//! optidb.scan_log.failures_dropped.
 
 use super::table::Key;
 use super::{lwlock, raw};
+use optidb_core::slot_share::{self, count_dropped, place, DropCount, Place};
 use pgrx::pg_sys;
 use std::cell::UnsafeCell;
 
-pub const SLOTS: usize = 64;
+pub const SLOTS: usize = slot_share::MAX_SLOTS;
+/// Roles (per database) whose dropped failures are counted apart between two drains; a
+/// database's further roles share one count under role 0.
+pub const DROP_COUNTS: usize = 64;
 /// Bytes of text kept; a longer statement keeps none (it could not be parsed or replayed).
 pub const TEXT_BYTES: usize = 4096;
 /// Schemas kept of the search_path; a longer one is not kept.
@@ -97,6 +108,8 @@ struct Store {
     lock: *mut pg_sys::LWLock,
     /// Only touched under the exclusive hold.
     slots: UnsafeCell<[SlotData; SLOTS]>,
+    /// Failures whose slot was taken or found none, per role; under the same hold.
+    dropped: UnsafeCell<[DropCount; DROP_COUNTS]>,
 }
 
 static mut STORE: *mut Store = std::ptr::null_mut();
@@ -151,12 +164,25 @@ pub fn record(key: Key, f: &Failure) {
     // the slots, and nothing below can raise.
     let _hold = unsafe { lwlock::Hold::exclusive(store.lock) };
     // SAFETY: the exclusive hold above.
-    let slots = unsafe { &mut *store.slots.get() };
+    let (slots, dropped) = unsafe { (&mut *store.slots.get(), &mut *store.dropped.get()) };
     let slot = match slots.iter().position(|s| s.used && s.key == key) {
         Some(i) => &mut slots[i],
         None => {
-            let Some(i) = free_or_cheapest(slots, f.elapsed_us) else {
-                return;
+            let held = |i: usize| {
+                let s = &slots[i];
+                s.used.then_some((s.key.userid, s.sum_us))
+            };
+            let i = match place(SLOTS, held, key.userid, f.elapsed_us) {
+                Place::Free(i) => i,
+                Place::Evict(i) => {
+                    let old = &slots[i];
+                    count_dropped(dropped, old.key.userid, old.key.dbid, old.failures);
+                    i
+                }
+                Place::Dropped => {
+                    count_dropped(dropped, key.userid, key.dbid, 1);
+                    return;
+                }
             };
             let s = &mut slots[i];
             *s = SlotData {
@@ -206,14 +232,22 @@ fn unused() -> SlotData {
     }
 }
 
-/// A free slot, else the slot whose failures took the least time in all, if that is less than
-/// the newcomer's `elapsed_us` (see the module comment).
-fn free_or_cheapest(slots: &[SlotData], elapsed_us: i64) -> Option<usize> {
-    if let Some(i) = slots.iter().position(|s| !s.used) {
-        return Some(i);
+/// Take the counts of dropped failures of database `dbid` (role, failures; role 0: further
+/// roles together) out of the store.
+pub fn drain_dropped(dbid: u32) -> Vec<(u32, u64)> {
+    let Some(store) = store() else {
+        return Vec::new();
+    };
+    // SAFETY: as in `record`.
+    let _hold = unsafe { lwlock::Hold::exclusive(store.lock) };
+    // SAFETY: the exclusive hold above.
+    let counts = unsafe { &mut *store.dropped.get() };
+    let mut out = Vec::new();
+    for c in counts.iter_mut().filter(|c| c.used && c.dbid == dbid) {
+        c.used = false;
+        out.push((c.userid, c.failures));
     }
-    let (i, s) = slots.iter().enumerate().min_by_key(|(_, s)| s.sum_us)?;
-    (s.sum_us < elapsed_us).then_some(i)
+    out
 }
 
 /// Take every failed statement of database `dbid` out of the store.

@@ -15,10 +15,15 @@
 //!
 //! Kept in a ring of slots in shared memory under a lock of its own; the snapshot and scan jobs
 //! of each database drain their database's samples into optidb.sample. A full ring overwrites
-//! its oldest slot: sampling is best effort and never makes a statement wait.
+//! its oldest slot, unless that holds another role's sample: then the role's own oldest sample
+//! (or a free slot) among the next few gives way (optidb_core::slot_share::ring_slot) and the
+//! other role's sample moves there, so a role that floods the ring between two snapshots
+//! recycles its own samples rather than pushing out other roles'. Sampling is best effort and
+//! never makes a statement wait.
 
 use super::table::Key;
 use super::{lwlock, raw};
+use optidb_core::slot_share;
 use pgrx::pg_sys;
 use std::cell::UnsafeCell;
 use std::ffi::CStr;
@@ -234,8 +239,19 @@ pub fn push(sample: &Sample) {
     // SAFETY: the exclusive hold is the permission to touch `next` and the slots.
     unsafe {
         let next = &mut *ring.next.get();
-        let s = &mut *slot(ring, *next % ring.slots);
-        *next = (*next + 1) % ring.slots;
+        let held = |i: usize| {
+            let s = &*slot(ring, i);
+            s.used.then_some(s.key.userid)
+        };
+        // The entry dropped is slot i's; the oldest entry moves there when it is another's,
+        // and the new one takes the oldest's place, so the ring's order is kept.
+        let oldest = *next % ring.slots;
+        let i = slot_share::ring_slot(ring.slots, oldest, held, sample.key.userid);
+        if i != oldest {
+            std::ptr::copy_nonoverlapping(slot(ring, oldest), slot(ring, i), 1);
+        }
+        *next = (oldest + 1) % ring.slots;
+        let s = &mut *slot(ring, oldest);
         s.used = true;
         s.key = sample.key;
         s.elapsed_ns = sample.elapsed_ns;
