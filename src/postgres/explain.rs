@@ -164,7 +164,7 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
                 let exists = rows::select_kept(
                     "prepared statement exists",
                     "SELECT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements \
-                     WHERE name = $1) AS found",
+                     WHERE name OPERATOR(pg_catalog.=) $1) AS found",
                     &[prepared.as_str().into()],
                     |row| row.get::<bool>("found"),
                 );
@@ -288,7 +288,7 @@ fn declared_types(types: &[String]) -> String {
     let names = Spi::get_one_with_args::<Vec<Option<String>>>(
         "SELECT pg_catalog.array_agg(pg_catalog.format_type(pg_catalog.to_regtype(u.t), NULL) \
                                      ORDER BY u.n) \
-         FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS u(t, n)",
+         FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n)",
         &[types.to_vec().into()],
     )
     .unwrap_or_else(|e| error!("{e}"))

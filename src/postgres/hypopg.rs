@@ -23,8 +23,9 @@ pub struct Hypopg {
 pub fn locate() -> Option<Hypopg> {
     rows::value::<String>(
         "hypopg schema",
-        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
-         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'",
+        "SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
+         WHERE e.extname OPERATOR(pg_catalog.=) 'hypopg'",
         &[],
     )
     .map(|schema| Hypopg::in_schema(&schema))

@@ -604,10 +604,11 @@ fn schemas_still_named(names: &[String], oids: &[u32]) -> Vec<String> {
     let oids: Vec<pg_sys::Oid> = oids.iter().map(|o| (*o).into()).collect();
     rows::select(
         "recorded schemas",
-        "SELECT n.nspname::text AS schema \
+        "SELECT n.nspname::pg_catalog.text AS schema \
          FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), \
                          pg_catalog.unnest($2::pg_catalog.oid[])) AS r(name, oid) \
-         JOIN pg_catalog.pg_namespace n ON n.oid = r.oid AND n.nspname = r.name",
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) r.oid \
+          AND n.nspname OPERATOR(pg_catalog.=) r.name",
         &[names.to_vec().into(), oids.into()],
         |row| row.get("schema"),
     )
@@ -618,8 +619,9 @@ fn trusted_schemas(owner: &Owner, names: &[String]) -> Vec<String> {
     rows::select(
         "trusted schemas",
         &format!(
-            "{TRUSTED_ROLES} SELECT n.nspname::text AS schema FROM pg_catalog.pg_namespace n \
-             WHERE n.nspname = ANY ($1) AND {TRUSTED_SCHEMA}"
+            "{TRUSTED_ROLES} SELECT n.nspname::pg_catalog.text AS schema \
+             FROM pg_catalog.pg_namespace n \
+             WHERE n.nspname OPERATOR(pg_catalog.=) ANY ($1) AND {TRUSTED_SCHEMA}"
         ),
         &[names.to_vec().into(), owner.oid.into()],
         |row| row.get("schema"),
@@ -631,16 +633,19 @@ fn trusted_schemas(owner: &Owner, names: &[String]) -> Vec<String> {
 fn configured_path(role: pg_sys::Oid) -> (String, PathSource) {
     let found = rows::first(
         "configured search_path",
-        "SELECT substr(c, length('search_path=') + 1) AS path, \
-                CASE WHEN s.setrole <> 0 AND s.setdatabase <> 0 THEN 'role_database_setting' \
-                     WHEN s.setrole <> 0 THEN 'role_setting' ELSE 'database_setting' END \
-                  AS source \
+        "SELECT pg_catalog.substr(c, 13) AS path, \
+                CASE WHEN s.setrole OPERATOR(pg_catalog.<>) 0 \
+                      AND s.setdatabase OPERATOR(pg_catalog.<>) 0 THEN 'role_database_setting' \
+                     WHEN s.setrole OPERATOR(pg_catalog.<>) 0 THEN 'role_setting' \
+                     ELSE 'database_setting' END AS source \
          FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) AS c \
-         WHERE c LIKE 'search\\_path=%' \
-           AND (s.setrole = $1 OR s.setrole = 0) \
-           AND (s.setdatabase = $2 OR s.setdatabase = 0) \
-         ORDER BY (s.setrole <> 0 AND s.setdatabase <> 0) DESC, (s.setrole <> 0) DESC, \
-                  (s.setdatabase <> 0) DESC \
+         WHERE pg_catalog.starts_with(c, 'search_path=') \
+           AND s.setrole OPERATOR(pg_catalog.=) ANY (ARRAY[$1, 0::pg_catalog.oid]) \
+           AND s.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[$2, 0::pg_catalog.oid]) \
+         ORDER BY (s.setrole OPERATOR(pg_catalog.<>) 0 \
+                   AND s.setdatabase OPERATOR(pg_catalog.<>) 0) DESC, \
+                  (s.setrole OPERATOR(pg_catalog.<>) 0) DESC, \
+                  (s.setdatabase OPERATOR(pg_catalog.<>) 0) DESC \
          LIMIT 1",
         // SAFETY: a plain global of this backend, set when it connected to its database,
         // before any statement runs.
@@ -679,29 +684,35 @@ fn resolves(ctx: &Context, table: &str) -> bool {
 /// The roles a replay as role `$2` trusts: superusers, and for an owner that is not one, the
 /// owner itself and the database's owner; `pg_database_owner` (which owns `public` since
 /// PostgreSQL 15) stands for the database's owner (`trusted` CTE, for the queries below).
+///
+/// Here and below every operator is `OPERATOR(pg_catalog.op)`: some of these run under the
+/// statement's recorded search_path (`untrusted_relations`, as its owner), where a bare `=`
+/// could find an operator someone created in an earlier schema (docs/security-model.md, 59).
 const TRUSTED_ROLES: &str = "WITH db AS ( \
      SELECT datdba FROM pg_catalog.pg_database \
-     WHERE datname = pg_catalog.current_database()), \
+     WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()), \
    owner_roles AS ( \
      SELECT r.oid FROM pg_catalog.pg_roles r \
-     WHERE r.rolsuper OR ((r.oid = $2 OR r.oid = (SELECT datdba FROM db)) \
-            AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $2))), \
+     WHERE r.rolsuper OR ((r.oid OPERATOR(pg_catalog.=) $2 \
+                           OR r.oid OPERATOR(pg_catalog.=) (SELECT datdba FROM db)) \
+            AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles \
+                     WHERE oid OPERATOR(pg_catalog.=) $2))), \
    trusted AS ( \
      SELECT oid FROM owner_roles \
      UNION ALL \
      SELECT 'pg_database_owner'::pg_catalog.regrole::pg_catalog.oid \
-     WHERE (SELECT datdba FROM db) IN (SELECT oid FROM owner_roles))";
+     WHERE (SELECT datdba FROM db) OPERATOR(pg_catalog.=) ANY (SELECT oid FROM owner_roles))";
 
 /// A schema `n` a replay may search (with `TRUSTED_ROLES`): owned by a trusted role, where no
 /// one else may create objects (CREATE granted to PUBLIC or to any other role would let that
 /// one plant look-alikes later), and not some session's temporary schema (owned by the
 /// bootstrap superuser, written by whoever owns that session).
-const TRUSTED_SCHEMA: &str = "(n.nspowner IN (SELECT oid FROM trusted) \
-     AND n.nspname !~ '^pg_(toast_)?temp_' \
+const TRUSTED_SCHEMA: &str = "(n.nspowner OPERATOR(pg_catalog.=) ANY (SELECT oid FROM trusted) \
+     AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast_)?temp_' \
      AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(COALESCE(n.nspacl, \
                                    pg_catalog.acldefault('n', n.nspowner))) a \
-                     WHERE a.privilege_type = 'CREATE' \
-                       AND a.grantee NOT IN (SELECT oid FROM trusted)))";
+                     WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE' \
+                       AND NOT (a.grantee OPERATOR(pg_catalog.=) ANY (SELECT oid FROM trusted))))";
 
 /// Of these (quoted) names, those that resolve in the current search_path to a relation whose
 /// owner the role `owner` does not trust. A statement replayed without a sample of the
@@ -714,10 +725,12 @@ pub fn untrusted_relations(owner: pg_sys::Oid, names: &[String]) -> Vec<String> 
         "untrusted relations",
         &format!(
             "{TRUSTED_ROLES} \
-             SELECT u.name || ' (' || c.oid::pg_catalog.regclass::text || ')' AS relation \
-             FROM pg_catalog.unnest($1::text[]) AS u(name) \
-             JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name) \
-             WHERE c.relowner NOT IN (SELECT oid FROM trusted)"
+             SELECT pg_catalog.concat(u.name, ' (', c.oid::pg_catalog.regclass, ')') \
+                    AS relation \
+             FROM pg_catalog.unnest($1::pg_catalog.text[]) AS u(name) \
+             JOIN pg_catalog.pg_class c \
+               ON c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(u.name) \
+             WHERE NOT (c.relowner OPERATOR(pg_catalog.=) ANY (SELECT oid FROM trusted))"
         ),
         &[names.to_vec().into(), owner.into()],
         |row| row.get("relation"),
@@ -736,16 +749,19 @@ fn schemas_holding_all(ctx: &Context, tables: &[String]) -> Vec<String> {
         "schemas holding the relations",
         &format!(
             "{TRUSTED_ROLES} \
-             SELECT n.nspname::text AS schema FROM pg_catalog.pg_namespace n \
-             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
-             WHERE c.relname = ANY ($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'optidb') \
-               AND n.nspname !~ '^pg_(toast|temp)' \
+             SELECT n.nspname::pg_catalog.text AS schema FROM pg_catalog.pg_namespace n \
+             JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid \
+             WHERE c.relname OPERATOR(pg_catalog.=) ANY ($1) \
+               AND c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,p,v,m,f}}'::pg_catalog.\"char\"[]) \
+               AND NOT (n.nspname OPERATOR(pg_catalog.=) \
+                        ANY ('{{pg_catalog,information_schema,optidb}}'::pg_catalog.name[])) \
+               AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp)' \
                AND {TRUSTED_SCHEMA} \
-               AND c.relowner IN (SELECT oid FROM trusted) \
+               AND c.relowner OPERATOR(pg_catalog.=) ANY (SELECT oid FROM trusted) \
                AND pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') \
              GROUP BY n.nspname \
-             HAVING count(DISTINCT c.relname) = pg_catalog.cardinality($1) \
+             HAVING pg_catalog.count(DISTINCT c.relname) \
+                    OPERATOR(pg_catalog.=) pg_catalog.cardinality($1) \
              ORDER BY 1"
         ),
         &[tables.to_vec().into(), ctx.owner.oid.into()],

@@ -312,7 +312,7 @@ unsafe fn sort_clause_operators(list: *mut pg_sys::List, uses: &mut Uses) {
 fn owner_is_superuser(owner: pg_sys::Oid) -> bool {
     rows::value::<bool>(
         "owner is a superuser",
-        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = $1",
+        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) $1",
         &[owner.into()],
     )
     .unwrap_or(false)
@@ -369,121 +369,154 @@ fn untrusted(uses: &Uses, owner: pg_sys::Oid) -> Vec<String> {
 /// reads (partitions and inheritance children included), so the functions, operators and
 /// domains those depend on (pg_depend) count too. A type's owner matters only for a domain (its
 /// constraints run); any other type runs only its input/output functions, checked as functions.
+///
+/// Every operator is written `OPERATOR(pg_catalog.op)` (`IN` as `= ANY`, `CASE x WHEN` as
+/// `CASE WHEN x = ...`, type names qualified): this runs with the rights of optidb's worker, and
+/// an operator someone created in a schema earlier on some search_path (`=`(oid, oid) in
+/// `public`) must never be what a bare `=` finds (docs/security-model.md, row 59).
 const UNTRUSTED_SQL: &str = "
 WITH trusted AS (
     SELECT r.oid FROM pg_catalog.pg_roles r
     WHERE r.rolsuper
-       OR (r.oid = $1 AND NOT (SELECT s.rolsuper FROM pg_catalog.pg_roles s WHERE s.oid = $1))
-       OR r.rolname = ANY ($7)),
+       OR (r.oid OPERATOR(pg_catalog.=) $1
+           AND NOT (SELECT s.rolsuper FROM pg_catalog.pg_roles s
+                    WHERE s.oid OPERATOR(pg_catalog.=) $1))
+       OR r.rolname OPERATOR(pg_catalog.=) ANY ($7)),
 relations AS (
     WITH RECURSIVE r(oid) AS (
         SELECT u FROM pg_catalog.unnest($4::pg_catalog.oid[]) AS u
         UNION
-        SELECT i.inhrelid FROM r JOIN pg_catalog.pg_inherits i ON i.inhparent = r.oid)
+        SELECT i.inhrelid FROM r JOIN pg_catalog.pg_inherits i
+          ON i.inhparent OPERATOR(pg_catalog.=) r.oid)
     SELECT oid FROM r),
 -- One branch per kind of depender, so each reads pg_depend by its (classid, objid) index
 -- (one OR of the four read all of pg_depend: most of a vetting's time).
 planned_with AS (
     SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
-    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-      AND d.objid IN (SELECT oid FROM relations)
-      AND d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
-                           'pg_catalog.pg_operator'::pg_catalog.regclass)
+    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND d.objid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM relations)
+      AND d.refclassid OPERATOR(pg_catalog.=) ANY (
+          ARRAY['pg_catalog.pg_proc'::pg_catalog.regclass,
+                'pg_catalog.pg_operator'::pg_catalog.regclass])
     UNION ALL
     SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
-    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-      AND d.objid IN (SELECT x.indexrelid FROM pg_catalog.pg_index x
-                      WHERE x.indrelid IN (SELECT oid FROM relations))
+    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND d.objid OPERATOR(pg_catalog.=) ANY (
+          SELECT x.indexrelid FROM pg_catalog.pg_index x
+          WHERE x.indrelid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM relations))
     UNION ALL
     SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
-    WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
-      AND d.objid IN (SELECT c.oid FROM pg_catalog.pg_constraint c
-                      WHERE c.conrelid IN (SELECT oid FROM relations))
+    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_constraint'::pg_catalog.regclass
+      AND d.objid OPERATOR(pg_catalog.=) ANY (
+          SELECT c.oid FROM pg_catalog.pg_constraint c
+          WHERE c.conrelid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM relations))
     UNION ALL
     SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
-    WHERE d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass
-      AND d.objid IN (SELECT s.oid FROM pg_catalog.pg_statistic_ext s
-                      WHERE s.stxrelid IN (SELECT oid FROM relations))),
+    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass
+      AND d.objid OPERATOR(pg_catalog.=) ANY (
+          SELECT s.oid FROM pg_catalog.pg_statistic_ext s
+          WHERE s.stxrelid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM relations))),
 operators AS (
     SELECT o FROM pg_catalog.unnest($3::pg_catalog.oid[]) AS o
     UNION
     SELECT refobjid FROM planned_with
-    WHERE refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass),
+    WHERE refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass),
 functions AS (
     SELECT f FROM pg_catalog.unnest($2::pg_catalog.oid[]) AS f
     UNION
     SELECT refobjid FROM planned_with
-    WHERE refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    WHERE refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
     UNION
     SELECT s FROM pg_catalog.pg_aggregate a,
          LATERAL (VALUES (a.aggtransfn::pg_catalog.oid), (a.aggfinalfn), (a.aggcombinefn),
                          (a.aggserialfn), (a.aggdeserialfn), (a.aggmtransfn),
                          (a.aggminvtransfn), (a.aggmfinalfn)) AS v(s)
-    WHERE a.aggfnoid = ANY ($2) AND s <> 0
+    WHERE a.aggfnoid OPERATOR(pg_catalog.=) ANY ($2) AND s OPERATOR(pg_catalog.<>) 0
     UNION
     SELECT s FROM pg_catalog.pg_operator o,
          LATERAL (VALUES (o.oprcode::pg_catalog.oid), (o.oprrest), (o.oprjoin)) AS v(s)
-    WHERE o.oid IN (SELECT o FROM operators) AND s <> 0),
+    WHERE o.oid OPERATOR(pg_catalog.=) ANY (SELECT o FROM operators)
+      AND s OPERATOR(pg_catalog.<>) 0),
 types AS (
     WITH RECURSIVE t(oid) AS (
         SELECT u FROM (
             SELECT u FROM pg_catalog.unnest($6::pg_catalog.oid[]) AS u
             UNION
             SELECT refobjid FROM planned_with
-            WHERE refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass) AS seed(u)
+            WHERE refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass
+            ) AS seed(u)
         UNION
         -- What a value of the type holds: its base type, elements, attributes, range subtype.
-        SELECT x.oid FROM t JOIN pg_catalog.pg_type y ON y.oid = t.oid,
+        SELECT x.oid FROM t JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) t.oid,
              LATERAL (SELECT y.typbasetype
                       UNION ALL SELECT y.typelem
                       UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
-                                WHERE y.typrelid <> 0 AND a.attrelid = y.typrelid
-                                  AND a.attnum > 0 AND NOT a.attisdropped
+                                WHERE y.typrelid OPERATOR(pg_catalog.<>) 0
+                                  AND a.attrelid OPERATOR(pg_catalog.=) y.typrelid
+                                  AND a.attnum OPERATOR(pg_catalog.>) 0
+                                  AND NOT a.attisdropped
                       UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r
-                                WHERE r.rngtypid = y.oid
+                                WHERE r.rngtypid OPERATOR(pg_catalog.=) y.oid
                       UNION ALL SELECT r.rngtypid FROM pg_catalog.pg_range r
-                                WHERE r.rngmultitypid = y.oid) AS x(oid)
-        WHERE x.oid <> 0)
+                                WHERE r.rngmultitypid OPERATOR(pg_catalog.=) y.oid) AS x(oid)
+        WHERE x.oid OPERATOR(pg_catalog.<>) 0)
     SELECT oid FROM t),
 type_functions AS (
-    SELECT f FROM types JOIN pg_catalog.pg_type y ON y.oid = types.oid,
+    SELECT f FROM types JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) types.oid,
          LATERAL (VALUES (y.typinput::pg_catalog.oid), (y.typoutput), (y.typreceive),
                          (y.typsend), (y.typmodin), (y.typmodout), (y.typanalyze)) AS v(f)
-    WHERE f <> 0
+    WHERE f OPERATOR(pg_catalog.<>) 0
     UNION
-    SELECT f FROM types JOIN pg_catalog.pg_range r ON r.rngtypid = types.oid,
+    SELECT f FROM types JOIN pg_catalog.pg_range r
+      ON r.rngtypid OPERATOR(pg_catalog.=) types.oid,
          LATERAL (VALUES (r.rngcanonical::pg_catalog.oid), (r.rngsubdiff)) AS v(f)
-    WHERE f <> 0
+    WHERE f OPERATOR(pg_catalog.<>) 0
     UNION
-    SELECT d.refobjid FROM types JOIN pg_catalog.pg_constraint c ON c.contypid = types.oid
+    SELECT d.refobjid FROM types JOIN pg_catalog.pg_constraint c
+      ON c.contypid OPERATOR(pg_catalog.=) types.oid
     JOIN pg_catalog.pg_depend d
-      ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = c.oid
-     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass),
+      ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_constraint'::pg_catalog.regclass
+     AND d.objid OPERATOR(pg_catalog.=) c.oid
+     AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass),
 objects(what, oid, owner) AS (
-    SELECT 'function ' || p.oid::pg_catalog.regprocedure::text, p.oid, p.proowner
-    FROM pg_catalog.pg_proc p WHERE p.oid IN (SELECT f FROM functions)
+    SELECT 'function ' OPERATOR(pg_catalog.||) p.oid::pg_catalog.regprocedure::pg_catalog.text,
+           p.oid, p.proowner
+    FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) ANY (SELECT f FROM functions)
     UNION ALL
-    SELECT 'function ' || p.oid::pg_catalog.regprocedure::text, p.oid, p.proowner
-    FROM pg_catalog.pg_proc p WHERE p.oid IN (SELECT f FROM type_functions)
+    SELECT 'function ' OPERATOR(pg_catalog.||) p.oid::pg_catalog.regprocedure::pg_catalog.text,
+           p.oid, p.proowner
+    FROM pg_catalog.pg_proc p
+    WHERE p.oid OPERATOR(pg_catalog.=) ANY (SELECT f FROM type_functions)
     UNION ALL
-    SELECT 'operator ' || o.oid::pg_catalog.regoperator::text, o.oid, o.oprowner
-    FROM pg_catalog.pg_operator o WHERE o.oid IN (SELECT o FROM operators)
+    SELECT 'operator ' OPERATOR(pg_catalog.||) o.oid::pg_catalog.regoperator::pg_catalog.text,
+           o.oid, o.oprowner
+    FROM pg_catalog.pg_operator o
+    WHERE o.oid OPERATOR(pg_catalog.=) ANY (SELECT o FROM operators)
     UNION ALL
-    SELECT CASE c.relkind WHEN 'v' THEN 'view ' WHEN 'f' THEN 'foreign table '
+    SELECT CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'v' THEN 'view '
+                WHEN c.relkind OPERATOR(pg_catalog.=) 'f' THEN 'foreign table '
                 ELSE 'table ' END
-           || c.oid::pg_catalog.regclass::text
-           || CASE WHEN c.relkind IN ('v', 'f') THEN ''
-                   WHEN c.oid = ANY ($5) THEN ' (its row-level security policies)'
-                   ELSE ' (its rules)' END,
+           OPERATOR(pg_catalog.||) c.oid::pg_catalog.regclass::pg_catalog.text
+           OPERATOR(pg_catalog.||)
+           CASE WHEN c.relkind OPERATOR(pg_catalog.=) ANY ('{v,f}'::pg_catalog.\"char\"[])
+                THEN ''
+                WHEN c.oid OPERATOR(pg_catalog.=) ANY ($5)
+                THEN ' (its row-level security policies)'
+                ELSE ' (its rules)' END,
            c.oid, c.relowner
     FROM pg_catalog.pg_class c
-    WHERE c.oid = ANY ($4)
-      AND (c.relkind IN ('v', 'f') OR c.relhasrules OR c.oid = ANY ($5))
+    WHERE c.oid OPERATOR(pg_catalog.=) ANY ($4)
+      AND (c.relkind OPERATOR(pg_catalog.=) ANY ('{v,f}'::pg_catalog.\"char\"[])
+           OR c.relhasrules OR c.oid OPERATOR(pg_catalog.=) ANY ($5))
     UNION ALL
-    SELECT 'domain ' || pg_catalog.format_type(y.oid, NULL), y.oid, y.typowner
-    FROM types JOIN pg_catalog.pg_type y ON y.oid = types.oid WHERE y.typtype = 'd')
-SELECT DISTINCT o.what || ', owned by ' || pg_catalog.quote_ident(r.rolname::text) AS found
-FROM objects o JOIN pg_catalog.pg_roles r ON r.oid = o.owner
-WHERE o.oid >= 16384 AND o.owner NOT IN (SELECT oid FROM trusted)
+    SELECT 'domain ' OPERATOR(pg_catalog.||) pg_catalog.format_type(y.oid, NULL), y.oid,
+           y.typowner
+    FROM types JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) types.oid
+    WHERE y.typtype OPERATOR(pg_catalog.=) 'd')
+SELECT DISTINCT o.what OPERATOR(pg_catalog.||) ', owned by '
+       OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.rolname::pg_catalog.text) AS found
+FROM objects o JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) o.owner
+WHERE o.oid OPERATOR(pg_catalog.>=) 16384
+  AND NOT (o.owner OPERATOR(pg_catalog.=) ANY (SELECT oid FROM trusted))
 ORDER BY 1
 LIMIT 5";
