@@ -47,7 +47,8 @@ impl Kind {
             Kind::ExpressionIndex => 0.80,
             Kind::Stats => 0.70,
             Kind::Rewrite => 0.60,
-            // hypopg cannot make GIN indexes: never measured, never high (advisor::verdicts).
+            // hypopg cannot make GIN indexes: low until a trial build confirms it
+            // (advisor::verdicts::TRIAL_CONFIDENCE, src/api/advice_checks/trigram_trials.rs).
             Kind::TrigramIndex => verdicts::UNVERIFIED_CONFIDENCE,
             Kind::RedundantIndex => 0.50,
             Kind::UnusedIndex => 0.45,
