@@ -151,3 +151,63 @@ def test_no_index_and_no_lock_is_left_behind(scanned):
         app.execute("SET lock_timeout = '200ms'")
         for table in ("notes", "memos", "tags"):
             app.execute(f"INSERT INTO {table} VALUES (0, 'x')")
+
+
+def one_like_statement_scanned(setup_as_superuser, during_scan=None):
+    """A database with pg_trgm where trgm_app ran a LIKE on shop.notes three times; the
+    superuser's `setup_as_superuser` runs first, `during_scan(name)` is a context held around
+    the scan. Returns the trigram advice on shop.notes and the scan's advice-check messages."""
+    import contextlib
+    with new_database(extensions=("pg_stat_statements", "pg_trgm", "optidb")) as name:
+        with connect(name) as su:
+            su.execute("CREATE SCHEMA shop AUTHORIZATION trgm_app")
+            su.execute(setup_as_superuser)
+        with connect(name, user="trgm_app") as app:
+            app.execute("SET search_path = shop")
+            app.execute("CREATE TABLE notes (id int NOT NULL, body text NOT NULL); "
+                        "INSERT INTO notes SELECT g, md5(g::text) "
+                        "FROM generate_series(1, 30000) g; ANALYZE notes")
+            for _ in range(3):
+                app.execute("SELECT id FROM notes WHERE body LIKE %s", ("%beef%",)).fetchall()
+        with (during_scan(name) if during_scan else contextlib.nullcontext()):
+            with connect(name) as su:
+                notices = []
+                su.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+                su.execute("SET client_min_messages = debug1")
+                su.execute("SET optidb.lock_timeout = '300ms'")
+                su.execute("SELECT * FROM optidb.scan()")
+                recs = trigram(su, "notes")
+                left = scalar(su, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'shop'")
+        return recs, left
+
+
+def test_an_operator_class_function_of_a_plain_role_is_never_built(scanned):
+    # A superuser handed one support function of pg_trgm's class to a plain role: a build
+    # would run her code as the table's owner, so none is made.
+    recs, left = one_like_statement_scanned(
+        "ALTER FUNCTION gin_extract_value_trgm(text, internal) OWNER TO trgm_clerk")
+    assert len(recs) == 1 and left == 0, recs
+    _, _, _, confidence, evidence, _ = recs[0]
+    assert confidence <= 0.3 and evidence["verified"] is False, recs
+    assert "not a superuser" in evidence["trial"], evidence
+
+
+def test_a_writer_holding_the_table_leaves_the_advice_unverified_and_unblocked(scanned):
+    import contextlib
+
+    @contextlib.contextmanager
+    def open_writer(name):
+        # An open transaction that inserted into the table: the build's SHARE lock waits for
+        # it, at most optidb.lock_timeout, then the trial fails and the advice stays unverified.
+        with connect(name, user="trgm_app") as w:
+            w.autocommit = False
+            w.execute("INSERT INTO shop.notes VALUES (0, 'x')")
+            yield
+            w.rollback()
+
+    recs, left = one_like_statement_scanned("SELECT 1", open_writer)
+    assert len(recs) == 1 and left == 0, recs
+    _, _, _, confidence, evidence, _ = recs[0]
+    assert confidence <= 0.3 and evidence["verified"] is False, recs
+    failed = evidence["trial"]
+    assert "trial build failed" in failed and "lock" in failed, evidence
