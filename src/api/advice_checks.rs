@@ -1,8 +1,9 @@
 //! Replays that decide whether advice other than a B-tree index is made (issue 23, part 6):
 //! a rewrite is made only when its rewritten statement, replayed beside the original, is
 //! cheaper; statistics advice only when a fresh plan is estimated far off what the statement's
-//! executions return (and a larger target could change it); trigram (GIN) index advice stays
-//! unverified with a low confidence. The verdicts are optidb_core::advisor::verdicts; this
+//! executions return (and a larger target could change it); trigram (GIN) index advice only
+//! when a rolled-back build shows the plan using it (advice_checks/trigram_trials.rs; beyond
+//! its size cap it stays unverified with a low confidence). The verdicts are optidb_core::advisor::verdicts; this
 //! module runs the replays and reads the catalog facts they need.
 //!
 //! Every plan is made by the existing replay path (src/postgres/replay.rs, replay_worker.rs
@@ -24,6 +25,8 @@ use optidb_core::advisor::{Kind, Recommendation};
 use optidb_core::plan_facts::PlanFacts;
 use serde_json::{json, Value};
 
+mod trigram_trials;
+
 /// Keep only the advice its replays confirm, with what they measured in its evidence.
 pub fn verify(recs: &mut Vec<Recommendation>) {
     recs.retain(|r| {
@@ -40,6 +43,7 @@ pub fn verify(recs: &mut Vec<Recommendation>) {
     for r in recs.iter_mut().filter(|r| r.kind == Kind::TrigramIndex) {
         r.confidence = r.confidence.min(verdicts::UNVERIFIED_CONFIDENCE);
     }
+    trigram_trials::verify(recs);
     let (items, asks) = replays_to_run(recs);
     let answers = replay_worker::run_batches(items);
     let mut outcomes: Vec<Vec<Outcome>> = vec![Vec::new(); recs.len()];

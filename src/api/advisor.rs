@@ -56,6 +56,9 @@ pub fn advise() -> Advised {
             recs.push(advice.rec);
         }
         summary = Some(search.summary);
+        advisor::fold_partition_indexes(&mut recs, &catalog, |r| {
+            searched.get(&r.key()).is_none_or(|(_, open)| *open)
+        });
     }
     // The same advice in many tenant schemas: one family, simulated on a sample of tenants.
     tenant_advice::tag(&mut recs);

@@ -78,13 +78,16 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
     let mut batches = Vec::new();
     for stmt in statements {
         let Some(plan) = &stmt.plan else { continue };
-        let candidates = candidates::for_statement(plan, catalog);
+        // Without the names first (no load): a partition's candidates exist only if its
+        // partitioned table's do.
+        let candidates = candidates::for_statement(plan, catalog, &[]);
         if candidates.singles.is_empty() && candidates.multis.is_empty() {
             continue;
         }
         let Some(Ok(stored)) = replay::load(stmt.query_id) else {
             continue;
         };
+        let candidates = candidates::for_statement(plan, catalog, &stored.info.tables);
         for (stored, candidates, share) in
             resolved(stmt.query_id, stored, candidates, catalog, &mut refused)
         {
@@ -263,10 +266,13 @@ fn resolved(
             }
             None => continue,
         };
+        // A candidate on a partition the statement names moves to the partition of that name.
+        let partitions = replay::relation_names(&g.members[0]);
         let moved = candidates.resolved_in(|c| {
             let mut schemas = g
                 .tables
                 .iter()
+                .chain(partitions.iter().filter(|p| !g.tables.contains(p)))
                 .filter(|(_, name)| *name == c.table)
                 .map(|(schema, _)| schema);
             match (schemas.next(), schemas.next()) {

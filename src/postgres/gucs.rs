@@ -30,6 +30,7 @@ static SAMPLE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 static MAX_STATEMENTS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 static REAL_SIMULATION_MAX_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static TRIGRAM_TRIAL_MAX_MB: GucSetting<i32> = GucSetting::<i32>::new(16);
 static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static SNAPSHOT_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
@@ -133,6 +134,16 @@ pub fn init() {
         c"Larger tables are refused (SQLSTATE 54000).",
         &REAL_SIMULATION_MAX_MB,
         1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"optidb.trigram_trial_max_bytes",
+        c"Largest table (with its indexes) a scan builds a trial GIN trigram index on, in MB.",
+        c"The build, rolled back, blocks the table's writers while it runs; 0: no trial builds.",
+        &TRIGRAM_TRIAL_MAX_MB,
+        0,
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_MB,
@@ -354,6 +365,10 @@ pub fn max_statements() -> i32 {
 
 pub fn retention_days() -> i32 {
     RETENTION_DAYS.get()
+}
+
+pub fn trigram_trial_max_bytes() -> i64 {
+    TRIGRAM_TRIAL_MAX_MB.get() as i64 * 1024 * 1024
 }
 
 pub fn real_simulation_max_bytes() -> i64 {

@@ -96,6 +96,16 @@ pub enum Job {
         index_sql: String,
         builder: u32,
     },
+    /// EXPLAIN, CREATE INDEX `index_name` as `builder` (the table's owner), EXPLAIN; all
+    /// rolled back. For an index hypopg cannot make (a GIN trigram index, advice_checks): the
+    /// build's time and the index's size come back with both costs.
+    Trial {
+        statement: Statement,
+        index_sql: String,
+        schema: String,
+        index_name: String,
+        builder: u32,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +113,18 @@ pub enum Answer {
     Plan(Value),
     Compared { before: Value, after: Value },
     WhatIf(WhatIf),
+    Tried(Tried),
+}
+
+/// What a trial build measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tried {
+    pub before_cost: f64,
+    pub after_cost: f64,
+    /// The plan with the index reads it.
+    pub used: bool,
+    pub build_ms: f64,
+    pub index_bytes: i64,
 }
 
 /// What a statement's what-if search measured. Candidates are numbered singles first, then
@@ -382,7 +404,7 @@ fn budget_ms(request: &Request) -> i64 {
             Job::Plan(_) => statement,
             Job::Hypothetical { .. } => 3 * statement,
             Job::WhatIf { .. } => WHAT_IF_PLANS * statement,
-            Job::Real { .. } => 2 * statement + build + lock,
+            Job::Real { .. } | Job::Trial { .. } => 2 * statement + build + lock,
         })
         .sum();
     jobs + 10_000
@@ -703,6 +725,23 @@ fn execute(
                 };
                 real(replay, &builder, index_sql, limits, announce)
             }
+            Job::Trial {
+                statement,
+                index_sql,
+                schema,
+                index_name,
+                builder,
+            } => {
+                let replay = replay_of(context, statement, limits.statement);
+                let builder = Context {
+                    owner: replay::owner(pg_sys::Oid::from(*builder)).ok_or_else(|| {
+                        Failure::new("42704", "the table's owner no longer exists")
+                    })?,
+                    ..builder_context(context)
+                };
+                let index = (schema.as_str(), index_name.as_str());
+                trial(replay, &builder, index_sql, index, limits, announce).map(Answer::Tried)
+            }
         })
     })?
 }
@@ -863,5 +902,41 @@ fn real(
     Ok(Answer::Compared {
         before: before.json,
         after: after.json,
+    })
+}
+
+/// EXPLAIN, CREATE INDEX (as the table's owner, restricted), EXPLAIN: the costs, whether the
+/// second plan reads the index, the build's time and the index's size. Rolled back with the
+/// job's subtransaction; the lock the build takes is bounded as in `real`.
+fn trial(
+    replay: Replay,
+    builder: &Context,
+    index_sql: &str,
+    (schema, name): (&str, &str),
+    limits: &Limits,
+    announce: &(dyn Fn(u64) + std::panic::RefUnwindSafe),
+) -> Result<Tried, Failure> {
+    let before = explain::plan(replay, Mode::Costs)?;
+    announce(epoch_ms() + limits.build.ms as u64 + limits.statement.ms as u64 + DEADLINE_SLACK_MS);
+    let started = std::time::Instant::now();
+    guarded::run(Some(limits.build), || {
+        Vetted::optidb_index(builder).run(|| Spi::run(index_sql).unwrap_or_else(|e| error!("{e}")))
+    })?;
+    let build_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let index_bytes = crate::postgres::rows::value::<i64>(
+        "trial index size",
+        "SELECT pg_catalog.pg_relation_size(c.oid) FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2",
+        &[schema.into(), name.into()],
+    )
+    .unwrap_or_default();
+    let after = explain::plan(replay, Mode::Costs)?;
+    Ok(Tried {
+        before_cost: before.facts.total_cost,
+        after_cost: after.facts.total_cost,
+        used: used_index_names(&after.json).iter().any(|n| n == name),
+        build_ms,
+        index_bytes,
     })
 }

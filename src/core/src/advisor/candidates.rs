@@ -3,7 +3,10 @@
 //! of every join method, ORDER BY and GROUP BY keys (with their direction), equality columns
 //! followed by the sort keys, and existing indexes extended by one more column. A scan of a
 //! partition proposes the index on its partitioned table (one CREATE INDEX there makes it on
-//! every partition). Nothing here judges a candidate: hypopg costs do (src/api/index_search.rs).
+//! every partition), unless the statement names that partition itself: then the index is the
+//! partition's alone (the statement needs no other partition's index, and a partition's index
+//! is smaller and can be built CONCURRENTLY). Nothing here judges a candidate: hypopg costs do
+//! (src/api/index_search.rs).
 
 use super::index_rules::{eq_selectivity, sort_columns, MIN_TABLE_ROWS};
 use super::{comparable, without_order, Catalog, Kind, Table};
@@ -129,7 +132,9 @@ struct Uses {
     sort_keys: Vec<Vec<Element>>,
 }
 
-pub fn for_statement(plan: &PlanFacts, catalog: &Catalog) -> StatementCandidates {
+/// `named`: the relations the statement's text names (StatementInfo::tables, `schema.name`
+/// when written qualified).
+pub fn for_statement(plan: &PlanFacts, catalog: &Catalog, named: &[String]) -> StatementCandidates {
     let mut out = StatementCandidates::default();
     let mut seen: Vec<(String, Option<String>, String)> = Vec::new();
     for scan in &plan.relation_scans {
@@ -142,8 +147,11 @@ pub fn for_statement(plan: &PlanFacts, catalog: &Catalog) -> StatementCandidates
         let Some(scanned) = catalog.table(&scan.relation, scan.schema.as_deref()) else {
             continue;
         };
-        // A partition's index is made on its partitioned table.
-        let table = catalog.partition_root(scanned).unwrap_or(scanned);
+        // A partition reached through its partitioned table is indexed there.
+        let table = match names_itself(named, scanned) {
+            true => scanned,
+            false => catalog.partition_root(scanned).unwrap_or(scanned),
+        };
         if catalog.rows_with_partitions(table) < MIN_TABLE_ROWS {
             continue;
         }
@@ -161,6 +169,14 @@ pub fn for_statement(plan: &PlanFacts, catalog: &Catalog) -> StatementCandidates
         }
     }
     out
+}
+
+/// Does the statement name this table itself (by its name, or schema and name)?
+fn names_itself(named: &[String], table: &Table) -> bool {
+    named.iter().any(|n| match n.rsplit_once('.') {
+        Some((schema, name)) => schema == table.schema && name == table.name,
+        None => *n == table.name,
+    })
 }
 
 fn uses_of(
@@ -457,7 +473,7 @@ mod tests {
     #[test]
     fn both_sides_of_a_hash_join_propose_their_join_keys() {
         let plan = review_of_books_by_author();
-        let c = for_statement(&plan, &catalog());
+        let c = for_statement(&plan, &catalog(), &[]);
         let singles = labels(&c.singles);
         assert!(
             singles.contains(&"review(book_id)".to_string()),
@@ -478,12 +494,31 @@ mod tests {
             "Node Type": "Seq Scan", "Relation Name": "measurement_q1", "Schema": "app",
             "Alias": "measurement", "Filter": "(measurement.sensor_id = $1)"}}))
         .unwrap();
-        let c = for_statement(&plan, &catalog());
+        let c = for_statement(&plan, &catalog(), &[]);
         assert_eq!(labels(&c.singles), vec!["measurement(sensor_id)"]);
         assert_eq!(
             c.singles[0].index_sql(),
             "CREATE INDEX ON app.measurement (sensor_id)"
         );
+    }
+
+    #[test]
+    fn a_partition_the_statement_names_itself_is_indexed_alone() {
+        let plan = from_explain_json(&json!({"Plan": {
+            "Node Type": "Seq Scan", "Relation Name": "measurement_q1", "Schema": "app",
+            "Alias": "measurement_q1", "Filter": "(measurement_q1.sensor_id = $1)"}}))
+        .unwrap();
+        for named in ["measurement_q1", "app.measurement_q1"] {
+            let c = for_statement(&plan, &catalog(), &[named.to_string()]);
+            assert_eq!(
+                labels(&c.singles),
+                vec!["measurement_q1(sensor_id)"],
+                "{named}"
+            );
+        }
+        // The same name in another schema is not this partition.
+        let c = for_statement(&plan, &catalog(), &["other.measurement_q1".to_string()]);
+        assert_eq!(labels(&c.singles), vec!["measurement(sensor_id)"]);
     }
 
     #[test]
@@ -494,7 +529,7 @@ mod tests {
                 {"Node Type": "Seq Scan", "Relation Name": "post", "Schema": "app",
                  "Alias": "p", "Filter": "(p.blog_id = $1)"}]}]}}))
         .unwrap();
-        let c = for_statement(&plan, &catalog());
+        let c = for_statement(&plan, &catalog(), &[]);
         assert_eq!(
             labels(&c.singles),
             vec!["post(blog_id)", "post(created_at DESC)"]
@@ -514,7 +549,7 @@ mod tests {
     #[test]
     fn another_resolution_moves_each_candidate_to_its_schema_or_drops_it() {
         let plan = review_of_books_by_author();
-        let c = for_statement(&plan, &catalog());
+        let c = for_statement(&plan, &catalog(), &[]);
         // The other tenant has its own review table; its book is not known.
         let moved = c.resolved_in(|c| (c.table == "review").then(|| "Tenant 2".to_string()));
         assert_eq!(labels(&moved.singles), vec!["review(book_id)"]);
@@ -534,6 +569,9 @@ mod tests {
             "Node Type": "Seq Scan", "Relation Name": "post", "Schema": "app", "Alias": "post",
             "Filter": "(post.user_id = $1)"}}))
         .unwrap();
-        assert_eq!(for_statement(&plan, &cat), StatementCandidates::default());
+        assert_eq!(
+            for_statement(&plan, &cat, &[]),
+            StatementCandidates::default()
+        );
     }
 }

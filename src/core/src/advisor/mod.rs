@@ -47,7 +47,8 @@ impl Kind {
             Kind::ExpressionIndex => 0.80,
             Kind::Stats => 0.70,
             Kind::Rewrite => 0.60,
-            // hypopg cannot make GIN indexes: never measured, never high (advisor::verdicts).
+            // hypopg cannot make GIN indexes: low until a trial build confirms it
+            // (advisor::verdicts::TRIAL_CONFIDENCE, src/api/advice_checks/trigram_trials.rs).
             Kind::TrigramIndex => verdicts::UNVERIFIED_CONFIDENCE,
             Kind::RedundantIndex => 0.50,
             Kind::UnusedIndex => 0.45,
@@ -267,6 +268,56 @@ fn merge_duplicates(recs: Vec<Recommendation>) -> Vec<Recommendation> {
         }
     }
     out
+}
+
+/// An index advised on a partition whose partitioned table is advised an index with the same
+/// leading columns: CREATE INDEX on the partitioned table makes that index on every partition
+/// (or attaches the partition's, when it was built first), so the partition's advice is folded
+/// into the parent's, its statements listed there. hypopg cannot show this: a hypothetical
+/// index on a partitioned table gives its partitions none, so the search advises both.
+/// `open`: whether a parent's advice is advised (not rejected); only those absorb.
+pub fn fold_partition_indexes(
+    recs: &mut Vec<Recommendation>,
+    catalog: &Catalog,
+    open: impl Fn(&Recommendation) -> bool,
+) {
+    let bare = |r: &Recommendation| -> Vec<String> {
+        r.columns
+            .iter()
+            .map(|c| without_order(c).to_string())
+            .collect()
+    };
+    let mut i = 0;
+    while i < recs.len() {
+        let part = &recs[i];
+        let root = part
+            .kind
+            .creates_index()
+            .then(|| catalog.table(&part.table, Some(&part.schema)))
+            .flatten()
+            .and_then(|t| t.root.clone());
+        let parent = root.and_then(|(schema, table)| {
+            recs.iter().position(|p| {
+                p.kind.creates_index()
+                    && p.schema == schema
+                    && p.table == table
+                    && bare(p).starts_with(&bare(part))
+                    && open(p)
+            })
+        });
+        match parent {
+            Some(j) => {
+                let absorbed = recs.remove(i);
+                let j = if j > i { j - 1 } else { j };
+                for q in absorbed.query_ids {
+                    if !recs[j].query_ids.contains(&q) {
+                        recs[j].query_ids.push(q);
+                    }
+                }
+            }
+            None => i += 1,
+        }
+    }
 }
 
 /// An index on (a) is served by a recommended index on (a, b): keep the wider one and list the

@@ -5,6 +5,7 @@
 //! replayed, so only it is filed, and only when the replay confirms it (advisor::verdicts).
 
 use super::index_rules::MIN_TABLE_ROWS;
+use super::verdicts::UNVERIFIED_SENTENCE;
 use super::{comparable, Catalog, Kind, Recommendation, Statement};
 use crate::predicates::{self, Operator, Target};
 use serde_json::json;
@@ -124,13 +125,13 @@ pub(super) fn for_statement(stmt: &Statement, catalog: &Catalog) -> Vec<Recommen
                     "{} (~{} rows) is scanned sequentially for a LIKE/ILIKE pattern on {column}. \
                      A B-tree index only helps patterns anchored at the start ('abc%'); for \
                      patterns starting with a wildcard ('%abc%') use a trigram index, or \
-                     anchor the pattern. Unverified: hypopg cannot try a GIN index, and \
-                     optidb never builds one for real during a scan, so no plan has shown \
-                     that the planner would use it; try it on a copy before relying on it.",
+                     anchor the pattern. {UNVERIFIED_SENTENCE}",
                     t.name,
                     crate::bottleneck::fmt_count(t.rows())
                 ),
-                evidence: json!({"filter": scan.filter, "table_rows": t.rows(), "verified": false}),
+                // index_element: what a trial build (src/api/advice_checks.rs) indexes.
+                evidence: json!({"filter": scan.filter, "table_rows": t.rows(), "verified": false,
+                                 "index_element": element}),
                 confidence: Kind::TrigramIndex.base_confidence(),
                 risk: "low: GIN indexes are larger and slower to update than B-trees".into(),
                 query_ids: vec![stmt.query_id],

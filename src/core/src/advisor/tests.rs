@@ -414,3 +414,50 @@ fn verbose_plans_pick_the_table_in_the_schema_they_name() {
         Some("CREATE INDEX ON app2.orders (customer_id, created_at DESC)")
     );
 }
+
+#[test]
+fn a_partitions_index_folds_into_its_parents_same_index() {
+    let rec = |table: &str, columns: &[&str], q: i64| Recommendation {
+        kind: Kind::MissingIndex,
+        schema: "public".into(),
+        table: table.into(),
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        ddl: String::new(),
+        index_sql: None,
+        rationale: String::new(),
+        evidence: json!({}),
+        confidence: 0.9,
+        risk: String::new(),
+        query_ids: vec![q],
+        simulable: true,
+        not_simulable_reason: None,
+    };
+    let mut part = table("events_0", 100_000.0);
+    part.root = Some(("public".into(), "events".into()));
+    let catalog = Catalog {
+        tables: vec![table("events", 0.0), part, table("other", 100_000.0)],
+        ..Catalog::default()
+    };
+    let mut recs = vec![
+        rec("events_0", &["blog_id"], 2),
+        rec("events", &["blog_id"], 1),
+        rec("other", &["blog_id"], 3),
+    ];
+    fold_partition_indexes(&mut recs, &catalog, |_| true);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        (recs[0].table.as_str(), &recs[0].query_ids),
+        ("events", &vec![1, 2])
+    );
+    // A parent's advice that is not advised (net negative) absorbs nothing.
+    let mut recs = vec![
+        rec("events_0", &["blog_id"], 2),
+        rec("events", &["blog_id"], 1),
+    ];
+    fold_partition_indexes(&mut recs, &catalog, |r| r.table != "events");
+    assert_eq!(recs.len(), 2);
+    // Other columns on the parent do not serve the partition's.
+    let mut recs = vec![rec("events_0", &["blog_id"], 2), rec("events", &["id"], 1)];
+    fold_partition_indexes(&mut recs, &catalog, |_| true);
+    assert_eq!(recs.len(), 2);
+}

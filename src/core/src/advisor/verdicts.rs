@@ -1,8 +1,10 @@
 //! Whether advice that is not a B-tree index stands, judged from replays (src/api/advice_checks.rs
 //! runs them as the statement's owner through the vetted replay path): a rewrite only when its
 //! rewritten plan is measurably cheaper, statistics only when a fresh plan's estimate is far
-//! from what executions return and the fix can change it, a trigram index never above a low,
-//! unverified confidence (hypopg cannot make GIN indexes). Pure: figures in, verdict out.
+//! from what executions return and the fix can change it, a trigram index only when a real,
+//! rolled-back build shows its plan reading the index at a lower cost (hypopg cannot make GIN
+//! indexes; without such a build it stays at a low, unverified confidence). Pure: figures in,
+//! verdict out.
 
 use super::stats_rules::NOT_COMPARABLE_ROOTS;
 use super::{Kind, Recommendation};
@@ -24,6 +26,11 @@ pub const SKEW_CONFIRM_RATIO: f64 = 10.0;
 pub const SAMPLE_ROWS_PER_TARGET: f64 = 300.0;
 /// Confidence of advice no replay could measure (a GIN trigram index): shown, never high.
 pub const UNVERIFIED_CONFIDENCE: f64 = 0.3;
+/// The last sentence of trigram advice no trial build confirmed (its evidence's `trial` says
+/// why there was none); a confirmed one replaces it with the measurement.
+pub const UNVERIFIED_SENTENCE: &str = "Unverified: hypopg cannot try a GIN index and no trial \
+    build confirmed it (see the evidence), so no plan has shown that the planner would use it; \
+    try it on a copy before relying on it.";
 
 /// The rewrite rule whose rewritten SQL optidb can produce (advisor::not_exists).
 pub const NOT_IN_TITLE: &str = "NOT IN (subquery)";
@@ -339,5 +346,80 @@ mod tests {
         assert!(
             matches!(stats(StatsFix::Analyze, &[], None), Verdict::Drop(m) if m.contains("none could be replayed"))
         );
+    }
+}
+
+/// Confidence of trigram advice a real, rolled-back build confirmed: the planner used the
+/// index and costed the statement lower (a cost, not a timing, so below a B-tree index's).
+pub const TRIAL_CONFIDENCE: f64 = 0.7;
+
+/// What one rolled-back build of a GIN trigram index measured for one statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialReplay {
+    pub before_cost: f64,
+    pub after_cost: f64,
+    /// The statement's plan with the index reads it.
+    pub used: bool,
+    pub build_ms: f64,
+    pub index_bytes: i64,
+    pub plan: String,
+}
+
+/// A trigram index stands for a statement only when its plan reads the built index and costs
+/// less than without it; the evidence holds the measurement.
+pub fn trigram_trial(t: &TrialReplay) -> Verdict {
+    let (before, after) = (t.before_cost, t.after_cost);
+    if !t.used {
+        return Verdict::Drop(format!(
+            "with the index built, the plan does not use it (cost {before:.0} -> {after:.0})"
+        ));
+    }
+    if after >= before {
+        return Verdict::Drop(format!(
+            "the plan that uses the index is not cheaper: cost {before:.0} -> {after:.0}"
+        ));
+    }
+    Verdict::Keep(json!({
+        "before_cost": before,
+        "after_cost": after,
+        "improvement_pct": crate::plan_diff::improvement_pct(before, after),
+        "build_ms": (t.build_ms * 10.0).round() / 10.0,
+        "index_mb": (t.index_bytes as f64 / 1_048_576.0 * 100.0).round() / 100.0,
+        "plan": t.plan,
+    }))
+}
+
+#[cfg(test)]
+mod trial_tests {
+    use super::*;
+
+    fn trial(used: bool, after: f64) -> TrialReplay {
+        TrialReplay {
+            before_cost: 4_000.0,
+            after_cost: after,
+            used,
+            build_ms: 812.34,
+            index_bytes: 3 * 1_048_576,
+            plan: "sampled".into(),
+        }
+    }
+
+    #[test]
+    fn kept_only_when_used_and_cheaper() {
+        let Verdict::Keep(e) = trigram_trial(&trial(true, 40.0)) else {
+            panic!("a used, cheaper index stands")
+        };
+        assert_eq!(e["before_cost"], 4_000.0);
+        assert_eq!(e["after_cost"], 40.0);
+        assert_eq!(e["build_ms"], 812.3);
+        assert_eq!(e["index_mb"], 3.0);
+        assert!(matches!(
+            trigram_trial(&trial(false, 40.0)),
+            Verdict::Drop(_)
+        ));
+        assert!(matches!(
+            trigram_trial(&trial(true, 4_000.0)),
+            Verdict::Drop(_)
+        ));
     }
 }
