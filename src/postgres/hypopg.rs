@@ -21,11 +21,12 @@ pub struct Hypopg {
 
 /// hypopg's schema in this database, if the extension is installed.
 pub fn locate() -> Option<Hypopg> {
-    rows::value::<String>(
+    rows::first_kept(
         "hypopg schema",
-        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+        "SELECT n.nspname::text AS schema FROM pg_catalog.pg_extension e \
          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'",
         &[],
+        |row| row.get::<String>("schema"),
     )
     .map(|schema| Hypopg::in_schema(&schema))
 }
