@@ -277,7 +277,7 @@ struct Rec {
 }
 
 fn load_recommendation(rec_id: i64) -> Rec {
-    let row = rows::first(
+    let row = rows::first_kept(
         "recommendation to simulate",
         "SELECT index_sql, simulable, \
                 format('%s (%s): %s', kind, array_to_string(columns, ', '), \

@@ -83,14 +83,31 @@ fn private_statement_name() -> String {
             "optidb_explain_{}",
             NEXT_NAME.fetch_add(1, Ordering::Relaxed)
         );
-        let taken = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE name = $1)",
-            &[name.clone().into()],
-        );
-        if let Ok(Some(false)) = taken {
+        if !prepared_exists(&name) {
             return name;
         }
     }
+}
+
+/// Whether this session has a prepared statement of that name: looked up in the session's
+/// own table (what pg_prepared_statements lists), no SQL run, no user code.
+fn prepared_exists(name: &str) -> bool {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a guarded call reading this session's prepared-statement hash table with a
+    // NUL-terminated name; throwError = false returns NULL for an unknown name.
+    !unsafe { pg_sys::FetchPreparedStatement(cname.as_ptr(), false) }.is_null()
+}
+
+/// DEALLOCATE exactly this name, if it exists (the session's other statements are untouched).
+fn deallocate(name: &str) {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return;
+    };
+    // SAFETY: a guarded call on this session's prepared-statement table, as DEALLOCATE makes
+    // it; showError = false makes an unknown name (a PREPARE that failed) a no-op.
+    unsafe { pg_sys::DropPreparedStatement(cname.as_ptr(), false) };
 }
 
 /// The EXECUTE argument list for these values.
@@ -158,20 +175,10 @@ pub fn plan(replay: Replay, mode: Mode) -> Result<CapturedPlan, Failure> {
     }))
     .finally(|| {
         for prepared in [&shape_name, &name] {
-            let deallocate = format!("DEALLOCATE {prepared}");
-            guarded::cleanup(|| {
-                // The shape is prepared only for a text with literals, and a PREPARE can fail.
-                let exists = rows::select_kept(
-                    "prepared statement exists",
-                    "SELECT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements \
-                     WHERE name OPERATOR(pg_catalog.=) $1) AS found",
-                    &[prepared.as_str().into()],
-                    |row| row.get::<bool>("found"),
-                );
-                if exists == [true] {
-                    Spi::run(&deallocate).ok();
-                }
-            });
+            // The shape is prepared only for a text with literals, and a PREPARE can fail.
+            if prepared_exists(prepared) {
+                guarded::cleanup(|| deallocate(prepared));
+            }
         }
     })
     .execute();
@@ -258,11 +265,14 @@ fn same_relations(owner: pg_sys::Oid, tables: &[String], relations: &[u32]) {
         return;
     }
     for (table, name) in tables.iter().zip(names) {
-        let resolved = Spi::get_one_with_args::<pg_sys::Oid>(
-            "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
+        let resolved = rows::select_kept(
+            "relation a name resolves to",
+            "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid AS resolved",
             &[name.into()],
+            |row| row.opt::<pg_sys::Oid>("resolved"),
         )
-        .unwrap_or_else(|e| error!("{e}"));
+        .pop()
+        .flatten();
         if let Some(oid) = resolved.filter(|oid| !relations.contains(&oid.to_u32())) {
             ereport!(
                 ERROR,
@@ -285,13 +295,16 @@ fn declared_types(types: &[String]) -> String {
     if types.is_empty() {
         return String::new();
     }
-    let names = Spi::get_one_with_args::<Vec<Option<String>>>(
+    let names = rows::select_kept(
+        "declared parameter types",
         "SELECT pg_catalog.array_agg(pg_catalog.format_type(pg_catalog.to_regtype(u.t), NULL) \
-                                     ORDER BY u.n) \
+                                     ORDER BY u.n) AS names \
          FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n)",
         &[types.to_vec().into()],
+        |row| row.opt::<Vec<Option<String>>>("names"),
     )
-    .unwrap_or_else(|e| error!("{e}"))
+    .pop()
+    .flatten()
     .unwrap_or_default();
     let names: Vec<String> = names
         .into_iter()

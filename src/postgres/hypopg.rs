@@ -21,12 +21,13 @@ pub struct Hypopg {
 
 /// hypopg's schema in this database, if the extension is installed.
 pub fn locate() -> Option<Hypopg> {
-    rows::value::<String>(
+    rows::first_kept(
         "hypopg schema",
-        "SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_extension e \
+        "SELECT n.nspname::pg_catalog.text AS schema FROM pg_catalog.pg_extension e \
          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
          WHERE e.extname OPERATOR(pg_catalog.=) 'hypopg'",
         &[],
+        |row| row.get::<String>("schema"),
     )
     .map(|schema| Hypopg::in_schema(&schema))
 }

@@ -121,7 +121,7 @@ pub enum Which<'a> {
 /// The statement ready to replay in the resolution `which` picks (the latest one when no
 /// sample matches).
 pub fn load_in(query_id: i64, which: Which) -> Option<Result<Stored, Failure>> {
-    let (raw_sql, role) = rows::first(
+    let (raw_sql, role) = rows::first_kept(
         "statement to replay",
         "SELECT raw_sql, userid, role_name::text, role_missing FROM optidb.query WHERE id = $1",
         &[query_id.into()],
@@ -242,7 +242,7 @@ pub fn recorded(query_id: i64, which: Which) -> Option<Recorded> {
         ),
         Which::Touching { schema, table } => (None, Some(schema), Some(table)),
     };
-    rows::first(
+    rows::first_kept(
         "recorded search_path",
         "SELECT s.id, s.search_path, s.search_path_oids, s.relation_oids FROM optidb.sample s \
          WHERE s.query_id = $1 AND s.search_path IS NOT NULL \
@@ -369,7 +369,7 @@ pub fn slowest_sample(query_id: i64, relations: &[u32]) -> Option<Sampled> {
 /// The sampled plan of the statement's latest capture (the basis one, else the typical one):
 /// what it was made for, and whether advice rests on it.
 fn latest_sampled_plan(query_id: i64) -> Option<(Sampled, bool)> {
-    rows::first(
+    rows::first_kept(
         "latest sampled plan",
         "SELECT sample_id, sql_text, param_types, param_values, basis FROM optidb.plan \
          WHERE query_id = $1 AND plan_kind = ANY ($2) AND plan_json IS NOT NULL \
@@ -412,6 +412,35 @@ fn not_explainable(message: String) -> Failure {
 /// the statement it prepares); refused (0A000) unless it is one statement that can be
 /// EXPLAINed.
 pub fn preparable(raw_sql: &str) -> Result<(String, StatementInfo), Failure> {
+    // A pure function of the text (pg_query's parse, no catalog read): remembered per process,
+    // so a simulate() repeated on one statement parses it once. At most REMEMBERED texts of at
+    // most REMEMBERED_BYTES each (a few MB per backend at worst).
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    type Parsed = Result<(String, StatementInfo), Failure>;
+    const REMEMBERED: usize = 512;
+    const REMEMBERED_BYTES: usize = 8192;
+    thread_local! {
+        static PARSED: RefCell<HashMap<String, Parsed>> = RefCell::new(HashMap::new());
+    }
+    if let Some(known) = PARSED.with(|p| p.borrow().get(raw_sql).cloned()) {
+        return known;
+    }
+    let parsed = parse_preparable(raw_sql);
+    if raw_sql.len() > REMEMBERED_BYTES {
+        return parsed;
+    }
+    PARSED.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() >= REMEMBERED {
+            p.clear();
+        }
+        p.insert(raw_sql.to_string(), parsed.clone());
+    });
+    parsed
+}
+
+fn parse_preparable(raw_sql: &str) -> Result<(String, StatementInfo), Failure> {
     let text = statement::repair_typed_params(raw_sql).map_err(|e| not_explainable(e.0))?;
     let info = statement::analyze(&text).map_err(|e| not_explainable(e.0))?;
     if !info.explainable {
@@ -602,7 +631,7 @@ fn trusted_path(path: &str, owner: &Owner, vouch: Vouch) -> Result<String, Failu
 /// Of these schema names, those that still denote the schema recorded at the same place.
 fn schemas_still_named(names: &[String], oids: &[u32]) -> Vec<String> {
     let oids: Vec<pg_sys::Oid> = oids.iter().map(|o| (*o).into()).collect();
-    rows::select(
+    rows::select_kept(
         "recorded schemas",
         "SELECT n.nspname::pg_catalog.text AS schema \
          FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), \
@@ -616,13 +645,17 @@ fn schemas_still_named(names: &[String], oids: &[u32]) -> Vec<String> {
 
 /// Of these schema names, those that exist and belong to a role the owner trusts.
 fn trusted_schemas(owner: &Owner, names: &[String]) -> Vec<String> {
-    rows::select(
-        "trusted schemas",
-        &format!(
+    // One text for the process's life, so its plan is kept (rows::select_kept).
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
             "{TRUSTED_ROLES} SELECT n.nspname::pg_catalog.text AS schema \
              FROM pg_catalog.pg_namespace n \
              WHERE n.nspname OPERATOR(pg_catalog.=) ANY ($1) AND {TRUSTED_SCHEMA}"
-        ),
+        )
+    });
+    rows::select_kept(
+        "trusted schemas",
+        SQL.as_str(),
         &[names.to_vec().into(), owner.oid.into()],
         |row| row.get("schema"),
     )
@@ -631,7 +664,7 @@ fn trusted_schemas(owner: &Owner, names: &[String]) -> Vec<String> {
 /// The search_path a new session of `role` in this database starts with, and where it comes
 /// from: the most specific ALTER ROLE/DATABASE ... SET wins, as at login.
 fn configured_path(role: pg_sys::Oid) -> (String, PathSource) {
-    let found = rows::first(
+    let found = rows::first_kept(
         "configured search_path",
         "SELECT pg_catalog.substr(c, 13) AS path, \
                 CASE WHEN s.setrole OPERATOR(pg_catalog.<>) 0 \
@@ -721,9 +754,9 @@ const TRUSTED_SCHEMA: &str = "(n.nspowner OPERATOR(pg_catalog.=) ANY (SELECT oid
 /// is what matters: only it can define what reading it runs (a view's body, its policies); a
 /// look-alike is owned by whoever created it, whoever owns the schema.
 pub fn untrusted_relations(owner: pg_sys::Oid, names: &[String]) -> Vec<String> {
-    rows::select(
-        "untrusted relations",
-        &format!(
+    // One text for the process's life, so its plan is kept (rows::select_kept).
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
             "{TRUSTED_ROLES} \
              SELECT pg_catalog.concat(u.name, ' (', c.oid::pg_catalog.regclass, ')') \
                     AS relation \
@@ -731,7 +764,11 @@ pub fn untrusted_relations(owner: pg_sys::Oid, names: &[String]) -> Vec<String> 
              JOIN pg_catalog.pg_class c \
                ON c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(u.name) \
              WHERE NOT (c.relowner OPERATOR(pg_catalog.=) ANY (SELECT oid FROM trusted))"
-        ),
+        )
+    });
+    rows::select_kept_few(
+        "untrusted relations",
+        SQL.as_str(),
         &[names.to_vec().into(), owner.into()],
         |row| row.get("relation"),
     )

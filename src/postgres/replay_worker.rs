@@ -517,6 +517,7 @@ pub fn serve_warm(handle: pg_sys::dsm_handle) -> bool {
         // gave up, attach fails and there is nothing to do).
         if let Some(segment) = unsafe { Segment::attach(handle) } {
             if let Some(request) = segment.request() {
+                forget_plans_of_another_owner(request.owner);
                 serve(&segment, &request);
             }
         }
@@ -619,10 +620,34 @@ fn serve(segment: &Segment, request: &Request) {
     segment.write_u64(answer_at, DONE);
 }
 
+/// The owner whose code the warm worker's plan cache may hold plans of (0: nobody's yet).
+static mut PLANS_OF: u32 = 0;
+
+/// DISCARD PLANS before a batch of another owner than the last one: every cached plan (the
+/// PL/pgSQL functions' plans of the last owner's replays, and optidb's own kept catalog plans)
+/// is marked for re-analysis and re-planning. Why not only the setting-dependent parts: a
+/// generic plan keeps what was folded while it was made (an IMMUTABLE function that reads
+/// current_user or a setting is folded as the owner who planned it), and the plan cache
+/// revalidates on search_path and row-level security role only. Batches of the same owner
+/// keep them: what they hold is that owner's own (a simulate() repeated on one statement
+/// re-plans nothing of optidb's). Called outside any transaction, before the batch's.
+fn forget_plans_of_another_owner(owner: u32) {
+    // SAFETY: PLANS_OF is read and written only here, on the worker's only thread.
+    let last = unsafe { PLANS_OF };
+    if last != owner {
+        // SAFETY: a guarded call that only marks this session's cached plans invalid, as
+        // DISCARD PLANS does; allowed outside a transaction.
+        unsafe { pg_sys::ResetPlanCache() };
+        // SAFETY: as above.
+        unsafe { PLANS_OF = owner };
+    }
+}
+
 /// Put a warm worker's session back as a new worker's, as DISCARD ALL does (which cannot run
 /// inside a function), plus hypopg's hypothetical indexes: the bootstrap superuser's identity
 /// and every setting's default; no prepared statement, portal, LISTEN, session advisory lock,
-/// cached plan, temporary object or sequence state left by the batch's code. Settings and
+/// temporary object or sequence state left by the batch's code (cached plans: before the next
+/// batch, if it is another owner's). Settings and
 /// identity are already restored by the batch itself (GUC nest levels, the restricted
 /// operation); this is the second line, for what outlives a rolled-back subtransaction.
 #[allow(
@@ -641,19 +666,26 @@ fn reset_session() {
         pg_sys::PortalHashTableDeleteAll();
         pg_sys::ffi::pg_guard_ffi_boundary(|| Async_UnlistenAll());
         pg_sys::LockReleaseAll(USER_LOCKMETHOD, true);
-        pg_sys::ResetPlanCache();
+        // Cached plans: reset before the next batch when it is another owner's
+        // (forget_plans_of_another_owner), not here.
         pg_sys::ResetTempTableNamespace();
         pg_sys::ffi::pg_guard_ffi_boundary(|| ResetSequenceCaches());
     }
     // hypopg's reset, called by OID (no name is resolved), when hypopg is installed here.
-    let reset = Spi::get_one::<pg_sys::Oid>(
-        "SELECT (SELECT p.oid FROM pg_catalog.pg_proc p \
-         JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-          AND d.objid = p.oid AND d.deptype = 'e' \
-         JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid \
-         WHERE e.extname = 'hypopg' AND p.proname = 'hypopg_reset' AND p.pronargs = 0)",
+    let reset = crate::postgres::rows::select_kept(
+        "hypopg reset function",
+        "SELECT p.oid AS reset FROM pg_catalog.pg_proc p \
+         JOIN pg_catalog.pg_depend d \
+           ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
+          AND d.objid OPERATOR(pg_catalog.=) p.oid AND d.deptype OPERATOR(pg_catalog.=) 'e' \
+         JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid \
+         WHERE e.extname OPERATOR(pg_catalog.=) 'hypopg' \
+           AND p.proname OPERATOR(pg_catalog.=) 'hypopg_reset' \
+           AND p.pronargs OPERATOR(pg_catalog.=) 0",
+        &[],
+        |row| row.get::<pg_sys::Oid>("reset"),
     )
-    .unwrap_or_else(|e| error!("{e}"));
+    .pop();
     if let Some(reset) = reset {
         // SAFETY: hypopg's own hypopg_reset(), a C function of no arguments.
         unsafe { pg_sys::OidFunctionCall0Coll(reset, pg_sys::InvalidOid) };

@@ -164,10 +164,11 @@ fn spi_failed(query: &str, error: SpiError) -> ! {
 /// for the process's lifetime (SPI_keepplan), so later runs skip parsing, analysis and, once
 /// the plan cache settles on a generic plan, planning. Only results are ever fresh: nothing is
 /// cached but the plan, which PostgreSQL's plan cache revalidates itself when a catalog it
-/// depends on changes (and `reset_session`'s ResetPlanCache marks it for re-analysis).
+/// depends on changes (and a warm replay worker's ResetPlanCache, before a batch of another
+/// owner, marks it for re-analysis).
 ///
-/// `sql` must name only pg_catalog objects, schema-qualified: the plan outlives any
-/// search_path.
+/// `sql` must name its relations and functions schema-qualified (pg_catalog's, optidb's own):
+/// the plan outlives any search_path (the plan cache re-analyzes it when the path changes).
 pub fn select_kept<T>(
     query: &str,
     sql: &'static str,
@@ -208,4 +209,34 @@ pub fn select_kept<T>(
             })
         })
     })
+}
+
+/// The first row of a kept-plan query (`select_kept`); None when it returns no row. For
+/// optidb's fixed per-call lookups (simulate()'s statement, sample and recommendation).
+pub fn first_kept<T>(
+    query: &str,
+    sql: &'static str,
+    args: &[pgrx::datum::DatumWithOid],
+    decode: impl Fn(&Row) -> T,
+) -> Option<T> {
+    select_kept(query, sql, args, decode).into_iter().next()
+}
+
+/// As `select_kept`, planned with nested loops over index reads only (no hash or merge joins,
+/// no hash aggregation). For catalog queries over a handful of rows whose generic plan
+/// estimates thousands (recursive CTEs, unnest of a parameter): the hash tables sized for those
+/// estimates (zeroed at each run) and full catalog scans made the vetting query cost 3-8 ms a
+/// run instead of 0.5 (docs/benchmarks.md). The answer is the same either way.
+pub fn select_kept_few<T>(
+    query: &str,
+    sql: &'static str,
+    args: &[pgrx::datum::DatumWithOid],
+    decode: impl Fn(&Row) -> T,
+) -> Vec<T> {
+    let nested_loops = [
+        Setting::user("enable_hashagg", "off"),
+        Setting::user("enable_hashjoin", "off"),
+        Setting::user("enable_mergejoin", "off"),
+    ];
+    settings::with(&nested_loops, || select_kept(query, sql, args, decode))
 }

@@ -344,7 +344,7 @@ fn untrusted(uses: &Uses, owner: pg_sys::Oid) -> Vec<String> {
             .map(|r| r.0)
             .collect::<Vec<_>>(),
     );
-    rows::select_kept(
+    rows::select_kept_few(
         "objects a replay would run",
         UNTRUSTED_SQL,
         &[

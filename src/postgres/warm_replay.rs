@@ -9,8 +9,9 @@
 //! one-shot worker (replay_worker::serve: session and current user the owner, every job
 //! vetted, restricted, in a rolled-back subtransaction, in a transaction of its own), and
 //! afterwards `reset_session` puts back what a fresh worker would have, as DISCARD ALL does
-//! (identity, settings, prepared statements, portals, LISTEN, session advisory locks, cached
-//! plans, temporary objects, sequence state) plus hypopg's hypothetical indexes. Whatever goes
+//! (identity, settings, prepared statements, portals, LISTEN, session advisory locks,
+//! temporary objects, sequence state) plus hypopg's hypothetical indexes; cached plans are reset
+//! before a batch of another owner than the last (replay_worker.rs). Whatever goes
 //! wrong past a job's own rollback (an error escaping a batch, a reset that fails) ends the
 //! process instead: the next batch gets a fresh one. See docs/security-model.md.
 //!

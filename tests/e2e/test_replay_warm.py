@@ -302,3 +302,72 @@ def test_a_function_redefined_by_a_hostile_role_after_vetting_is_refused_by_the_
             su.execute("DROP FUNCTION IF EXISTS b.f(int)")
         with connect("postgres") as su:
             su.execute(f'DROP ROLE IF EXISTS "{mallory}"')
+
+
+# A superuser's function every owner trusts, in a schema of its own (not public) that the
+# owners reach through SET search_path. `app.me()` is mislabelled IMMUTABLE: a generic plan
+# folds it as whoever made the plan. `app.who()` keeps such a plan (a PL/pgSQL simple
+# expression) in the warm worker's plan cache and raises what it holds and who runs it.
+WHO = f"""
+CREATE SCHEMA app;
+CREATE TABLE app.t AS SELECT g AS id, g % 300 AS v FROM generate_series(1, 20000) g;
+ANALYZE app.t;
+CREATE FUNCTION app.me() RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT current_user::text';
+CREATE FUNCTION app.who() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE cached text;
+BEGIN
+  IF NOT {IN_REPLAY} THEN RETURN 1; END IF;
+  cached := app.me();
+  RAISE EXCEPTION 'WHO pid=% cached=% user=% path=%', pg_catalog.pg_backend_pid(), cached,
+    current_user, pg_catalog.current_setting('search_path');
+END $f$;
+"""
+
+
+def test_a_plan_cached_in_one_owners_replay_is_not_reused_in_anothers(world):
+    """The warm worker keeps its plan cache between batches of the same owner only: before a
+    batch of another owner it is reset (DISCARD PLANS). A plan made in alice's replay holds
+    what was folded as alice (the plan cache itself would only revalidate it on another
+    search_path or row-security role, and all three owners use `app, public` here), so if
+    it were kept, bob's and mallory's replays would read alice's name from it."""
+    db, roles = world
+    mallory = f"warm_mallory_{uuid.uuid4().hex[:6]}"
+    with connect("postgres") as su:
+        su.execute(f'CREATE ROLE "{mallory}" LOGIN')
+    try:
+        with connect(db) as su:
+            su.execute(WHO)
+            su.execute(f'GRANT USAGE ON SCHEMA app TO "{roles["alice"]}", "{roles["bob"]}", '
+                       f'"{mallory}"')
+            su.execute(f'GRANT SELECT ON app.t TO "{roles["alice"]}", "{roles["bob"]}", '
+                       f'"{mallory}"')
+        sql = "SELECT app.who(), count(*) FROM t WHERE v = $1"
+        order = [roles["alice"], roles["bob"], mallory, roles["alice"]]
+        seen = []
+        for owner in order:
+            with connect(db, user=owner) as c:
+                c.execute("SET search_path = app, public")
+                c.execute(f"PREPARE q(int) AS {sql}")
+                for i in range(3):
+                    c.execute(f"EXECUTE q({i})")
+            with admin(db) as su:
+                su.execute("SELECT * FROM optidb.scan()")
+                found = [e for e in errors(su, "app.who()") if f"user={owner} " in e]
+                assert found, f"{owner}'s statement was not replayed: {errors(su, 'app.who()')}"
+                seen.append((owner, found, warm_pids(su)))
+        pids = set()
+        for owner, found, warm in seen:
+            for e in found:
+                m = re.search(r"WHO pid=(\d+) cached=(\S+) user=(\S+) path=(.*?) \[", e)
+                assert m, e
+                pid, cached, user, path = m.groups()
+                pids.add(int(pid))
+                assert "app, public" in path, e
+                assert cached == user.strip('"') == owner, \
+                    f"{owner}'s replay read a plan made for {cached}: {e}"
+        assert len(pids) == 1, f"the test needs every replay in one warm worker: {seen}"
+    finally:
+        with connect(db) as su:
+            su.execute(f'DROP OWNED BY "{mallory}"')
+        with connect("postgres") as su:
+            su.execute(f'DROP ROLE IF EXISTS "{mallory}"')
