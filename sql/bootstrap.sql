@@ -334,6 +334,28 @@ CREATE INDEX latency_captured_at ON optidb.latency (captured_at);
 -- every statement's history, which holds every statement that ran (issue 27).
 CREATE INDEX latency_errors ON optidb.latency (query_id, captured_at) WHERE errors > 0;
 
+-- Per statement and UTC day, the merge of its optidb.latency rows of that day (0.7.0, issue 27):
+-- execution_time_stats() over days reads a row per day instead of every snapshot's. From its
+-- earliest day on it holds every history row (src/postgres/latency/rollup.rs).
+CREATE TABLE optidb.latency_day (
+    query_id      bigint      NOT NULL REFERENCES optidb.query (id) ON DELETE CASCADE,
+    day           timestamptz NOT NULL,
+    calls         bigint      NOT NULL CHECK (calls >= 0),
+    errors        bigint      NOT NULL CHECK (errors >= 0),
+    error_classes jsonb       NOT NULL DEFAULT '{}',
+    sum_us        double precision NOT NULL CHECK (sum_us >= 0),
+    min_us        double precision,
+    max_us        double precision,
+    buckets       integer[]   NOT NULL,
+    counts        bigint[]    NOT NULL,
+    failed_ms     double precision NOT NULL DEFAULT 0 CHECK (failed_ms >= 0),
+    timeouts      bigint      NOT NULL DEFAULT 0 CHECK (timeouts >= 0),
+    sqlstate      text,
+    PRIMARY KEY (query_id, day),
+    CHECK (pg_catalog.cardinality(buckets) OPERATOR(pg_catalog.=) pg_catalog.cardinality(counts))
+);
+CREATE INDEX latency_day_day ON optidb.latency_day (day);
+
 -- Cumulative shared-memory counters at the last snapshot, per entry (this server only).
 CREATE TABLE optidb.latency_state (
     queryid   bigint   NOT NULL,
@@ -502,7 +524,7 @@ CREATE INDEX wait_sample_captured_at ON optidb.wait_sample (captured_at);
 CREATE TABLE optidb.job_lock (
     name text PRIMARY KEY
 );
-INSERT INTO optidb.job_lock (name) VALUES ('refresh'), ('snapshot'), ('alerts');
+INSERT INTO optidb.job_lock (name) VALUES ('refresh'), ('snapshot'), ('alerts'), ('compaction');
 
 -- Read replicas as sources (0.7.0, issue 26; src/postgres/sources.rs): each standby an admin
 -- registers with optidb.add_source() is reached through a foreign server of its own (dblink;

@@ -282,6 +282,31 @@ CREATE INDEX latency_errors ON optidb.latency (query_id, captured_at) WHERE erro
 -- may call it.
 ALTER FUNCTION optidb.latency_rollup(text) PARALLEL UNSAFE;
 
+-- History rollup (issue 27, part 3): per statement and UTC day, the merge of its optidb.latency
+-- rows of that day; execution_time_stats() over days reads a row per day instead of every
+-- snapshot's. Empty here: the next passes build it (src/postgres/latency/rollup.rs).
+CREATE TABLE optidb.latency_day (
+    query_id      bigint      NOT NULL REFERENCES optidb.query (id) ON DELETE CASCADE,
+    day           timestamptz NOT NULL,
+    calls         bigint      NOT NULL CHECK (calls >= 0),
+    errors        bigint      NOT NULL CHECK (errors >= 0),
+    error_classes jsonb       NOT NULL DEFAULT '{}',
+    sum_us        double precision NOT NULL CHECK (sum_us >= 0),
+    min_us        double precision,
+    max_us        double precision,
+    buckets       integer[]   NOT NULL,
+    counts        bigint[]    NOT NULL,
+    failed_ms     double precision NOT NULL DEFAULT 0 CHECK (failed_ms >= 0),
+    timeouts      bigint      NOT NULL DEFAULT 0 CHECK (timeouts >= 0),
+    sqlstate      text,
+    PRIMARY KEY (query_id, day),
+    CHECK (pg_catalog.cardinality(buckets) OPERATOR(pg_catalog.=) pg_catalog.cardinality(counts))
+);
+CREATE INDEX latency_day_day ON optidb.latency_day (day);
+-- The compaction's own lock (src/postgres/locks.rs): made here, so the first pass that takes it
+-- does not hold an uncommitted row another pass would wait for.
+INSERT INTO optidb.job_lock (name) VALUES ('compaction') ON CONFLICT (name) DO NOTHING;
+
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);
 
@@ -289,3 +314,4 @@ SET LOCAL search_path TO optidb, pg_temp;
 
 -- Statements after the script are tracked again as the session's settings say (see the top).
 SET LOCAL pg_stat_statements.track TO DEFAULT;
+

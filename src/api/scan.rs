@@ -110,6 +110,9 @@ struct Accepted {
 fn run(top: usize, pass: ScanKind) -> Summary {
     let started = Instant::now();
     let view = pgss::locate();
+    // Older history merged per hour and day (src/postgres/compaction.rs) before the snapshot
+    // lock is taken: a concurrent pass waits for this one's snapshot, never for its compaction.
+    compaction::compact_unless_running();
     locks::acquire_or_raise(
         Lock::Snapshot,
         "optidb.scan() or optidb.snapshot() is running in this database",
@@ -171,13 +174,8 @@ fn run(top: usize, pass: ScanKind) -> Summary {
         userid: pg_sys::Oid::from(p.userid as u32),
         raw_sql: p.raw_sql,
     }));
-    // Older history merged per hour and day (src/postgres/compaction.rs), from where the
-    // previous pass left off.
-    compaction::compact(rows::value::<TimestampWithTimeZone>(
-        "previous pass",
-        "SELECT started_at FROM optidb.scan_log ORDER BY id DESC LIMIT 1",
-        &[],
-    ));
+    // Still under the snapshot lock, after every row of the pass is stored.
+    latency::rollup::start_if_empty();
     catalog::collect();
     let mut failed = Vec::new();
     if pass == ScanKind::Scan {
@@ -311,11 +309,13 @@ fn prune_history() -> i64 {
 
 /// Tables pruned by age alone: (table, time column, which rows): a row goes once its time is
 /// older than optidb.retention days. Their size follows from the retention and the workload.
-fn dated() -> [(&'static str, &'static str, String); 6] {
+fn dated() -> [(&'static str, &'static str, String); 7] {
     let all = || "true".to_string();
     [
         ("optidb.metric", "captured_at", all()),
         ("optidb.latency", "captured_at", all()),
+        // A day's rollup goes with the first of its rows (src/postgres/latency/rollup.rs).
+        ("optidb.latency_day", "day", all()),
         ("optidb.health_history", "captured_at", all()),
         ("optidb.wait_sample", "captured_at", all()),
         // Open alerts stay whatever their age (resolved_at is NULL).

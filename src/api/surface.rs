@@ -367,6 +367,13 @@ pub const TABLES: &[Table] = &[
         comment: "Per-snapshot deltas of optidb's own execution-time histograms per statement, with its failures (time until failure, statement_timeout cancels, latest SQLSTATE)",
     },
     Table {
+        name: "latency_day",
+        readers: Readers::ByStatement,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
+        comment: "optidb.latency merged per statement and UTC day, complete from its earliest day: what execution_time_stats() reads for whole days",
+    },
+    Table {
         name: "simulation",
         readers: Readers::ByStatement,
         kept: Kept::Dumped(""),

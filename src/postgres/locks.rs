@@ -22,6 +22,9 @@ pub enum Lock {
     RealSimulation(i32),
     /// One alert evaluation at a time: two would both fire the same incident.
     Alerts,
+    /// One history compaction at a time (src/postgres/compaction.rs); taken with try_acquire,
+    /// apart from Snapshot, so a snapshot never waits for another pass's compaction.
+    Compaction,
 }
 
 impl Lock {
@@ -30,6 +33,7 @@ impl Lock {
             Lock::Refresh => "refresh".into(),
             Lock::Snapshot => "snapshot".into(),
             Lock::Alerts => "alerts".into(),
+            Lock::Compaction => "compaction".into(),
             Lock::RealSimulation(slot) => format!("real_simulation_{slot}"),
         }
     }

@@ -60,6 +60,8 @@ SELECT t, 1440 FROM h, generate_series(h.d - interval '23 days', h.d - interval 
                                        interval '1 day') t;
 DELETE FROM optidb.metric;
 DELETE FROM optidb.latency;
+-- Rows written by hand: the per-day rollup is built again by the next passes (rollup.rs).
+DELETE FROM optidb.latency_day;
 INSERT INTO optidb.metric (query_id, captured_at, calls, total_ms, mean_ms, rows, shared_blks_hit,
                            shared_blks_read, temp_blks_read, temp_blks_written)
 SELECT q.id, s.at, s.minutes, s.minutes * (1 + q.id % 50) * 0.1, (1 + q.id % 50) * 0.1,
@@ -76,6 +78,12 @@ ANALYZE optidb.latency;
 SELECT count(*) FROM optidb.refresh();
 SQL
 
+# The per-day rollup (src/postgres/latency/rollup.rs), as an upgrade builds it: the first pass
+# starts it with today's rows (under the snapshot lock), the next one builds the older days
+# (under the compaction lock only).
+echo "rollup: first pass (today's rows) $(pg -d "$db" -qAt -c "SELECT round(elapsed_ms::numeric, 1) FROM optidb.snapshot()") ms, second pass (the 29 older days) $(pg -d "$db" -qAt -c "SELECT round(elapsed_ms::numeric, 1) FROM optidb.snapshot()") ms; $(pg -d "$db" -qAt -c "SELECT count(*) || ' rows, ' || round(pg_total_relation_size('optidb.latency_day') / 1048576.0, 1) || ' MB' FROM optidb.latency_day")"
+pg -d "$db" -q -c "ANALYZE optidb.latency_day"
+
 log "generating the baseline (report_bench.sh's layout)"
 insert_report_history "$base"
 pg -d "$base" -q <<'SQL'
@@ -85,7 +93,7 @@ SELECT count(*) FROM optidb.refresh();
 SQL
 
 for d in "$base" "$db"; do
-    echo "$d: $(pg -d "$d" -qAt -c "SELECT (SELECT count(DISTINCT query_id) FROM optidb.latency) || ' statements with latency history, ' || (SELECT count(*) FROM optidb.metric) || ' metric rows, ' || (SELECT count(*) FROM optidb.latency) || ' latency rows, ' || round((pg_total_relation_size('optidb.metric') + pg_total_relation_size('optidb.latency')) / 1048576.0, 1) || ' MB (both tables with indexes)'")"
+    echo "$d: $(pg -d "$d" -qAt -c "SELECT (SELECT count(DISTINCT query_id) FROM optidb.latency) || ' statements with latency history, ' || (SELECT count(*) FROM optidb.metric) || ' metric rows, ' || (SELECT count(*) FROM optidb.latency) || ' latency rows, ' || (SELECT count(*) FROM optidb.latency_day) || ' latency_day rows, ' || round((pg_total_relation_size('optidb.metric') + pg_total_relation_size('optidb.latency') + pg_total_relation_size('optidb.latency_day')) / 1048576.0, 1) || ' MB (the three tables with indexes)'")"
 done
 
 # Readers: the median of $runs runs each, in each database.
@@ -127,11 +135,47 @@ all=$(for _ in $(seq 1 "$runs"); do pg -d "$db" -q -o /dev/null -f "$workload"; 
 echo "snapshot(), every statement ran again, $runs runs (ms, sorted): $(echo $(echo "$all" | sort -n)); median $(echo "$all" | median)"
 some=$(for _ in $(seq 1 "$runs"); do pg -d "$db" -q -o /dev/null -f "$workload.100"; snap; done)
 echo "baseline: snapshot(), 100 statements ran, $runs runs (ms, sorted): $(echo $(echo "$some" | sort -n)); median $(echo "$some" | median)"
-# The pass an hour that compacts the hour just passed: the previous pass is made to look as if
-# it ran in the hour before (so this one crosses the boundary).
+# The pass an hour that compacts the hour just passed: the passes above compacted it already
+# (each pass looks one hour further back than the previous pass), so that hour gets its rows a
+# minute again (every statement, as the snapshots of that hour would have left them), and the
+# previous pass is made to look as if it ran in the hour before (this one crosses the boundary).
+pg -d "$db" -q <<'SQL'
+INSERT INTO optidb.latency (query_id, captured_at, calls, errors, sum_us, min_us, max_us,
+                            buckets, counts)
+SELECT q.id, date_trunc('hour', now() - interval '2 hours', 'UTC') + m * interval '1 minute',
+       10, 0, 10 * (100.0 + q.id % 50 * 10), 50.0, 9000.0,
+       ARRAY(SELECT b FROM generate_series(300 + q.id % 20, 359 + q.id % 20, 6) b),
+       array_fill(1::int8, ARRAY[10])
+FROM optidb.query q, generate_series(1, 59) m;
+INSERT INTO optidb.metric (query_id, captured_at, calls, total_ms, mean_ms, rows, shared_blks_hit,
+                           shared_blks_read, temp_blks_read, temp_blks_written)
+SELECT q.id, date_trunc('hour', now() - interval '2 hours', 'UTC') + m * interval '1 minute',
+       1, (1 + q.id % 50) * 0.1, (1 + q.id % 50) * 0.1, 1, 10, 0, 0, 0
+FROM optidb.query q, generate_series(1, 59) m;
+SQL
 pg -d "$db" -q -o /dev/null -f "$workload"
 pg -d "$db" -qAt -c "UPDATE optidb.scan_log SET started_at = date_trunc('hour', now() - interval '1 hour', 'UTC') + interval '1 minute' WHERE id = (SELECT max(id) FROM optidb.scan_log)" >/dev/null
 before=$(pg -d "$db" -qAt -c "SELECT count(*) FROM optidb.latency")
-echo "snapshot() that compacts an hour (every statement ran): $(snap) ms; latency rows $before -> $(pg -d "$db" -qAt -c "SELECT count(*) FROM optidb.latency")"
+# While it runs, another session waits for the snapshot lock as a concurrent snapshot() would
+# (its first wait), again and again: the longest wait it sees.
+probe() {
+    pg -d "$db" -qAt <<'SQL' | grep -E '^[0-9.]+$'
+BEGIN;
+SET LOCAL lock_timeout = '600s';
+SELECT clock_timestamp() AS t0 \gset
+SELECT 1 AS locked FROM optidb.job_lock WHERE name = 'snapshot' FOR UPDATE \gset
+SELECT round((extract(epoch FROM clock_timestamp() - :'t0'::timestamptz) * 1000)::numeric, 1);
+ROLLBACK;
+SQL
+}
+snap >/tmp/optidb-history-bench-pass &
+pass=$!
+waits=""
+sleep 0.2
+while kill -0 "$pass" 2>/dev/null; do waits="$waits $(probe)"; sleep 0.1; done
+wait "$pass"
+echo "snapshot() that compacts an hour (every statement ran): $(cat /tmp/optidb-history-bench-pass) ms; latency rows $before -> $(pg -d "$db" -qAt -c "SELECT count(*) FROM optidb.latency")"
+echo "snapshot lock waits seen meanwhile ($(echo $waits | wc -w) tries, ms, sorted): $(echo $(echo $waits | tr ' ' '\n' | sort -n)); longest $(echo $waits | tr ' ' '\n' | sort -n | tail -1)"
+rm -f /tmp/optidb-history-bench-pass
 pg -d postgres -qc "DROP DATABASE $db WITH (FORCE)" -c "DROP DATABASE $base WITH (FORCE)"
 rm -f "$workload" "$workload.100"

@@ -116,7 +116,7 @@ def test_compaction_keeps_the_totals_and_percentiles(shop):
     # is more than a day old per hour, and what is more than a week old per day.
     with su.transaction():
         for table, column in (("optidb.latency", "captured_at"), ("optidb.metric", "captured_at"),
-                              ("optidb.scan_log", "started_at")):
+                              ("optidb.latency_day", "day"), ("optidb.scan_log", "started_at")):
             su.execute(f"UPDATE {table} SET {column} = {column} - interval '10 days'")
     su.execute("SELECT * FROM optidb.snapshot(top => 1)")
 

@@ -3,9 +3,11 @@
 //! `merged` reads any time range of it back as statistics.
 
 use super::failed::Failed;
+use super::rollup;
 use super::table::{self, EntryCopy};
 use crate::postgres::pgss;
 use crate::postgres::rows::{self, Row};
+use crate::postgres::settings::{self, Setting};
 use optidb_core::histogram::{Histogram, Stats, BUCKETS};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -266,15 +268,24 @@ fn insert_history(per_query: &HashMap<i64, Delta>, captured_at: &TimestampWithTi
             })
         })
         .collect();
+    // The rows inserted are added to their day's rollup in the same statement (rollup.rs).
     Spi::run_with_args(
-        "INSERT INTO optidb.latency (query_id, captured_at, calls, errors, error_classes, \
-             sum_us, min_us, max_us, buckets, counts, failed_ms, timeouts, sqlstate) \
-         SELECT r.query_id, $2, r.calls, r.errors, r.error_classes, r.sum_us, r.min_us, \
-                r.max_us, r.buckets, r.counts, r.failed_ms, r.timeouts, r.sqlstate \
-         FROM pg_catalog.jsonb_to_recordset($1) AS r(query_id int8, calls int8, errors int8, \
-              error_classes jsonb, sum_us float8, min_us float8, max_us float8, \
-              buckets int4[], counts int8[], failed_ms float8, timeouts int8, sqlstate text) \
-         ON CONFLICT (query_id, captured_at) DO NOTHING",
+        &format!(
+            "WITH added AS ( \
+                 INSERT INTO optidb.latency (query_id, captured_at, calls, errors, \
+                     error_classes, sum_us, min_us, max_us, buckets, counts, failed_ms, \
+                     timeouts, sqlstate) \
+                 SELECT r.query_id, $2, r.calls, r.errors, r.error_classes, r.sum_us, r.min_us, \
+                        r.max_us, r.buckets, r.counts, r.failed_ms, r.timeouts, r.sqlstate \
+                 FROM pg_catalog.jsonb_to_recordset($1) AS r(query_id int8, calls int8, \
+                      errors int8, error_classes jsonb, sum_us float8, min_us float8, \
+                      max_us float8, buckets int4[], counts int8[], failed_ms float8, \
+                      timeouts int8, sqlstate text) \
+                 ON CONFLICT (query_id, captured_at) DO NOTHING \
+                 RETURNING *) \
+             {}",
+            rollup::ADD_TO_DAY
+        ),
         &[
             JsonB(serde_json::Value::Array(rows)).into(),
             (*captured_at).into(),
@@ -361,6 +372,16 @@ pub fn merged(
     end: Option<TimestampWithTimeZone>,
     grain: Option<&str>,
 ) -> Vec<(GroupKey, Merged)> {
+    let sort_memory = [Setting::user("work_mem", rollup::READ_WORK_MEM)];
+    settings::with(&sort_memory, || merge_rows(query_id, start, end, grain))
+}
+
+fn merge_rows(
+    query_id: Option<i64>,
+    start: Option<TimestampWithTimeZone>,
+    end: Option<TimestampWithTimeZone>,
+    grain: Option<&str>,
+) -> Vec<(GroupKey, Merged)> {
     Spi::connect(|client| {
         let mut out: Vec<(GroupKey, Merged)> = Vec::new();
         let mut current: Option<(GroupKey, Histogram, i64)> = None;
@@ -375,18 +396,33 @@ pub fn merged(
                 ));
             }
         };
-        let mut cursor = client.open_cursor(
-            "SELECT query_id, \
-                    CASE WHEN $4::text IS NOT NULL \
-                         THEN pg_catalog.date_trunc($4, captured_at, 'UTC') END AS period, \
-                    errors, sum_us, min_us, max_us, buckets, counts \
-             FROM optidb.latency \
-             WHERE ($1::int8 IS NULL OR query_id = $1) \
-               AND ($2::timestamptz IS NULL OR captured_at >= $2) \
-               AND ($3::timestamptz IS NULL OR captured_at <= $3) \
-             ORDER BY 1, 2",
-            &[query_id.into(), start.into(), end.into(), grain.into()],
-        );
+        // Whole ranges read the per-day rollup where it holds the rows (rollup.rs); not
+        // while an upgrade script from before it refreshes a view over this (no table yet).
+        let mut cursor = match grain {
+            None if rollup::exists() => {
+                let (lo, hi) = rollup::days_for(start, end);
+                client.open_cursor(
+                    rollup::READ_SQL,
+                    &[
+                        query_id.into(),
+                        start.into(),
+                        end.into(),
+                        lo.into(),
+                        hi.into(),
+                    ],
+                )
+            }
+            _ => client.open_cursor(
+                "SELECT query_id, pg_catalog.date_trunc($4, captured_at, 'UTC') AS period, \
+                        errors, sum_us, min_us, max_us, buckets, counts \
+                 FROM optidb.latency \
+                 WHERE ($1::int8 IS NULL OR query_id = $1) \
+                   AND ($2::timestamptz IS NULL OR captured_at >= $2) \
+                   AND ($3::timestamptz IS NULL OR captured_at <= $3) \
+                 ORDER BY 1, 2",
+                &[query_id.into(), start.into(), end.into(), grain.into()],
+            ),
+        };
         loop {
             let batch = cursor.fetch(FETCH_BATCH).unwrap_or_else(|e| error!("{e}"));
             let fetched = batch.len();

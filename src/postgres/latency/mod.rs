@@ -11,6 +11,7 @@ pub mod hooks;
 mod lwlock;
 mod nesting;
 mod raw;
+pub mod rollup;
 pub mod sample_store;
 pub mod samples;
 pub mod table;
