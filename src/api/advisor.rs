@@ -345,7 +345,7 @@ fn load_catalog() -> Catalog {
     let columns = rows::select(
         "advisor columns",
         "SELECT t.schemaname::text, t.relname::text, c.attname::text, \
-                c.n_distinct::float8, c.null_frac::float8 \
+                c.n_distinct::float8, c.null_frac::float8, c.type \
          FROM optidb.schema_column c JOIN optidb.schema_table t USING (relid)",
         &[],
         |row| Column {
@@ -354,6 +354,7 @@ fn load_catalog() -> Catalog {
             name: row.get("attname"),
             n_distinct: row.opt("n_distinct"),
             null_frac: row.opt("null_frac"),
+            type_name: row.opt("type"),
         },
     );
     let stats_since = rows::first(

@@ -15,7 +15,10 @@ use crate::postgres::replay::Which;
 use crate::postgres::replay_worker::{self, Answer, Job, WhatIf};
 use crate::postgres::rows;
 use optidb_core::advisor::candidates::{self, Candidate, StatementCandidates};
-use optidb_core::advisor::workload::{self, Limits, Measured, Narrowed, Pick, Price, Selection};
+use optidb_core::advisor::index_size;
+use optidb_core::advisor::workload::{
+    self, KeptWide, Limits, Measured, Narrowed, Pick, Price, Selection,
+};
 use optidb_core::advisor::write_cost::{self, Write, WriteCost};
 use optidb_core::advisor::{Catalog, Recommendation, Statement};
 use optidb_core::bottleneck::fmt_count;
@@ -141,11 +144,7 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
         .iter()
         .enumerate()
         .map(|(i, c)| Price {
-            bytes: bytes.get(&i).copied().unwrap_or_else(|| {
-                catalog
-                    .table(&c.table, Some(&c.schema))
-                    .map_or(0.0, |t| catalog.rows_with_partitions(t) * BYTES_PER_ROW)
-            }),
+            bytes: built_bytes(c, bytes.get(&i).copied(), catalog),
             write_ms: upkeep[i].as_ref().map_or(0.0, |w| w.ms),
             covers: (0..pool.len()).filter(|j| c.covers(&pool[*j])).collect(),
             stand_ins: (0..pool.len())
@@ -165,6 +164,7 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
         min_gain: MIN_GAIN,
         size_share: SIZE_SHARE,
         max_cost_rise: MAX_COST_RISE,
+        storage_price: gucs::storage_price(),
     };
     let selection = workload::select(&measured, &prices, limits);
     let total = selection.picks.len();
@@ -200,14 +200,27 @@ pub fn search(hypopg: &Hypopg, statements: &[Statement], catalog: &Catalog) -> S
         .iter()
         .map(|n| narrowed_evidence(n, &pool, hours))
         .collect();
+    summary["kept_wide"] = selection
+        .kept_wide
+        .iter()
+        .map(|k| kept_evidence(k, &pool, hours))
+        .collect();
+    let advised = |advice: &[Advice], i: usize| -> Option<usize> {
+        advice
+            .iter()
+            .position(|a| a.open && a.rec.index_sql.as_deref() == Some(&pool[i].index_sql()))
+    };
     // A pick advised in place of a wider index says so: what its size saves, what it loses.
     for n in &selection.narrowed {
         let Some(narrow) = n.narrow else { continue };
-        if let Some(a) = advice
-            .iter_mut()
-            .find(|a| a.open && a.rec.index_sql.as_deref() == Some(&pool[narrow].index_sql()))
-        {
-            a.rec.evidence["instead_of"] = narrowed_evidence(n, &pool, hours);
+        if let Some(a) = advised(&advice, narrow) {
+            advice[a].rec.evidence["instead_of"] = narrowed_evidence(n, &pool, hours);
+        }
+    }
+    // A wide pick that kept its size says what its extra bytes save against their price.
+    for k in &selection.kept_wide {
+        if let Some(a) = advised(&advice, k.wide) {
+            advice[a].rec.evidence["storage"] = kept_evidence(k, &pool, hours);
         }
     }
     Search {
@@ -505,10 +518,36 @@ fn narrowed_evidence(n: &Narrowed, pool: &[Candidate], hours: f64) -> Value {
     json!({
         "dropped": pool[n.wide].index_sql(),
         "instead": n.narrow.map(|i| pool[i].index_sql()),
+        "rule": n.rule.name(),
         "loss_ms_per_hour": n.loss_ms / hours,
         "served_ms_per_hour": n.served_ms / hours,
         "bytes_saved": n.bytes_saved,
+        "storage_price_ms_per_hour": n.price_ms / hours,
     })
+}
+
+/// Why a wide pick kept its size: the narrower set it was weighed against, what that set
+/// would lose, and what the bytes it frees are worth at the storage price.
+fn kept_evidence(k: &KeptWide, pool: &[Candidate], hours: f64) -> Value {
+    json!({
+        "kept": pool[k.wide].index_sql(),
+        "against": k.narrow.map(|i| pool[i].index_sql()),
+        "extra_bytes": k.bytes_saved,
+        "extra_saving_ms_per_hour": k.loss_ms / hours,
+        "storage_price_ms_per_hour": k.price_ms / hours,
+    })
+}
+
+/// The bytes PostgreSQL builds for a candidate: hypopg's estimate (or `BYTES_PER_ROW` per
+/// row when hypopg did not size it), less what B-tree deduplication saves on its keys.
+fn built_bytes(c: &Candidate, estimated: Option<f64>, catalog: &Catalog) -> f64 {
+    let Some(table) = catalog.table(&c.table, Some(&c.schema)) else {
+        return estimated.unwrap_or(0.0);
+    };
+    let rows = catalog.rows_with_partitions(table);
+    let estimated = estimated.unwrap_or(rows * BYTES_PER_ROW);
+    let distinct = index_size::distinct_keys(catalog, &c.schema, &c.table, &c.labels);
+    index_size::deduplicated(estimated, rows, distinct)
 }
 
 fn fmt_mb(bytes: f64) -> String {
@@ -539,6 +578,8 @@ fn summary(
         "min_gain": MIN_GAIN,
         "size_share": SIZE_SHARE,
         "max_cost_rise": MAX_COST_RISE,
+        "storage_price": gucs::storage_price(),
+        "storage_price_ms_per_hour_per_mb": selection.price_ms_per_byte * 1_048_576.0 / hours,
         "failures": failures,
         "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
     })

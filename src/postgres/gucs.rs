@@ -41,6 +41,7 @@ static REFRESH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
 static REAL_SIMULATION_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static MAX_CONCURRENT_SIMULATIONS: GucSetting<i32> = GucSetting::<i32>::new(2);
 static INDEX_BUDGET_MB: GucSetting<i32> = GucSetting::<i32>::new(-1);
+static STORAGE_PRICE: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 static REAL_SIMULATIONS_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(10);
 static TRUSTED_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static REPLAY_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
@@ -258,6 +259,16 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::UNIT_MB,
     );
+    GucRegistry::define_float_guc(
+        c"optidb.storage_price",
+        c"What an advised index's extra MB must save, as a multiple of the advised set's saving per MB (0: storage weighs only through optidb.index_budget_mb).",
+        c"A wider index whose extra MB over a narrower stand-in save less than this is advised narrower, or dropped when another advised index serves its prefix.",
+        &STORAGE_PRICE,
+        0.0,
+        1000.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
 }
 
 /// Settings that only make sense at server start (PGC_POSTMASTER): PostgreSQL refuses to define
@@ -419,6 +430,11 @@ pub fn statement_limit() -> Limit {
         ms: STATEMENT_TIMEOUT_MS.get(),
         setting: TimeoutSetting::Statement,
     }
+}
+
+/// What an advised index's extra bytes must save, as a multiple of the set's saving per byte.
+pub fn storage_price() -> f64 {
+    STORAGE_PRICE.get()
 }
 
 /// The storage budget of advised indexes in MB; None: the default (a share of the database).

@@ -179,13 +179,27 @@ def seconds(ts, timeout):
 # ---------------------------------------------------------------- the tools' advice
 
 
-def advise_optidb(args, stmts):
+# Estimated MB of each index optidb advised, by (table, columns): printed beside the size
+# PostgreSQL builds.
+ESTIMATED_MB = {}
+
+
+def has_storage_price(args):
+    with connect(args, "postgres") as c:
+        return c.execute(
+            "SELECT 1 FROM pg_settings WHERE name = 'optidb.storage_price'").fetchone() is not None
+
+
+def advise_optidb(args, stmts, settings=()):
     """optidb saw the none run: scan(), then the open index advice's DDL."""
     with connect(args, "postgres") as c:
         c.execute("SET pg_stat_statements.track_utility = off")
+        for name, value in settings:
+            c.execute("SELECT set_config(%s, %s, false)", (name, value))
         c.execute("SELECT * FROM optidb.scan()").fetchall()
         recs = c.execute(
-            """SELECT kind, table_name, columns, ddl, improvement_pct FROM optidb.recommend()
+            """SELECT kind, table_name, columns, ddl, improvement_pct, index_mb
+               FROM optidb.recommend()
                WHERE ddl ~* '^\\s*CREATE\\s+(UNIQUE\\s+)?INDEX'""").fetchall()
         others = c.execute(
             "SELECT kind, count(*) FROM optidb.recommend() "
@@ -195,8 +209,9 @@ def advise_optidb(args, stmts):
                      "AND pronamespace = 'optidb'::regnamespace").fetchone():
             cur = c.execute("SELECT * FROM optidb.advice_summary()")
             summary = [dict(zip([d.name for d in cur.description], row)) for row in cur]
-    for kind, table, cols, ddl, pct in recs:
+    for kind, table, cols, ddl, pct, mb in recs:
         log("optidb %s %s %s (%s%%)" % (kind, table, cols, pct))
+        ESTIMATED_MB[(table.split(".")[-1], ", ".join(cols))] = mb
     if summary is not None:
         print("optidb.advice_summary(): %s" % summary)
     if others:
@@ -361,7 +376,12 @@ def report(args, results, elapsed):
     for r in results:
         print("\n%s indexes:" % r["tool"])
         for name, size, d in r["indexes"]:
-            print("  %7.1f MB  %s" % (size / 2**20, d))
+            est = ""
+            if r["tool"].startswith("optidb"):
+                m = re.search(r"ON \S*?\.?(\w+) USING btree \((.*)\)$", d)
+                mb = ESTIMATED_MB.get((m.group(1), m.group(2))) if m else None
+                est = " (optidb estimated %s MB)" % ("?" if mb is None else "%.1f" % mb)
+            print("  %7.1f MB  %s%s" % (size / 2**20, d, est))
         for e in r["errors"]:
             print("  error: %s" % e)
     print("\nbenchmark wall time: %.0f s" % elapsed)
@@ -416,7 +436,12 @@ def main():
                 "times": none_times, "cpu": none_cpu, "errors": none_errs,
                 "indexes": none_idx}]
 
-    advisors = [("optidb", advise_optidb), ("dexter-style", advise_dexter)]
+    advisors = [("optidb", advise_optidb)]
+    if has_storage_price(args):
+        # The same scan with storage free (the selection before the storage price).
+        advisors.append(("optidb price 0", lambda a, s: advise_optidb(
+            a, s, [("optidb.storage_price", "0")])))
+    advisors.append(("dexter-style", advise_dexter))
     if args.index_advisor:
         advisors.append(("index_advisor", advise_index_advisor))
     else:

@@ -447,6 +447,7 @@ mod tests {
                 name: "blog_id".into(),
                 n_distinct: Some(1000.0),
                 null_frac: Some(0.0),
+                ..Column::default()
             }],
             stats_since: None,
         }

@@ -6,6 +6,7 @@
 pub mod candidates;
 mod index_audit;
 mod index_rules;
+pub mod index_size;
 pub mod not_exists;
 mod rewrite_rules;
 mod stats_rules;
@@ -131,6 +132,9 @@ pub struct Column {
     pub name: String,
     pub n_distinct: Option<f64>,
     pub null_frac: Option<f64>,
+    /// As format_type() names it ("integer", "numeric(15,2)"): B-tree deduplication depends
+    /// on it.
+    pub type_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]

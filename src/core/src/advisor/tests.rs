@@ -39,6 +39,7 @@ fn column(table: &str, name: &str, n_distinct: f64) -> Column {
         name: name.into(),
         n_distinct: Some(n_distinct),
         null_frac: Some(0.0),
+        ..Column::default()
     }
 }
 

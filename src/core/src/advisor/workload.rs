@@ -23,6 +23,16 @@
 //! and must plan at most `max_cost_rise` above its cost with the pick: a share of the saving
 //! hides what a statement is left with (TPC-H Q17, timed out before, planned 207,000 and kept
 //! 90% of its saving with (l_partkey) alone, yet ran 0.26 s instead of 0.00 s).
+//!
+//! Storage has a price besides: `storage_price` times the advised set's own saving per byte
+//! (as the greedy chose it, net of writes). A wider pick must earn its extra bytes over the
+//! narrower stand-in (or over none, when another pick covers its prefix) at least at that rate:
+//! an extra MB that saves less than the set's average MB is the set's worst use of storage,
+//! and goes. The price is relative to the workload, so it reads the same for a one-minute
+//! benchmark and a month of production. A change it allows must still leave every statement
+//! the wide pick served planned at least `min_gain` below its cost without indexes: a
+//! statement is never left with a plan only slightly cheaper than none's, where plans run
+//! slower. 0 turns the price off.
 
 use std::collections::BTreeSet;
 
@@ -65,6 +75,41 @@ pub struct Limits {
     /// Largest rise of a served statement's planned cost (0.2 = 1.2x its cost with the wider
     /// pick) that giving up a pick for its size may cause.
     pub max_cost_rise: f64,
+    /// Saving an extra byte must buy, as a multiple of the advised set's saving per byte
+    /// (0: storage is free, only the budget and `size_share` weigh it).
+    pub storage_price: f64,
+}
+
+/// Which rule gave a pick up for its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NarrowRule {
+    /// Its statements keep all but `size_share` of their saving, none planning above
+    /// `max_cost_rise`.
+    SizeShare,
+    /// Its extra bytes save less than `storage_price` times the set's saving per byte.
+    StoragePrice,
+}
+
+impl NarrowRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            NarrowRule::SizeShare => "size_share",
+            NarrowRule::StoragePrice => "storage_price",
+        }
+    }
+}
+
+/// Why a pick that has a narrower stand-in kept its size: the cheapest change storage could
+/// make, and what its bytes would have had to save less than.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptWide {
+    pub wide: usize,
+    pub narrow: Option<usize>,
+    /// Saving the change would lose (ms over the window, net of writes).
+    pub loss_ms: f64,
+    pub bytes_saved: f64,
+    /// What those bytes are worth at the storage price (ms over the window).
+    pub price_ms: f64,
 }
 
 /// A pick given up for storage: `wide` dropped, `narrow` (if any) advised instead.
@@ -77,6 +122,9 @@ pub struct Narrowed {
     /// Saving of the statements the wide index served, with it (ms over the window).
     pub served_ms: f64,
     pub bytes_saved: f64,
+    pub rule: NarrowRule,
+    /// What `bytes_saved` is worth at the storage price (ms over the window).
+    pub price_ms: f64,
 }
 
 /// A statement an advised index serves, and its planned cost before and after the whole set.
@@ -116,8 +164,13 @@ pub struct Selection {
     pub saving_ms: f64,
     pub write_ms: f64,
     pub bytes: f64,
-    /// Picks given up for a narrower index or none, as `size_share` allows.
+    /// Picks given up for a narrower index or none, as `size_share` or the storage price allow.
     pub narrowed: Vec<Narrowed>,
+    /// Picks with a narrower stand-in that earned their size, with the change refused.
+    pub kept_wide: Vec<KeptWide>,
+    /// The storage price in ms (over the window) per byte: `storage_price` times the set's
+    /// saving per byte as the greedy chose it.
+    pub price_ms_per_byte: f64,
 }
 
 pub fn select(statements: &[Measured], prices: &[Price], limits: Limits) -> Selection {
@@ -125,6 +178,7 @@ pub fn select(statements: &[Measured], prices: &[Price], limits: Limits) -> Sele
         statements,
         prices,
         limits,
+        price: 0.0,
     };
     let mut chosen: BTreeSet<usize> = BTreeSet::new();
     loop {
@@ -159,6 +213,15 @@ pub fn select(statements: &[Measured], prices: &[Price], limits: Limits) -> Sele
     {
         chosen.remove(&useless);
     }
+    // The rate is fixed before any narrowing: each change then does not raise the bar for
+    // the next (a smaller set has a higher saving per byte).
+    let bytes = w.bytes(&chosen);
+    let price = if bytes > 0.0 {
+        limits.storage_price * w.value(&chosen).max(0.0) / bytes
+    } else {
+        0.0
+    };
+    let w = Workload { price, ..w };
     let mut narrowed: Vec<Narrowed> = Vec::new();
     while let Some(n) = w.narrower(&chosen) {
         chosen.remove(&n.wide);
@@ -166,7 +229,12 @@ pub fn select(statements: &[Measured], prices: &[Price], limits: Limits) -> Sele
         narrowed.push(n);
     }
     let mut selection = w.describe(&chosen);
+    selection.kept_wide = chosen
+        .iter()
+        .filter_map(|wide| w.cheapest_change(&chosen, *wide))
+        .collect();
     selection.narrowed = narrowed;
+    selection.price_ms_per_byte = price;
     selection
 }
 
@@ -174,6 +242,16 @@ struct Workload<'a> {
     statements: &'a [Measured],
     prices: &'a [Price],
     limits: Limits,
+    /// Storage price, ms over the window per byte (0 before the greedy has chosen).
+    price: f64,
+}
+
+/// One change storage may make to a pick: `narrow` (or nothing) in place of `wide`.
+struct Change {
+    narrow: Option<usize>,
+    loss_ms: f64,
+    bytes_saved: f64,
+    served_ms: f64,
 }
 
 impl Workload<'_> {
@@ -241,62 +319,111 @@ impl Workload<'_> {
         self.saving(chosen) - chosen.iter().map(|i| self.prices[*i].write_ms).sum::<f64>()
     }
 
-    /// The largest pick (by bytes) whose statements keep all but `size_share` of their saving
-    /// with a smaller candidate it covers in its place, or without it when another pick covers
-    /// such a prefix; the best such change.
-    fn narrower(&self, chosen: &BTreeSet<usize>) -> Option<Narrowed> {
+    /// The changes storage may make to pick `wide`: a smaller candidate it covers in its
+    /// place, or none when another pick already serves a prefix of it; what each loses.
+    fn changes(&self, chosen: &BTreeSet<usize>, wide: usize) -> Vec<Change> {
         let value = self.value(chosen);
+        let without: BTreeSet<usize> = chosen.iter().copied().filter(|j| *j != wide).collect();
+        let served_ms: f64 = self
+            .statements
+            .iter()
+            .filter(|s| self.cost(s, chosen) < self.cost(s, &without))
+            .map(|s| self.saving_of(s, chosen))
+            .sum();
+        let narrow_options = self.prices[wide]
+            .stand_ins
+            .iter()
+            .copied()
+            .filter(|n| !chosen.contains(n) && self.prices[*n].bytes < self.prices[wide].bytes)
+            .map(Some);
+        let prefix_served = self.prices[wide]
+            .stand_ins
+            .iter()
+            .any(|n| *n != wide && self.present(&without, *n));
+        prefix_served
+            .then_some(None)
+            .into_iter()
+            .chain(narrow_options)
+            .map(|narrow| {
+                let mut set = without.clone();
+                set.extend(narrow);
+                Change {
+                    narrow,
+                    loss_ms: value - self.value(&set),
+                    bytes_saved: self.bytes(chosen) - self.bytes(&set),
+                    served_ms,
+                }
+            })
+            .filter(|c| c.bytes_saved > 0.0)
+            .collect()
+    }
+
+    /// The rule that allows this change, if any.
+    fn allowed(&self, chosen: &BTreeSet<usize>, wide: usize, c: &Change) -> Option<NarrowRule> {
+        if c.loss_ms <= self.limits.size_share * c.served_ms
+            && self.no_statement_loses(chosen, wide, c.narrow)
+        {
+            Some(NarrowRule::SizeShare)
+        } else if c.loss_ms <= self.price * c.bytes_saved
+            && self.served_stay_helped(chosen, wide, c.narrow)
+        {
+            Some(NarrowRule::StoragePrice)
+        } else {
+            None
+        }
+    }
+
+    /// The largest pick (by bytes) that storage may give up, and its allowed change that
+    /// loses least.
+    fn narrower(&self, chosen: &BTreeSet<usize>) -> Option<Narrowed> {
         let mut picks: Vec<usize> = chosen.iter().copied().collect();
         picks.sort_by(|a, b| self.prices[*b].bytes.total_cmp(&self.prices[*a].bytes));
-        for wide in picks {
-            let without: BTreeSet<usize> = chosen.iter().copied().filter(|j| *j != wide).collect();
-            let served_ms: f64 = self
-                .statements
-                .iter()
-                .filter(|s| self.cost(s, chosen) < self.cost(s, &without))
-                .map(|s| self.saving_of(s, chosen))
-                .sum();
-            let narrow_options = self.prices[wide]
-                .stand_ins
-                .iter()
-                .copied()
-                .filter(|n| !chosen.contains(n) && self.prices[*n].bytes < self.prices[wide].bytes)
-                .map(Some);
-            // Dropped outright only when another pick already serves a prefix of it.
-            let prefix_served = self.prices[wide]
-                .stand_ins
-                .iter()
-                .any(|n| *n != wide && self.present(&without, *n));
-            let best = prefix_served
-                .then_some(None)
+        picks.into_iter().find_map(|wide| {
+            self.changes(chosen, wide)
                 .into_iter()
-                .chain(narrow_options)
-                .map(|narrow| {
-                    let mut set = without.clone();
-                    set.extend(narrow);
-                    (
-                        narrow,
-                        value - self.value(&set),
-                        self.bytes(chosen) - self.bytes(&set),
-                    )
-                })
-                .filter(|(narrow, loss, saved)| {
-                    *saved > 0.0
-                        && *loss <= self.limits.size_share * served_ms
-                        && self.no_statement_loses(chosen, wide, *narrow)
-                })
-                .min_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((narrow, loss_ms, bytes_saved)) = best {
-                return Some(Narrowed {
+                .filter_map(|c| self.allowed(chosen, wide, &c).map(|rule| (c, rule)))
+                .min_by(|a, b| a.0.loss_ms.total_cmp(&b.0.loss_ms))
+                .map(|(c, rule)| Narrowed {
                     wide,
-                    narrow,
-                    loss_ms,
-                    served_ms,
-                    bytes_saved,
-                });
-            }
-        }
-        None
+                    narrow: c.narrow,
+                    loss_ms: c.loss_ms,
+                    served_ms: c.served_ms,
+                    bytes_saved: c.bytes_saved,
+                    rule,
+                    price_ms: self.price * c.bytes_saved,
+                })
+        })
+    }
+
+    /// A pick storage could change but did not: the change that would lose least.
+    fn cheapest_change(&self, chosen: &BTreeSet<usize>, wide: usize) -> Option<KeptWide> {
+        self.changes(chosen, wide)
+            .into_iter()
+            .min_by(|a, b| a.loss_ms.total_cmp(&b.loss_ms))
+            .map(|c| KeptWide {
+                wide,
+                narrow: c.narrow,
+                loss_ms: c.loss_ms,
+                bytes_saved: c.bytes_saved,
+                price_ms: self.price * c.bytes_saved,
+            })
+    }
+
+    /// Every statement `wide` serves stays planned at least `min_gain` below its cost without
+    /// indexes once `wide` is replaced by `narrow` (or just gone).
+    fn served_stay_helped(
+        &self,
+        chosen: &BTreeSet<usize>,
+        wide: usize,
+        narrow: Option<usize>,
+    ) -> bool {
+        let mut set: BTreeSet<usize> = chosen.iter().copied().filter(|j| *j != wide).collect();
+        let without = set.clone();
+        set.extend(narrow);
+        self.statements
+            .iter()
+            .filter(|s| self.cost(s, chosen) < self.cost(s, &without))
+            .all(|s| self.cost(s, &set) < s.base_cost)
     }
 
     /// Every statement `wide` serves plans, with `wide` replaced by `narrow` (or just gone), at
@@ -384,6 +511,8 @@ impl Workload<'_> {
             write_ms: picks.iter().map(|p| p.write_ms).sum(),
             bytes: picks.iter().map(|p| p.bytes).sum(),
             narrowed: Vec::new(),
+            kept_wide: Vec::new(),
+            price_ms_per_byte: 0.0,
             picks,
         }
     }
@@ -431,6 +560,7 @@ mod tests {
         min_gain: 0.2,
         size_share: 0.1,
         max_cost_rise: 0.2,
+        storage_price: 0.0,
     };
 
     fn stmt(query_id: i64, total_ms: f64, base: f64, configs: &[(&[usize], f64)]) -> Measured {
@@ -682,5 +812,98 @@ mod tests {
         let mut picked: Vec<usize> = sel.picks.iter().map(|p| p.candidate).collect();
         picked.sort();
         assert_eq!(picked, vec![1, 2]);
+    }
+
+    const PRICED: Limits = Limits {
+        storage_price: 1.0,
+        ..LIMITS
+    };
+
+    /// TPC-H-like: statement 1 saves much with a small index 0; statement 2 (Q17) is served
+    /// by 1 = (a, b) at 18 MB, planned 4x lower than with its prefix 2 = (a) at 4 MB.
+    fn wide_and_its_prefix(wide_extra_ms: f64) -> (Vec<Measured>, Vec<Price>) {
+        let s = vec![
+            stmt(1, 10_000.0, 1000.0, &[(&[0], 10.0)]),
+            stmt(
+                2,
+                1_000.0,
+                100_000.0,
+                &[(&[1], 1_000.0), (&[2], 1_000.0 + wide_extra_ms * 100.0)],
+            ),
+        ];
+        let mut prices = free(3);
+        prices[0].bytes = 1.0;
+        prices[1].bytes = 18.0;
+        prices[2].bytes = 4.0;
+        prices[1].covers = vec![2];
+        prices[1].stand_ins = vec![2];
+        (s, prices)
+    }
+
+    #[test]
+    fn extra_bytes_that_save_less_than_the_sets_average_byte_go_to_the_prefix() {
+        // (a, b) adds 30 ms over (a) for 14 extra bytes; the set saves ~10,890 ms in 19 bytes
+        // (~573 ms per byte): the price of 14 bytes is ~8,000 ms, far above 30.
+        let (s, prices) = wide_and_its_prefix(30.0);
+        let unpriced = select(&s, &prices, LIMITS);
+        let mut picked: Vec<usize> = unpriced.picks.iter().map(|p| p.candidate).collect();
+        picked.sort();
+        assert_eq!(
+            picked,
+            vec![0, 1],
+            "a 4x planned rise is refused without a price"
+        );
+        let sel = select(&s, &prices, PRICED);
+        let mut picked: Vec<usize> = sel.picks.iter().map(|p| p.candidate).collect();
+        picked.sort();
+        assert_eq!(picked, vec![0, 2]);
+        assert_eq!(sel.narrowed.len(), 1);
+        let n = &sel.narrowed[0];
+        assert_eq!(
+            (n.wide, n.narrow, n.rule),
+            (1, Some(2), NarrowRule::StoragePrice)
+        );
+        assert!((n.loss_ms - 30.0).abs() < 1e-6);
+        assert!(n.price_ms > n.loss_ms);
+        assert!((sel.price_ms_per_byte * 19.0 - (10_000.0 * 0.99 + 990.0)).abs() < 1e-6);
+        assert!(sel.kept_wide.is_empty());
+    }
+
+    #[test]
+    fn extra_bytes_that_earn_their_price_are_kept_and_say_why() {
+        // (a, b) now saves 2,900 ms over (a); the set saves 10,890 ms in 118 bytes (index 0
+        // is large): 14 bytes are priced ~1,290 ms, less than they save.
+        let s = vec![
+            stmt(1, 1_000.0, 1000.0, &[(&[0], 10.0)]),
+            stmt(2, 10_000.0, 100_000.0, &[(&[1], 1_000.0), (&[2], 30_000.0)]),
+        ];
+        let (_, mut prices) = wide_and_its_prefix(0.0);
+        prices[0].bytes = 100.0;
+        let sel = select(&s, &prices, PRICED);
+        let mut picked: Vec<usize> = sel.picks.iter().map(|p| p.candidate).collect();
+        picked.sort();
+        assert_eq!(picked, vec![0, 1]);
+        assert!(sel.narrowed.is_empty());
+        assert_eq!(sel.kept_wide.len(), 1);
+        let k = &sel.kept_wide[0];
+        assert_eq!((k.wide, k.narrow), (1, Some(2)));
+        assert!(k.loss_ms > k.price_ms);
+        assert!((k.bytes_saved - 14.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_price_never_leaves_a_served_statement_without_its_planned_gain() {
+        // With (a) alone statement 2 plans 85% of its base: under min_gain, so it would run a
+        // plan only slightly cheaper than none's. However cheap its bytes, (a, b) stays.
+        let s = vec![
+            stmt(1, 100_000.0, 1000.0, &[(&[0], 10.0)]),
+            stmt(2, 10.0, 100_000.0, &[(&[1], 1_000.0), (&[2], 85_000.0)]),
+        ];
+        let (_, prices) = wide_and_its_prefix(0.0);
+        let sel = select(&s, &prices, PRICED);
+        let mut picked: Vec<usize> = sel.picks.iter().map(|p| p.candidate).collect();
+        picked.sort();
+        assert_eq!(picked, vec![0, 1]);
+        assert!(sel.narrowed.is_empty());
     }
 }
