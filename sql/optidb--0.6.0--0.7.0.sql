@@ -46,7 +46,8 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'advice_summary_wrapper';
 -- tenant schemas, once per tenant family (src/api/tenant_advice.rs).
 CREATE FUNCTION optidb.tenant_advice() RETURNS TABLE (
     "family" text, "kind" text, "table_name" text, "columns" text[], "lacking" integer,
-    "already_indexed" integer, "schemas" text[], "indexed_schemas" text[], "script" text,
+    "already_indexed" integer, "schemas" text[], "indexed_schemas" text[],
+    "untrusted_schemas" text[], "script" text,
     "rec_ids" bigint[], "query_ids" bigint[], "confidence" double precision,
     "improvement_pct" double precision, "saving_ms_per_hour" double precision,
     "evidence" jsonb)
