@@ -579,6 +579,18 @@ CREATE TABLE optidb.source_latency_state (
     PRIMARY KEY (source, queryid, userid)
 );
 
+-- The tables each statement's plan used, by schema and name (0.7.0, issue 27 part 2): recorded
+-- once per pg_stat_statements entry by optidb's hooks and stored by each snapshot and scan
+-- (src/postgres/latency/relations.rs), so a tenant family lists every schema where its
+-- statements ran, not only those a kept sample names. Names, not OIDs: the same after pg_dump
+-- and restore. User data: visible, like the statement, only to those who may see it.
+CREATE TABLE optidb.statement_relation (
+    query_id    bigint NOT NULL REFERENCES optidb.query (id) ON DELETE CASCADE,
+    schema_name text   NOT NULL,
+    table_name  text   NOT NULL,
+    PRIMARY KEY (query_id, schema_name, table_name)
+);
+
 -- What pg_dump keeps of each table, its comment, grants and row-level security: declared once
 -- in src/api/surface.rs and applied by optidb.apply_surface() (end of sql/security.sql).
 

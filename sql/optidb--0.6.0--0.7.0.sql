@@ -48,7 +48,8 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'advice_summary_wrapper';
 -- tenant schemas, once per tenant family (src/api/tenant_advice.rs).
 CREATE FUNCTION optidb.tenant_advice() RETURNS TABLE (
     "family" text, "kind" text, "table_name" text, "columns" text[], "lacking" integer,
-    "already_indexed" integer, "schemas" text[], "indexed_schemas" text[], "script" text,
+    "already_indexed" integer, "schemas" text[], "indexed_schemas" text[],
+    "untrusted_schemas" text[], "script" text,
     "rec_ids" bigint[], "query_ids" bigint[], "confidence" double precision,
     "improvement_pct" double precision, "saving_ms_per_hour" double precision,
     "evidence" jsonb)
@@ -306,6 +307,17 @@ CREATE INDEX latency_day_day ON optidb.latency_day (day);
 -- The compaction's own lock (src/postgres/locks.rs): made here, so the first pass that takes it
 -- does not hold an uncommitted row another pass would wait for.
 INSERT INTO optidb.job_lock (name) VALUES ('compaction') ON CONFLICT (name) DO NOTHING;
+-- The tables each statement's plan used, by schema and name (0.7.0, issue 27 part 2): recorded
+-- once per pg_stat_statements entry by optidb's hooks and stored by each snapshot and scan
+-- (src/postgres/latency/relations.rs), so a tenant family lists every schema where its
+-- statements ran, not only those a kept sample names. Names, not OIDs: the same after pg_dump
+-- and restore. User data: visible, like the statement, only to those who may see it.
+CREATE TABLE optidb.statement_relation (
+    query_id    bigint NOT NULL REFERENCES optidb.query (id) ON DELETE CASCADE,
+    schema_name text   NOT NULL,
+    table_name  text   NOT NULL,
+    PRIMARY KEY (query_id, schema_name, table_name)
+);
 
 -- missing_ok: a newer library may list objects a later upgrade script creates.
 SELECT optidb.apply_surface(true);

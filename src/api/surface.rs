@@ -353,6 +353,13 @@ pub const TABLES: &[Table] = &[
         comment: "Sampled executions: text as run, search_path, parameter values and relations used (user data, visible like the statement)",
     },
     Table {
+        name: "statement_relation",
+        readers: Readers::ByStatement,
+        kept: Kept::Dumped(""),
+        admin_edits: false,
+        comment: "The tables (schema and name) each statement's plan used, recorded once per statement: where a tenant family's statements ran (visible like the statement)",
+    },
+    Table {
         name: "plan",
         readers: Readers::ByStatement,
         kept: Kept::Dumped(""),

@@ -7,9 +7,14 @@
 //! tenants (optidb_core::tenant), and scan() plans it as one statement on a sample of its
 //! tenants (optidb_core::plan_targets). `optidb.tenant_advice()` shows each family of two or
 //! more schemas once, with the script that creates the index in each schema lacking it (those
-//! with advice, and those where the family's statements ran unplanned) and the schemas that
-//! already have it; recommend() keeps one row per advised schema (each with its rec_id).
+//! with advice, and those where the family's statements ran unplanned: the relations each
+//! statement used, optidb.statement_relation, src/postgres/latency/relations.rs) and the
+//! schemas that already have it; recommend() keeps one row per advised schema (each with its
+//! rec_id). Only tenants whose table belongs to a trusted role (a superuser, the database's
+//! owner, optidb.trusted_roles) join; anyone else could copy a tenant's table and run its
+//! statement text to have the DBA's script index hers, so those are listed apart.
 
+use crate::postgres::gucs;
 use crate::postgres::own_work;
 use crate::postgres::rows;
 use optidb_core::advisor::Recommendation;
@@ -103,30 +108,57 @@ pub fn simulated_here(rec: &Recommendation) -> bool {
 fn tenant_advice_sql() -> String {
     format!(
         "
-WITH r AS (
-    SELECT r.*, r.schemaname::text AS schema_name, r.evidence->'tenant_family'->>'key' AS family
+-- Roles whose tables a DBA may index from a family's script (docs/security-model.md, row 62):
+-- superusers, the database's owner and the roles of optidb.trusted_roles ($1). Anyone else
+-- could copy a tenant's table and run its statement text to have an index built on hers.
+WITH trusted AS (
+    SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolsuper
+    UNION SELECT d.datdba FROM pg_catalog.pg_database d
+          WHERE d.datname = pg_catalog.current_database()
+    UNION SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY ($1::text[])),
+a AS (
+    SELECT r.*, r.schemaname::text AS schema_name, r.evidence->'tenant_family'->>'key' AS family,
+           EXISTS (SELECT FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = r.schemaname AND c.relname = r.tablename
+                     AND c.relowner IN (SELECT oid FROM trusted)) AS trusted
     FROM optidb.recommendation r
     WHERE r.status = 'open' AND r.evidence->'tenant_family'->>'key' IS NOT NULL
       -- A schema name with a control character (a newline) would break the script's one
       -- statement per line, which DBAs split and run one by one: such a schema never joins.
       AND r.schemaname::text !~ '[[:cntrl:]]'),
+r AS (SELECT * FROM a WHERE trusted),
 -- Other schemas where the family's statements (the same text, any role the caller may see)
 -- ran against a table of the same definition: first each family's statement texts, then the
--- distinct tables their samples used.
+-- tables they used (recorded once per statement, optidb.statement_relation, or named by a
+-- kept sample).
 texts AS (
     SELECT DISTINCT r.family, q.fingerprint, q.dbid, r.tablename, r.columns,
            r.evidence->'tenant_family'->>'signature' AS signature
     FROM r JOIN optidb.query q ON q.id = ANY (r.query_ids)),
+-- Per statement, its table (OFFSET 0: resolved statement by statement, never by joining
+-- every same-named table of 1,000 schemas to every statement first).
 seen AS (
-    SELECT DISTINCT t.family, t.columns, t.signature, c.oid AS rel, n.nspname::text AS schema_name
+    SELECT DISTINCT t.family, t.columns, t.signature, x.rel, x.schema_name,
+           x.relowner IN (SELECT oid FROM trusted) AS trusted
     FROM texts t
     JOIN optidb.query q ON q.fingerprint = t.fingerprint AND q.dbid = t.dbid
-    JOIN optidb.sample s ON s.query_id = q.id
-    JOIN pg_catalog.pg_class c ON c.oid = ANY (s.relation_oids) AND c.relname = t.tablename
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname::text !~ '[[:cntrl:]]'),
+    CROSS JOIN LATERAL (
+        SELECT c.oid AS rel, n.nspname::text AS schema_name, c.relowner
+        FROM (SELECT u.schema_name FROM optidb.statement_relation u
+              WHERE u.query_id = q.id AND u.table_name = t.tablename::text
+              UNION
+              SELECT sn.nspname::text
+              FROM optidb.sample s, pg_catalog.unnest(s.relation_oids) AS o(rel)
+              JOIN pg_catalog.pg_class sc ON sc.oid = o.rel
+              JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace
+              WHERE s.query_id = q.id AND sc.relname = t.tablename) used
+        JOIN pg_catalog.pg_namespace n ON n.nspname = used.schema_name
+        JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
+        WHERE n.nspname::text !~ '[[:cntrl:]]'
+        OFFSET 0) x),
 others AS (
-    SELECT v.family, v.schema_name, pg_catalog.bool_or(EXISTS (
+    SELECT v.family, v.schema_name, v.trusted, pg_catalog.bool_or(EXISTS (
           SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = v.rel AND i.indpred IS NULL
             AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord)
                  FROM pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
@@ -135,8 +167,14 @@ others AS (
     FROM seen v
     WHERE NOT EXISTS (SELECT FROM r WHERE r.family = v.family AND r.schema_name = v.schema_name)
       AND {sig} = v.signature
-    GROUP BY v.family, v.schema_name),
-indexed AS (SELECT family, schema_name FROM others WHERE has_index),
+    GROUP BY v.family, v.schema_name, v.trusted),
+indexed AS (SELECT family, schema_name FROM others WHERE has_index AND trusted),
+-- Tenants of the family whose table belongs to a role not trusted: listed apart, for a DBA
+-- to review, never in the script nor counted.
+untrusted AS (
+    SELECT family, schema_name FROM a WHERE NOT trusted
+    UNION
+    SELECT family, schema_name FROM others WHERE NOT trusted),
 -- Tenants lacking the index whose own statements were not planned (a family is planned on a
 -- sample of its tenants): the family's index statement, for their schema.
 unplanned AS (
@@ -146,7 +184,7 @@ unplanned AS (
                pg_catalog.quote_ident(o.schema_name) || '.' || pg_catalog.quote_ident(t.tablename))
                AS ddl
     FROM others o JOIN r t ON t.family = o.family
-    WHERE NOT o.has_index
+    WHERE NOT o.has_index AND o.trusted
     ORDER BY o.family, o.schema_name, t.schema_name),
 lack AS (
     SELECT family, schema_name, ddl FROM r
@@ -170,6 +208,8 @@ SELECT m.family, pg_catalog.min(m.kind) AS kind, pg_catalog.min(m.tablename::tex
         FROM lack l WHERE l.family = m.family) AS schemas,
        coalesce((SELECT pg_catalog.array_agg(i.schema_name ORDER BY i.schema_name)
                  FROM indexed i WHERE i.family = m.family), '{{}}') AS indexed_schemas,
+       coalesce((SELECT pg_catalog.array_agg(u.schema_name ORDER BY u.schema_name)
+                 FROM untrusted u WHERE u.family = m.family), '{{}}') AS untrusted_schemas,
        (SELECT pg_catalog.string_agg(pg_catalog.rtrim(l.ddl, ';') || ';', E'\\n'
                                      ORDER BY l.schema_name)
         FROM lack l WHERE l.family = m.family) AS script,
@@ -197,8 +237,9 @@ ORDER BY lacking DESC, saving_ms_per_hour DESC NULLS LAST, m.family",
 
 /// Open index advice that is the same in two or more tenant schemas, one row per tenant
 /// family: how many schemas lack the index (and which), how many the same statements ran in
-/// that already have it, a script creating it in each schema lacking it, and the tenants
-/// simulated with their before/after costs. A reader sees only the advice and tenants of
+/// that already have it, those whose table belongs to a role not trusted (never in the
+/// script), a script creating it in each schema lacking it, and the tenants simulated with
+/// their before/after costs. A reader sees only the advice and tenants of
 /// statements it may see.
 #[allow(clippy::type_complexity)] // pgrx needs the TableIterator spelled out
 #[pg_extern(stable, parallel_safe)]
@@ -214,6 +255,7 @@ fn tenant_advice() -> TableIterator<
         name!(already_indexed, i32),
         name!(schemas, Vec<String>),
         name!(indexed_schemas, Vec<String>),
+        name!(untrusted_schemas, Vec<String>),
         name!(script, String),
         name!(rec_ids, Vec<i64>),
         name!(query_ids, Vec<i64>),
@@ -224,25 +266,32 @@ fn tenant_advice() -> TableIterator<
     ),
 > {
     let rows = own_work::run(|| {
-        rows::select("tenant advice", &tenant_advice_sql(), &[], |row| {
-            (
-                row.get("family"),
-                row.get("kind"),
-                row.get("table_name"),
-                row.get("columns"),
-                row.get("lacking"),
-                row.get("already_indexed"),
-                row.get("schemas"),
-                row.get("indexed_schemas"),
-                row.get("script"),
-                row.get("rec_ids"),
-                row.get("query_ids"),
-                row.get("confidence"),
-                row.opt("improvement_pct"),
-                row.opt("saving_ms_per_hour"),
-                row.get("evidence"),
-            )
-        })
+        let trusted_roles = gucs::trusted_roles();
+        rows::select(
+            "tenant advice",
+            &tenant_advice_sql(),
+            &[trusted_roles.into()],
+            |row| {
+                (
+                    row.get("family"),
+                    row.get("kind"),
+                    row.get("table_name"),
+                    row.get("columns"),
+                    row.get("lacking"),
+                    row.get("already_indexed"),
+                    row.get("schemas"),
+                    row.get("indexed_schemas"),
+                    row.get("untrusted_schemas"),
+                    row.get("script"),
+                    row.get("rec_ids"),
+                    row.get("query_ids"),
+                    row.get("confidence"),
+                    row.opt("improvement_pct"),
+                    row.opt("saving_ms_per_hour"),
+                    row.get("evidence"),
+                )
+            },
+        )
     });
     TableIterator::new(rows)
 }

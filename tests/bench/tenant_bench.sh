@@ -4,8 +4,9 @@
 # and a role whose search_path is that schema; each runs the same 10 statements (one filter
 # per column) twice. For each tenant count (1 is the baseline, in the same run): the warm
 # scan()'s time, the rows optidb stores (statements, samples, recommendations, simulations,
-# MB of its schema), the per-schema advice rows of recommend() and the rows of
-# tenant_advice(). Needs the cluster started (tests/scripts/cluster.sh start) with optidb and
+# MB of its schema, the relations recorded per statement and their bytes), the per-schema
+# advice rows of recommend(), the rows of tenant_advice() and the schemas of its widest and
+# narrowest family. Needs the cluster started (tests/scripts/cluster.sh start) with optidb and
 # hypopg installed (tests/scripts/install-extension.sh; --release for figures to quote), and
 # pg_stat_statements.max above 10 x the largest tenant count (the project cluster keeps 5,000:
 # ALTER SYSTEM SET pg_stat_statements.max = 20000, then restart it).
@@ -84,11 +85,17 @@ SELECT (SELECT count(*) FROM optidb.query WHERE norm_sql LIKE 'SELECT id FROM t 
        (SELECT count(*) FROM optidb.tenant_advice()),
        (SELECT coalesce(max(lacking), 0) FROM optidb.tenant_advice()),
        (SELECT round(sum(pg_total_relation_size(c.oid)) / 1048576.0, 1) FROM pg_class c
-        WHERE c.relnamespace = 'optidb'::regnamespace AND c.relkind IN ('r', 'm'))")
-    read -r statements samples recs index_advice sims families widest mb <<<"$figures"
+        WHERE c.relnamespace = 'optidb'::regnamespace AND c.relkind IN ('r', 'm')),
+       (SELECT count(*) FROM optidb.statement_relation),
+       pg_total_relation_size('optidb.statement_relation'),
+       (SELECT coalesce(min(lacking), 0) FROM optidb.tenant_advice())")
+    read -r statements samples recs index_advice sims families widest mb relations relation_bytes \
+        narrowest <<<"$figures"
     echo "tenants=$n statements_x_tenants=$((n * 10)) workload_ms=$workload_ms" \
          "scan_cold_ms=$cold_ms scan_warm_ms=$warm_ms statements_stored=$statements" \
          "samples=$samples recommendation_rows=$recs index_advice_rows=$index_advice" \
-         "simulations=$sims tenant_advice_rows=$families widest_family=$widest optidb_mb=$mb"
+         "simulations=$sims tenant_advice_rows=$families widest_family=$widest" \
+         "narrowest_family=$narrowest optidb_mb=$mb statement_relation_rows=$relations" \
+         "statement_relation_bytes=$relation_bytes"
     pg -d postgres -qc "DROP DATABASE $db WITH (FORCE)"
 done

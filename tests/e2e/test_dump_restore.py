@@ -215,8 +215,8 @@ def test_the_source_fills_every_dumped_table(source):
     empty = {t for t, (n, _) in held["contents"].items() if n == 0}
     # Simulations need hypopg (the alert fired through the admin's rule).
     assert empty == (set() if HYPOPG else {"optidb.simulation"}), empty
-    assert {"optidb.family", "optidb.query", "optidb.plan", "optidb.sample"} <= \
-        set(held["tables"]), held["tables"]
+    assert {"optidb.family", "optidb.query", "optidb.plan", "optidb.sample",
+            "optidb.statement_relation"} <= set(held["tables"]), held["tables"]
     names = {name for name, *_ in held["statements"].values()}
     assert {roles["app"], roles["gone"], roles["dev"]} <= names, names
     # Not only the one statement snapshot(top => 1) chose: the restores compare them all.

@@ -3,7 +3,8 @@ optidb.tenant_advice() (found by a red-team pass). She names her schema with a n
 table of the same definition as the victims' and runs their statement text there, so her schema
 would join their family. The documented recipe splits the script on E'\\n' and runs each line
 with \\gexec as a superuser: the second half of her quoted schema name would run as its own
-statement. A schema whose name holds a control character never joins a family."""
+statement. A schema whose name holds a control character never joins a family, even when
+its owner is trusted."""
 
 import time
 import uuid
@@ -30,6 +31,10 @@ def test_hostile_schema_name_cannot_add_a_statement_to_the_script():
             with connect(db) as su:
                 su.execute(f'GRANT CREATE ON DATABASE "{db}" TO {bob}, {mallory}')
                 su.execute(f'ALTER DATABASE "{db}" SET optidb.sample_interval = 1')
+                # Both own their tables: trusted, so that only her schema's name keeps her
+                # out (an untrusted owner is kept out anyway: test_tenant_trust.py).
+                su.execute(f'ALTER DATABASE "{db}" SET optidb.trusted_roles = '
+                           f"'{bob}, {mallory}'")
             with connect(db, user=bob) as b:
                 for s in ("acme", "globex"):
                     b.execute(ticket(s))

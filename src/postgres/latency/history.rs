@@ -134,6 +134,7 @@ pub fn store_deltas(captured_at: &TimestampWithTimeZone, failed: &[Failed]) -> u
     add_failures(&mut per_query, failed, &owners);
     insert_history(&per_query, captured_at);
     store_baselines(&entries);
+    super::relations::store(dbid, &owners, &per_query.keys().copied().collect());
     per_query.len()
 }
 

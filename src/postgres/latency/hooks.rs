@@ -431,12 +431,26 @@ fn recorded(
         gucs::fault_injection(),
         samples::statement_started_us,
     );
+    if r.relations_due {
+        if let Some(executed) = executed {
+            keep_relations(k, executed);
+        }
+    }
     if r.slowest || r.sample_due {
         keep_text_and_sample(k, ns, r, text(), executed);
     }
     if r.found.evicted > 0 {
         table::log_evictions(samples::statement_started_us());
     }
+}
+
+/// Once per entry: the relations the statement's plan used (which tenant's table it found).
+#[cold]
+#[inline(never)]
+fn keep_relations(k: Key, executed: Executed) {
+    // SAFETY: the statement's own plan, outside any lock.
+    let relations = unsafe { samples::relations(executed.stmt) };
+    table::keep_relations(k, &relations);
 }
 
 /// The rare part of recording (a new slowest execution, or a sample due), out of line so the

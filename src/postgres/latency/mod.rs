@@ -1,6 +1,7 @@
 //! Execution-time statistics recorded by optidb itself: the shared-memory table (`table`) and
 //! sample ring (`samples`), the statements that failed (`failed`), the hooks that feed them (`hooks`, with `nesting` and `failures`),
-//! their persistence (`dump`) and their history in optidb.latency (`history`). The SQL
+//! their persistence (`dump`), their history in optidb.latency (`history`) and the relations
+//! each statement used (`relations`). The SQL
 //! functions over them are in `crate::api::latency`.
 
 mod dump;
@@ -11,6 +12,7 @@ pub mod hooks;
 mod lwlock;
 mod nesting;
 mod raw;
+mod relations;
 pub mod rollup;
 pub mod sample_store;
 pub mod samples;

@@ -32,6 +32,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 pub const ERROR_CLASSES: usize = 6;
 /// Bytes kept of the slowest execution's statement text (with its literals, secrets redacted).
 pub const SLOWEST_TEXT: usize = 1024;
+/// Relations kept per statement (the first ones its plan used): which tenant's table each
+/// statement resolved to (`optidb.statement_relation`, src/api/tenant_advice.rs).
+pub const ENTRY_RELATIONS: usize = 8;
+/// `relation_count` while one backend writes `relations` (0: not recorded yet; n + 1: n kept).
+const RELATIONS_BUSY: u32 = u32::MAX;
 /// The class recorded for a failure whose SQLSTATE is unknown ("??" once unpacked).
 pub const UNKNOWN_CLASS: u32 = (b'?' - b'0') as u32 | (((b'?' - b'0') as u32) << 6);
 
@@ -76,6 +81,12 @@ pub struct Entry {
     slowest: Slowest,
     /// Statement start time (us since 2000) from which the next typical sample is due.
     sample_due_us: AtomicI64,
+    /// The relations its plan used, written once by the first execution that finds
+    /// `relation_count` 0 (a pg_stat_statements queryid includes its relations' OIDs, so
+    /// every execution of an entry uses the same ones): 0 unknown, RELATIONS_BUSY being
+    /// written, n + 1 when the first n are in `relations`.
+    relation_count: AtomicU32,
+    relations: [AtomicU32; ENTRY_RELATIONS],
     /// Eviction bookkeeping: only touched under the EXCLUSIVE hold.
     usage: UnsafeCell<f64>,
     calls_at_eviction: UnsafeCell<u64>,
@@ -488,6 +499,8 @@ pub struct Recorded {
     pub slowest: bool,
     /// A typical sample of this statement is due (see samples.rs).
     pub sample_due: bool,
+    /// The relations it used are not recorded yet: call `keep_relations`.
+    pub relations_due: bool,
     pub found: Found,
 }
 
@@ -528,6 +541,7 @@ pub fn record_success(
         Recorded {
             slowest: elapsed_ns > e.slowest.ns.load(Ordering::Relaxed),
             sample_due,
+            relations_due: e.relation_count.load(Ordering::Relaxed) == 0,
             found: Found::default(),
         }
     });
@@ -546,6 +560,48 @@ fn inject(fault: Fault) {
         Fault::Panic => panic!("optidb.fault_injection = panic"),
         Fault::Error => pgrx::error!("optidb.fault_injection = error"),
     }
+}
+
+/// Keep the first ENTRY_RELATIONS of `relations` (the OIDs its plan used) as the entry's, unless
+/// another execution already did (or is doing it).
+pub fn keep_relations(key: Key, relations: &[u32]) {
+    with_entry(&key, |e| {
+        if e.relation_count
+            .compare_exchange(0, RELATIONS_BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let kept = relations.len().min(ENTRY_RELATIONS);
+        for (slot, oid) in e.relations.iter().zip(&relations[..kept]) {
+            slot.store(*oid, Ordering::Relaxed);
+        }
+        e.relation_count.store(kept as u32 + 1, Ordering::Release);
+    });
+}
+
+/// The relations each entry of database `dbid` used, for entries that recorded some.
+pub fn read_relations(dbid: u32) -> Vec<(Key, Vec<u32>)> {
+    if !attached() {
+        return Vec::new();
+    }
+    let hold = Hold::shared();
+    hold.entries()
+        .into_iter()
+        .filter(|e| e.key.dbid == dbid)
+        .filter_map(|e| {
+            let count = e.relation_count.load(Ordering::Acquire);
+            if count < 2 || count == RELATIONS_BUSY {
+                return None;
+            }
+            let n = (count as usize - 1).min(ENTRY_RELATIONS);
+            let oids = e.relations[..n]
+                .iter()
+                .map(|r| r.load(Ordering::Relaxed))
+                .collect();
+            Some((e.key, oids))
+        })
+        .collect()
 }
 
 /// Keep `text` as the slowest execution's text if `elapsed_ns` still is the slowest.
