@@ -285,12 +285,6 @@ pub fn fold_partition_indexes(
     catalog: &Catalog,
     open: impl Fn(&Recommendation) -> bool,
 ) {
-    let bare = |r: &Recommendation| -> Vec<String> {
-        r.columns
-            .iter()
-            .map(|c| without_order(c).to_string())
-            .collect()
-    };
     let mut i = 0;
     while i < recs.len() {
         let part = &recs[i];
@@ -305,21 +299,32 @@ pub fn fold_partition_indexes(
                 p.kind.creates_index()
                     && p.schema == schema
                     && p.table == table
-                    && bare(p).starts_with(&bare(part))
+                    && bare_columns(p).starts_with(&bare_columns(part))
                     && open(p)
             })
         });
         match parent {
-            Some(j) => {
-                let absorbed = recs.remove(i);
-                let j = if j > i { j - 1 } else { j };
-                for q in absorbed.query_ids {
-                    if !recs[j].query_ids.contains(&q) {
-                        recs[j].query_ids.push(q);
-                    }
-                }
-            }
+            Some(j) => absorb(recs, i, j),
             None => i += 1,
+        }
+    }
+}
+
+/// An advised index's columns without their sort direction.
+fn bare_columns(r: &Recommendation) -> Vec<String> {
+    r.columns
+        .iter()
+        .map(|c| without_order(c).to_string())
+        .collect()
+}
+
+/// Removes advice `i` and lists its statements under advice `j`, which serves them.
+fn absorb(recs: &mut Vec<Recommendation>, i: usize, j: usize) {
+    let absorbed = recs.remove(i);
+    let j = if j > i { j - 1 } else { j };
+    for q in absorbed.query_ids {
+        if !recs[j].query_ids.contains(&q) {
+            recs[j].query_ids.push(q);
         }
     }
 }
@@ -327,12 +332,6 @@ pub fn fold_partition_indexes(
 /// An index on (a) is served by a recommended index on (a, b): keep the wider one and list the
 /// narrower one's statements under it.
 fn fold_index_prefixes(recs: &mut Vec<Recommendation>) {
-    let bare = |r: &Recommendation| -> Vec<String> {
-        r.columns
-            .iter()
-            .map(|c| without_order(c).to_string())
-            .collect()
-    };
     let mut i = 0;
     while i < recs.len() {
         let narrow = &recs[i];
@@ -342,19 +341,11 @@ fn fold_index_prefixes(recs: &mut Vec<Recommendation>) {
                 && narrow.kind.creates_index()
                 && recs[j].schema == narrow.schema
                 && recs[j].table == narrow.table
-                && bare(&recs[j]).len() > bare(narrow).len()
-                && bare(&recs[j]).starts_with(&bare(narrow))
+                && bare_columns(&recs[j]).len() > bare_columns(narrow).len()
+                && bare_columns(&recs[j]).starts_with(&bare_columns(narrow))
         });
         match wider {
-            Some(j) => {
-                let absorbed = recs.remove(i);
-                let j = if j > i { j - 1 } else { j };
-                for q in absorbed.query_ids {
-                    if !recs[j].query_ids.contains(&q) {
-                        recs[j].query_ids.push(q);
-                    }
-                }
-            }
+            Some(j) => absorb(recs, i, j),
             None => i += 1,
         }
     }

@@ -417,13 +417,7 @@ impl Workload<'_> {
         wide: usize,
         narrow: Option<usize>,
     ) -> bool {
-        let mut set: BTreeSet<usize> = chosen.iter().copied().filter(|j| *j != wide).collect();
-        let without = set.clone();
-        set.extend(narrow);
-        self.statements
-            .iter()
-            .filter(|s| self.cost(s, chosen) < self.cost(s, &without))
-            .all(|s| self.cost(s, &set) < s.base_cost)
+        self.all_served_after_swap(chosen, wide, narrow, |s, after| after < s.base_cost)
     }
 
     /// Every statement `wide` serves plans, with `wide` replaced by `narrow` (or just gone), at
@@ -434,13 +428,28 @@ impl Workload<'_> {
         wide: usize,
         narrow: Option<usize>,
     ) -> bool {
-        let mut set: BTreeSet<usize> = chosen.iter().copied().filter(|j| *j != wide).collect();
-        let without = set.clone();
-        set.extend(narrow);
+        self.all_served_after_swap(chosen, wide, narrow, |s, after| {
+            after <= (1.0 + self.limits.max_cost_rise) * self.cost(s, chosen)
+        })
+    }
+
+    /// `holds(statement, its cost after the swap)` for every statement `wide` serves in
+    /// `chosen` (one that plans cheaper with it than without it), once `wide` is replaced by
+    /// `narrow` (or just gone).
+    fn all_served_after_swap(
+        &self,
+        chosen: &BTreeSet<usize>,
+        wide: usize,
+        narrow: Option<usize>,
+        holds: impl Fn(&Measured, f64) -> bool,
+    ) -> bool {
+        let without: BTreeSet<usize> = chosen.iter().copied().filter(|j| *j != wide).collect();
+        let mut swapped = without.clone();
+        swapped.extend(narrow);
         self.statements
             .iter()
             .filter(|s| self.cost(s, chosen) < self.cost(s, &without))
-            .all(|s| self.cost(s, &set) <= (1.0 + self.limits.max_cost_rise) * self.cost(s, chosen))
+            .all(|s| holds(s, self.cost(s, &swapped)))
     }
 
     /// Single candidates, and each measured set as a whole, minus what is chosen.
