@@ -749,12 +749,7 @@ fn execute(
                 builder,
             } => {
                 let replay = replay_of(context, statement, limits.statement);
-                let builder = Context {
-                    owner: replay::owner(pg_sys::Oid::from(*builder)).ok_or_else(|| {
-                        Failure::new("42704", "the table's owner no longer exists")
-                    })?,
-                    ..builder_context(context)
-                };
+                let builder = table_owner_context(context, *builder)?;
                 real(replay, &builder, index_sql, limits, announce)
             }
             Job::Trial {
@@ -765,17 +760,21 @@ fn execute(
                 builder,
             } => {
                 let replay = replay_of(context, statement, limits.statement);
-                let builder = Context {
-                    owner: replay::owner(pg_sys::Oid::from(*builder)).ok_or_else(|| {
-                        Failure::new("42704", "the table's owner no longer exists")
-                    })?,
-                    ..builder_context(context)
-                };
+                let builder = table_owner_context(context, *builder)?;
                 let index = (schema.as_str(), index_name.as_str());
                 trial(replay, &builder, index_sql, index, limits, announce).map(Answer::Tried)
             }
         })
     })?
+}
+
+/// The context an index is built in: as the table's owner (`builder`), which must still exist.
+fn table_owner_context(context: &Context, builder: u32) -> Result<Context, Failure> {
+    Ok(Context {
+        owner: replay::owner(pg_sys::Oid::from(builder))
+            .ok_or_else(|| Failure::new("42704", "the table's owner no longer exists"))?,
+        ..builder_context(context)
+    })
 }
 
 /// The context an index is made in: the same role, but only pg_catalog on the search_path.
