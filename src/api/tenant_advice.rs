@@ -11,8 +11,9 @@
 //! statement used, optidb.statement_relation, src/postgres/latency/relations.rs) and the
 //! schemas that already have it; recommend() keeps one row per advised schema (each with its
 //! rec_id). Only tenants whose table belongs to a trusted role (a superuser, the database's
-//! owner, optidb.trusted_roles) join; anyone else could copy a tenant's table and run its
-//! statement text to have the DBA's script index hers, so those are listed apart.
+//! owner, optidb.trusted_roles, or the role owning more than half of the family's tables) join;
+//! anyone else could copy a tenant's table and run its statement text to have the DBA's script
+//! index hers, so those are listed apart.
 
 use crate::postgres::gucs;
 use crate::postgres::own_work;
@@ -109,7 +110,8 @@ fn tenant_advice_sql() -> String {
     format!(
         "
 -- Roles whose tables a DBA may index from a family's script (docs/security-model.md, row 62):
--- superusers, the database's owner and the roles of optidb.trusted_roles ($1). Anyone else
+-- superusers, the database's owner and the roles of optidb.trusted_roles ($1), and for each
+-- family the role owning more than half of its tenants' tables (main_owner). Anyone else
 -- could copy a tenant's table and run its statement text to have an index built on hers.
 WITH trusted AS (
     SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolsuper
@@ -118,29 +120,26 @@ WITH trusted AS (
     UNION SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = ANY ($1::text[])),
 a AS (
     SELECT r.*, r.schemaname::text AS schema_name, r.evidence->'tenant_family'->>'key' AS family,
-           EXISTS (SELECT FROM pg_catalog.pg_class c
-                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname = r.schemaname AND c.relname = r.tablename
-                     AND c.relowner IN (SELECT oid FROM trusted)) AS trusted
+           (SELECT c.relowner FROM pg_catalog.pg_class c
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = r.schemaname AND c.relname = r.tablename) AS owner
     FROM optidb.recommendation r
     WHERE r.status = 'open' AND r.evidence->'tenant_family'->>'key' IS NOT NULL
       -- A schema name with a control character (a newline) would break the script's one
       -- statement per line, which DBAs split and run one by one: such a schema never joins.
       AND r.schemaname::text !~ '[[:cntrl:]]'),
-r AS (SELECT * FROM a WHERE trusted),
 -- Other schemas where the family's statements (the same text, any role the caller may see)
 -- ran against a table of the same definition: first each family's statement texts, then the
 -- tables they used (recorded once per statement, optidb.statement_relation, or named by a
 -- kept sample).
 texts AS (
-    SELECT DISTINCT r.family, q.fingerprint, q.dbid, r.tablename, r.columns,
-           r.evidence->'tenant_family'->>'signature' AS signature
-    FROM r JOIN optidb.query q ON q.id = ANY (r.query_ids)),
+    SELECT DISTINCT a.family, q.fingerprint, q.dbid, a.tablename, a.columns,
+           a.evidence->'tenant_family'->>'signature' AS signature
+    FROM a JOIN optidb.query q ON q.id = ANY (a.query_ids)),
 -- Per statement, its table (OFFSET 0: resolved statement by statement, never by joining
 -- every same-named table of 1,000 schemas to every statement first).
 seen AS (
-    SELECT DISTINCT t.family, t.columns, t.signature, x.rel, x.schema_name,
-           x.relowner IN (SELECT oid FROM trusted) AS trusted
+    SELECT DISTINCT t.family, t.columns, t.signature, x.rel, x.schema_name, x.relowner AS owner
     FROM texts t
     JOIN optidb.query q ON q.fingerprint = t.fingerprint AND q.dbid = t.dbid
     CROSS JOIN LATERAL (
@@ -158,41 +157,65 @@ seen AS (
         WHERE n.nspname::text !~ '[[:cntrl:]]'
         OFFSET 0) x),
 others AS (
-    SELECT v.family, v.schema_name, v.trusted, pg_catalog.bool_or(EXISTS (
+    SELECT v.family, v.schema_name, v.owner, pg_catalog.bool_or(EXISTS (
           SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = v.rel AND i.indpred IS NULL
             AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord)
                  FROM pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = v.rel AND a.attnum = k.attnum
                  WHERE k.ord <= pg_catalog.cardinality(v.columns)) = v.columns)) AS has_index
     FROM seen v
-    WHERE NOT EXISTS (SELECT FROM r WHERE r.family = v.family AND r.schema_name = v.schema_name)
+    WHERE NOT EXISTS (SELECT FROM a WHERE a.family = v.family AND a.schema_name = v.schema_name)
       AND {sig} = v.signature
-    GROUP BY v.family, v.schema_name, v.trusted),
-indexed AS (SELECT family, schema_name FROM others WHERE has_index AND trusted),
+    GROUP BY v.family, v.schema_name, v.owner),
+-- Every tenant of each family, advised here or found through its statements, with its
+-- table's owner.
+tenants AS (
+    SELECT DISTINCT family, schema_name, owner, true AS advised, false AS has_index FROM a
+    UNION ALL
+    SELECT family, schema_name, owner, false, has_index FROM others),
+-- The role owning more than half of a family's tables: the application role of a
+-- schema-per-tenant layout. A copy made by someone else cannot outvote it without outnumbering
+-- the real tenants, which `untrusted_schemas` shows.
+main_owner AS (
+    SELECT family, owner FROM (
+        SELECT family, owner, pg_catalog.count(*) AS n,
+               pg_catalog.sum(pg_catalog.count(*)) OVER (PARTITION BY family) AS total
+        FROM tenants GROUP BY family, owner) o
+    WHERE n * 2 > total),
+judged AS (
+    SELECT t.*, coalesce(t.owner IN (SELECT oid FROM trusted)
+                         OR EXISTS (SELECT FROM main_owner mo
+                                    WHERE mo.family = t.family AND mo.owner = t.owner),
+                         false) AS trusted
+    FROM tenants t),
+r AS (SELECT * FROM a WHERE EXISTS (
+          SELECT FROM judged j WHERE j.family = a.family AND j.schema_name = a.schema_name
+            AND j.advised AND j.trusted)),
+indexed AS (SELECT family, schema_name FROM judged WHERE has_index AND trusted),
 -- Tenants of the family whose table belongs to a role not trusted: listed apart, for a DBA
 -- to review, never in the script nor counted.
-untrusted AS (
-    SELECT family, schema_name FROM a WHERE NOT trusted
-    UNION
-    SELECT family, schema_name FROM others WHERE NOT trusted),
+untrusted AS (SELECT DISTINCT family, schema_name FROM judged WHERE NOT trusted),
 -- Tenants lacking the index whose own statements were not planned (a family is planned on a
--- sample of its tenants): the family's index statement, for their schema.
+-- sample of its tenants): the family's index statement, for their schema (optidb's own text,
+-- the same table and columns in every tenant of the family).
 unplanned AS (
     SELECT DISTINCT ON (o.family, o.schema_name) o.family, o.schema_name,
            pg_catalog.replace(t.ddl,
                pg_catalog.quote_ident(t.schema_name) || '.' || pg_catalog.quote_ident(t.tablename),
                pg_catalog.quote_ident(o.schema_name) || '.' || pg_catalog.quote_ident(t.tablename))
                AS ddl
-    FROM others o JOIN r t ON t.family = o.family
-    WHERE NOT o.has_index AND o.trusted
+    FROM judged o JOIN a t ON t.family = o.family
+    WHERE NOT o.advised AND NOT o.has_index AND o.trusted
     ORDER BY o.family, o.schema_name, t.schema_name),
 lack AS (
     SELECT family, schema_name, ddl FROM r
     UNION ALL
     SELECT family, schema_name, ddl FROM unplanned),
--- Families of two or more schemas among the advice and tenants the caller may see (RLS).
-m AS (SELECT * FROM r
-      WHERE family IN (SELECT family FROM lack GROUP BY family HAVING count(*) > 1)),
+-- Families of two or more schemas lacking the index among the advice and tenants the caller
+-- may see (RLS), trusted or not: a family of untrusted tenants is shown, with no script.
+m AS (SELECT * FROM a
+      WHERE family IN (SELECT family FROM judged WHERE NOT has_index
+                       GROUP BY family HAVING count(*) > 1)),
 -- The tenants this scan simulated, with their latest successful simulation.
 sim AS (
     SELECT m.family, m.id, m.schema_name, x.before_cost, x.after_cost, x.improvement_pct
@@ -204,8 +227,8 @@ SELECT m.family, pg_catalog.min(m.kind) AS kind, pg_catalog.min(m.tablename::tex
        (SELECT pg_catalog.count(*) FROM lack l WHERE l.family = m.family)::int4 AS lacking,
        coalesce((SELECT pg_catalog.count(*) FROM indexed i WHERE i.family = m.family), 0)::int4
            AS already_indexed,
-       (SELECT pg_catalog.array_agg(l.schema_name ORDER BY l.schema_name)
-        FROM lack l WHERE l.family = m.family) AS schemas,
+       coalesce((SELECT pg_catalog.array_agg(l.schema_name ORDER BY l.schema_name)
+                 FROM lack l WHERE l.family = m.family), '{{}}') AS schemas,
        coalesce((SELECT pg_catalog.array_agg(i.schema_name ORDER BY i.schema_name)
                  FROM indexed i WHERE i.family = m.family), '{{}}') AS indexed_schemas,
        coalesce((SELECT pg_catalog.array_agg(u.schema_name ORDER BY u.schema_name)
@@ -256,7 +279,7 @@ fn tenant_advice() -> TableIterator<
         name!(schemas, Vec<String>),
         name!(indexed_schemas, Vec<String>),
         name!(untrusted_schemas, Vec<String>),
-        name!(script, String),
+        name!(script, Option<String>),
         name!(rec_ids, Vec<i64>),
         name!(query_ids, Vec<i64>),
         name!(confidence, f64),
@@ -282,7 +305,7 @@ fn tenant_advice() -> TableIterator<
                     row.get("schemas"),
                     row.get("indexed_schemas"),
                     row.get("untrusted_schemas"),
-                    row.get("script"),
+                    row.opt("script"),
                     row.get("rec_ids"),
                     row.get("query_ids"),
                     row.get("confidence"),

@@ -4,7 +4,8 @@ mallory (CREATE on the database, no optidb role) copies the tenants' table into 
 own and runs their statement text there: her table is of the same definition, so before this
 fix her schema joined the family and the DBA's script built an index on her table. A tenant is
 now admitted only when its table belongs to a role the family's vetting trusts (superusers, the
-database's owner, optidb.trusted_roles); others are listed apart, never in the script.
+database's owner, optidb.trusted_roles, or the role owning more than half of the family's
+tables); others are listed apart, never in the script.
 
 bob (optidb_reader) runs the statement in his two tenants, one through SET search_path, one
 through PREPARE/EXECUTE; carol is another tenant. As a reader bob sees the family advice for
@@ -159,3 +160,71 @@ def test_every_tenant_is_listed_from_the_relations_each_statement_used(world):
         # mallory, without an optidb role, reads none of it.
         with pytest.raises(Exception):
             m.execute("SELECT * FROM optidb.statement_relation")
+
+
+@pytest.fixture(scope="module")
+def app_world():
+    """The common layouts: one application role owning every tenant's table (schemas a1-a3,
+    mallory's copy beside them) and a role per tenant owning its own (p1, p2, another text)."""
+    tag = uuid.uuid4().hex[:6]
+    app, u1, u2, mallory, adm = (f"{n}_{tag}" for n in ("app", "u1", "u2", "mallory", "adm"))
+    with connect("postgres") as su:
+        for r in (app, u1, u2, mallory):
+            su.execute(f"CREATE ROLE {r} LOGIN")
+        su.execute(f"CREATE ROLE {adm} LOGIN IN ROLE optidb_admin")
+    try:
+        with new_database(extensions=("pg_stat_statements", "hypopg", "optidb")) as db:
+            with connect(db) as su:
+                su.execute(f'ALTER DATABASE "{db}" SET optidb.sample_interval = 1')
+                for r in (app, u1, u2, mallory):
+                    su.execute(f'GRANT CREATE ON DATABASE "{db}" TO {r}')
+            for role, schemas in ((app, ("a1", "a2", "a3")), (mallory, ("mal",)),
+                                  (u1, ("p1",)), (u2, ("p2",))):
+                with connect(db, user=role) as c:
+                    for s in schemas:
+                        c.execute(ticket(s))
+                        c.execute(f"ANALYZE {s}.ticket")
+            with connect(db) as su:
+                su.execute("SELECT pg_stat_statements_reset()")
+            per_tenant = "SELECT id FROM ticket WHERE owner_id = %s"
+            with connect(db, user=app) as a, connect(db, user=mallory) as m, \
+                    connect(db, user=u1) as c1, connect(db, user=u2) as c2:
+                m.execute("SET search_path = mal")
+                c1.execute("SET search_path = p1")
+                c2.execute("SET search_path = p2")
+                for i in range(1, 4):
+                    time.sleep(1.1)
+                    for s in ("a1", "a2", "a3"):
+                        a.execute(f"SET search_path = {s}")
+                        a.execute(QUERY, (i * 4001,))
+                    m.execute(QUERY, (i * 4001,))
+                    c1.execute(per_tenant, (i * 4001,))
+                    c2.execute(per_tenant, (i * 4001,))
+            with connect(db, user=adm) as a:
+                a.execute("SELECT * FROM optidb.scan()")
+            yield db, adm
+    finally:
+        with connect("postgres") as su:
+            for r in (app, u1, u2, mallory, adm):
+                su.execute(f"DROP ROLE IF EXISTS {r}")
+
+
+def app_families(app_world):
+    db, adm = app_world
+    with connect(db, user=adm) as a:
+        rows = a.execute(FAMILY).fetchall()
+    return {("mal" in r[2] or "a1" in r[0]): r for r in rows}, rows
+
+
+def test_the_role_owning_most_tenant_tables_is_trusted_without_a_setting(app_world):
+    by_layout, rows = app_families(app_world)
+    schemas, lacking, untrusted, script, _, _ = by_layout[True]
+    assert (sorted(schemas), lacking, untrusted) == (["a1", "a2", "a3"], 3, ["mal"]), rows
+    assert "mal" not in script and len(script.split("\n")) == 3, script
+
+
+def test_a_family_no_role_outnumbers_is_listed_without_a_script(app_world):
+    by_layout, rows = app_families(app_world)
+    assert len(rows) == 2, rows
+    schemas, lacking, untrusted, script, _, _ = by_layout[False]
+    assert (schemas, lacking, sorted(untrusted), script) == ([], 0, ["p1", "p2"], None), rows
