@@ -101,16 +101,21 @@ def scanned():
                 with pytest.raises(psycopg.errors.DivisionByZero):
                     app.execute("SELECT 1 / (n_key - n_key) FROM nation")
             with connect(name) as su:
-                notices = []
-                su.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-                su.execute("SET client_min_messages = debug1")
-                su.execute("SELECT * FROM optidb.scan()")
-                su.execute("RESET client_min_messages")
-                checks = [n for n in notices if n.startswith("optidb advice check:")]
-                yield su, name, checks
+                yield su, name, scan_collecting_checks(su)
     finally:
         with connect("postgres") as admin:
             drop_roles(admin)
+
+
+def scan_collecting_checks(su):
+    """Runs scan() and returns the "optidb advice check:" lines it logged at DEBUG1 (why an
+    advice was or was not filed)."""
+    notices = []
+    su.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    su.execute("SET client_min_messages = debug1")
+    su.execute("SELECT * FROM optidb.scan()")
+    su.execute("RESET client_min_messages")
+    return [n for n in notices if n.startswith("optidb advice check:")]
 
 
 def advice(conn, fragment):

@@ -15,6 +15,7 @@ import json
 import pytest
 
 from conftest import connect, new_database, scalar
+from test_advice_precision import scan_collecting_checks
 
 ROLES = ("trgm_app", "trgm_clerk")
 
@@ -73,13 +74,7 @@ def scanned():
                     clerk.execute("SELECT id FROM memos WHERE body LIKE %s",
                                   ("%cafe%",)).fetchall()
             with connect(name) as su:
-                notices = []
-                su.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-                su.execute("SET client_min_messages = debug1")
-                su.execute("SELECT * FROM optidb.scan()")
-                su.execute("RESET client_min_messages")
-                checks = [n for n in notices if n.startswith("optidb advice check:")]
-                yield su, name, checks
+                yield su, name, scan_collecting_checks(su)
     finally:
         with connect("postgres") as admin:
             drop_roles(admin)
