@@ -100,6 +100,24 @@ def new_database(port=PORT, extensions=("pg_stat_statements", "optidb")):
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def app_workload_database(app, schema, run_workload):
+    """A new database with hypopg where the plain role `app` (CREATE on it) made `schema` and
+    then ran `run_workload(db, app)` from an empty pg_stat_statements, sampled every second.
+    Yields the database's name."""
+    with new_database(extensions=("pg_stat_statements", "hypopg", "optidb")) as db:
+        with connect(db) as su:
+            su.execute(f'GRANT CREATE ON DATABASE "{db}" TO {app}')
+            su.execute(f'ALTER DATABASE "{db}" SET optidb.sample_interval = 1')
+        with connect(db, user=app) as c:
+            c.execute(schema)
+            c.execute("VACUUM ANALYZE")
+        with connect(db) as su:
+            su.execute("SELECT pg_stat_statements_reset()")
+        run_workload(db, app)
+        yield db
+
+
 @pytest.fixture
 def fresh_db():
     """A new empty database with pg_stat_statements and optidb installed; dropped afterwards."""

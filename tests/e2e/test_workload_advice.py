@@ -13,7 +13,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import connect, new_database, scalar
+from conftest import app_workload_database, connect, scalar
 
 pytestmark = pytest.mark.hypopg
 
@@ -175,16 +175,7 @@ def advised():
         su.execute(f"CREATE ROLE {adm} LOGIN IN ROLE optidb_admin")
         su.execute(f"CREATE ROLE {mallory} LOGIN IN ROLE optidb_reader")
     try:
-        with new_database(extensions=("pg_stat_statements", "hypopg", "optidb")) as db:
-            with connect(db) as su:
-                su.execute(f'GRANT CREATE ON DATABASE "{db}" TO {app}')
-                su.execute(f'ALTER DATABASE "{db}" SET optidb.sample_interval = 1')
-            with connect(db, user=app) as c:
-                c.execute(SCHEMA)
-                c.execute("VACUUM ANALYZE")
-            with connect(db) as su:
-                su.execute("SELECT pg_stat_statements_reset()")
-            run_workload(db, app)
+        with app_workload_database(app, SCHEMA, run_workload) as db:
             with connect(db, user=adm) as a:
                 a.execute("SELECT * FROM optidb.scan()")
                 yield db, a, {"app": app, "reader": reader, "mallory": mallory}
