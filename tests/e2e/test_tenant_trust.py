@@ -228,3 +228,60 @@ def test_a_family_no_role_outnumbers_is_listed_without_a_script(app_world):
     assert len(rows) == 2, rows
     schemas, lacking, untrusted, script, _, _ = by_layout[False]
     assert (schemas, lacking, sorted(untrusted), script) == ([], 0, ["p1", "p2"], None), rows
+
+
+def test_every_tenant_of_one_role_is_recorded_whatever_the_queryid_spans(app_world):
+    """PostgreSQL 18 computes a queryid from table names, not OIDs: the app role's statement in
+    a1, a2 and a3 (through search_path) is one pg_stat_statements entry there, three before.
+    Either way each schema it ran in is recorded, and the family lists all three with no
+    sample kept."""
+    db, _ = app_world
+    with connect(db) as su:
+        used = [r[0] for r in su.execute(
+            "SELECT DISTINCT r.schema_name FROM optidb.statement_relation r "
+            "WHERE r.table_name = 'ticket' AND r.schema_name LIKE 'a_' ORDER BY 1")]
+        assert used == ["a1", "a2", "a3"], used
+        with su.transaction():
+            su.execute("DELETE FROM optidb.sample")
+            families = {("a1" in r[0] or "mal" in r[2]): r for r in su.execute(FAMILY)}
+            schemas, lacking, untrusted, *_ = families[True]
+            assert (sorted(schemas), lacking, untrusted) == (["a1", "a2", "a3"], 3, ["mal"])
+            raise psycopg.Rollback()
+
+
+def test_tenants_beyond_the_first_eight_of_one_statement_are_recorded_by_later_snapshots():
+    """One role, ten tenant schemas, one statement text: a single entry on PostgreSQL 18,
+    which keeps 8 relations per entry until a snapshot stores them and starts again."""
+    tag = uuid.uuid4().hex[:6]
+    app = f"app10_{tag}"
+    schemas = [f"s{i:02d}" for i in range(1, 11)]
+    with connect("postgres") as su:
+        su.execute(f"CREATE ROLE {app} LOGIN")
+    try:
+        with new_database(extensions=("pg_stat_statements", "hypopg", "optidb")) as db:
+            with connect(db) as su:
+                su.execute(f'GRANT CREATE ON DATABASE "{db}" TO {app}')
+            with connect(db, user=app) as a:
+                for s in schemas:
+                    a.execute(f"CREATE SCHEMA {s}; CREATE TABLE {s}.ticket (id int, owner_id int)")
+
+                def run_in(names):
+                    for s in names:
+                        a.execute(f"SET search_path = {s}")
+                        a.execute("SELECT id FROM ticket WHERE owner_id = %s", (7,))
+
+                def recorded():
+                    with connect(db) as su:
+                        su.execute("SELECT * FROM optidb.snapshot()")
+                        return [r[0] for r in su.execute(
+                            "SELECT DISTINCT schema_name FROM optidb.statement_relation "
+                            "WHERE table_name = 'ticket' ORDER BY 1")]
+
+                run_in(schemas)
+                first = recorded()
+                assert len(first) >= 8 and set(first) <= set(schemas), first
+                run_in(schemas[8:])
+                assert recorded() == schemas
+    finally:
+        with connect("postgres") as su:
+            su.execute(f"DROP ROLE IF EXISTS {app}")

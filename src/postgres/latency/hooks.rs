@@ -424,12 +424,22 @@ fn recorded(
     executed: Option<Executed>,
 ) {
     let every_us = executed.map_or(0, |_| gucs::sample_interval_us());
+    // Where one entry spans schemas, each execution says which tables it used (no allocation).
+    let mut used = [0u32; table::ENTRY_RELATIONS];
+    let n_used = match executed {
+        // SAFETY: the statement's own plan.
+        Some(e) if table::QUERYID_SPANS_SCHEMAS => unsafe {
+            samples::first_relations(e.stmt, &mut used)
+        },
+        _ => 0,
+    };
     let r = table::record_success(
         k,
         ns,
         every_us,
         gucs::fault_injection(),
         samples::statement_started_us,
+        &used[..n_used],
     );
     if r.relations_due {
         if let Some(executed) = executed {
@@ -444,13 +454,15 @@ fn recorded(
     }
 }
 
-/// Once per entry: the relations the statement's plan used (which tenant's table it found).
+/// Once per entry (on PostgreSQL 18, once per new table): the relations the statement's plan
+/// used (which tenant's table it found).
 #[cold]
 #[inline(never)]
 fn keep_relations(k: Key, executed: Executed) {
+    let mut used = [0u32; table::ENTRY_RELATIONS];
     // SAFETY: the statement's own plan, outside any lock.
-    let relations = unsafe { samples::relations(executed.stmt) };
-    table::keep_relations(k, &relations);
+    let n = unsafe { samples::first_relations(executed.stmt, &mut used) };
+    table::keep_relations(k, &used[..n]);
 }
 
 /// The rare part of recording (a new slowest execution, or a sample due), out of line so the

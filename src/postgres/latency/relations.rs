@@ -2,9 +2,10 @@
 //! for good. A tenant family (src/api/tenant_advice.rs) lists every schema where its
 //! statements ran; samples say so only for the few the sample ring keeps (416 of 10,000
 //! statements in a burst of 1,000 tenants), while the latency table records each entry's
-//! relations once (table::keep_relations). Names, not OIDs, so the record means the same after
+//! relations (table::keep_relations: once, or on PostgreSQL 18, whose queryid spans same-named
+//! tables of several schemas, each new one). Names, not OIDs, so the record means the same after
 //! pg_dump and restore; one row per statement and relation (at most ENTRY_RELATIONS per
-//! pg_stat_statements entry; in a schema per tenant, one per tenant and table).
+//! pg_stat_statements entry and pass; in a schema per tenant, one per tenant and table).
 
 use super::table;
 use pgrx::prelude::*;
@@ -15,16 +16,19 @@ use std::collections::{HashMap, HashSet};
 /// foreign tables outside the system and temporary schemas. Rows already there stay as
 /// they are.
 pub fn store(dbid: u32, owners: &HashMap<(i64, u32), i64>, ran: &HashSet<i64>) {
+    let stored = |key: &table::Key| {
+        owners
+            .get(&(key.queryid as i64, key.userid))
+            .filter(|id| ran.contains(id))
+            .copied()
+    };
     let (mut ids, mut rels): (Vec<i64>, Vec<i64>) = (Vec::new(), Vec::new());
     for (key, oids) in table::read_relations(dbid) {
-        let Some(query_id) = owners.get(&(key.queryid as i64, key.userid)) else {
+        let Some(query_id) = stored(&key) else {
             continue;
         };
-        if !ran.contains(query_id) {
-            continue;
-        }
         for oid in oids {
-            ids.push(*query_id);
+            ids.push(query_id);
             rels.push(oid as i64);
         }
     }
@@ -45,4 +49,5 @@ pub fn store(dbid: u32, owners: &HashMap<(i64, u32), i64>, ran: &HashSet<i64>) {
         &[ids.into(), rels.into()],
     )
     .unwrap_or_else(|e| error!("storing the relations statements used failed: {e}"));
+    table::reopen_full_relations(dbid, |key| stored(key).is_some());
 }

@@ -440,6 +440,32 @@ pub unsafe fn relations(stmt: *const pg_sys::PlannedStmt) -> Vec<u32> {
     }
 }
 
+/// The first `out.len()` relations a plan uses (its relationOids), into `out` without
+/// allocating (it runs for every statement on PostgreSQL 18); returns how many.
+///
+/// # Safety
+/// `stmt` is the executing statement's PlannedStmt.
+pub unsafe fn first_relations(stmt: *const pg_sys::PlannedStmt, out: &mut [u32]) -> usize {
+    // SAFETY: as `relations`.
+    unsafe {
+        let Some(list) = (*stmt).relationOids.as_ref() else {
+            return 0;
+        };
+        let mut n = 0;
+        for i in 0..list.length.max(0) as usize {
+            if n == out.len() {
+                break;
+            }
+            let oid = (*list.elements.add(i)).oid_value.to_u32();
+            if oid != 0 {
+                out[n] = oid;
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
 /// Whether string literals are read as the SQL standard says (backslashes are plain
 /// characters). A sample's text taken with this off would be read differently when replayed,
 /// so it is not kept then.

@@ -37,6 +37,11 @@ pub const SLOWEST_TEXT: usize = 1024;
 pub const ENTRY_RELATIONS: usize = 8;
 /// `relation_count` while one backend writes `relations` (0: not recorded yet; n + 1: n kept).
 const RELATIONS_BUSY: u32 = u32::MAX;
+/// PostgreSQL 18 computes a queryid from its tables' names, not their OIDs, so one entry spans
+/// the same-named tables of every schema it ran in (a schema per tenant, through search_path):
+/// its record then grows with each new table, up to ENTRY_RELATIONS, and starts again once
+/// stored (`reopen_full_relations`). Before 18 every execution of an entry uses the same tables.
+pub const QUERYID_SPANS_SCHEMAS: bool = cfg!(feature = "pg18");
 /// The class recorded for a failure whose SQLSTATE is unknown ("??" once unpacked).
 pub const UNKNOWN_CLASS: u32 = (b'?' - b'0') as u32 | (((b'?' - b'0') as u32) << 6);
 
@@ -81,10 +86,10 @@ pub struct Entry {
     slowest: Slowest,
     /// Statement start time (us since 2000) from which the next typical sample is due.
     sample_due_us: AtomicI64,
-    /// The relations its plan used, written once by the first execution that finds
-    /// `relation_count` 0 (a pg_stat_statements queryid includes its relations' OIDs, so
-    /// every execution of an entry uses the same ones): 0 unknown, RELATIONS_BUSY being
-    /// written, n + 1 when the first n are in `relations`.
+    /// The relations its plans used, written by the first execution that finds
+    /// `relation_count` 0 and, on PostgreSQL 18 (QUERYID_SPANS_SCHEMAS), by any execution that
+    /// used one not kept yet while there is room: 0 unknown, RELATIONS_BUSY being written,
+    /// n + 1 when the first n are in `relations`.
     relation_count: AtomicU32,
     relations: [AtomicU32; ENTRY_RELATIONS],
     /// Eviction bookkeeping: only touched under the EXCLUSIVE hold.
@@ -499,20 +504,22 @@ pub struct Recorded {
     pub slowest: bool,
     /// A typical sample of this statement is due (see samples.rs).
     pub sample_due: bool,
-    /// The relations it used are not recorded yet: call `keep_relations`.
+    /// Relations it used are not recorded yet: call `keep_relations`.
     pub relations_due: bool,
     pub found: Found,
 }
 
 /// Count one successful execution of `elapsed_ns`. Samples are due every `sample_every_us`
 /// (0: never), measured on statement start times from `now` (asked for only then). `fault` is
-/// raised while the lock is held (tests).
+/// raised while the lock is held (tests). `plan_relations`: the first relations its plan used,
+/// given only where an entry spans schemas (QUERYID_SPANS_SCHEMAS).
 pub fn record_success(
     key: Key,
     elapsed_ns: u64,
     sample_every_us: i64,
     fault: Fault,
     now: impl FnOnce() -> i64,
+    plan_relations: &[u32],
 ) -> Recorded {
     let (recorded, found) = with_entry(&key, |e| {
         if fault != Fault::None {
@@ -541,7 +548,7 @@ pub fn record_success(
         Recorded {
             slowest: elapsed_ns > e.slowest.ns.load(Ordering::Relaxed),
             sample_due,
-            relations_due: e.relation_count.load(Ordering::Relaxed) == 0,
+            relations_due: relations_due(e, plan_relations),
             found: Found::default(),
         }
     });
@@ -562,22 +569,75 @@ fn inject(fault: Fault) {
     }
 }
 
-/// Keep the first ENTRY_RELATIONS of `relations` (the OIDs its plan used) as the entry's, unless
-/// another execution already did (or is doing it).
+/// Whether an execution that used `plan_relations` adds to the entry's record: none kept yet,
+/// or (QUERYID_SPANS_SCHEMAS) one of them is new and there is room.
+fn relations_due(e: &Entry, plan_relations: &[u32]) -> bool {
+    match e.relation_count.load(Ordering::Relaxed) {
+        0 => true,
+        RELATIONS_BUSY => false,
+        count => QUERYID_SPANS_SCHEMAS && adds_relations(e, count, plan_relations),
+    }
+}
+
+/// Whether `relations` holds one the entry (with `count`) has not kept, and there is room.
+fn adds_relations(e: &Entry, count: u32, relations: &[u32]) -> bool {
+    let kept = &e.relations[..(count as usize - 1).min(ENTRY_RELATIONS)];
+    kept.len() < ENTRY_RELATIONS
+        && relations
+            .iter()
+            .any(|oid| !kept.iter().any(|r| r.load(Ordering::Relaxed) == *oid))
+}
+
+/// Add the relations of `relations` (OIDs a plan used) that the entry has not kept, up to
+/// ENTRY_RELATIONS, unless another execution is writing them.
 pub fn keep_relations(key: Key, relations: &[u32]) {
     with_entry(&key, |e| {
-        if e.relation_count
-            .compare_exchange(0, RELATIONS_BUSY, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        let count = e.relation_count.load(Ordering::Acquire);
+        let due = match count {
+            0 => true,
+            RELATIONS_BUSY => false,
+            _ => adds_relations(e, count, relations),
+        };
+        if !due
+            || e.relation_count
+                .compare_exchange(count, RELATIONS_BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
         {
             return;
         }
-        let kept = relations.len().min(ENTRY_RELATIONS);
-        for (slot, oid) in e.relations.iter().zip(&relations[..kept]) {
-            slot.store(*oid, Ordering::Relaxed);
+        let mut n = (count.saturating_sub(1) as usize).min(ENTRY_RELATIONS);
+        for oid in relations {
+            if n == ENTRY_RELATIONS {
+                break;
+            }
+            if !e.relations[..n]
+                .iter()
+                .any(|r| r.load(Ordering::Relaxed) == *oid)
+            {
+                e.relations[n].store(*oid, Ordering::Relaxed);
+                n += 1;
+            }
         }
-        e.relation_count.store(kept as u32 + 1, Ordering::Release);
+        e.relation_count.store(n as u32 + 1, Ordering::Release);
     });
+}
+
+/// Where an entry spans schemas (QUERYID_SPANS_SCHEMAS), let the full records of database
+/// `dbid`'s entries just stored (`stored`), start again, so later passes record tenants beyond the first ENTRY_RELATIONS. A
+/// full record is never written (`adds_relations`), so nothing is lost in between.
+pub fn reopen_full_relations(dbid: u32, stored: impl Fn(&Key) -> bool) {
+    if !QUERYID_SPANS_SCHEMAS || !attached() {
+        return;
+    }
+    let full = ENTRY_RELATIONS as u32 + 1;
+    let hold = Hold::shared();
+    for e in hold.entries() {
+        if e.key.dbid == dbid && stored(&e.key) {
+            let _ =
+                e.relation_count
+                    .compare_exchange(full, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The relations each entry of database `dbid` used, for entries that recorded some.
