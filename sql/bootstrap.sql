@@ -398,7 +398,7 @@ CREATE TABLE optidb.alert_rule (
                     'temp_bytes_total', 'dead_tuples', 'tables_overdue_vacuum',
                     'checkpoints_total', 'buffers_written_total', 'wal_bytes_total',
                     'database_bytes', 'replicas', 'replication_lag_max_s',
-                    'sources_unreachable', 'source_pull_age_max_s',
+                    'sources_unreachable', 'source_pull_age_max_s', 'failures_dropped',
                     'high_confidence_recommendation', 'statement_p95_ratio')),
     comparison  text             NOT NULL CHECK (comparison IN ('>', '>=', '<', '<=')),
     threshold   double precision NOT NULL CHECK (threshold OPERATOR(pg_catalog.<>) 'NaN'),

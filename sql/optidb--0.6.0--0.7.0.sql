@@ -268,7 +268,7 @@ ALTER TABLE optidb.alert_rule ADD CONSTRAINT alert_rule_metric_check CHECK (metr
     'temp_bytes_total', 'dead_tuples', 'tables_overdue_vacuum',
     'checkpoints_total', 'buffers_written_total', 'wal_bytes_total',
     'database_bytes', 'replicas', 'replication_lag_max_s',
-    'sources_unreachable', 'source_pull_age_max_s',
+    'sources_unreachable', 'source_pull_age_max_s', 'failures_dropped',
     'high_confidence_recommendation', 'statement_p95_ratio'));
 INSERT INTO optidb.alert_rule (name, metric, comparison, threshold, hold, clear_for, severity, builtin, description) VALUES
     ('source_unreachable', 'sources_unreachable', '>', 0, '0 s', '1 min', 'warning', true,

@@ -183,25 +183,14 @@ fn run(top: usize, pass: ScanKind) -> Summary {
     }
 
     summary.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (dropped_roles, dropped_failures): (Vec<pg_sys::Oid>, Vec<i64>) =
-        crate::postgres::failing::drain_dropped()
-            .into_iter()
-            .map(|(role, n)| (pg_sys::Oid::from(role), n as i64))
-            .unzip();
+    let dropped = crate::postgres::failing::drain_dropped();
     Spi::run_with_args(
         "INSERT INTO optidb.scan_log (kind, started_at, finished_at, queries_seen, new_queries, \
              plans_captured, explain_failures, recommendations, simulations, \
              pgss_reset_detected, pgss_stats_reset, elapsed_ms, stage_errors, advice, \
              failures_dropped) \
          VALUES ($11, $1, pg_catalog.clock_timestamp(), $2, $3, $4, $5, $6, $7, $8, \
-                 $9::timestamptz, $10, $12, $13, \
-                 (SELECT COALESCE(pg_catalog.jsonb_object_agg( \
-                             COALESCE(r.rolname::pg_catalog.text, \
-                                      CASE WHEN d.u OPERATOR(pg_catalog.=) 0 THEN 'other roles' \
-                                           ELSE d.u::pg_catalog.text END), d.n), '{}') \
-                  FROM ROWS FROM (pg_catalog.unnest($14::pg_catalog.oid[]), \
-                                  pg_catalog.unnest($15::pg_catalog.int8[])) AS d(u, n) \
-                  LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) d.u))",
+                 $9::timestamptz, $10, $12, $13, $14)",
         &[
             captured_at.into(),
             (summary.queries_seen as i32).into(),
@@ -216,8 +205,7 @@ fn run(top: usize, pass: ScanKind) -> Summary {
             pass.as_str().into(),
             JsonB(serde_json::Value::Array(failed)).into(),
             advisor::take_summary().map(JsonB).into(),
-            dropped_roles.into(),
-            dropped_failures.into(),
+            JsonB(dropped).into(),
         ],
     )
     .unwrap_or_else(|e| error!("writing optidb.scan_log failed: {e}"));

@@ -35,9 +35,39 @@ pub fn drain() -> Vec<Failed> {
 }
 
 /// This database's failures that found no room in the shared-memory slots since the previous
-/// pass, per role (role 0: further roles together).
-pub fn drain_dropped() -> Vec<(u32, u64)> {
-    failed::drain_dropped(dbid())
+/// pass, per role name, taken out of the store (optidb.scan_log.failures_dropped).
+pub fn drain_dropped() -> serde_json::Value {
+    by_role_name(failed::drain_dropped(dbid()))
+}
+
+/// The same, left in the store: what the current interval dropped so far (optidb.health()).
+pub fn dropped_so_far() -> serde_json::Value {
+    by_role_name(failed::peek_dropped(dbid()))
+}
+
+/// {"role name": failures}: a role since dropped by its oid, role 0 as "other roles" (the
+/// roles beyond those counted apart).
+fn by_role_name(counts: Vec<(u32, u64)>) -> serde_json::Value {
+    if counts.is_empty() {
+        return serde_json::json!({});
+    }
+    let (roles, failures): (Vec<pg_sys::Oid>, Vec<i64>) = counts
+        .into_iter()
+        .map(|(role, n)| (pg_sys::Oid::from(role), n as i64))
+        .unzip();
+    rows::first(
+        "failures dropped per role",
+        "SELECT COALESCE(pg_catalog.jsonb_object_agg( \
+                    COALESCE(r.rolname::pg_catalog.text, \
+                             CASE WHEN d.u OPERATOR(pg_catalog.=) 0 THEN 'other roles' \
+                                  ELSE d.u::pg_catalog.text END), d.n), '{}') AS by_role \
+         FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.oid[]), \
+                         pg_catalog.unnest($2::pg_catalog.int8[])) AS d(u, n) \
+         LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) d.u",
+        &[roles.into(), failures.into()],
+        |row| row.get::<pgrx::JsonB>("by_role").0,
+    )
+    .unwrap_or_else(|| serde_json::json!({}))
 }
 
 /// A failed statement as the parser sees its text (None: no text, not a statement of the

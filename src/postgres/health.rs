@@ -122,7 +122,7 @@ fn health_sql() -> String {
 /// Every database-wide figure, read now.
 pub fn read() -> Vec<Reading> {
     let sql = health_sql();
-    rows::select("health", &sql, &[], |row| {
+    let mut readings = rows::select("health", &sql, &[], |row| {
         let item: String = row.get("item");
         let metric = Metric::parse(&item)
             .unwrap_or_else(|| pgrx::error!("optidb's health query returned unknown item {item}"));
@@ -133,7 +133,27 @@ pub fn read() -> Vec<Reading> {
                 .opt::<pgrx::JsonB>("details")
                 .map_or(Value::Object(Default::default()), |j| redacted(j.0)),
         }
-    })
+    });
+    readings.push(failures_dropped());
+    readings
+}
+
+/// Failures the shared-memory slots dropped since the previous pass, per role: read from
+/// shared memory, so a monitor sees it without reading optidb.scan_log (which keeps it per
+/// pass).
+fn failures_dropped() -> Reading {
+    let by_role = crate::postgres::failing::dropped_so_far();
+    let total: f64 = by_role
+        .as_object()
+        .map_or(0.0, |m| m.values().filter_map(Value::as_f64).sum());
+    Reading {
+        metric: Metric::FailuresDropped,
+        value: Some(total),
+        details: match total > 0.0 {
+            true => serde_json::json!({ "by_role": by_role }),
+            false => Value::Object(Default::default()),
+        },
+    }
 }
 
 /// Query texts anywhere in `details` with their secrets redacted.

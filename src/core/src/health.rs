@@ -34,6 +34,7 @@ crate::vocabulary! {
         ReplicationLagMaxS => "replication_lag_max_s",
         SourcesUnreachable => "sources_unreachable",
         SourcePullAgeMaxS => "source_pull_age_max_s",
+        FailuresDropped => "failures_dropped",
         HighConfidenceRecommendation => "high_confidence_recommendation",
         StatementP95Ratio => "statement_p95_ratio",
     }
@@ -87,6 +88,7 @@ impl Metric {
             Metric::ReplicationLagMaxS => ("s", Gauge, None, "the largest replay lag of a connected replica (NULL without replicas)", "pg_stat_replication.replay_lag"),
             Metric::SourcesUnreachable => ("sources", Gauge, None, "registered read replicas whose last pull failed; details give every source's state, error and seconds since its last successful pull", "optidb.source.state = 'unreachable' (add_source())"),
             Metric::SourcePullAgeMaxS => ("s", Gauge, None, "the longest time since a registered source was last pulled (since registration if never; NULL without sources)", "now() - optidb.source.last_pulled_at"),
+            Metric::FailuresDropped => ("failures", Gauge, None, "failed executions whose text and search_path the shared-memory failure slots could not keep since the latest snapshot or scan, all roles (details: per role; one role flooding failures shows here); each pass files it in optidb.scan_log.failures_dropped and starts again from 0", "optidb's shared-memory failure slots (src/postgres/latency/failed.rs)"),
             Metric::HighConfidenceRecommendation => ("confidence", Gauge, Some("recommendation"), "an open recommendation's confidence (0-1); alert source for new high-confidence advice", "optidb.recommendation, status 'open'"),
             Metric::StatementP95Ratio => ("ratio", Gauge, Some("statement"), "a statement's p95 over the last hour divided by its p95 over the 7 days before (at least 20 and 100 calls)", "optidb.latency (optidb's own histograms)"),
         };

@@ -250,6 +250,22 @@ pub fn drain_dropped(dbid: u32) -> Vec<(u32, u64)> {
     out
 }
 
+/// The counts `drain_dropped` would take now, left in the store (optidb.health()).
+pub fn peek_dropped(dbid: u32) -> Vec<(u32, u64)> {
+    let Some(store) = store() else {
+        return Vec::new();
+    };
+    // SAFETY: as in `record`; the counts are only written under the exclusive hold.
+    let _hold = unsafe { lwlock::Hold::shared(store.lock) };
+    // SAFETY: the shared hold above.
+    let counts = unsafe { &*store.dropped.get() };
+    counts
+        .iter()
+        .filter(|c| c.used && c.dbid == dbid)
+        .map(|c| (c.userid, c.failures))
+        .collect()
+}
+
 /// Take every failed statement of database `dbid` out of the store.
 pub fn drain(dbid: u32) -> Vec<Failed> {
     let Some(store) = store() else {
