@@ -13,7 +13,7 @@ set -euo pipefail
 scale=${TPCH_SCALE:-0.1}          # 0.1: ~100 MB of CSV, ~1 min to load on 2 cores
 timeout=${TPCH_TIMEOUT:-30}       # statement_timeout (s): a run takes at most 66 x this
 sets=${TPCH_SETS:-3}
-parallel=${TPCH_PARALLEL:-0}      # max_parallel_workers_per_gather of the workload (0: CPU time is all its work)
+parallel=${TPCH_PARALLEL:-0}      # max_parallel_workers_per_gather of the database (0: CPU time is all its work)
 seed=${TPCH_SEED:-1}
 dir=${TPCH_DIR:-/tmp/optidb-tpch-bench}
 venv=${TPCH_VENV:-$OPTIDB_ROOT/target/tpch-venv}
