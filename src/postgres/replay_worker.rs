@@ -564,7 +564,7 @@ fn serve(segment: &Segment, request: &Request) {
     let len = segment.read_u64(0) as usize;
     let answers = BackgroundWorker::transaction(|| {
         let owner = pg_sys::Oid::from(request.owner);
-        let Some(owner) = replay::owner(owner) else {
+        let Some(owner) = own_work::run(|| replay::owner(owner)) else {
             let gone = Failure::new("42704", "the statement's role no longer exists");
             return vec![Err(gone); request.jobs.len()];
         };
@@ -671,10 +671,13 @@ fn reset_session() {
         pg_sys::ResetTempTableNamespace();
         pg_sys::ffi::pg_guard_ffi_boundary(|| ResetSequenceCaches());
     }
-    // hypopg's reset, called by OID (no name is resolved), when hypopg is installed here.
-    let reset = crate::postgres::rows::select_kept(
-        "hypopg reset function",
-        "SELECT p.oid AS reset FROM pg_catalog.pg_proc p \
+    // hypopg's reset, called by OID (no name is resolved), when hypopg is installed here. Its
+    // lookup is optidb's own work (a worker's SQL is top-level to pg_stat_statements); not the
+    // resets above, which own_work's GUC level would undo.
+    let reset = own_work::run(|| {
+        crate::postgres::rows::select_kept(
+            "hypopg reset function",
+            "SELECT p.oid AS reset FROM pg_catalog.pg_proc p \
          JOIN pg_catalog.pg_depend d \
            ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
           AND d.objid OPERATOR(pg_catalog.=) p.oid AND d.deptype OPERATOR(pg_catalog.=) 'e' \
@@ -682,10 +685,11 @@ fn reset_session() {
          WHERE e.extname OPERATOR(pg_catalog.=) 'hypopg' \
            AND p.proname OPERATOR(pg_catalog.=) 'hypopg_reset' \
            AND p.pronargs OPERATOR(pg_catalog.=) 0",
-        &[],
-        |row| row.get::<pg_sys::Oid>("reset"),
-    )
-    .pop();
+            &[],
+            |row| row.get::<pg_sys::Oid>("reset"),
+        )
+        .pop()
+    });
     if let Some(reset) = reset {
         // SAFETY: hypopg's own hypopg_reset(), a C function of no arguments.
         unsafe { pg_sys::OidFunctionCall0Coll(reset, pg_sys::InvalidOid) };

@@ -397,7 +397,9 @@ pub extern "C-unwind" fn optidb_warm_replay_main(arg: pg_sys::Datum) {
         Some(slot.database.load(Ordering::Acquire).into()),
         Some(pg_sys::BOOTSTRAP_SUPERUSERID.into()),
     );
-    let settings = BackgroundWorker::transaction(settings_fingerprint);
+    // optidb's own work: a worker's SQL is top-level to pg_stat_statements.
+    let settings =
+        BackgroundWorker::transaction(|| crate::postgres::own_work::run(settings_fingerprint));
     slot.settings.store(settings, Ordering::Release);
     // SAFETY: this process's pid and latch.
     slot.worker_pid

@@ -597,6 +597,11 @@ def test_advice_whose_simulations_cannot_run_is_not_rejected(world):
     with w.conn("postgres") as su:
         su.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                    "WHERE backend_type = 'optidb warm replay'")
+        deadline = time.monotonic() + 10
+        while scalar(su, "SELECT count(*) > 0 FROM pg_stat_activity "
+                         "WHERE backend_type = 'optidb warm replay'") \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def hog():
         with contextlib.suppress(psycopg.Error), w.conn("mallory") as h:
@@ -604,21 +609,27 @@ def test_advice_whose_simulations_cannot_run_is_not_rejected(world):
                       "SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0")
             h.execute("SELECT count(*) FROM m.big WHERE pg_sleep(0.1) IS NOT NULL")
 
-    hogs = [threading.Thread(target=hog, daemon=True) for _ in range(2)]
-    for t in hogs:
-        t.start()
+    def free_slots(su):
+        return scalar(su, "SELECT current_setting('max_worker_processes')::int - count(*) "
+                          "FROM pg_stat_activity WHERE backend_type NOT IN "
+                          "('client backend', 'autovacuum launcher', 'autovacuum worker', "
+                          "'background writer', 'checkpointer', 'walwriter', "
+                          "'archiver', 'startup', 'walsender', 'walreceiver', "
+                          # auxiliary processes of 17/18, not in max_worker_processes
+                          "'walsummarizer', 'slotsync worker', 'io worker')")
+
+    # A terminated worker leaves pg_stat_activity before the postmaster frees its slot: the
+    # first hog can find one slot short, and that slot is free again when the scan starts (the
+    # simulation then runs). Hogs are added until every slot is taken.
+    hogs = []
     try:
         with w.conn("postgres") as su:
-            deadline = time.monotonic() + 10
-            while scalar(su, "SELECT count(*) < current_setting('max_worker_processes')::int "
-                             "FROM pg_stat_activity WHERE backend_type NOT IN "
-                             "('client backend', 'autovacuum launcher', 'autovacuum worker', "
-                             "'background writer', 'checkpointer', 'walwriter', "
-                             "'archiver', 'startup', 'walsender', 'walreceiver', "
-                             # auxiliary processes of 17/18, not in max_worker_processes
-                             "'walsummarizer', 'slotsync worker', 'io worker')") \
-                    and time.monotonic() < deadline:
-                time.sleep(0.1)
+            deadline = time.monotonic() + 20
+            while free_slots(su) > 0 and time.monotonic() < deadline:
+                hogs.append(threading.Thread(target=hog, daemon=True))
+                hogs[-1].start()
+                time.sleep(0.5)
+            assert free_slots(su) <= 0, "the hogs did not take every worker slot"
         with w.conn("adm") as c:
             c.execute("SELECT * FROM optidb.scan()")
             error = scalar(c, "SELECT error FROM optidb.simulation WHERE rec_id = %s "

@@ -371,3 +371,33 @@ def test_a_plan_cached_in_one_owners_replay_is_not_reused_in_anothers(world):
             su.execute(f'DROP OWNED BY "{mallory}"')
         with connect("postgres") as su:
             su.execute(f'DROP ROLE IF EXISTS "{mallory}"')
+
+
+def test_a_replay_workers_own_sql_is_not_recorded_as_workload(world):
+    """A replay worker's SQL is top-level to pg_stat_statements: its own lookups (the settings
+    it started with, the owner's name, hypopg's reset) were recorded as the superuser's
+    statements, and the next scan took them for workload."""
+    db, roles = world
+    run_as(db, roles["alice"], "SELECT count(*) FROM public.shared_t WHERE v = %s")
+    with connect(db) as su:
+        su.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE backend_type = 'optidb warm replay'")
+    # A new warm worker (its start-up and its reset between batches), then a one-shot one.
+    for workers in (1, 1, 0):
+        with admin(db) as su:
+            su.execute(f"SET optidb.replay_workers = {workers}")
+            su.execute("SELECT * FROM optidb.scan()")
+    with connect(db) as su:
+        assert scalar(su, "SELECT count(*) FROM optidb.plan p JOIN optidb.query q "
+                          "ON q.id = p.query_id WHERE strpos(q.raw_sql, 'shared_t') > 0 "
+                          "AND p.explain_error IS NULL") > 0, "nothing was replayed"
+        own = ("strpos(query, 'pg_db_role_setting') > 0 "
+               "OR strpos(query, 'AS reset FROM pg_catalog.pg_proc') > 0 "
+               "OR strpos(query, 'FROM pg_catalog.pg_roles WHERE oid') > 0")
+        recorded = su.execute(
+            f"SELECT query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+            f"WHERE datname = current_database()) AND ({own})").fetchall()
+        assert recorded == [], recorded
+        kept = su.execute(f"SELECT raw_sql FROM optidb.query q, "
+                          f"LATERAL (SELECT q.raw_sql AS query) s WHERE {own}").fetchall()
+        assert kept == [], kept
