@@ -229,3 +229,37 @@ def test_a_quoted_role_name_with_a_comma_in_trusted_roles_trusts_only_that_role(
         with w.conn("postgres") as su:
             su.execute(f'ALTER DATABASE "{w.db}" RESET optidb.trusted_roles')
             su.execute(f'DROP ROLE "deploy,{mal}"')
+
+
+@pytest.mark.parametrize("owner", ["postgres", "victim"])
+@pytest.mark.parametrize("kind", ["statistics", "inherited_check"])
+def test_the_catalog_walk_names_what_the_planner_folds_from_her_tables(world, owner, kind):
+    """What the planner folds from a relation it reads counts, however deep: an extended
+    statistics expression (get_relation_statistics const-folds it) and a CHECK constraint of an
+    inheritance child (constraint exclusion folds it). The vetting's catalog walk
+    (vetting_catalog.rs, which replaced a catalog query in session 7) must reach both through
+    pg_statistic_ext, pg_inherits, pg_constraint and pg_depend, and its refusal name mallory's
+    function."""
+    w = world
+    tables = {
+        "statistics": """
+            CREATE TABLE m.st (id int);
+            CREATE STATISTICS m.sx ON (id + m.fold(0)) FROM m.st;""",
+        "inherited_check": """
+            CREATE TABLE m.st (id int);
+            CREATE TABLE m.st_child (CHECK (id > m.fold(0))) INHERITS (m.st);""",
+    }[kind]
+    w.as_mallory(SEQUENCE + BUMP + """
+        CREATE FUNCTION m.fold(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE
+          AS $f$ BEGIN RETURN i; END $f$;""" + tables + """
+        INSERT INTO m.st SELECT g FROM generate_series(1, 2000) g;
+        ANALYZE m.st;
+        GRANT SELECT ON ALL TABLES IN SCHEMA m TO PUBLIC""")
+    run_three_times(w, owner, "SELECT count(*) FROM m.st WHERE id = 5")
+    w.as_mallory("""
+        CREATE OR REPLACE FUNCTION m.fold(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE
+          AS $f$ BEGIN PERFORM m.bump('folded'); RETURN i; END $f$""")
+    scan(w, "adm")
+    errors = refused_or_planned(w, "FROM m.st WHERE id")
+    assert any("fold(integer), owned by" in (e or "") for e in errors), errors
+    assert_nothing_of_mallorys_ran(w)
