@@ -15,11 +15,13 @@
 //! - built-in objects count as trusted (the bootstrap superuser owns them).
 //!
 //! Collected: functions (also operators' functions and their estimators, aggregates' support
-//! functions, casts, type input/output functions), operators (also those of ORDER BY, GROUP BY
-//! and DISTINCT), views, relations whose rules or row-level security policies the statement
-//! uses, foreign tables, and types the statement coerces values to (domains with their
-//! constraints; the parameters' types, whose input functions and domain checks run on the
-//! sampled values). Anything else is refused with the object and its owner named.
+//! functions, sort operators and transition types, casts, type input/output functions),
+//! operators (also those of ORDER BY, GROUP BY and DISTINCT, and their commutators and
+//! negators, which the planner may put in their place), views, relations whose rules
+//! or row-level security policies the statement uses, foreign tables, and types the statement
+//! coerces values to (domains with their constraints; the parameters' types, whose input
+//! functions and domain checks run on the sampled values). Anything else is refused with the
+//! object and its owner named.
 //!
 //! Why this is enough between the check and the EXPLAIN that follows: the check reads the
 //! query tree PostgreSQL will plan, under the locks parse analysis took (held until the job's

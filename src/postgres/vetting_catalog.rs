@@ -4,15 +4,17 @@
 //! Why not SQL: the same walk as one catalog query (six runs per simulate()) spent most of the
 //! warm replay worker's time starting up its executor (a plan of about a hundred nodes) for a
 //! handful of rows. These are the lookups that query's plan made, in the same order of sets,
-//! with the same answer (the e2e replay-attack tests pin it); nothing is cached between calls,
-//! so every check reads the catalog as it is now.
+//! with the same answer (the e2e replay-attack tests pin it), plus what that query missed (an
+//! aggregate's sort operator and transition types, an operator's commutator and negator);
+//! nothing is cached between calls, so every check reads the catalog as it is now.
 //!
 //! What counts (see vetting.rs and docs/security-model.md): the statement's functions,
-//! operators (with their functions and estimators), aggregates' support functions, the types
-//! it coerces to (with what a value of them holds, their I/O functions, range functions and
-//! domain constraints), views, foreign tables, relations whose rules or policies it uses, and
-//! what the planner folds from every relation it reads or their inheritance children (index
-//! expressions and predicates, CHECK constraints, extended statistics: pg_depend).
+//! operators (with their functions, estimators, commutators and negators), aggregates'
+//! support functions, sort operators and transition types, the types it coerces to (with what
+//! a value of them holds, their I/O functions, range functions and domain constraints), views,
+//! foreign tables, relations whose rules or policies it uses, and what the planner folds from
+//! every relation it reads or their inheritance children (index expressions and predicates,
+//! CHECK constraints, extended statistics: pg_depend).
 
 use pgrx::pg_sys::{self, Oid};
 use std::collections::{BTreeSet, HashSet};
@@ -55,7 +57,12 @@ struct AggregateRow {
     aggfnoid: Oid,
     aggkind: c_char,
     aggnumdirectargs: i16,
-    support: [Oid; 8], // aggtransfn .. aggmfinalfn
+    support: [Oid; 8],        // aggtransfn .. aggmfinalfn
+    final_flags: [c_char; 4], // aggfinalextra .. aggmfinalmodify
+    aggsortop: Oid,
+    aggtranstype: Oid,
+    aggtransspace: i32,
+    aggmtranstype: Oid,
 }
 
 #[repr(C)]
@@ -117,8 +124,13 @@ pub fn untrusted(objects: &Objects, owner: Oid, trusted_roles: &[String]) -> Vec
             }
         }
         for f in objects.functions {
-            functions.extend(aggregate_support(*f));
+            if let Some(parts) = aggregate(*f) {
+                functions.extend(parts.support);
+                operators.extend(parts.sort_operator);
+                type_seeds.extend(parts.state_types);
+            }
         }
+        let operators = closure(&operators.into_iter().collect::<Vec<_>>(), operator_links);
         for o in &operators {
             functions.extend(operator_functions(*o));
         }
@@ -408,16 +420,36 @@ unsafe fn type_functions(t: Oid) -> Vec<Oid> {
     }
 }
 
-/// An aggregate's support functions (none for a function that is not one).
-unsafe fn aggregate_support(f: Oid) -> Vec<Oid> {
+/// What an aggregate runs besides itself.
+struct Aggregate {
+    /// Transition, final, combine, (de)serialization and moving-aggregate functions.
+    support: Vec<Oid>,
+    /// MIN/MAX's sort operator (planagg.c plans an index scan ordered by it).
+    sort_operator: Option<Oid>,
+    /// Transition state types: planning reads the initial value through the type's input
+    /// function (preprocess_aggref -> GetAggInitVal), so a domain's constraints run there.
+    state_types: Vec<Oid>,
+}
+
+/// What the aggregate `f` runs; None when `f` is not an aggregate.
+unsafe fn aggregate(f: Oid) -> Option<Aggregate> {
+    let valid = |oids: &[Oid]| -> Vec<Oid> {
+        oids.iter()
+            .copied()
+            .filter(|o| *o != pg_sys::InvalidOid)
+            .collect()
+    };
     // SAFETY: a pg_aggregate row read as its struct, inside the transaction.
     unsafe {
         cached(pg_sys::SysCacheIdentifier::AGGFNOID, f, |t| {
-            (*pg_sys::heap_tuple_get_struct::<AggregateRow>(t)).support
+            let a = &*pg_sys::heap_tuple_get_struct::<AggregateRow>(t);
+            Aggregate {
+                support: valid(&a.support),
+                sort_operator: valid(&[a.aggsortop]).pop(),
+                state_types: valid(&[a.aggtranstype, a.aggmtranstype]),
+            }
         })
     }
-    .map(|s| s.into_iter().filter(|f| *f != pg_sys::InvalidOid).collect())
-    .unwrap_or_default()
 }
 
 /// An operator's function and its restriction and join estimators.
@@ -430,6 +462,20 @@ unsafe fn operator_functions(o: Oid) -> Vec<Oid> {
         })
     }
     .map(|s| s.into_iter().filter(|f| *f != pg_sys::InvalidOid).collect())
+    .unwrap_or_default()
+}
+
+/// The operators the planner may put in an operator's place: its commutator (operands
+/// swapped to match an index or estimate a selectivity) and its negator (`NOT (a op b)`
+/// simplified to `a negator b`, then estimated and run).
+unsafe fn operator_links(o: Oid) -> Vec<Oid> {
+    // SAFETY: a pg_operator row read as its struct, inside the transaction.
+    unsafe {
+        cached(pg_sys::SysCacheIdentifier::OPEROID, o, |t| {
+            let op = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_operator>(t);
+            vec![op.oprcom, op.oprnegate]
+        })
+    }
     .unwrap_or_default()
 }
 
