@@ -28,5 +28,6 @@ pub mod rows;
 pub mod settings;
 pub mod signals;
 pub mod vetting;
+mod vetting_catalog;
 pub mod warm_replay;
 pub mod worker;

@@ -225,8 +225,8 @@ pub fn first_kept<T>(
 /// As `select_kept`, planned with nested loops over index reads only (no hash or merge joins,
 /// no hash aggregation). For catalog queries over a handful of rows whose generic plan
 /// estimates thousands (recursive CTEs, unnest of a parameter): the hash tables sized for those
-/// estimates (zeroed at each run) and full catalog scans made the vetting query cost 3-8 ms a
-/// run instead of 0.5 (docs/benchmarks.md). The answer is the same either way.
+/// estimates (zeroed at each run) and full catalog scans made the old vetting query cost 3-8 ms
+/// a run instead of 0.5 (docs/benchmarks.md). The answer is the same either way.
 pub fn select_kept_few<T>(
     query: &str,
     sql: &'static str,

@@ -15,11 +15,13 @@
 //! - built-in objects count as trusted (the bootstrap superuser owns them).
 //!
 //! Collected: functions (also operators' functions and their estimators, aggregates' support
-//! functions, casts, type input/output functions), operators (also those of ORDER BY, GROUP BY
-//! and DISTINCT), views, relations whose rules or row-level security policies the statement
-//! uses, foreign tables, and types the statement coerces values to (domains with their
-//! constraints; the parameters' types, whose input functions and domain checks run on the
-//! sampled values). Anything else is refused with the object and its owner named.
+//! functions, sort operators and transition types, casts, type input/output functions),
+//! operators (also those of ORDER BY, GROUP BY and DISTINCT, and their commutators and
+//! negators, which the planner may put in their place), views, relations whose rules
+//! or row-level security policies the statement uses, foreign tables, and types the statement
+//! coerces values to (domains with their constraints; the parameters' types, whose input
+//! functions and domain checks run on the sampled values). Anything else is refused with the
+//! object and its owner named.
 //!
 //! Why this is enough between the check and the EXPLAIN that follows: the check reads the
 //! query tree PostgreSQL will plan, under the locks parse analysis took (held until the job's
@@ -29,8 +31,8 @@
 use crate::postgres::guarded::Failure;
 use crate::postgres::gucs;
 use crate::postgres::replay::Context;
-use crate::postgres::rows;
 use crate::postgres::settings::{self, Setting};
+use crate::postgres::vetting_catalog;
 use pgrx::list::PgList;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -310,12 +312,7 @@ unsafe fn sort_clause_operators(list: *mut pg_sys::List, uses: &mut Uses) {
 }
 
 fn owner_is_superuser(owner: pg_sys::Oid) -> bool {
-    rows::value::<bool>(
-        "owner is a superuser",
-        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) $1",
-        &[owner.into()],
-    )
-    .unwrap_or(false)
+    vetting_catalog::is_superuser(owner)
 }
 
 /// The objects of `uses` owned by a role that `owner` does not trust, described as
@@ -323,200 +320,31 @@ fn owner_is_superuser(owner: pg_sys::Oid) -> bool {
 ///
 /// Trusted: superusers; for an owner that is not one, the owner itself; the roles a superuser
 /// listed in `optidb.trusted_roles`. Built-in objects (below FirstNormalObjectId) are trusted
-/// whoever owns them.
+/// whoever owns them. What else counts (what the planner folds from the relations read, what a
+/// type holds and runs): vetting_catalog.rs.
 fn untrusted(uses: &Uses, owner: pg_sys::Oid) -> Vec<String> {
-    let oids = |v: &[pg_sys::Oid]| {
+    let oids = |v: &mut dyn Iterator<Item = pg_sys::Oid>| {
         let mut v: Vec<pg_sys::Oid> = v
-            .iter()
-            .copied()
             .filter(|o| o.to_u32() >= pg_sys::FirstNormalObjectId)
             .collect();
         v.sort_by_key(|o| o.to_u32());
         v.dedup();
         v
     };
-    let relations: Vec<pg_sys::Oid> = oids(&uses.relations.iter().map(|r| r.0).collect::<Vec<_>>());
-    let with_policies: Vec<pg_sys::Oid> = oids(
-        &uses
-            .relations
-            .iter()
-            .filter(|r| r.1)
-            .map(|r| r.0)
-            .collect::<Vec<_>>(),
-    );
-    rows::select_kept_few(
-        "objects a replay would run",
-        UNTRUSTED_SQL,
-        &[
-            owner.into(),
-            oids(&uses.functions).into(),
-            oids(&uses.operators).into(),
-            relations.into(),
-            with_policies.into(),
-            oids(&uses.types).into(),
-            gucs::trusted_roles().into(),
-        ],
-        |row| row.get::<String>("found"),
+    let functions = oids(&mut uses.functions.iter().copied());
+    let operators = oids(&mut uses.operators.iter().copied());
+    let relations = oids(&mut uses.relations.iter().map(|r| r.0));
+    let with_policies = oids(&mut uses.relations.iter().filter(|r| r.1).map(|r| r.0));
+    let types = oids(&mut uses.types.iter().copied());
+    vetting_catalog::untrusted(
+        &vetting_catalog::Objects {
+            functions: &functions,
+            operators: &operators,
+            relations: &relations,
+            with_policies: &with_policies,
+            types: &types,
+        },
+        owner,
+        &gucs::trusted_roles(),
     )
 }
-
-/// $1 the statement's owner; $2 functions, $3 operators, $4 relations, $5 relations whose
-/// policies apply, $6 types, $7 roles trusted by setting (optidb.trusted_roles). Each object
-/// with what runs through it; those whose owner is not trusted, described.
-///
-/// Besides the statement's own tree: the planner folds constant parts of the index expressions
-/// and predicates, extended-statistics expressions and CHECK constraints of every relation it
-/// reads (partitions and inheritance children included), so the functions, operators and
-/// domains those depend on (pg_depend) count too. A type's owner matters only for a domain (its
-/// constraints run); any other type runs only its input/output functions, checked as functions.
-///
-/// Every operator is written `OPERATOR(pg_catalog.op)` (`IN` as `= ANY`, `CASE x WHEN` as
-/// `CASE WHEN x = ...`, type names qualified): this runs with the rights of optidb's worker, and
-/// an operator someone created in a schema earlier on some search_path (`=`(oid, oid) in
-/// `public`) must never be what a bare `=` finds (docs/security-model.md, row 59).
-const UNTRUSTED_SQL: &str = "
-WITH trusted AS (
-    SELECT r.oid FROM pg_catalog.pg_roles r
-    WHERE r.rolsuper
-       OR (r.oid OPERATOR(pg_catalog.=) $1
-           AND NOT (SELECT s.rolsuper FROM pg_catalog.pg_roles s
-                    WHERE s.oid OPERATOR(pg_catalog.=) $1))
-       OR r.rolname OPERATOR(pg_catalog.=) ANY ($7)),
-relations AS (
-    WITH RECURSIVE r(oid) AS (
-        SELECT u FROM pg_catalog.unnest($4::pg_catalog.oid[]) AS u
-        UNION
-        SELECT i.inhrelid FROM r JOIN pg_catalog.pg_inherits i
-          ON i.inhparent OPERATOR(pg_catalog.=) r.oid)
-    SELECT oid FROM r),
--- One branch per kind of depender, so each reads pg_depend by its (classid, objid) index
--- (one OR of the four read all of pg_depend: most of a vetting's time).
-planned_with AS (
-    SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
-    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-      AND d.objid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM relations)
-      AND d.refclassid OPERATOR(pg_catalog.=) ANY (
-          ARRAY['pg_catalog.pg_proc'::pg_catalog.regclass,
-                'pg_catalog.pg_operator'::pg_catalog.regclass])
-    UNION ALL
-    SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
-    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-      AND d.objid OPERATOR(pg_catalog.=) ANY (
-          SELECT x.indexrelid FROM pg_catalog.pg_index x
-          WHERE x.indrelid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM relations))
-    UNION ALL
-    SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
-    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_constraint'::pg_catalog.regclass
-      AND d.objid OPERATOR(pg_catalog.=) ANY (
-          SELECT c.oid FROM pg_catalog.pg_constraint c
-          WHERE c.conrelid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM relations))
-    UNION ALL
-    SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
-    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass
-      AND d.objid OPERATOR(pg_catalog.=) ANY (
-          SELECT s.oid FROM pg_catalog.pg_statistic_ext s
-          WHERE s.stxrelid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM relations))),
-operators AS (
-    SELECT o FROM pg_catalog.unnest($3::pg_catalog.oid[]) AS o
-    UNION
-    SELECT refobjid FROM planned_with
-    WHERE refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass),
-functions AS (
-    SELECT f FROM pg_catalog.unnest($2::pg_catalog.oid[]) AS f
-    UNION
-    SELECT refobjid FROM planned_with
-    WHERE refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-    UNION
-    SELECT s FROM pg_catalog.pg_aggregate a,
-         LATERAL (VALUES (a.aggtransfn::pg_catalog.oid), (a.aggfinalfn), (a.aggcombinefn),
-                         (a.aggserialfn), (a.aggdeserialfn), (a.aggmtransfn),
-                         (a.aggminvtransfn), (a.aggmfinalfn)) AS v(s)
-    WHERE a.aggfnoid OPERATOR(pg_catalog.=) ANY ($2) AND s OPERATOR(pg_catalog.<>) 0
-    UNION
-    SELECT s FROM pg_catalog.pg_operator o,
-         LATERAL (VALUES (o.oprcode::pg_catalog.oid), (o.oprrest), (o.oprjoin)) AS v(s)
-    WHERE o.oid OPERATOR(pg_catalog.=) ANY (SELECT o FROM operators)
-      AND s OPERATOR(pg_catalog.<>) 0),
-types AS (
-    WITH RECURSIVE t(oid) AS (
-        SELECT u FROM (
-            SELECT u FROM pg_catalog.unnest($6::pg_catalog.oid[]) AS u
-            UNION
-            SELECT refobjid FROM planned_with
-            WHERE refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass
-            ) AS seed(u)
-        UNION
-        -- What a value of the type holds: its base type, elements, attributes, range subtype.
-        SELECT x.oid FROM t JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) t.oid,
-             LATERAL (SELECT y.typbasetype
-                      UNION ALL SELECT y.typelem
-                      UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
-                                WHERE y.typrelid OPERATOR(pg_catalog.<>) 0
-                                  AND a.attrelid OPERATOR(pg_catalog.=) y.typrelid
-                                  AND a.attnum OPERATOR(pg_catalog.>) 0
-                                  AND NOT a.attisdropped
-                      UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r
-                                WHERE r.rngtypid OPERATOR(pg_catalog.=) y.oid
-                      UNION ALL SELECT r.rngtypid FROM pg_catalog.pg_range r
-                                WHERE r.rngmultitypid OPERATOR(pg_catalog.=) y.oid) AS x(oid)
-        WHERE x.oid OPERATOR(pg_catalog.<>) 0)
-    SELECT oid FROM t),
-type_functions AS (
-    SELECT f FROM types JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) types.oid,
-         LATERAL (VALUES (y.typinput::pg_catalog.oid), (y.typoutput), (y.typreceive),
-                         (y.typsend), (y.typmodin), (y.typmodout), (y.typanalyze)) AS v(f)
-    WHERE f OPERATOR(pg_catalog.<>) 0
-    UNION
-    SELECT f FROM types JOIN pg_catalog.pg_range r
-      ON r.rngtypid OPERATOR(pg_catalog.=) types.oid,
-         LATERAL (VALUES (r.rngcanonical::pg_catalog.oid), (r.rngsubdiff)) AS v(f)
-    WHERE f OPERATOR(pg_catalog.<>) 0
-    UNION
-    SELECT d.refobjid FROM types JOIN pg_catalog.pg_constraint c
-      ON c.contypid OPERATOR(pg_catalog.=) types.oid
-    JOIN pg_catalog.pg_depend d
-      ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_constraint'::pg_catalog.regclass
-     AND d.objid OPERATOR(pg_catalog.=) c.oid
-     AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass),
-objects(what, oid, owner) AS (
-    SELECT 'function ' OPERATOR(pg_catalog.||) p.oid::pg_catalog.regprocedure::pg_catalog.text,
-           p.oid, p.proowner
-    FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) ANY (SELECT f FROM functions)
-    UNION ALL
-    SELECT 'function ' OPERATOR(pg_catalog.||) p.oid::pg_catalog.regprocedure::pg_catalog.text,
-           p.oid, p.proowner
-    FROM pg_catalog.pg_proc p
-    WHERE p.oid OPERATOR(pg_catalog.=) ANY (SELECT f FROM type_functions)
-    UNION ALL
-    SELECT 'operator ' OPERATOR(pg_catalog.||) o.oid::pg_catalog.regoperator::pg_catalog.text,
-           o.oid, o.oprowner
-    FROM pg_catalog.pg_operator o
-    WHERE o.oid OPERATOR(pg_catalog.=) ANY (SELECT o FROM operators)
-    UNION ALL
-    SELECT CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'v' THEN 'view '
-                WHEN c.relkind OPERATOR(pg_catalog.=) 'f' THEN 'foreign table '
-                ELSE 'table ' END
-           OPERATOR(pg_catalog.||) c.oid::pg_catalog.regclass::pg_catalog.text
-           OPERATOR(pg_catalog.||)
-           CASE WHEN c.relkind OPERATOR(pg_catalog.=) ANY ('{v,f}'::pg_catalog.\"char\"[])
-                THEN ''
-                WHEN c.oid OPERATOR(pg_catalog.=) ANY ($5)
-                THEN ' (its row-level security policies)'
-                ELSE ' (its rules)' END,
-           c.oid, c.relowner
-    FROM pg_catalog.pg_class c
-    WHERE c.oid OPERATOR(pg_catalog.=) ANY ($4)
-      AND (c.relkind OPERATOR(pg_catalog.=) ANY ('{v,f}'::pg_catalog.\"char\"[])
-           OR c.relhasrules OR c.oid OPERATOR(pg_catalog.=) ANY ($5))
-    UNION ALL
-    SELECT 'domain ' OPERATOR(pg_catalog.||) pg_catalog.format_type(y.oid, NULL), y.oid,
-           y.typowner
-    FROM types JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) types.oid
-    WHERE y.typtype OPERATOR(pg_catalog.=) 'd')
-SELECT DISTINCT o.what OPERATOR(pg_catalog.||) ', owned by '
-       OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.rolname::pg_catalog.text) AS found
-FROM objects o JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) o.owner
-WHERE o.oid OPERATOR(pg_catalog.>=) 16384
-  AND NOT (o.owner OPERATOR(pg_catalog.=) ANY (SELECT oid FROM trusted))
-ORDER BY 1
-LIMIT 5";

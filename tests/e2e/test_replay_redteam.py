@@ -229,3 +229,190 @@ def test_a_quoted_role_name_with_a_comma_in_trusted_roles_trusts_only_that_role(
         with w.conn("postgres") as su:
             su.execute(f'ALTER DATABASE "{w.db}" RESET optidb.trusted_roles')
             su.execute(f'DROP ROLE "deploy,{mal}"')
+
+
+@pytest.mark.parametrize("owner", ["postgres", "victim"])
+@pytest.mark.parametrize("kind", ["statistics", "inherited_check"])
+def test_the_catalog_walk_names_what_the_planner_folds_from_her_tables(world, owner, kind):
+    """What the planner folds from a relation it reads counts, however deep: an extended
+    statistics expression (get_relation_statistics const-folds it) and a CHECK constraint of an
+    inheritance child (constraint exclusion folds it). The vetting's catalog walk
+    (vetting_catalog.rs, which replaced a catalog query in session 7) must reach both through
+    pg_statistic_ext, pg_inherits, pg_constraint and pg_depend, and its refusal name mallory's
+    function."""
+    w = world
+    tables = {
+        "statistics": """
+            CREATE TABLE m.st (id int);
+            CREATE STATISTICS m.sx ON (id + m.fold(0)) FROM m.st;""",
+        "inherited_check": """
+            CREATE TABLE m.st (id int);
+            CREATE TABLE m.st_child (CHECK (id > m.fold(0))) INHERITS (m.st);""",
+    }[kind]
+    w.as_mallory(SEQUENCE + BUMP + """
+        CREATE FUNCTION m.fold(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE
+          AS $f$ BEGIN RETURN i; END $f$;""" + tables + """
+        INSERT INTO m.st SELECT g FROM generate_series(1, 2000) g;
+        ANALYZE m.st;
+        GRANT SELECT ON ALL TABLES IN SCHEMA m TO PUBLIC""")
+    run_three_times(w, owner, "SELECT count(*) FROM m.st WHERE id = 5")
+    w.as_mallory("""
+        CREATE OR REPLACE FUNCTION m.fold(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE
+          AS $f$ BEGIN PERFORM m.bump('folded'); RETURN i; END $f$""")
+    scan(w, "adm")
+    errors = refused_or_planned(w, "FROM m.st WHERE id")
+    assert any("fold(integer), owned by" in (e or "") for e in errors), errors
+    assert_nothing_of_mallorys_ran(w)
+
+
+# Mallory's functions for the deep paths below: harmless while the statements run, hostile
+# (HOSTILE_DEEP_FNS) before the scan; the refusal must name them.
+DEEP_FNS = """
+CREATE FUNCTION m.fold(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE
+  AS $f$ BEGIN RETURN i; END $f$;
+CREATE FUNCTION m.tf(s int, i int) RETURNS int LANGUAGE plpgsql IMMUTABLE
+  AS $f$ BEGIN RETURN s + i; END $f$;
+CREATE FUNCTION m.ff(s int) RETURNS int LANGUAGE plpgsql IMMUTABLE
+  AS $f$ BEGIN RETURN s; END $f$;
+CREATE FUNCTION m.eqf(a int, b int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE
+  AS $f$ BEGIN RETURN a = b; END $f$;
+CREATE FUNCTION m.diff(a float8, b float8) RETURNS float8 LANGUAGE plpgsql IMMUTABLE
+  AS $f$ BEGIN RETURN a - b; END $f$;
+"""
+
+# The same functions, each now bumping (run as anyone but mallory) before it returns.
+HOSTILE_DEEP_FNS = "".join(
+    f"CREATE OR REPLACE FUNCTION m.{name}({args}) RETURNS {ret} LANGUAGE plpgsql IMMUTABLE "
+    f"AS $f$ BEGIN PERFORM m.bump('deep-path'); RETURN {body}; END $f$;\n"
+    for name, args, ret, body in [
+        ("fold", "i int", "int", "i"), ("tf", "s int, i int", "int", "s + i"),
+        ("ff", "s int", "int", "s"), ("eqf", "a int, b int", "boolean", "a = b"),
+        ("diff", "a float8, b float8", "float8", "a - b"),
+        ("gtf", "a int, b int", "boolean", "a > b")])
+
+# kind: (mallory's objects, the statement owner's objects (in vs, over hers), statement,
+# what the refusal names). The owner's own objects are trusted: only the path to hers counts.
+DEEP_PATHS = {
+    "aggregate_transfn": (
+        "", "CREATE AGGREGATE vs.agg(int) (sfunc = m.tf, stype = int, initcond = '0')",
+        "SELECT vs.agg(v) FROM public.shared_t WHERE v = 5", "function m.tf(integer,integer)"),
+    "aggregate_finalfn": (
+        "", "CREATE AGGREGATE vs.agg(int) (sfunc = int4pl, stype = int, finalfunc = m.ff)",
+        "SELECT vs.agg(v) FROM public.shared_t WHERE v = 5", "function m.ff(integer)"),
+    "aggregate_combinefn": (
+        "", "CREATE AGGREGATE vs.agg(int) (sfunc = int4pl, stype = int, combinefunc = m.tf)",
+        "SELECT vs.agg(v) FROM public.shared_t WHERE v = 5", "function m.tf(integer,integer)"),
+    "aggregate_moving_fns": (
+        "", "CREATE AGGREGATE vs.agg(int) (sfunc = int4pl, stype = int, msfunc = int4pl, "
+            "minvfunc = int4mi, mstype = int, mfinalfunc = m.ff)",
+        "SELECT vs.agg(v) OVER (ORDER BY id) FROM public.shared_t WHERE v = 5",
+        "function m.ff(integer)"),
+    # Planning reads the initial transition value through the transition type's input
+    # function (preprocess_aggref -> GetAggInitVal): domain_in runs her domain's CHECK.
+    "aggregate_transition_type": (
+        "CREATE DOMAIN m.d AS int CHECK (m.fold(VALUE) >= 0)",
+        """CREATE FUNCTION vs.sf(s m.d, i int) RETURNS m.d LANGUAGE sql IMMUTABLE
+             AS 'SELECT (s + i)::m.d';
+           CREATE FUNCTION vs.fin(s m.d) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT s::int';
+           CREATE AGGREGATE vs.agg(int) (sfunc = vs.sf, stype = m.d, finalfunc = vs.fin,
+                                         initcond = '0')""",
+        "SELECT vs.agg(v) FROM public.shared_t WHERE v = 5", "domain m.d"),
+    "operator_function": (
+        "", "CREATE OPERATOR vs.=== (function = m.eqf, leftarg = int, rightarg = int, "
+            "restrict = eqsel, join = eqjoinsel)",
+        "SELECT count(*) FROM public.shared_t WHERE v OPERATOR(vs.===) 5",
+        "function m.eqf(integer,integer)"),
+    # `NOT (id <<> 1)` is planned as `id === 1` (negate_clause), her operator: its estimator
+    # eqsel compares her m.eqf with the column's most common values.
+    "operators_negator": (
+        """CREATE OPERATOR m.=== (function = m.eqf, leftarg = int, rightarg = int,
+                                 restrict = eqsel, join = eqjoinsel);
+           CREATE TABLE m.sk AS SELECT g % 3 AS id FROM generate_series(1, 3000) g;
+           ANALYZE m.sk""",
+        # plpgsql: an SQL function would be inlined to a built-in `<>` before the NOT goes.
+        """CREATE FUNCTION vs.ne(a int, b int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE
+             AS $f$ BEGIN RETURN a <> b; END $f$;
+           CREATE OPERATOR vs.<<> (function = vs.ne, leftarg = int, rightarg = int,
+                                   restrict = neqsel, negator = OPERATOR(m.===))""",
+        "SELECT count(*) FROM m.sk WHERE NOT (id OPERATOR(vs.<<>) 1)",
+        "function m.eqf(integer,integer)"),
+    # `1 <<< id` is estimated through the commutator (scalarineqsel_wrapper), her operator:
+    # her m.gtf runs on the column's most common values.
+    "operators_commutator": (
+        """CREATE FUNCTION m.gtf(a int, b int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE
+             AS $f$ BEGIN RETURN a > b; END $f$;
+           CREATE OPERATOR m.>>> (function = m.gtf, leftarg = int, rightarg = int,
+                                  restrict = scalargtsel);
+           CREATE TABLE m.sk AS SELECT g % 3 AS id FROM generate_series(1, 3000) g;
+           ANALYZE m.sk""",
+        """CREATE FUNCTION vs.lt(a int, b int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE
+             AS $f$ BEGIN RETURN a < b; END $f$;
+           CREATE OPERATOR vs.<<< (function = vs.lt, leftarg = int, rightarg = int,
+                                   restrict = scalarltsel, commutator = OPERATOR(m.>>>))""",
+        "SELECT count(*) FROM m.sk WHERE 1 OPERATOR(vs.<<<) id",
+        "function m.gtf(integer,integer)"),
+    "domain_over_her_domain": (
+        "CREATE DOMAIN m.d AS int CHECK (m.fold(VALUE) > 0)", "CREATE DOMAIN vs.d2 AS m.d",
+        "SELECT count(*) FROM public.shared_t WHERE v = 5::vs.d2", "domain m.d"),
+    "multirange_of_her_range": (
+        "CREATE TYPE m.fr AS RANGE (subtype = float8, subtype_diff = m.diff, "
+        "multirange_type_name = m.frm)", "",
+        "SELECT count(*) FROM public.shared_t WHERE v::float8 <@ '{[5,500]}'::m.frm",
+        "function m.diff(double precision,double precision)"),
+    "partitions_expression_index": (
+        """CREATE TABLE m.st (id int) PARTITION BY RANGE (id);
+           CREATE TABLE m.st1 PARTITION OF m.st FOR VALUES FROM (0) TO (1000000);
+           CREATE INDEX ON m.st1 ((id + m.fold(0)))""", "",
+        "SELECT count(*) FROM m.st WHERE id = 5", "function m.fold(integer)"),
+    "sub_partitions_check": (
+        """CREATE TABLE m.st (id int) PARTITION BY RANGE (id);
+           CREATE TABLE m.st1 PARTITION OF m.st FOR VALUES FROM (0) TO (1000000)
+             PARTITION BY RANGE (id);
+           CREATE TABLE m.st11 PARTITION OF m.st1 FOR VALUES FROM (0) TO (1000000);
+           ALTER TABLE m.st11 ADD CHECK (id > m.fold(-1))""", "",
+        "SELECT count(*) FROM m.st WHERE id = 5", "function m.fold(integer)"),
+    "inheritance_childs_expression_index": (
+        """CREATE TABLE m.st (id int);
+           CREATE TABLE m.st_child () INHERITS (m.st);
+           CREATE INDEX ON m.st_child ((id + m.fold(0)))""", "",
+        "SELECT count(*) FROM m.st WHERE id = 5", "function m.fold(integer)"),
+    "inheritance_childs_partial_index": (
+        """CREATE TABLE m.st (id int);
+           CREATE TABLE m.st_child () INHERITS (m.st);
+           CREATE INDEX ON m.st_child (id) WHERE id > m.fold(0)""", "",
+        "SELECT count(*) FROM m.st WHERE id = 5", "function m.fold(integer)"),
+}
+
+
+@pytest.mark.parametrize("owner", ["postgres", "victim"])
+@pytest.mark.parametrize("kind", sorted(DEEP_PATHS))
+def test_the_catalog_walk_reaches_her_code_through_every_deep_path(world, owner, kind):
+    """The paths of the vetting's catalog walk (vetting_catalog.rs) no other test takes: an
+    aggregate's transition, final, combine and moving-aggregate functions and its transition
+    type; an operator's function, commutator and negator; a domain over her domain; a multirange of her range (its subtype_diff); an
+    expression index, partial index or CHECK of a partition, sub-partition or inheritance
+    child. The owner's statement reaches mallory's code only through these: the replay is
+    refused, naming it."""
+    if kind in ("operators_commutator", "operators_negator") and owner == "victim":
+        pytest.skip("PostgreSQL links a commutator or negator only for its owner or a superuser")
+    w = world
+    hers, owners, sql, named = DEEP_PATHS[kind]
+    w.as_mallory(SEQUENCE + BUMP + DEEP_FNS + hers + """;
+        DO $d$ BEGIN
+          IF to_regclass('m.st') IS NOT NULL THEN
+            INSERT INTO m.st SELECT g FROM generate_series(1, 2000) g;
+            ANALYZE m.st;
+          END IF;
+        END $d$;
+        GRANT SELECT ON ALL TABLES IN SCHEMA m TO PUBLIC""")
+    if owners:
+        with w.conn(owner) as c:
+            c.execute(owners)
+    run_three_times(w, owner, sql)
+    w.as_mallory(HOSTILE_DEEP_FNS)
+    scan(w, "adm")
+    # The text before WHERE: no literal that pg_stat_statements would replace.
+    errors = refused_or_planned(w, sql.split(" WHERE")[0][len("SELECT "):])
+    assert errors, "the statement was not recorded or not attempted"
+    assert all(f"{named}, owned by" in (e or "") for e in errors), errors
+    assert_nothing_of_mallorys_ran(w)

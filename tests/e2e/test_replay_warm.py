@@ -260,8 +260,8 @@ def test_a_cancelled_caller_does_not_leave_the_warm_worker_stuck(world, cancel):
 
 def test_a_function_redefined_by_a_hostile_role_after_vetting_is_refused_by_the_warm_worker(
         world):
-    """The warm worker keeps the plan of its vetting query for its lifetime (rows::select_kept):
-    only the plan, never the answer. A function bob's statement uses is vetted and replayed;
+    """The warm worker keeps nothing of a vetting for the next one (the check reads the system
+    caches, refreshed by every committed catalog change). A function bob's statement uses is vetted and replayed;
     then it passes to a hostile role, which redefines it: the same warm worker's next replay of
     the statement must see the new owner and refuse, and the new body must never run."""
     db, roles = world
