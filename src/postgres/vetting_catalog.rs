@@ -20,7 +20,7 @@ use pgrx::pg_sys::{self, Oid};
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::{c_char, CStr};
 
-// Catalogs and indexes pgrx's bindings leave out (PostgreSQL 15's catalog/*_d.h).
+// Catalogs and indexes pgrx's bindings leave out, as catalog/*_d.h of 15 to 18 define them.
 const DEPEND_RELATION_ID: Oid = Oid::from_u32(2608);
 const DEPEND_DEPENDER_INDEX_ID: Oid = Oid::from_u32(2673);
 const CONSTRAINT_RELATION_ID: Oid = Oid::from_u32(2606);
@@ -30,8 +30,15 @@ const INHERITS_RELATION_ID: Oid = Oid::from_u32(2611);
 const INHERITS_PARENT_INDEX_ID: Oid = Oid::from_u32(2187);
 // Column numbers (Anum_...) of the keys scanned.
 const ATTRELID: pg_sys::AttrNumber = 1; // pg_attribute
-const CONRELID: pg_sys::AttrNumber = 8; // pg_constraint
-const CONTYPID: pg_sys::AttrNumber = 9; // pg_constraint
+                                        // pg_constraint: PostgreSQL 18 added conenforced before convalidated, moving both by one.
+#[cfg(not(feature = "pg18"))]
+const CONRELID: pg_sys::AttrNumber = 8;
+#[cfg(not(feature = "pg18"))]
+const CONTYPID: pg_sys::AttrNumber = 9;
+#[cfg(feature = "pg18")]
+const CONRELID: pg_sys::AttrNumber = 9;
+#[cfg(feature = "pg18")]
+const CONTYPID: pg_sys::AttrNumber = 10;
 const DEP_CLASSID: pg_sys::AttrNumber = 1; // pg_depend
 const DEP_OBJID: pg_sys::AttrNumber = 2; // pg_depend
 const INDRELID: pg_sys::AttrNumber = 2; // pg_index
