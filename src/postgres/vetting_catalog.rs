@@ -28,6 +28,8 @@ const CONSTRAINT_RELID_TYPID_NAME_INDEX_ID: Oid = Oid::from_u32(2665);
 const CONSTRAINT_TYPID_INDEX_ID: Oid = Oid::from_u32(2666);
 const INHERITS_RELATION_ID: Oid = Oid::from_u32(2611);
 const INHERITS_PARENT_INDEX_ID: Oid = Oid::from_u32(2187);
+const STATISTIC_EXT_RELATION_ID: Oid = Oid::from_u32(3381);
+const STATISTIC_EXT_RELID_INDEX_ID: Oid = Oid::from_u32(3379);
 // Column numbers (Anum_...) of the keys scanned.
 const ATTRELID: pg_sys::AttrNumber = 1; // pg_attribute
                                         // pg_constraint: PostgreSQL 18 added conenforced before convalidated, moving both by one.
@@ -540,12 +542,12 @@ unsafe fn planned_with(relations: &HashSet<Oid>) -> Vec<(Oid, Oid)> {
                 out.extend(depends_on(CONSTRAINT_RELATION_ID, c));
             }
             for s in first_oids(
-                pg_sys::StatisticExtRelationId,
-                Oid::from(pg_sys::StatisticExtRelidIndexId),
+                STATISTIC_EXT_RELATION_ID,
+                STATISTIC_EXT_RELID_INDEX_ID,
                 STXRELID,
                 *rel,
             ) {
-                out.extend(depends_on(pg_sys::StatisticExtRelationId, s));
+                out.extend(depends_on(STATISTIC_EXT_RELATION_ID, s));
             }
         }
     }
