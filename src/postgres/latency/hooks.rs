@@ -443,7 +443,14 @@ fn recorded(
     );
     if r.relations_due {
         if let Some(executed) = executed {
-            keep_relations(k, executed);
+            // Once per entry before 18 (its plan's relations not read yet), once per new
+            // table on 18 (read above).
+            let n = match table::QUERYID_SPANS_SCHEMAS {
+                true => n_used,
+                // SAFETY: as above.
+                false => unsafe { samples::first_relations(executed.stmt, &mut used) },
+            };
+            table::keep_relations(k, &used[..n]);
         }
     }
     if r.slowest || r.sample_due {
@@ -452,17 +459,6 @@ fn recorded(
     if r.found.evicted > 0 {
         table::log_evictions(samples::statement_started_us());
     }
-}
-
-/// Once per entry (on PostgreSQL 18, once per new table): the relations the statement's plan
-/// used (which tenant's table it found).
-#[cold]
-#[inline(never)]
-fn keep_relations(k: Key, executed: Executed) {
-    let mut used = [0u32; table::ENTRY_RELATIONS];
-    // SAFETY: the statement's own plan, outside any lock.
-    let n = unsafe { samples::first_relations(executed.stmt, &mut used) };
-    table::keep_relations(k, &used[..n]);
 }
 
 /// The rare part of recording (a new slowest execution, or a sample due), out of line so the
