@@ -423,20 +423,11 @@ unsafe fn output(type_oid: pg_sys::Oid, value: pg_sys::Datum) -> Value {
 /// # Safety
 /// `stmt` is the executing statement's PlannedStmt.
 pub unsafe fn relations(stmt: *const pg_sys::PlannedStmt) -> Vec<u32> {
-    // SAFETY: relationOids is a valid OID list (or null) for the plan's life; an OID list's
-    // cells hold oid_value.
-    unsafe {
-        let Some(list) = (*stmt).relationOids.as_ref() else {
-            return Vec::new();
-        };
-        let n = list.length.max(0) as usize;
-        if n > MAX_RELATIONS {
-            return Vec::new();
-        }
-        (0..n)
-            .map(|i| (*list.elements.add(i)).oid_value.to_u32())
-            .filter(|&oid| oid != 0)
-            .collect()
+    // SAFETY: as the caller promises.
+    let (count, oids) = unsafe { relation_oids(stmt) };
+    match count > MAX_RELATIONS {
+        true => Vec::new(),
+        false => oids.collect(),
     }
 }
 
@@ -446,24 +437,32 @@ pub unsafe fn relations(stmt: *const pg_sys::PlannedStmt) -> Vec<u32> {
 /// # Safety
 /// `stmt` is the executing statement's PlannedStmt.
 pub unsafe fn first_relations(stmt: *const pg_sys::PlannedStmt, out: &mut [u32]) -> usize {
-    // SAFETY: as `relations`.
-    unsafe {
-        let Some(list) = (*stmt).relationOids.as_ref() else {
-            return 0;
-        };
-        let mut n = 0;
-        for i in 0..list.length.max(0) as usize {
-            if n == out.len() {
-                break;
-            }
-            let oid = (*list.elements.add(i)).oid_value.to_u32();
-            if oid != 0 {
-                out[n] = oid;
-                n += 1;
-            }
-        }
-        n
+    // SAFETY: as the caller promises.
+    let (_, oids) = unsafe { relation_oids(stmt) };
+    let mut n = 0;
+    for (slot, oid) in out.iter_mut().zip(oids) {
+        *slot = oid;
+        n += 1;
     }
+    n
+}
+
+/// The length of a plan's relationOids list and its non-zero OIDs.
+///
+/// # Safety
+/// `stmt` is the executing statement's PlannedStmt; the iterator is used while it lives.
+unsafe fn relation_oids(stmt: *const pg_sys::PlannedStmt) -> (usize, impl Iterator<Item = u32>) {
+    // SAFETY: relationOids is a valid OID list (or null) for the plan's life; an OID list's
+    // cells hold oid_value.
+    let list = unsafe { (*stmt).relationOids.as_ref() };
+    let (n, cells) = list.map_or((0, std::ptr::null()), |l| {
+        (l.length.max(0) as usize, l.elements)
+    });
+    let oids = (0..n)
+        // SAFETY: i < the list's length.
+        .map(move |i| unsafe { (*cells.add(i)).oid_value.to_u32() })
+        .filter(|&oid| oid != 0);
+    (n, oids)
 }
 
 /// Whether string literals are read as the SQL standard says (backslashes are plain
