@@ -115,7 +115,8 @@ def test_the_exporters_queries_run_no_operator_of_a_role_that_owns_its_user_sche
 UTILITY = [
     "COMMENT ON TABLE t IS 'monitor-secret-1'",
     "ALTER ROLE rt_app SET app.k TO 'monitor-secret-2'",
-    "COPY (SELECT 1) TO PROGRAM 'true monitor-secret-3'",
+    # The program reads its input: one that exits first fails the COPY on a broken pipe.
+    "COPY (SELECT 1) TO PROGRAM 'cat>/dev/null #monitor-secret-3'",
 ]
 
 
