@@ -154,7 +154,10 @@ log "PostgreSQL $major: e2e runs $scope; deselected: $deselected"
 PG_MAJOR=$major PGBIN="$("$pg_config" --bindir)" PG_CONFIG="$pg_config" \
     LD_LIBRARY_PATH="$("$pg_config" --libdir)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     "$OPTIDB_ROOT/tests/scripts/e2e.sh" -m "not pg_cron" "$@" 2>&1 | tee "$home/e2e.log"
-e2e_result=$(grep -E '^[0-9]+ (passed|failed)|^=+ [0-9]+ passed' "$home/e2e.log" | tail -1 || true)
+# The whole run's line, then the rerun of its failures when e2e.sh made one.
+e2e_result=$(grep -E '^[0-9]+ (passed|failed)|^=+ [0-9]+ passed' "$home/e2e.log" | head -1 || true)
+flaky=$(sed -n 's/.*FLAKY (failed, then passed on its rerun): \(.*\)\x1b.*/\1/p' "$home/e2e.log")
+[ -z "$flaky" ] || e2e_result="$e2e_result; FLAKY, passed on its rerun: $flaky"
 
 {
     echo "PostgreSQL $major ($("$pg_config" --version), hypopg $HYPOPG_VERSION): $((($(date +%s) - start))) s"
