@@ -33,8 +33,10 @@ pub const ERROR_CLASSES: usize = 6;
 /// Bytes kept of the slowest execution's statement text (with its literals, secrets redacted).
 pub const SLOWEST_TEXT: usize = 1024;
 /// Relations kept per statement (the first ones its plan used): which tenant's table each
-/// statement resolved to (`optidb.statement_relation`, src/api/tenant_advice.rs).
-pub const ENTRY_RELATIONS: usize = 8;
+/// statement resolved to (`optidb.statement_relation`, src/api/tenant_advice.rs). Where one
+/// entry spans schemas (below), 32: a one-table statement records 32 tenants per snapshot
+/// for 96 more bytes per entry; elsewhere every execution uses the same tables.
+pub const ENTRY_RELATIONS: usize = if QUERYID_SPANS_SCHEMAS { 32 } else { 8 };
 /// `relation_count` while one backend writes `relations` (0: not recorded yet; n + 1: n kept).
 const RELATIONS_BUSY: u32 = u32::MAX;
 /// PostgreSQL 18 computes a queryid from its tables' names, not their OIDs, so one entry spans
