@@ -1,7 +1,8 @@
 //! Replays that decide whether advice other than a B-tree index is made (issue 23, part 6):
 //! a rewrite is made only when its rewritten statement, replayed beside the original, is
 //! cheaper; statistics advice only when a fresh plan is estimated far off what the statement's
-//! executions return (and a larger target could change it); trigram (GIN) index advice only
+//! executions return (and a larger target could change it: the table is larger than ANALYZE's
+//! sample and the column has values beyond its most-common-values list); trigram (GIN) index advice only
 //! when a rolled-back build shows the plan using it (advice_checks/trigram_trials.rs; beyond
 //! its size cap it stays unverified with a low confidence). The verdicts are optidb_core::advisor::verdicts; this
 //! module runs the replays and reads the catalog facts they need.
@@ -327,15 +328,22 @@ fn keys_not_null(plan: &PlanFacts, keys: &[String]) -> bool {
         })
 }
 
-/// The table's rows (the larger of the planner's and the live count) and the column's
-/// statistics target (its own, else default_statistics_target).
+/// The table's rows (the larger of the planner's and the live count), the column's
+/// statistics target (its own, else default_statistics_target), and whether ANALYZE kept every
+/// value it sampled as a most common value (a list and no histogram; pg_stats, so a column the
+/// scanning role may not read counts as not described).
 fn target_facts(rec: &Recommendation) -> Option<TargetFacts> {
     rows::first(
         "statistics target",
         "SELECT greatest(c.reltuples, pg_catalog.pg_stat_get_live_tuples(c.oid))::float8 AS rows, \
                 coalesce(nullif(a.attstattarget, -1)::int4, \
                          pg_catalog.current_setting('default_statistics_target')::int4)::float8 \
-                  AS target \
+                  AS target, \
+                coalesce((SELECT s.most_common_vals IS NOT NULL AND s.histogram_bounds IS NULL \
+                          FROM pg_catalog.pg_stats s \
+                          WHERE s.schemaname = n.nspname AND s.tablename = c.relname \
+                            AND s.attname = a.attname AND NOT s.inherited), false) \
+                  AS every_value_common \
          FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $3 \
@@ -348,6 +356,7 @@ fn target_facts(rec: &Recommendation) -> Option<TargetFacts> {
         |row| TargetFacts {
             table_rows: row.get("rows"),
             target: row.get("target"),
+            every_value_common: row.get("every_value_common"),
         },
     )
 }

@@ -146,6 +146,9 @@ impl EstimateReplay {
 pub struct TargetFacts {
     pub table_rows: f64,
     pub target: f64,
+    /// ANALYZE kept every value it sampled as a most common value (a list and no histogram):
+    /// the planner already knows each value's share, so the error is not in this column.
+    pub every_value_common: bool,
 }
 
 /// Statistics advice stands when some replayed statement is estimated far enough off what it
@@ -162,6 +165,14 @@ pub fn stats(fix: StatsFix, replays: &[EstimateReplay], target: Option<TargetFac
                  statistics target {:.0} ({sample:.0} rows): a larger target changes no estimate",
                 t.table_rows, t.target
             ));
+        }
+        if t.every_value_common {
+            return Verdict::Drop(
+                "every value of the column is in its most-common-values list already, each \
+                 with its share: a larger target changes no estimate of it (the error is in \
+                 how the filtered columns combine, or elsewhere in the plan)"
+                    .into(),
+            );
         }
     }
     let needed = match fix {
@@ -296,6 +307,7 @@ mod tests {
         let tiny = TargetFacts {
             table_rows: 25.0,
             target: 100.0,
+            every_value_common: false,
         };
         let v = stats(
             StatsFix::Target,
@@ -310,6 +322,7 @@ mod tests {
         let big = TargetFacts {
             table_rows: 200_000.0,
             target: 100.0,
+            every_value_common: false,
         };
         let Verdict::Keep(e) = stats(
             StatsFix::Target,
@@ -331,6 +344,23 @@ mod tests {
                 Verdict::Drop(_)
             ));
         }
+    }
+
+    #[test]
+    fn a_larger_target_for_a_column_whose_every_value_is_common_is_never_advised() {
+        // Dexter's posts: user_id has 10 values, all in the list; `user_id = 9 AND blog_id < 9`
+        // returns nothing because the columns are correlated, not because of user_id's list.
+        let described = TargetFacts {
+            table_rows: 200_000.0,
+            target: 100.0,
+            every_value_common: true,
+        };
+        let v = stats(
+            StatsFix::Target,
+            &[estimate(173.0, 0.0, "Seq Scan")],
+            Some(described),
+        );
+        assert!(matches!(v, Verdict::Drop(m) if m.contains("most-common-values")));
     }
 
     #[test]
