@@ -4,6 +4,7 @@ real Prometheus on loopback; the figures are read back through Prometheus's HTTP
 exporter logs in as a role that is only a member of optidb_monitor: it gets health figures,
 open alerts and the top statements' figures, and none of optidb's statement rows."""
 
+import http.client
 import json
 import os
 import shutil
@@ -51,7 +52,9 @@ def wait_for(query, want, timeout=60):
     while True:
         try:
             series = instant(query)
-        except OSError:
+        except (OSError, http.client.HTTPException):
+            # Not answering yet, or not answering HTTP (a CI run on 18 once read its own
+            # request line back as the status line): poll again until the deadline.
             series = {}
         if want(series) or time.monotonic() > deadline:
             return series
