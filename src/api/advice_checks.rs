@@ -2,10 +2,11 @@
 //! a rewrite is made only when its rewritten statement, replayed beside the original, is
 //! cheaper; statistics advice only when a fresh plan is estimated far off what the statement's
 //! executions return (and a larger target could change it: the table is larger than ANALYZE's
-//! sample and the column has values beyond its most-common-values list); trigram (GIN) index advice only
-//! when a rolled-back build shows the plan using it (advice_checks/trigram_trials.rs; beyond
-//! its size cap it stays unverified with a low confidence). The verdicts are optidb_core::advisor::verdicts; this
-//! module runs the replays and reads the catalog facts they need.
+//! sample and the column has values beyond its most-common-values list); trigram (GIN) index
+//! advice only when a rolled-back build shows the plan using it
+//! (advice_checks/trigram_trials.rs; beyond its size cap it stays unverified with a low
+//! confidence). The verdicts are optidb_core::advisor::verdicts; this module runs the replays
+//! and reads the catalog facts they need.
 //!
 //! Every plan is made by the existing replay path (src/postgres/replay.rs, replay_worker.rs
 //! Job::Plan, explain.rs, vetting.rs): in a worker of its own, as the statement's owner, with
